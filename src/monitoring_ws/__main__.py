@@ -1,0 +1,3 @@
+from monitoring_ws.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The ``monitoring-ws`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .protocol import (
+    AGENT_ID,
+    CloseCode,
+    ProtocolError,
+    Sender,
+    check_timestamp,
+    decode,
+    derive_agent_key,
+    parse_agent_key,
+    verify,
+)
+
+SECRET_ENV = "MONITORING_WS_SECRET"  # noqa: S105 - a variable name, not a secret
+
+
+def _secret_from_env() -> str:
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        raise SystemExit(
+            f"monitoring-ws: no master secret: set {SECRET_ENV} in the environment "
+            "(it is never read from the command line, where other users could see it)"
+        )
+    return secret
+
+
+def _derive_key(args: argparse.Namespace) -> int:
+    if not AGENT_ID.fullmatch(args.agent_id):
+        raise SystemExit(
+            f"monitoring-ws: invalid agent id {args.agent_id!r}: use 1-128 characters of "
+            "[A-Za-z0-9._:-], starting with a letter or digit (an EC2 instance id works)"
+        )
+    print(derive_agent_key(_secret_from_env(), args.agent_id).hex())
+    return 0
+
+
+def _check_frame(args: argparse.Namespace) -> int:
+    """Explain, check by check, what a receiver would say of one frame."""
+    if args.file == "-":
+        frame = sys.stdin.read().strip()
+    else:
+        try:
+            with open(args.file, encoding="utf-8") as handle:
+                frame = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"monitoring-ws: cannot read {args.file}: {exc}") from None
+    sender = Sender(args.sender)
+    try:
+        message = decode(frame, sender=sender)
+    except ProtocolError as error:
+        print(f"refused: close {int(error.code)} ({error.code.name}): {error.reason}")
+        return 1
+    envelope = message.envelope
+    print(f"ok   size, JSON, schema: {envelope.type.value} from {envelope.agent_id}")
+    print(f"     signing input: {message.signing_input.decode('utf-8')}")
+    if args.agent_key:
+        try:
+            keys: tuple[bytes, ...] = (parse_agent_key(args.agent_key),)
+        except ValueError as exc:
+            raise SystemExit(f"monitoring-ws: --agent-key: {exc}") from None
+    else:
+        secret = _secret_from_env()
+        keys = (derive_agent_key(secret, envelope.agent_id), secret.encode("utf-8"))
+    try:
+        check_timestamp(envelope.ts, int(time.time() * 1000))
+        print("ok   ts within 300 s of this machine's clock")
+    except ProtocolError as error:
+        print(f"FAIL {error.reason} (close {int(CloseCode.AUTH_FAILED)})")
+    key = verify(keys, message.signing_input, envelope.signature)
+    if key is None:
+        print(f"FAIL signature does not verify (close {int(CloseCode.AUTH_FAILED)})")
+        return 1
+    how = "the derived agent key" if key == keys[0] else "the raw master secret (seed mode)"
+    print(f"ok   signature verifies with {how}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitoring-ws",
+        description="Signed WebSocket transport between a monitoring server and its agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    derive = commands.add_parser(
+        "derive-key",
+        help=f"print an agent's derived key (hex) from the master secret in ${SECRET_ENV}",
+    )
+    derive.add_argument("agent_id", metavar="AGENT_ID")
+    derive.set_defaults(run=_derive_key)
+
+    check = commands.add_parser(
+        "check-frame",
+        help="explain what a receiver says of one JSON frame (for agent implementers)",
+    )
+    check.add_argument("file", nargs="?", default="-", help="file with the frame (default: stdin)")
+    check.add_argument(
+        "--sender",
+        choices=[s.value for s in Sender],
+        default=Sender.AGENT.value,
+        help="who wrote the frame (the payload schema depends on it)",
+    )
+    check.add_argument(
+        "--agent-key",
+        metavar="HEX",
+        help=f"verify with this derived key instead of the secret in ${SECRET_ENV}",
+    )
+    check.set_defaults(run=_check_frame)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    result: int = args.run(args)
+    return result

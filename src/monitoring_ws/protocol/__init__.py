@@ -1,0 +1,122 @@
+"""Protocol v1, sans-IO: envelope codec, canonicalization, keys, replay window, sessions.
+
+Nothing in this package does I/O or imports trio, Quart, Hypercorn, trio-websocket or
+boto3; time is always passed in. docs/protocol.md is the wire contract it implements.
+"""
+
+from .agent_session import AgentConfig, AgentSession, AgentState
+from .canonical import CanonicalizationError, canonicalize, canonicalize_reference
+from .envelope import (
+    AGENT_ID,
+    DEFAULT_MAX_FRAME_BYTES,
+    TIMESTAMP_WINDOW_MS,
+    Body,
+    Envelope,
+    Message,
+    MessageType,
+    Sender,
+    check_timestamp,
+    decode,
+    seal,
+    verify_signature,
+)
+from .errors import CloseCode, ProtocolError, close_reason, parse_retry_after
+from .events import (
+    AuthAccepted,
+    Authenticated,
+    CloseConnection,
+    CommandReceived,
+    CommandResultReceived,
+    DuplicateDropped,
+    Event,
+    HeartbeatAnswered,
+    HeartbeatReceived,
+    LogsReceived,
+    MetricsReceived,
+    SendFrame,
+    random_nonce,
+)
+from .keys import Keyring, derive_agent_key, parse_agent_key, sign, verify
+from .payloads import (
+    PROTOCOL_VERSION,
+    AuthHello,
+    AuthReply,
+    Capabilities,
+    Command,
+    CommandError,
+    CommandResult,
+    Heartbeat,
+    HeartbeatReply,
+    LogBatch,
+    LogEntry,
+    Metrics,
+)
+from .replay import MemoryReplayWindow, ReplayVerdict, ReplayWindow
+from .server_session import ServerConfig, ServerSession, ServerState
+from .session_base import Limits, Verified
+from .strictjson import MAX_DEPTH, MAX_SAFE_INTEGER
+
+__all__ = [
+    "AGENT_ID",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "MAX_DEPTH",
+    "MAX_SAFE_INTEGER",
+    "PROTOCOL_VERSION",
+    "TIMESTAMP_WINDOW_MS",
+    "AgentConfig",
+    "AgentSession",
+    "AgentState",
+    "AuthAccepted",
+    "AuthHello",
+    "AuthReply",
+    "Authenticated",
+    "Body",
+    "CanonicalizationError",
+    "Capabilities",
+    "CloseCode",
+    "CloseConnection",
+    "Command",
+    "CommandError",
+    "CommandReceived",
+    "CommandResult",
+    "CommandResultReceived",
+    "DuplicateDropped",
+    "Envelope",
+    "Event",
+    "Heartbeat",
+    "HeartbeatAnswered",
+    "HeartbeatReceived",
+    "HeartbeatReply",
+    "Keyring",
+    "Limits",
+    "LogBatch",
+    "LogEntry",
+    "LogsReceived",
+    "MemoryReplayWindow",
+    "Message",
+    "MessageType",
+    "Metrics",
+    "MetricsReceived",
+    "ProtocolError",
+    "ReplayVerdict",
+    "ReplayWindow",
+    "SendFrame",
+    "Sender",
+    "ServerConfig",
+    "ServerSession",
+    "ServerState",
+    "Verified",
+    "canonicalize",
+    "canonicalize_reference",
+    "check_timestamp",
+    "close_reason",
+    "decode",
+    "derive_agent_key",
+    "parse_agent_key",
+    "parse_retry_after",
+    "random_nonce",
+    "seal",
+    "sign",
+    "verify",
+    "verify_signature",
+]

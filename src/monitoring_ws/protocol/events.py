@@ -1,0 +1,140 @@
+"""What a session reports after it is fed a frame or a deadline: events for the shell."""
+
+from __future__ import annotations
+
+import uuid
+
+import attrs
+
+from .envelope import Envelope
+from .errors import CloseCode
+from .payloads import (
+    AuthHello,
+    AuthReply,
+    Command,
+    CommandResult,
+    Heartbeat,
+    LogBatch,
+    Metrics,
+)
+
+__all__ = [
+    "AuthAccepted",
+    "Authenticated",
+    "CloseConnection",
+    "CommandReceived",
+    "CommandResultReceived",
+    "DuplicateDropped",
+    "Event",
+    "HeartbeatAnswered",
+    "HeartbeatReceived",
+    "LogsReceived",
+    "MetricsReceived",
+    "SendFrame",
+    "random_nonce",
+]
+
+
+def random_nonce() -> str:
+    """A fresh UUID4 nonce (from the OS's CSPRNG)."""
+    return str(uuid.uuid4())
+
+
+@attrs.frozen
+class SendFrame:
+    """Write this text frame to the peer."""
+
+    text: str
+
+
+@attrs.frozen
+class CloseConnection:
+    """Close the WebSocket with ``code`` and ``reason``; ``detail`` is for logs only."""
+
+    code: CloseCode
+    reason: str
+    detail: str = ""
+
+
+@attrs.frozen
+class DuplicateDropped:
+    """A verified message whose nonce was already seen: dropped without effect."""
+
+    envelope: Envelope
+
+
+# Server side: what an agent did.
+
+
+@attrs.frozen
+class Authenticated:
+    """The handshake succeeded; the session is open."""
+
+    agent_id: str
+    session_id: str
+    hello: AuthHello
+    features: tuple[str, ...]
+
+
+@attrs.frozen
+class MetricsReceived:
+    envelope: Envelope
+    metrics: Metrics
+
+
+@attrs.frozen
+class LogsReceived:
+    envelope: Envelope
+    batch: LogBatch
+
+
+@attrs.frozen
+class CommandResultReceived:
+    envelope: Envelope
+    result: CommandResult
+
+
+@attrs.frozen
+class HeartbeatReceived:
+    """An agent heartbeat; the session has already queued the signed answer."""
+
+    envelope: Envelope
+    heartbeat: Heartbeat
+
+
+# Agent side: what the server did.
+
+
+@attrs.frozen
+class AuthAccepted:
+    """The server accepted the handshake; the session is open."""
+
+    reply: AuthReply
+
+
+@attrs.frozen
+class CommandReceived:
+    """A verified command to run (at most once per ``commandId``: that is the agent's job)."""
+
+    envelope: Envelope
+    command: Command
+
+
+@attrs.frozen
+class HeartbeatAnswered:
+    server_time: int
+
+
+Event = (
+    SendFrame
+    | CloseConnection
+    | DuplicateDropped
+    | Authenticated
+    | MetricsReceived
+    | LogsReceived
+    | CommandResultReceived
+    | HeartbeatReceived
+    | AuthAccepted
+    | CommandReceived
+    | HeartbeatAnswered
+)

@@ -1,0 +1,193 @@
+"""The server's side of one agent connection, as a state machine fed frames and times.
+
+The I/O shell is a loop: read a frame, ``receive`` it (or ``verify``, check the nonce
+where the window lives, then ``accept``), act on the events; when ``deadline_ms`` passes,
+act on ``on_deadline``. Nothing here reads a clock or a socket.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import attrs
+
+from .envelope import Message, MessageType, Sender
+from .errors import CloseCode, ProtocolError
+from .events import (
+    Authenticated,
+    CommandResultReceived,
+    DuplicateDropped,
+    Event,
+    HeartbeatReceived,
+    LogsReceived,
+    MetricsReceived,
+    SendFrame,
+    random_nonce,
+)
+from .keys import Keyring
+from .payloads import (
+    AuthHello,
+    AuthReply,
+    Command,
+    CommandResult,
+    Heartbeat,
+    HeartbeatReply,
+    LogBatch,
+    Metrics,
+)
+from .replay import ReplayVerdict, ReplayWindow
+from .session_base import Limits, SessionBase, Verified
+
+__all__ = ["ServerConfig", "ServerSession", "ServerState"]
+
+
+class ServerState(enum.Enum):
+    """Where the connection is (docs/protocol.md, "Handshake")."""
+
+    #: Upgraded; the first frame must be a signed ``auth`` before the auth deadline.
+    AWAITING_AUTH = "awaiting_auth"
+    #: Authenticated: data flows, heartbeats keep it alive.
+    OPEN = "open"
+    #: A close was decided; feed nothing more.
+    CLOSED = "closed"
+
+
+@attrs.frozen
+class ServerConfig:
+    """What the server offers each connection."""
+
+    heartbeat_interval_ms: int = 30_000
+    #: Protocol extensions this server speaks; the reply lists those the agent also asked for.
+    features: frozenset[str] = frozenset()
+    limits: Limits = attrs.field(factory=Limits)
+
+
+class ServerSession(SessionBase):
+    """One connection, server side."""
+
+    _peer = Sender.AGENT
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        opened_at_ms: int,
+        session_id: str,
+        config: ServerConfig = ServerConfig(),
+        new_nonce: Callable[[], str] = random_nonce,
+    ) -> None:
+        super().__init__(config.limits, new_nonce)
+        self.keyring = keyring
+        self.config = config
+        self.session_id = session_id
+        self.opened_at_ms = opened_at_ms
+        self.agent_id: str | None = None
+        self.hello: AuthHello | None = None
+        self.features: tuple[str, ...] = ()
+        self.last_heard_ms = opened_at_ms
+
+    @property
+    def state(self) -> ServerState:
+        if self._closed:
+            return ServerState.CLOSED
+        return ServerState.AWAITING_AUTH if self.agent_id is None else ServerState.OPEN
+
+    def deadline_ms(self) -> int | None:
+        """When ``on_deadline`` must be called next (None once closed)."""
+        state = self.state
+        if state is ServerState.AWAITING_AUTH:
+            return self.opened_at_ms + self.limits.auth_timeout_ms
+        if state is ServerState.OPEN:
+            silence = self.limits.missed_heartbeats * self.config.heartbeat_interval_ms
+            return self.last_heard_ms + silence
+        return None
+
+    def on_deadline(self, now_ms: int) -> list[Event]:
+        """Close with 4408 if the auth deadline or the heartbeat allowance has passed."""
+        deadline = self.deadline_ms()
+        if deadline is None or now_ms < deadline:
+            return []
+        what = "no auth frame" if self.agent_id is None else "no message"
+        waited = now_ms - (self.opened_at_ms if self.agent_id is None else self.last_heard_ms)
+        return [self.fail(ProtocolError(CloseCode.TIMEOUT, f"{what} for {waited} ms"))]
+
+    def receive(self, data: str | bytes, now_ms: int, replay: ReplayWindow) -> list[Event]:
+        """Feed one frame (``bytes`` means a binary frame) with an in-process window."""
+        try:
+            verified = self.verify(data, now_ms)
+        except ProtocolError as error:
+            return [self.fail(error)]
+        envelope = verified.message.envelope
+        verdict = replay.check(envelope.agent_id, envelope.nonce, envelope.ts, now_ms)
+        return self.accept(verified, verdict, now_ms)
+
+    def verify(self, data: str | bytes, now_ms: int) -> Verified:
+        """Every check but the nonce; raises ``ProtocolError`` (then call ``fail``)."""
+        if self.agent_id is None:
+            return self._decode_and_verify(data, now_ms, None, self._candidate_keys)
+        return self._decode_and_verify(data, now_ms, self.agent_id, self._session_key)
+
+    def _candidate_keys(self, message: Message) -> tuple[bytes, ...]:
+        return self.keyring.keys_for(message.envelope.agent_id)
+
+    def _session_key(self, _message: Message) -> tuple[bytes, ...]:
+        assert self._key is not None  # noqa: S101 - set together with agent_id
+        return (self._key,)
+
+    def accept(self, verified: Verified, verdict: ReplayVerdict, now_ms: int) -> list[Event]:
+        """Act on a verified frame given the replay window's verdict on its nonce."""
+        if self.agent_id is None:
+            return self._handshake(verified, verdict, now_ms)
+        message = verified.message
+        envelope, body = message.envelope, message.body
+        if verdict is ReplayVerdict.DUPLICATE:
+            self.duplicates += 1
+            return [DuplicateDropped(envelope)]
+        if verdict is ReplayVerdict.STALE:
+            return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, "ts outside the window"))]
+        self.last_heard_ms = now_ms
+        match body:
+            case Metrics():
+                return [MetricsReceived(envelope, body)]
+            case LogBatch():
+                return [LogsReceived(envelope, body)]
+            case CommandResult():
+                return [CommandResultReceived(envelope, body)]
+            case Heartbeat():
+                reply = HeartbeatReply(now_ms).to_payload()
+                frame = self._seal(MessageType.HEARTBEAT, envelope.agent_id, reply, now_ms)
+                return [HeartbeatReceived(envelope, body), SendFrame(frame)]
+        reason = f"an agent may not send {envelope.type.value!r} now"
+        return [self.fail(ProtocolError(CloseCode.MALFORMED, reason))]
+
+    def _handshake(self, verified: Verified, verdict: ReplayVerdict, now_ms: int) -> list[Event]:
+        envelope, hello = verified.message.envelope, verified.message.body
+        if verdict is not ReplayVerdict.NEW:
+            return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, f"auth nonce {verdict.value}"))]
+        if not isinstance(hello, AuthHello):
+            reason = f"first frame is {envelope.type.value!r}, not 'auth'"
+            return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, reason))]
+        self.agent_id, self.hello, self._key = envelope.agent_id, hello, verified.key
+        self.features = tuple(
+            sorted(self.config.features.intersection(hello.capabilities.features))
+        )
+        self.last_heard_ms = now_ms
+        reply = AuthReply(
+            session_id=self.session_id,
+            server_time=now_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            features=self.features,
+            auth_nonce=envelope.nonce,
+        )
+        frame = self._seal(MessageType.AUTH, envelope.agent_id, reply.to_payload(), now_ms)
+        return [
+            Authenticated(envelope.agent_id, self.session_id, hello, self.features),
+            SendFrame(frame),
+        ]
+
+    def command(self, command: Command, now_ms: int) -> str:
+        """The signed ``command`` frame to send (the session must be open)."""
+        if self.agent_id is None:
+            raise RuntimeError("the session is not open")
+        return self._seal(MessageType.COMMAND, self.agent_id, command.to_payload(), now_ms)

@@ -1,0 +1,107 @@
+"""What both ends of a connection share: sealing frames, verifying, failing, closing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .envelope import (
+    DEFAULT_MAX_FRAME_BYTES,
+    TIMESTAMP_WINDOW_MS,
+    Message,
+    MessageType,
+    Sender,
+    check_timestamp,
+    decode,
+    seal,
+    verify_signature,
+)
+from .errors import CloseCode, ProtocolError, close_reason
+from .events import CloseConnection
+
+__all__ = ["Limits", "SessionBase", "Verified"]
+
+
+@attrs.frozen
+class Limits:
+    """Limits both ends apply to what they receive."""
+
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    timestamp_window_ms: int = TIMESTAMP_WINDOW_MS
+    #: Close after this many heartbeat intervals without a verified message (4408).
+    missed_heartbeats: int = 3
+    #: The first frame (agent: the server's reply) must arrive within this (4408).
+    auth_timeout_ms: int = 10_000
+
+
+@attrs.frozen
+class Verified:
+    """A frame that passed every check but the nonce: pass it to ``accept``."""
+
+    message: Message
+    key: bytes = attrs.field(repr=False)
+
+
+class SessionBase:
+    """State and checks common to ``ServerSession`` and ``AgentSession``."""
+
+    _peer: Sender
+
+    def __init__(self, limits: Limits, new_nonce: Callable[[], str]) -> None:
+        self.limits = limits
+        self._new_nonce = new_nonce
+        self._key: bytes | None = None
+        self._closed = False
+        #: Verified messages dropped as duplicates (counted, never processed).
+        self.duplicates = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fail(self, error: ProtocolError) -> CloseConnection:
+        """Close because of ``error``: the event tells the peer only the public reason."""
+        self._closed = True
+        return CloseConnection(error.code, error.public_reason, error.reason)
+
+    def close(self, code: CloseCode, retry_after_s: int | None = None) -> CloseConnection:
+        """Close on this side's initiative (shutdown 1001, replacement 4409, ...)."""
+        self._closed = True
+        return CloseConnection(code, close_reason(code, retry_after_s))
+
+    def _decode_and_verify(
+        self,
+        data: str | bytes,
+        peer_now_ms: int,
+        agent_id: str | None,
+        keys: Callable[[Message], tuple[bytes, ...]],
+        *,
+        check_ts: bool = True,
+    ) -> Verified:
+        if self._closed:
+            raise RuntimeError("the session is closed")
+        if isinstance(data, bytes | bytearray | memoryview):
+            raise ProtocolError(CloseCode.UNSUPPORTED_DATA, "binary frame")
+        limits = self.limits
+        message = decode(
+            data, sender=self._peer, agent_id=agent_id, max_bytes=limits.max_frame_bytes
+        )
+        if check_ts:
+            check_timestamp(message.envelope.ts, peer_now_ms, limits.timestamp_window_ms)
+        return Verified(message, verify_signature(message, keys(message)))
+
+    def _seal(
+        self,
+        kind: MessageType,
+        agent_id: str,
+        payload: Mapping[str, Any],
+        ts: int,
+        nonce: str | None = None,
+    ) -> str:
+        if self._key is None or self._closed:
+            raise RuntimeError("the session is not open")
+        nonce = self._new_nonce() if nonce is None else nonce
+        envelope = seal(kind, agent_id, payload, key=self._key, ts=ts, nonce=nonce)
+        return envelope.to_frame()

@@ -1,0 +1,53 @@
+"""Helpers for building frames in tests."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from monitoring_ws.protocol import MessageType, derive_agent_key, seal
+
+SECRET = "test-master-secret"
+AGENT = "i-0abc123def4567890"
+KEY = derive_agent_key(SECRET, AGENT)
+NOW = 1_732_550_400_000
+HELLO = {
+    "protocol": 1,
+    "agentVersion": "1.0.0",
+    "hostname": "web-01",
+    "capabilities": {"commands": ["ping"], "features": []},
+}
+_counter = itertools.count()
+
+
+def nonce() -> str:
+    return f"00000000-0000-4000-8000-{next(_counter):012d}"
+
+
+def frame(
+    kind: MessageType | str,
+    payload: dict[str, Any],
+    *,
+    agent_id: str = AGENT,
+    key: bytes = KEY,
+    ts: int = NOW,
+    nonce_value: str | None = None,
+) -> str:
+    """A correctly signed frame."""
+    return seal(
+        MessageType(kind),
+        agent_id,
+        payload,
+        key=key,
+        ts=ts,
+        nonce=nonce_value or nonce(),
+    ).to_frame()
+
+
+def resign(fields: dict[str, Any], key: bytes = KEY) -> str:
+    """Re-sign arbitrary (possibly invalid) envelope fields as JSON text."""
+    from monitoring_ws.protocol import canonicalize, sign
+
+    unsigned = {k: v for k, v in fields.items() if k != "signature"}
+    return json.dumps({**unsigned, "signature": sign(key, canonicalize(unsigned))})
