@@ -6,7 +6,7 @@ import itertools
 import json
 from typing import Any
 
-from monitoring_ws.protocol import MessageType, derive_agent_key, seal
+from monitoring_ws.protocol import MessageType, canonicalize, derive_agent_key, seal, sign
 
 SECRET = "test-master-secret"
 AGENT = "i-0abc123def4567890"
@@ -47,7 +47,5 @@ def frame(
 
 def resign(fields: dict[str, Any], key: bytes = KEY) -> str:
     """Re-sign arbitrary (possibly invalid) envelope fields as JSON text."""
-    from monitoring_ws.protocol import canonicalize, sign
-
     unsigned = {k: v for k, v in fields.items() if k != "signature"}
     return json.dumps({**unsigned, "signature": sign(key, canonicalize(unsigned))})
