@@ -14,48 +14,7 @@ from hypothesis import strategies as st
 from monitoring_ws.protocol import MAX_SAFE_INTEGER, CanonicalizationError, canonicalize
 from monitoring_ws.protocol.strictjson import loads
 
-# Text without lone surrogates (not representable in UTF-8, refused by the reader).
-text = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
-ascii_text = st.text(st.characters(max_codepoint=127), max_size=8)
-floats = st.floats(allow_nan=False, allow_infinity=False)
-tricky_floats = st.sampled_from(
-    [
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        1e-7,
-        1e-6,
-        1e-5,
-        1e21,
-        1e20,
-        1e16,
-        9007199254740992.0,
-        5e-324,
-        1.7976931348623157e308,
-        0.1,
-        123456789.5,
-        2.5e-5,
-        4.35,
-        1e22,
-        333333333.33333329,
-    ]
-)
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
-    | floats
-    | tricky_floats
-    | text
-)
-json_values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(text | ascii_text, children, max_size=5)
-    ),
-    max_leaves=30,
-)
+from .strategies import json_values
 
 
 @settings(max_examples=3000)
