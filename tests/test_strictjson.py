@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from monitoring_ws.protocol.strictjson import MAX_DEPTH, JSONRejectedError, loads
@@ -79,3 +81,21 @@ def test_brackets_in_strings_do_not_count_toward_depth() -> None:
 
 def test_many_shallow_containers_are_fine() -> None:
     assert len(loads("[" + ",".join(["[]"] * 50_000) + "]")) == 50_000
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 65 + '"' + '\\"' * 500_000,  # an unterminated string full of escaped quotes
+        "[" * 65 + '"' + "a" * 1_000_000 + "\\",
+        "[" * 65 + '"a",' * 250_000,
+        "[" * 1_000_000,
+        "[" + "1" * 1_000_000 + ".5]",
+    ],
+)
+def test_adversarial_megabyte_inputs_are_refused_in_linear_time(text: str) -> None:
+    # A linear scan takes milliseconds; the quadratic one this guards against took hours.
+    start = time.perf_counter()
+    with pytest.raises(JSONRejectedError):
+        loads(text)
+    assert time.perf_counter() - start < 2.0

@@ -129,7 +129,9 @@ class AgentSession(SessionBase):
     def on_deadline(self, now_ms: int) -> list[Event]:
         """Send a due heartbeat; close with 4408 if the server stayed silent too long."""
         state = self.state
-        if state is AgentState.AWAITING_REPLY and now_ms >= self.deadline_ms():  # type: ignore[operator]
+        if state is AgentState.AWAITING_REPLY:
+            if now_ms < self.started_at_ms + self.limits.auth_timeout_ms:
+                return []
             return [self.fail(ProtocolError(CloseCode.TIMEOUT, "no auth reply"))]
         if state is not AgentState.OPEN:
             return []

@@ -19,7 +19,9 @@ MAX_DEPTH = 64
 MAX_SAFE_INTEGER = 2**53 - 1
 
 # Strings (with escapes) are removed before brackets are counted; only used on deep input.
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# An unterminated string runs to the end, so every match attempt succeeds and the scan
+# stays linear (a pattern that can fail would retry from every later quote: quadratic).
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _MAX_INT_LITERAL = len(str(-MAX_SAFE_INTEGER))
