@@ -180,10 +180,10 @@ class AuthReply:
 
 
 @attrs.frozen
-class Metrics:
-    """Agent -> server ``metrics``: one sample, a free-form object (docs/protocol.md)."""
+class _FreeForm:
+    """A payload whose schema is "any object"."""
 
-    values: Mapping[str, Any]
+    values: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
@@ -191,6 +191,11 @@ class Metrics:
 
     def to_payload(self) -> dict[str, Any]:
         return dict(self.values)
+
+
+@attrs.frozen
+class Metrics(_FreeForm):
+    """Agent -> server ``metrics``: one sample, a free-form object (docs/protocol.md)."""
 
 
 @attrs.frozen
@@ -312,17 +317,8 @@ class CommandResult:
 
 
 @attrs.frozen
-class Heartbeat:
+class Heartbeat(_FreeForm):
     """Agent -> server ``heartbeat``: any object (``{}`` will do)."""
-
-    values: Mapping[str, Any] = attrs.field(factory=dict)
-
-    @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> Self:
-        return cls(payload)
-
-    def to_payload(self) -> dict[str, Any]:
-        return dict(self.values)
 
 
 @attrs.frozen
