@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .protocol import (
@@ -85,6 +86,43 @@ def _check_frame(args: argparse.Namespace) -> int:
     return 0
 
 
+API_TOKENS_ENV = "MONITORING_WS_API_TOKENS"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415 - the server's imports stay out of the light commands
+
+    import trio  # noqa: PLC0415
+
+    from .gateway.config import ConfigError, load_config  # noqa: PLC0415
+    from .gateway.serve import raise_open_file_limit, serve  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    tokens = [t for t in os.environ.get(API_TOKENS_ENV, "").split(",") if t] or None
+    try:
+        config = load_config(
+            args.config,
+            listen=args.listen,
+            agent_listen=args.agent_listen,
+            state_dir=args.state_dir,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_self_signed=args.tls_self_signed or None,
+            api_tokens=tokens,
+        )
+        soft, _ = raise_open_file_limit()
+        logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
+        trio.run(serve, config)
+    except ConfigError as exc:
+        raise SystemExit(f"monitoring-ws: {exc}") from None
+    except OSError as exc:
+        raise SystemExit(f"monitoring-ws: cannot listen: {exc}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitoring-ws",
@@ -117,6 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"verify with this derived key instead of the secret in ${SECRET_ENV}",
     )
     check.set_defaults(run=_check_frame)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway: the HTTP API and the /agent WebSocket endpoint",
+        description=(
+            "Run the gateway. The master secret comes from boto3's credential chain "
+            "(e.g. AWS_SECRET_ACCESS_KEY) unless the config file sets master_secrets. "
+            f"API bearer tokens: ${API_TOKENS_ENV} (comma-separated) or the config file."
+        ),
+    )
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="API and agents (default 127.0.0.1:4000)"
+    )
+    serve.add_argument(
+        "--agent-listen", metavar="HOST:PORT", help="a second listener serving only /agent"
+    )
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML file with a [gateway] table"
+    )
+    serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate for wss://")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for wss://")
+    serve.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="generate a self-signed certificate once in the state dir; agents pin its fingerprint",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(run=_serve)
     return parser
 
 

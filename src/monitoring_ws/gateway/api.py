@@ -1,0 +1,137 @@
+"""The HTTP API (Quart-Trio): agents, their status, and commands (docs/api.md)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from quart import Quart, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..protocol import AGENT_ID
+from ..protocol.payloads import NAME
+from ..transports import (
+    AgentGoneError,
+    AgentNotConnectedError,
+    CommandNotSupportedError,
+    CommandTimeoutError,
+    ShuttingDownError,
+    TransportError,
+)
+from ..transports.websocket import WebSocketTransport
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+__all__ = ["create_api"]
+
+#: HTTP status of each transport failure (docs/api.md, "Errors").
+STATUS = {
+    AgentNotConnectedError: 404,
+    CommandNotSupportedError: 400,
+    CommandTimeoutError: 504,
+    AgentGoneError: 502,
+    ShuttingDownError: 503,
+}
+MAX_BODY_BYTES = 1 << 20
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> Response:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+class _BadBody(ValueError):
+    pass
+
+
+def _command_body(
+    raw: str | bytes, default_ms: int, max_ms: int
+) -> tuple[str, dict[str, Any], int]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _BadBody("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _BadBody('the body must be a JSON object: {"command": "ping", "args": {}}')
+    command = body.get("command")
+    if not isinstance(command, str) or not NAME.fullmatch(command):
+        raise _BadBody('"command" must be a command name such as "ping"')
+    args = body.get("args", {})
+    if not isinstance(args, dict):
+        raise _BadBody('"args" must be a JSON object')
+    timeout_ms = body.get("timeoutMs", default_ms)
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
+        raise _BadBody('"timeoutMs" must be an integer number of milliseconds')
+    if not 1 <= timeout_ms <= max_ms:
+        raise _BadBody(f'"timeoutMs" must be between 1 and {max_ms}')
+    return command, args, timeout_ms
+
+
+def create_api(gateway: Gateway) -> Quart:
+    """The Quart-Trio app serving /api/websocket/*."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    transport = WebSocketTransport(gateway)
+    config = gateway.config
+    tokens = [token.encode() for token in config.api_tokens]
+
+    @app.before_request
+    async def require_token() -> Response | None:
+        if not tokens:
+            return None
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        # Compare against every token, so timing says nothing about which one nearly matched.
+        matches = [hmac.compare_digest(presented.encode(), token) for token in tokens]
+        if scheme.lower() == "bearer" and any(matches):
+            return None
+        response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.get("/api/websocket/agents")
+    async def list_agents() -> dict[str, Any]:
+        agents = sorted(await gateway.registry.list(), key=lambda info: info.agent_id)
+        return {"agents": [info.to_json() for info in agents], "count": len(agents)}
+
+    @app.get("/api/websocket/agents/<agent_id>")
+    async def agent_status(agent_id: str) -> dict[str, Any] | Response:
+        if not AGENT_ID.fullmatch(agent_id):
+            return error(400, "invalid_agent_id", "agentId: 1-128 chars of [A-Za-z0-9._:-]")
+        info = await gateway.registry.lookup(agent_id)
+        status = {"agentId": agent_id, "connected": False} if info is None else info.to_json()
+        status["metrics"] = gateway.memory_sink.latest_metrics(agent_id)
+        return status
+
+    @app.get("/api/websocket/agents/<agent_id>/logs")
+    async def agent_logs(agent_id: str) -> dict[str, Any]:
+        limit = request.args.get("limit", default=100, type=int)
+        return {"agentId": agent_id, "entries": gateway.memory_sink.recent_logs(agent_id, limit)}
+
+    @app.post("/api/websocket/agents/<agent_id>/command")
+    async def send_command(agent_id: str) -> tuple[dict[str, Any], int] | Response:
+        if gateway.shutting_down:
+            return error(503, ShuttingDownError.code, "the server is shutting down")
+        try:
+            command, args, timeout_ms = _command_body(
+                await request.get_data(),
+                config.default_command_timeout_ms,
+                config.max_command_timeout_ms,
+            )
+        except _BadBody as exc:
+            return error(400, "bad_request", str(exc))
+        try:
+            outcome = await transport.send_command(agent_id, command, args, timeout_ms / 1000)
+        except TransportError as exc:
+            extra = {"commandId": exc.command_id} if hasattr(exc, "command_id") else {}
+            return error(STATUS.get(type(exc), 500), exc.code, str(exc), **extra)
+        return outcome.to_json(), 200
+
+    return app

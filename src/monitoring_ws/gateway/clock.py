@@ -1,0 +1,9 @@
+"""The wall clock the gateway stamps and checks messages with (Unix milliseconds)."""
+
+from __future__ import annotations
+
+import time
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000

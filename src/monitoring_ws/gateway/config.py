@@ -1,0 +1,135 @@
+"""Gateway settings: defaults, a TOML file, and command-line overrides (docs/gateway.md)."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["ConfigError", "GatewayConfig", "is_loopback", "load_config", "parse_hostport"]
+
+DEFAULT_LISTEN = "127.0.0.1:4000"
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message says which and how to fix it."""
+
+
+def parse_hostport(value: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``; port 0 means any free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT (e.g. 127.0.0.1:4000), got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{attribute.name} must be > 0, got {value}")
+
+
+@attrs.frozen
+class GatewayConfig:
+    """Everything ``monitoring-ws serve`` can be told."""
+
+    listen: str = DEFAULT_LISTEN
+    #: A second listener that serves only ``/agent`` (e.g. public, with TLS).
+    agent_listen: str | None = None
+    state_dir: Path = Path(".monitoring-ws")
+    #: Master secrets, current first; empty means boto3's credential chain.
+    master_secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
+    seed_compatible: bool = False
+    #: Bearer tokens for /api; required when the API listens beyond loopback.
+    api_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    #: Extra names the self-signed certificate is valid for (besides localhost).
+    tls_hostnames: tuple[str, ...] = ()
+    heartbeat_interval_ms: int = attrs.field(default=30_000, validator=_positive)
+    auth_timeout_ms: int = attrs.field(default=10_000, validator=_positive)
+    max_frame_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+    #: Frames queued for one agent before it counts as too slow and is closed.
+    outgoing_queue: int = attrs.field(default=256, validator=_positive)
+    #: Connections that have not authenticated yet, across all addresses.
+    max_unauthenticated: int = attrs.field(default=2048, validator=_positive)
+    #: Authentication failures one remote address may have per minute before 4429.
+    auth_failures_per_minute: int = attrs.field(default=30, validator=_positive)
+    #: Retry hint sent with 1001 at shutdown (agents add jitter).
+    shutdown_retry_after_s: int = 5
+    #: How long a command waits by default, and at most.
+    default_command_timeout_ms: int = attrs.field(default=10_000, validator=_positive)
+    max_command_timeout_ms: int = attrs.field(default=3_600_000, validator=_positive)
+    #: Log lines kept per agent by the built-in sink.
+    log_ring: int = attrs.field(default=200, validator=_positive)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_self_signed or self.tls_cert is not None
+
+    def check(self) -> None:
+        """Cross-field rules; raises ``ConfigError`` with the fix."""
+        host, _ = parse_hostport(self.listen, "listen")
+        if self.agent_listen is not None:
+            parse_hostport(self.agent_listen, "agent_listen")
+        if not is_loopback(host) and not self.api_tokens:
+            raise ConfigError(
+                f"the API would listen on {host}, beyond loopback, without a credential: "
+                "set api_tokens in the config file (or MONITORING_WS_API_TOKENS), "
+                "or listen on 127.0.0.1 and use --agent-listen for agents"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_cert is not None and self.tls_self_signed:
+            raise ConfigError("choose tls_cert/tls_key or tls_self_signed, not both")
+        if any(not token or len(token) < 16 for token in self.api_tokens):
+            raise ConfigError("api_tokens must be at least 16 characters each")
+
+
+_FIELDS = {field.name: field for field in attrs.fields(GatewayConfig)}
+_PATHS = {"state_dir", "tls_cert", "tls_key"}
+_TUPLES = {"master_secrets", "api_tokens", "tls_hostnames"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in _PATHS:
+        return Path(value).expanduser()
+    if name in _TUPLES:
+        if isinstance(value, str) or not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list of strings")
+        return tuple(str(item) for item in value)
+    return value
+
+
+def load_config(path: Path | None, **overrides: Any) -> GatewayConfig:
+    """Defaults, then the TOML file's ``[gateway]`` table, then non-None overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from None
+        table = document.get("gateway", {})
+        unknown = sorted(set(table) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown [gateway] settings: {', '.join(unknown)}")
+        values.update({name: _coerce(name, value) for name, value in table.items()})
+    values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+    try:
+        config = GatewayConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
+    config.check()
+    return config

@@ -1,0 +1,142 @@
+"""``monitoring-ws serve``: Hypercorn's trio worker running the gateway, and its shutdown."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from ..protocol import Keyring
+from .api import create_api
+from .asgi import AgentOnlyApp, GatewayApp, refuse_websocket_compression
+from .config import GatewayConfig
+from .gateway import AGENT_PATH, Gateway
+from .secrets import resolve_master_secrets
+from .tls import certificate_fingerprint, ensure_self_signed
+
+__all__ = ["Running", "raise_open_file_limit", "serve"]
+
+log = logging.getLogger("monitoring_ws.serve")
+
+#: How long agents get to take their 1001 before Hypercorn stops.
+AGENT_CLOSE_TIMEOUT_S = 5.0
+
+
+@attrs.frozen
+class Running:
+    """What a started server reports."""
+
+    gateway: Gateway
+    api_url: str
+    agent_urls: tuple[str, ...]
+    fingerprint: str | None
+    stop: Callable[[], None]
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each agent holds a socket)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    return soft, hard
+
+
+def _hypercorn_config(
+    bind: str, config: GatewayConfig, tls: tuple[Path, Path] | None
+) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    hc.websocket_max_message_size = config.max_frame_bytes
+    hc.graceful_timeout = AGENT_CLOSE_TIMEOUT_S
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through our handlers, once
+    hc.backlog = 4096  # reconnect storms arrive all at once
+    if tls is not None:
+        hc.certfile, hc.keyfile = str(tls[0]), str(tls[1])
+    return hc
+
+
+def _ws_urls(urls: list[str]) -> tuple[str, ...]:
+    return tuple(url.replace("http", "ws", 1) + AGENT_PATH for url in urls)
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+    handle_signals: bool = True,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``Running.stop``), then close agents with 1001."""
+    refuse_websocket_compression()
+    keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
+    gateway = Gateway(config, keyring)
+    tls: tuple[Path, Path] | None = None
+    fingerprint = None
+    if config.tls_self_signed:
+        tls = ensure_self_signed(config.state_dir, config.tls_hostnames)
+    elif config.tls_cert is not None and config.tls_key is not None:
+        tls = (config.tls_cert, config.tls_key)
+    if tls is not None:
+        fingerprint = certificate_fingerprint(tls[0])
+
+    stop = trio.Event()
+    stopped = trio.Event()
+
+    async def shutdown_trigger() -> None:
+        await stopped.wait()
+
+    serving: list[Callable[[], Awaitable[None]]] = []
+    main_tls = tls if config.agent_listen is None else None
+    main = partial(
+        hypercorn_serve,
+        GatewayApp(gateway, create_api(gateway)),
+        _hypercorn_config(config.listen, config, main_tls),
+        shutdown_trigger=shutdown_trigger,
+    )
+    serving.append(main)
+    if config.agent_listen is not None:
+        agents_only = partial(
+            hypercorn_serve,
+            AgentOnlyApp(gateway),
+            _hypercorn_config(config.agent_listen, config, tls),
+            shutdown_trigger=shutdown_trigger,
+        )
+        serving.append(agents_only)
+
+    async with trio.open_nursery() as nursery:
+        urls = [await nursery.start(run) for run in serving]
+        api_url = urls[0][0]
+        agent_urls = _ws_urls(urls[-1])
+        log.info("API on %s; agents connect to %s", api_url, ", ".join(agent_urls))
+        if fingerprint is not None:
+            log.info("TLS certificate SHA-256 fingerprint (wsCertSha256): %s", fingerprint)
+        task_status.started(Running(gateway, api_url, agent_urls, fingerprint, stop.set))
+        if handle_signals:
+            nursery.start_soon(_stop_on_signal, stop)
+        await stop.wait()
+        log.info(
+            "shutting down: closing %d agent connection(s) with 1001", gateway.open_connections
+        )
+        gateway.shutdown()
+        await gateway.wait_closed(AGENT_CLOSE_TIMEOUT_S)
+        stopped.set()
+    log.info("stopped")
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return

@@ -1,0 +1,54 @@
+"""``WebSocketTransport``: commands over the gateway's live agent connections."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import Command
+from .base import (
+    AgentNotConnectedError,
+    CommandNotSupportedError,
+    CommandOutcome,
+    ShuttingDownError,
+)
+
+if TYPE_CHECKING:
+    from ..gateway.gateway import Gateway
+
+__all__ = ["WebSocketTransport"]
+
+
+class WebSocketTransport:
+    """Reaches agents connected to this gateway node."""
+
+    name = "websocket"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def can_reach(self, agent_id: str, command: str) -> bool:
+        connection = self.gateway.registry.local(agent_id)
+        hello = None if connection is None else connection.session.hello
+        return hello is not None and command in hello.capabilities.commands
+
+    async def send_command(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> CommandOutcome:
+        gateway = self.gateway
+        if gateway.shutting_down:
+            raise ShuttingDownError("the server is shutting down")
+        connection = gateway.registry.local(agent_id)
+        hello = None if connection is None else connection.session.hello
+        if connection is None or hello is None or connection.closing is not None:
+            raise AgentNotConnectedError(f"agent {agent_id} is not connected")
+        if command not in hello.capabilities.commands:
+            offered = ", ".join(hello.capabilities.commands) or "none"
+            raise CommandNotSupportedError(
+                f"agent {agent_id} does not offer {command!r} (it offers: {offered})"
+            )
+        timeout_ms = max(1, math.ceil(timeout_s * 1000))
+        message = Command(str(uuid.uuid4()), command, dict(args), timeout_ms)
+        return await gateway.commands.run(connection, message)

@@ -1,0 +1,257 @@
+"""/agent on a real server: handshake, every close code, replacement, backpressure, shutdown."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+
+import httpx
+import pytest
+import rfc8785
+import trio
+from trio_websocket import HandshakeError, open_websocket_url
+
+from monitoring_ws.gateway.serve import Running
+from monitoring_ws.protocol import (
+    CloseCode,
+    MessageType,
+    derive_agent_key,
+    parse_retry_after,
+    random_nonce,
+    seal,
+)
+
+from .agents import SECRET, close_code, first_frame_close, now_ms, open_agent
+from .conftest import StartServer
+
+HELLO = {
+    "protocol": 1,
+    "agentVersion": "1",
+    "hostname": "h",
+    "capabilities": {"commands": ["ping"], "features": []},
+}
+
+
+def signed(kind: str, payload: dict[str, object], agent_id: str = "agent-x", **kw: object) -> str:
+    key = kw.pop("key", derive_agent_key(SECRET, agent_id))
+    ts = kw.pop("ts", now_ms())
+    return seal(
+        MessageType(kind),
+        agent_id,
+        payload,
+        key=key,
+        ts=ts,
+        nonce=random_nonce(),  # type: ignore[arg-type]
+    ).to_frame()
+
+
+async def test_a_client_from_the_docs_alone_authenticates(server: Running) -> None:
+    """The docs/protocol.md recipe: stdlib HMAC over rfc8785, no project code."""
+    agent_id = "docs-agent"
+    key = hmac.digest(
+        SECRET.encode(), ("monitoring-ws/agent-key/v1:" + agent_id).encode(), hashlib.sha256
+    )
+
+    def envelope(kind: str, payload: dict[str, object]) -> str:
+        unsigned = {
+            "type": kind,
+            "agentId": agent_id,
+            "ts": now_ms(),
+            "nonce": str(uuid.uuid4()),
+            "payload": payload,
+        }
+        signature = hmac.digest(key, rfc8785.dumps(unsigned), hashlib.sha256).hex()
+        return json.dumps({**unsigned, "signature": signature})
+
+    async with open_websocket_url(server.agent_urls[0], connect_timeout=5) as ws:
+        await ws.send_message(envelope("auth", HELLO))
+        reply = json.loads(await ws.get_message())
+        assert reply["type"] == "auth"
+        assert reply["payload"]["ok"] is True
+        await ws.send_message(envelope("heartbeat", {}))
+        answer = json.loads(await ws.get_message())
+        assert answer["type"] == "heartbeat"
+        assert "serverTime" in answer["payload"]
+
+
+async def test_bad_first_frames(server: Running) -> None:
+    url = server.agent_urls[0]
+    wrong_key = derive_agent_key("not-the-secret", "agent-x")
+    cases = [
+        ("{not json", CloseCode.MALFORMED),
+        (json.dumps({"type": "auth"}), CloseCode.MALFORMED),
+        (signed("auth", {**HELLO, "protocol": 2}), CloseCode.MALFORMED),
+        (signed("auth", HELLO, key=wrong_key), CloseCode.AUTH_FAILED),
+        (signed("auth", HELLO, ts=now_ms() - 400_000), CloseCode.AUTH_FAILED),
+        (signed("metrics", {"cpu": 1}), CloseCode.AUTH_FAILED),
+        (b"\x01\x02", CloseCode.UNSUPPORTED_DATA),
+    ]
+    for frame, expected in cases:
+        code, reason = await first_frame_close(url, frame)
+        assert code == expected, (frame, code, reason)
+        if expected is CloseCode.AUTH_FAILED:
+            assert reason == "authentication failed"
+
+
+async def test_repeated_auth_nonce_is_refused(server: Running) -> None:
+    frame = signed("auth", HELLO)
+    async with open_websocket_url(server.agent_urls[0], connect_timeout=5) as ws:
+        await ws.send_message(frame)
+        assert json.loads(await ws.get_message())["payload"]["ok"] is True
+    code, _ = await first_frame_close(server.agent_urls[0], frame)
+    assert code == CloseCode.AUTH_FAILED
+
+
+async def test_frame_limit_is_1009(start_server: StartServer) -> None:
+    running = await start_server(max_frame_bytes=2048)
+    code, _ = await first_frame_close(running.agent_urls[0], "x" * 4096)
+    assert code == CloseCode.MESSAGE_TOO_BIG
+
+
+async def test_agent_mismatch_after_auth_is_4403(server: Running) -> None:
+    async with open_agent(server.agent_urls[0], "agent-a") as agent:
+        other = derive_agent_key(SECRET, "agent-b")
+        await agent.send(signed("metrics", {}, agent_id="agent-b", key=other))
+        assert await close_code(agent.ws) == CloseCode.AGENT_MISMATCH
+
+
+async def test_auth_deadline_is_4408(start_server: StartServer) -> None:
+    running = await start_server(auth_timeout_ms=300)
+    async with open_websocket_url(running.agent_urls[0], connect_timeout=5) as ws:
+        assert await close_code(ws, timeout=3) == CloseCode.TIMEOUT
+
+
+async def test_three_silent_heartbeat_intervals_are_4408(start_server: StartServer) -> None:
+    running = await start_server(heartbeat_interval_ms=150)
+    async with open_agent(running.agent_urls[0], "quiet") as agent:
+        start = trio.current_time()
+        assert await close_code(agent.ws) == CloseCode.TIMEOUT
+        assert trio.current_time() - start >= 0.4
+
+
+async def test_heartbeats_keep_a_connection_open(start_server: StartServer) -> None:
+    running = await start_server(heartbeat_interval_ms=150)
+    async with open_agent(running.agent_urls[0], "chatty") as agent:
+        for _ in range(8):  # 1.2 s: twice the silence allowance
+            await trio.sleep(0.15)
+            await agent.send(agent.session.heartbeat(now_ms()))
+            await agent.events()
+        assert agent.ws.closed is None
+
+
+async def test_newer_connection_replaces_the_older_with_4409(server: Running) -> None:
+    url = server.agent_urls[0]
+    async with open_agent(url, "twin") as first, open_agent(url, "twin") as second:
+        assert await close_code(first.ws) == CloseCode.REPLACED
+        await second.send(second.session.heartbeat(now_ms()))
+        await second.events()
+        assert second.ws.closed is None
+        assert server.gateway.registry.local("twin") is not None
+
+
+async def test_duplicates_are_dropped_and_counted(server: Running) -> None:
+    async with open_agent(server.agent_urls[0], "dup") as agent:
+        frame = agent.session.metrics({"n": 1}, now_ms())
+        await agent.send(frame)
+        await agent.send(frame)
+        await agent.send(agent.session.heartbeat(now_ms()))
+        await agent.events()
+        assert server.gateway.stats["duplicates"] == 1
+        assert agent.ws.closed is None
+
+
+async def test_auth_failures_per_address_get_4429(start_server: StartServer) -> None:
+    running = await start_server(auth_failures_per_minute=2)
+    wrong = derive_agent_key("wrong", "agent-x")
+    for _ in range(2):
+        code, _ = await first_frame_close(running.agent_urls[0], signed("auth", HELLO, key=wrong))
+        assert code == CloseCode.AUTH_FAILED
+    await trio.sleep(0.05)
+    code, reason = await first_frame_close(running.agent_urls[0], signed("auth", HELLO))
+    assert code == CloseCode.TOO_MANY_ATTEMPTS
+    assert reason is not None
+    hint = parse_retry_after(reason)
+    assert hint is not None
+    assert 1 <= hint <= 60
+
+
+async def test_unauthenticated_sockets_are_capped(start_server: StartServer) -> None:
+    running = await start_server(max_unauthenticated=1)
+    url = running.agent_urls[0]
+    async with open_websocket_url(url, connect_timeout=5):  # holds the one slot
+        await trio.sleep(0.05)
+        async with open_websocket_url(url, connect_timeout=5) as second:
+            assert await close_code(second) == CloseCode.TOO_MANY_ATTEMPTS
+            assert parse_retry_after(second.closed.reason or "") == 1  # type: ignore[union-attr]
+
+
+async def test_slow_agent_gets_backpressure_then_1013(start_server: StartServer) -> None:
+    running = await start_server(outgoing_queue=2)
+    url = f"{running.api_url}/api/websocket/agents/slow/command"
+    big = {"command": "ping", "args": {"blob": "x" * 900_000}, "timeoutMs": 5000}
+    stats = running.gateway.stats
+    # The agent reads nothing: trio-websocket stops reading the socket once its queue is full.
+    async with open_agent(running.agent_urls[0], "slow", message_queue_size=0) as agent:
+        statuses: list[int] = []
+        async with httpx.AsyncClient(timeout=10) as http, trio.open_nursery() as n:
+
+            async def post() -> None:
+                statuses.append((await http.post(url, json=big)).status_code)
+
+            for _ in range(12):
+                n.start_soon(post)
+                await trio.sleep(0.05)
+                if stats["closed_1013"]:
+                    break
+            assert stats["closed_1013"] == 1  # the queue overflowed and the close was decided
+            # Reading again lets the frame in progress finish; the close comes right after it.
+            assert await close_code(agent.ws, 10) == CloseCode.TRY_AGAIN_LATER
+        assert 502 in statuses  # callers waiting on the slow agent learn it is gone
+
+
+async def test_compression_offer_is_declined(server: Running) -> None:
+    host, port = server.api_url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    request = (
+        "GET /agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    await stream.send_all(request.encode())
+    response = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in response:
+            response += await stream.receive_some(4096)
+    await stream.aclose()
+    head = response.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 101")
+    assert b"sec-websocket-extensions" not in head
+
+
+async def test_other_websocket_paths_are_refused(server: Running) -> None:
+    url = server.agent_urls[0].replace("/agent", "/other")
+    with pytest.raises(HandshakeError):
+        async with open_websocket_url(url, connect_timeout=5):
+            pass
+
+
+async def test_shutdown_closes_agents_with_1001_and_a_retry_hint(server: Running) -> None:
+    async with open_agent(server.agent_urls[0], "leaving") as agent:
+        server.stop()
+        assert await close_code(agent.ws) == CloseCode.GOING_AWAY
+        assert agent.ws.closed is not None
+        assert parse_retry_after(agent.ws.closed.reason or "") == 5
+
+
+async def test_shutdown_refuses_commands_with_503(server: Running) -> None:
+    async with open_agent(server.agent_urls[0], "agent-s"):
+        server.gateway.shutting_down = True  # what stop() sets first
+        async with httpx.AsyncClient(base_url=server.api_url) as http:
+            response = await http.post(
+                "/api/websocket/agents/agent-s/command", json={"command": "ping"}
+            )
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "shutting_down"
+        server.gateway.shutting_down = False

@@ -1,0 +1,165 @@
+"""``monitoring-ws serve`` as a real process: start, curl, signals, configuration errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from monitoring_ws.gateway.config import GatewayConfig
+from monitoring_ws.gateway.tls import certificate_fingerprint, ensure_self_signed
+from monitoring_ws.protocol import CloseCode, parse_retry_after
+
+from .agents import SECRET, close_code, now_ms, open_agent
+
+READY = re.compile(r"API on (https?://\S+); agents connect to (\S+)")
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """No AWS configuration from this machine, and no instance-metadata lookups."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONITORING_WS_"))}
+    env |= {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    return env | extra
+
+
+@contextmanager
+def server_process(
+    *args: str, env: dict[str, str], cwd: Path
+) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitoring_ws", "serve", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = READY.search(line)
+            if match:
+                yield process, match.group(1), match.group(2)
+                break
+        else:
+            raise AssertionError(f"server exited with {process.wait()} before it was ready")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def test_missing_secret_says_how_to_provide_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "monitoring_ws", "serve", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=isolated_env(),
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "no master secret" in result.stderr
+    assert "AWS_SECRET_ACCESS_KEY" in result.stderr
+
+
+def test_non_loopback_api_without_tokens_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "monitoring_ws", "serve", "--listen", "0.0.0.0:4000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=isolated_env(AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="AKIDEXAMPLE"),
+    )
+    assert result.returncode != 0
+    assert "beyond loopback" in result.stderr
+    assert "api_tokens" in result.stderr
+
+
+def test_seed_curl_commands_and_sigterm(tmp_path: Path) -> None:
+    env = isolated_env(AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="AKIDEXAMPLE")
+    with server_process("--listen", "127.0.0.1:0", env=env, cwd=tmp_path) as (process, api, ws):
+        port = api.rsplit(":", 1)[1]
+        base = f"http://localhost:{port}"  # the seed's host name, as curl resolves it
+
+        async def scenario() -> None:
+            async with open_agent(ws, "i-0abc123def4567890") as agent, trio.open_nursery() as n:
+                n.start_soon(agent.serve_commands)
+                listing = await trio.run_process(
+                    ["curl", "-sS", f"{base}/api/websocket/agents"], capture_stdout=True
+                )
+                assert b'"agentId": "i-0abc123def4567890"' in listing.stdout.replace(
+                    b'":"', b'": "'
+                )
+                command = await trio.run_process(
+                    [
+                        "curl",
+                        "-sS",
+                        "-X",
+                        "POST",
+                        f"{base}/api/websocket/agents/i-0abc123def4567890/command",
+                        "-H",
+                        "Content-Type: application/json",
+                        "-d",
+                        '{"command": "ping", "args": {}}',
+                    ],
+                    capture_stdout=True,
+                )
+                assert b'"ok":true' in command.stdout.replace(b" ", b""), command.stdout
+                process.send_signal(signal.SIGTERM)
+                assert await close_code(agent.ws, timeout=10) == CloseCode.GOING_AWAY
+                assert agent.ws.closed is not None
+                assert parse_retry_after(agent.ws.closed.reason or "") is not None
+                n.cancel_scope.cancel()
+
+        trio.run(scenario)
+        assert process.wait(timeout=15) == 0
+
+
+def test_default_listen_is_the_seed_address() -> None:
+    assert GatewayConfig().listen == "127.0.0.1:4000"
+
+
+@pytest.mark.parametrize("flag", ["--tls-self-signed"])
+def test_tls_self_signed_fingerprint_is_printed_and_pins(tmp_path: Path, flag: str) -> None:
+    env = isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET)
+    args = ("--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"), flag)
+    with server_process(*args, env=env, cwd=tmp_path) as (_process, api, ws):
+        assert api.startswith("https://")
+        assert ws.startswith("wss://")
+        cert = (tmp_path / "state" / "tls" / "cert.pem").read_text()
+        assert oct((tmp_path / "state" / "tls" / "key.pem").stat().st_mode & 0o777) == "0o600"
+        fingerprint = certificate_fingerprint(tmp_path / "state" / "tls" / "cert.pem")
+
+        async def scenario() -> None:
+            # Pinning: trust exactly this certificate, whatever names it carries.
+            pinned = ssl.create_default_context(cadata=cert)
+            pinned.check_hostname = False
+            async with open_agent(ws, "tls-agent", ssl_context=pinned) as agent:
+                await agent.send(agent.session.heartbeat(now_ms()))
+                assert await agent.events()  # the signed answer, over TLS
+            # Another certificate is refused (a bounded wait: trio-websocket#199).
+            other_cert, _ = ensure_self_signed(tmp_path / "other")
+            wrong = ssl.create_default_context(cadata=other_cert.read_text())
+            wrong.check_hostname = False
+            with pytest.raises(Exception):  # noqa: B017, PT011 - handshake failure or timeout
+                async with open_agent(ws, "tls-agent", ssl_context=wrong):
+                    pass
+
+        trio.run(scenario)
+    assert len(fingerprint) == 64
