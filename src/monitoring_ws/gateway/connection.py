@@ -2,15 +2,17 @@
 
 The reader runs in the connection's own task: it feeds frames to the sans-IO
 ``ServerSession`` and acts on the events; the session's deadline (auth, heartbeat
-silence) is the cancel scope around each read, not a task. The writer drains a bounded
-queue, so a slow agent first gets backpressure and then, when the queue overflows, a
-1013 close. Every close goes through the writer, after the frames queued before it.
+silence) is the cancel scope around each read, not a task. The writer is a task of the
+connection's nursery that exists only while frames are queued: an idle agent costs no
+writer (each task costs several KB, and idle agents are most of a fleet). The queue is
+bounded: a slow agent first gets backpressure and then, when it overflows, a 1013 close.
+Every close goes through the writer, after the frames queued before it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -44,6 +46,22 @@ CLOSE_GRACE_S = 2.0
 class AgentConnection:
     """The I/O shell around one ``ServerSession``."""
 
+    __slots__ = (
+        "_authenticated",
+        "_closing",
+        "_gateway",
+        "_nursery",
+        "_outbox",
+        "_read_scope",
+        "_receive",
+        "_send",
+        "_writing",
+        "address",
+        "connected_at_ms",
+        "port",
+        "session",
+    )
+
     def __init__(
         self,
         gateway: Gateway,
@@ -59,17 +77,20 @@ class AgentConnection:
         self._receive = receive
         self._send = send
         self.address = address
-        self.remote = f"{address}:{port}"
+        self.port = port
         self.connected_at_ms = wall_ms()
-        self._outbox_send, self._outbox = trio.open_memory_channel[str](
-            gateway.config.outgoing_queue
-        )
+        self._outbox: deque[str] = deque()
+        self._writing = False
+        self._nursery: trio.Nursery | None = None
         self._read_scope: trio.CancelScope | None = None
         self._closing: CloseConnection | None = None
-        self._peer_gone = False
         self._authenticated = False
 
     # -- what others call -----------------------------------------------------------------
+
+    @property
+    def remote(self) -> str:
+        return f"{self.address}:{self.port}"
 
     @property
     def closing(self) -> CloseConnection | None:
@@ -108,11 +129,13 @@ class AgentConnection:
         """Queue a frame; False (and a 1013 close) when the agent is too slow to take it."""
         if self._closing is not None:
             return False
-        try:
-            self._outbox_send.send_nowait(text)
-        except trio.WouldBlock:
+        if len(self._outbox) >= self._gateway.config.outgoing_queue:
+            # What is still queued would only delay the close: the agent cannot keep up.
+            self._outbox.clear()
             self.close(self.session.close(CloseCode.TRY_AGAIN_LATER, retry_after_s=1))
             return False
+        self._outbox.append(text)
+        self._wake_writer()
         return True
 
     def close(self, event: CloseConnection) -> None:
@@ -121,14 +144,9 @@ class AgentConnection:
             return
         self._closing = event
         self._gateway.log_close(self, event)
-        self._outbox_send.close()
-        if event.code is CloseCode.TRY_AGAIN_LATER:
-            # The agent cannot keep up: what is still queued would only delay the close.
-            with contextlib.suppress(trio.EndOfChannel):
-                while True:
-                    self._outbox.receive_nowait()
         if self._read_scope is not None:
             self._read_scope.cancel()
+        self._wake_writer()
         self._gateway.commands.connection_lost(self)
 
     # -- the connection's life ------------------------------------------------------------
@@ -136,14 +154,36 @@ class AgentConnection:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
+                self._nursery = nursery
+                self._wake_writer()
                 await self._read_loop()
-                if self._closing is None:  # the peer left first
-                    self._outbox_send.close()
+                # Closing, or the peer left: queued frames and the close get a grace period.
                 nursery.cancel_scope.deadline = trio.current_time() + CLOSE_GRACE_S
         finally:
+            self._nursery = None
             with trio.CancelScope(shield=True):
                 await self._gateway.connection_ended(self, self._authenticated)
+
+    def _wake_writer(self) -> None:
+        if not self._writing and self._nursery is not None and (self._outbox or self._closing):
+            self._writing = True
+            self._nursery.start_soon(self._write)
+
+    async def _write(self) -> None:
+        send, outbox = self._send, self._outbox
+        try:
+            while outbox:
+                await send({"type": "websocket.send", "text": outbox.popleft(), "bytes": None})
+            closing = self._closing
+            if closing is not None:
+                # After the peer has gone Hypercorn ignores this, as it should.
+                await send(
+                    {"type": "websocket.close", "code": closing.code, "reason": closing.reason}
+                )
+        finally:
+            self._writing = False
+        if outbox and self._closing is None:  # queued while the last send was finishing
+            self._wake_writer()
 
     async def _read_loop(self) -> None:
         session, receive = self.session, self._receive
@@ -161,7 +201,6 @@ class AgentConnection:
                 continue
             kind = message["type"]
             if kind == "websocket.disconnect":
-                self._peer_gone = True
                 return
             if kind != "websocket.receive":
                 continue
@@ -188,11 +227,3 @@ class AgentConnection:
                     await gateway.authenticated(self)
                 case CloseConnection():
                     self.close(event)
-
-    async def _write_loop(self) -> None:
-        send = self._send
-        async for text in self._outbox:
-            await send({"type": "websocket.send", "text": text, "bytes": None})
-        closing = self._closing
-        if closing is not None and not self._peer_gone:
-            await send({"type": "websocket.close", "code": closing.code, "reason": closing.reason})

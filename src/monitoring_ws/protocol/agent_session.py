@@ -56,6 +56,18 @@ class AgentConfig:
 class AgentSession(SessionBase):
     """One connection, agent side."""
 
+    __slots__ = (
+        "_auth_nonce",
+        "_replay",
+        "agent_id",
+        "clock_offset_ms",
+        "config",
+        "hello",
+        "last_heard_ms",
+        "next_heartbeat_ms",
+        "reply",
+        "started_at_ms",
+    )
     _peer = Sender.SERVER
 
     def __init__(

@@ -66,6 +66,16 @@ class ServerConfig:
 class ServerSession(SessionBase):
     """One connection, server side."""
 
+    __slots__ = (
+        "agent_id",
+        "config",
+        "features",
+        "hello",
+        "keyring",
+        "last_heard_ms",
+        "opened_at_ms",
+        "session_id",
+    )
     _peer = Sender.AGENT
 
     def __init__(

@@ -47,6 +47,8 @@ class Verified:
 class SessionBase:
     """State and checks common to ``ServerSession`` and ``AgentSession``."""
 
+    # Slots: a server holds one session per connected agent.
+    __slots__ = ("_closed", "_key", "_new_nonce", "duplicates", "limits")
     _peer: Sender
 
     def __init__(self, limits: Limits, new_nonce: Callable[[], str]) -> None:
