@@ -19,9 +19,8 @@ from typing import Any
 
 import trio
 
-from monitoring_ws.protocol import HeartbeatAnswered
-
 from fleet import BenchAgent, HttpCaller, emit, now_ms, rss_bytes, start_server, summary
+from monitoring_ws.protocol import HeartbeatAnswered
 
 METRICS = {
     "cpu": {"percent": 12.5, "count": 2},

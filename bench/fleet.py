@@ -68,7 +68,7 @@ class BenchAgent:
         await self.stream.send_all(self.ws.send(TextMessage(self.session.start(now_ms()))))
         events = await self.next_events()
         if not isinstance(events[0], AuthAccepted):
-            raise RuntimeError(f"{self.agent_id}: auth failed: {events}")
+            raise ConnectionError(f"{self.agent_id}: auth failed: {events}")
 
     def encode(self, text: str) -> bytes:
         """The masked WebSocket frame for ``text``, ready to write."""
@@ -164,7 +164,7 @@ def start_server(
     environ |= {"MONITORING_WS_MASTER_SECRETS": SECRET, "AWS_EC2_METADATA_DISABLED": "true"}
     environ |= env
     command = [sys.executable, "-m", "monitoring_ws", "serve", "--listen", "127.0.0.1:0", *args]
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own command line
         command,
         stderr=subprocess.PIPE,
         text=True,

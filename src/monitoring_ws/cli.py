@@ -95,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio  # noqa: PLC0415
 
     from .gateway.config import ConfigError, load_config  # noqa: PLC0415
-    from .gateway.serve import raise_open_file_limit, serve  # noqa: PLC0415
+    from .gateway.serve import raise_open_file_limit, serve, tune_gc  # noqa: PLC0415
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -115,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         soft, _ = raise_open_file_limit()
         logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
+        tune_gc()
         trio.run(serve, config)
     except ConfigError as exc:
         raise SystemExit(f"monitoring-ws: {exc}") from None

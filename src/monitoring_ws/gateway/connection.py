@@ -186,27 +186,45 @@ class AgentConnection:
             self._wake_writer()
 
     async def _read_loop(self) -> None:
-        session, receive = self.session, self._receive
-        replay = self._gateway.replay
+        session = self.session
         while self._closing is None:
-            deadline_ms = session.deadline_ms()
-            deadline = trio.current_time() + ((deadline_ms or 0) - wall_ms()) / 1000
-            with trio.CancelScope(deadline=deadline if deadline_ms else math.inf) as scope:
+            # The deadline is lazy: receipts do not move it (that would cost a heap update per
+            # message); when it fires, the session says whether it really passed.
+            with trio.CancelScope(deadline=self._trio_deadline()) as scope:
                 self._read_scope = scope
-                message = await receive()
-            self._read_scope = None
-            if scope.cancelled_caught:
-                if self._closing is None:
-                    await self._act(session.on_deadline(wall_ms()))
-                continue
-            kind = message["type"]
-            if kind == "websocket.disconnect":
+                await self._read_until_closed()
                 return
-            if kind != "websocket.receive":
-                continue
-            text: str | None = message.get("text")  # type: ignore[assignment]
-            data: str | bytes = text if text is not None else message.get("bytes") or b""  # type: ignore[assignment]
-            await self._act(session.receive(data, wall_ms(), replay))
+            self._read_scope = None
+            if self._closing is None:
+                await self._act(session.on_deadline(wall_ms()))
+
+    def _trio_deadline(self) -> float:
+        deadline_ms = self.session.deadline_ms()
+        if deadline_ms is None:
+            return math.inf
+        return trio.current_time() + (deadline_ms - wall_ms()) / 1000
+
+    async def _read_until_closed(self) -> None:
+        session, receive, replay = self.session, self._receive, self._gateway.replay
+        # Hypercorn's ``receive`` is a memory channel's: take what is already queued without
+        # a scheduler round trip per frame (its queue holds at most a few frames).
+        receive_nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
+        while self._closing is None:
+            try:
+                if receive_nowait is None:
+                    raise trio.WouldBlock  # noqa: TRY301 - the one slow path
+                message = receive_nowait()
+            except trio.WouldBlock:
+                message = await receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text: str | None = message.get("text")
+                data: str | bytes = text if text is not None else message.get("bytes") or b""
+                await self._act(session.receive(data, wall_ms(), replay))
+            elif kind == "websocket.disconnect":
+                return
 
     async def _act(self, events: list[Event]) -> None:
         gateway = self._gateway
@@ -224,6 +242,9 @@ class AgentConnection:
                     gateway.stats["duplicates"] += 1
                 case Authenticated():
                     self._authenticated = True
-                    await gateway.authenticated(self)
+                    if self._read_scope is not None:  # from the auth deadline to heartbeats
+                        self._read_scope.deadline = self._trio_deadline()
+                    with trio.CancelScope(shield=True):  # registering is not interruptible
+                        await gateway.authenticated(self)
                 case CloseConnection():
                     self.close(event)
