@@ -1,5 +1,7 @@
 # Thin aliases for ./dev (which needs only bash and Python >= 3.11).
-.PHONY: test bench venv
+.PHONY: serve test bench venv
+serve:
+	./dev serve
 test:
 	./dev test
 bench:

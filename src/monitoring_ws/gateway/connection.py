@@ -12,7 +12,6 @@ Every close goes through the writer, after the frames queued before it.
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -79,7 +78,7 @@ class AgentConnection:
         self.address = address
         self.port = port
         self.connected_at_ms = wall_ms()
-        self._outbox: deque[str] = deque()
+        self._outbox: list[str] = []  # a deque costs ~700 B even empty; this stays short
         self._writing = False
         self._nursery: trio.Nursery | None = None
         self._read_scope: trio.CancelScope | None = None
@@ -173,7 +172,7 @@ class AgentConnection:
         send, outbox = self._send, self._outbox
         try:
             while outbox:
-                await send({"type": "websocket.send", "text": outbox.popleft(), "bytes": None})
+                await send({"type": "websocket.send", "text": outbox.pop(0), "bytes": None})
             closing = self._closing
             if closing is not None:
                 # After the peer has gone Hypercorn ignores this, as it should.
@@ -186,14 +185,33 @@ class AgentConnection:
             self._wake_writer()
 
     async def _read_loop(self) -> None:
-        session = self.session
+        session, receive, replay = self.session, self._receive, self._gateway.replay
+        # Hypercorn's ``receive`` is a memory channel's: take what is already queued without
+        # a scheduler round trip per frame (its queue holds at most a few frames).
+        receive_nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
         while self._closing is None:
             # The deadline is lazy: receipts do not move it (that would cost a heap update per
             # message); when it fires, the session says whether it really passed.
             with trio.CancelScope(deadline=self._trio_deadline()) as scope:
                 self._read_scope = scope
-                await self._read_until_closed()
-                return
+                while self._closing is None:
+                    try:
+                        if receive_nowait is None:
+                            raise trio.WouldBlock  # noqa: TRY301 - the one slow path
+                        message = receive_nowait()
+                    except trio.WouldBlock:
+                        message = await receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        return
+                    kind = message["type"]
+                    if kind == "websocket.receive":
+                        text: str | None = message.get("text")
+                        data: str | bytes = (
+                            text if text is not None else message.get("bytes") or b""
+                        )
+                        await self._act(session.receive(data, wall_ms(), replay))
+                    elif kind == "websocket.disconnect":
+                        return
             self._read_scope = None
             if self._closing is None:
                 await self._act(session.on_deadline(wall_ms()))
@@ -203,28 +221,6 @@ class AgentConnection:
         if deadline_ms is None:
             return math.inf
         return trio.current_time() + (deadline_ms - wall_ms()) / 1000
-
-    async def _read_until_closed(self) -> None:
-        session, receive, replay = self.session, self._receive, self._gateway.replay
-        # Hypercorn's ``receive`` is a memory channel's: take what is already queued without
-        # a scheduler round trip per frame (its queue holds at most a few frames).
-        receive_nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
-        while self._closing is None:
-            try:
-                if receive_nowait is None:
-                    raise trio.WouldBlock  # noqa: TRY301 - the one slow path
-                message = receive_nowait()
-            except trio.WouldBlock:
-                message = await receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text: str | None = message.get("text")
-                data: str | bytes = text if text is not None else message.get("bytes") or b""
-                await self._act(session.receive(data, wall_ms(), replay))
-            elif kind == "websocket.disconnect":
-                return
 
     async def _act(self, events: list[Event]) -> None:
         gateway = self._gateway
