@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from fleet import BenchAgent, HttpCaller, emit, now_ms, rss_bytes, start_server, summary
+from monitoring_ws.gateway.serve import raise_open_file_limit
 from monitoring_ws.protocol import HeartbeatAnswered
 
 METRICS = {
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="commands: measured time")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
+    raise_open_file_limit()  # the generator holds a socket per agent too
     gc.freeze()
     machine = f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}"
     defaults = {"ingest": [100], "commands": [1000], "idle": [5000, 10000]}

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -116,12 +116,24 @@ def _serve(args: argparse.Namespace) -> int:
         soft, _ = raise_open_file_limit()
         logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
         tune_gc()
-        trio.run(serve, config)
+        _run_server(lambda: trio.run(serve, config))
     except ConfigError as exc:
         raise SystemExit(f"monitoring-ws: {exc}") from None
-    except OSError as exc:
-        raise SystemExit(f"monitoring-ws: cannot listen: {exc}") from None
     return 0
+
+
+def _run_server(run: Callable[[], None]) -> None:
+    """Run; a failure to bind (inside trio's exception groups) becomes a one-line message."""
+    try:
+        run()
+    except* OSError as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise SystemExit(
+            f"monitoring-ws: cannot listen: {leaf} (is another server on that port? "
+            "choose another with --listen HOST:PORT)"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

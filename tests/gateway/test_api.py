@@ -49,6 +49,8 @@ async def test_metrics_and_logs_reach_the_sink(server: Running, http: httpx.Asyn
         assert status["metrics"]["values"] == {"cpu": {"percent": 7.5}}
         logs = (await http.get("/api/websocket/agents/agent-m/logs")).json()
         assert logs["entries"] == [entry.to_payload()]
+        bad = await http.get("/api/websocket/agents/agent-m/logs", params={"limit": 0})
+        assert bad.status_code == 400
 
 
 async def test_command_round_trip(server: Running, http: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -163,3 +164,22 @@ def test_tls_self_signed_fingerprint_is_printed_and_pins(tmp_path: Path, flag: s
 
         trio.run(scenario)
     assert len(fingerprint) == 64
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "monitoring_ws", "serve", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+            env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
+        )
+    assert result.returncode != 0
+    assert "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -111,8 +111,10 @@ def create_api(gateway: Gateway) -> Quart:
         return status
 
     @app.get("/api/websocket/agents/<agent_id>/logs")
-    async def agent_logs(agent_id: str) -> dict[str, Any]:
+    async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
         limit = request.args.get("limit", default=100, type=int)
+        if limit is None or not 1 <= limit <= config.log_ring:
+            return error(400, "bad_request", f"limit must be between 1 and {config.log_ring}")
         return {"agentId": agent_id, "entries": gateway.memory_sink.recent_logs(agent_id, limit)}
 
     @app.post("/api/websocket/agents/<agent_id>/command")
