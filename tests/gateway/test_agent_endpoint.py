@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -16,11 +17,9 @@ from trio_websocket import HandshakeError, open_websocket_url
 from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import (
     CloseCode,
-    MessageType,
     derive_agent_key,
     parse_retry_after,
     random_nonce,
-    seal,
 )
 
 from .agents import SECRET, close_code, first_frame_close, now_ms, open_agent
@@ -34,21 +33,24 @@ HELLO = {
 }
 
 
-def signed(kind: str, payload: dict[str, object], agent_id: str = "agent-x", **kw: object) -> str:
-    key = kw.pop("key", derive_agent_key(SECRET, agent_id))
-    ts = kw.pop("ts", now_ms())
-    return seal(
-        MessageType(kind),
-        agent_id,
-        payload,
-        key=key,
-        ts=ts,
-        nonce=random_nonce(),  # type: ignore[arg-type]
-    ).to_frame()
+def signed(
+    kind: str,
+    payload: dict[str, Any],
+    agent_id: str = "agent-x",
+    *,
+    key: bytes | None = None,
+    ts: int | None = None,
+) -> str:
+    """A frame signed with the gateway's key for ``agent_id`` (or ``key``), stamped now."""
+    key = key or derive_agent_key(SECRET, agent_id)
+    return frame(
+        kind, payload, agent_id=agent_id, key=key, ts=ts or now_ms(), nonce_value=random_nonce()
+    )
 
 
-async def test_a_client_from_the_docs_alone_authenticates(server: Running) -> None:
-    """The docs/protocol.md recipe: stdlib HMAC over rfc8785, no project code."""
+async def test_a_client_from_the_docs_alone_works(server: Running) -> None:
+    """The docs/protocol.md recipe (stdlib HMAC over rfc8785, no project code): it
+    authenticates, streams, and answers a command that it verified itself."""
     agent_id = "docs-agent"
     key = hmac.digest(
         SECRET.encode(), ("monitoring-ws/agent-key/v1:" + agent_id).encode(), hashlib.sha256
@@ -65,15 +67,50 @@ async def test_a_client_from_the_docs_alone_authenticates(server: Running) -> No
         signature = hmac.digest(key, rfc8785.dumps(unsigned), hashlib.sha256).hex()
         return json.dumps({**unsigned, "signature": signature})
 
+    def verified(frame: str) -> dict[str, object]:
+        message = json.loads(frame)
+        unsigned = {k: v for k, v in message.items() if k != "signature"}
+        expected = hmac.digest(key, rfc8785.dumps(unsigned), hashlib.sha256).hex()
+        assert hmac.compare_digest(expected, message["signature"])
+        return message
+
     async with open_websocket_url(server.agent_urls[0], connect_timeout=5) as ws:
         await ws.send_message(envelope("auth", HELLO))
-        reply = json.loads(await ws.get_message())
+        reply = verified(await ws.get_message())
         assert reply["type"] == "auth"
-        assert reply["payload"]["ok"] is True
+        assert reply["payload"]["ok"] is True  # type: ignore[index]
+        await ws.send_message(envelope("metrics", {"cpu": {"percent": 3}}))
         await ws.send_message(envelope("heartbeat", {}))
-        answer = json.loads(await ws.get_message())
+        answer = verified(await ws.get_message())
         assert answer["type"] == "heartbeat"
-        assert "serverTime" in answer["payload"]
+        assert "serverTime" in answer["payload"]  # type: ignore[operator]
+
+        async with httpx.AsyncClient(base_url=server.api_url) as http:
+            results: list[httpx.Response] = []
+
+            async def call() -> None:
+                body = {"command": "ping", "args": {"n": 1}}
+                results.append(
+                    await http.post(f"/api/websocket/agents/{agent_id}/command", json=body)
+                )
+
+            async with trio.open_nursery() as n:
+                n.start_soon(call)
+                command = verified(await ws.get_message())
+                assert command["type"] == "command"
+                payload = command["payload"]
+                assert isinstance(payload, dict)
+                result = {
+                    "commandId": payload["commandId"],
+                    "ok": True,
+                    "result": {"pong": True},
+                    "durationMs": 1,
+                }
+                await ws.send_message(envelope("command_result", result))
+            assert results[0].status_code == 200
+            assert results[0].json()["result"] == {"pong": True}
+            status = (await http.get(f"/api/websocket/agents/{agent_id}")).json()
+            assert status["metrics"]["values"] == {"cpu": {"percent": 3}}
 
 
 async def test_bad_first_frames(server: Running) -> None:
