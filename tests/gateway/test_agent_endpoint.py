@@ -22,6 +22,7 @@ from monitoring_ws.protocol import (
     random_nonce,
 )
 
+from ..support import frame as signed_frame
 from .agents import SECRET, close_code, first_frame_close, now_ms, open_agent
 from .conftest import StartServer
 
@@ -43,7 +44,7 @@ def signed(
 ) -> str:
     """A frame signed with the gateway's key for ``agent_id`` (or ``key``), stamped now."""
     key = key or derive_agent_key(SECRET, agent_id)
-    return frame(
+    return signed_frame(
         kind, payload, agent_id=agent_id, key=key, ts=ts or now_ms(), nonce_value=random_nonce()
     )
 
