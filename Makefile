@@ -1,5 +1,7 @@
 # Thin aliases for ./dev (which needs only bash and Python >= 3.11).
-.PHONY: serve test bench venv
+.PHONY: demo serve test bench venv
+demo:
+	./dev demo
 serve:
 	./dev serve
 test:

@@ -136,6 +136,41 @@ def _run_server(run: Callable[[], None]) -> None:
         ) from None
 
 
+def _agent(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415
+
+    from .agent.main import run_agent  # noqa: PLC0415
+    from .agent.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(
+            args.config,
+            wsApiUrl=args.url,
+            wsSecret=args.secret,
+            wsAgentKey=args.agent_key,
+            agentId=args.agent_id,
+            insecure=args.insecure or None,
+        )
+    except SettingsError as exc:
+        raise SystemExit(f"monitoring-ws agent: {exc}") from None
+    run_agent(settings)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415
+
+    from .demo import run_demo  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run_demo(args.agents, keep=args.keep, listen=args.listen)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitoring-ws",
@@ -197,6 +232,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(run=_serve)
+
+    agent = commands.add_parser(
+        "agent",
+        help="run the agent: dial out to the server, stream metrics and logs, run commands",
+        description="Settings: --config FILE (JSON, the seed's shape), MONITORING_WS_* "
+        "variables, then these flags (docs/agent.md).",
+    )
+    agent.add_argument("--config", type=Path, metavar="FILE", help="JSON settings file")
+    agent.add_argument("--url", help="server URL, e.g. wss://gateway.example.com/agent")
+    agent.add_argument(
+        "--secret", help="master secret (visible to other users in ps: prefer the file)"
+    )
+    agent.add_argument("--agent-key", metavar="HEX", help="this agent's derived key")
+    agent.add_argument("--agent-id", metavar="ID", help="default: EC2 instance id, else hostname")
+    agent.add_argument("--insecure", action="store_true", help="allow ws:// beyond loopback")
+    agent.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    agent.set_defaults(run=_agent)
+
+    demo = commands.add_parser(
+        "demo", help="a server, local agents and command round trips, on loopback"
+    )
+    demo.add_argument("--agents", type=int, default=3, help="how many local agents (default 3)")
+    demo.add_argument("--keep", action="store_true", help="stay up until Ctrl-C")
+    demo.add_argument(
+        "--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="default: a free port"
+    )
+    demo.set_defaults(run=_demo)
     return parser
 
 

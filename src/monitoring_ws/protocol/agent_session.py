@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .envelope import Message, MessageType, Sender
+from .envelope import BODIES, Message, MessageType, Sender
 from .errors import CloseCode, ProtocolError
 from .events import (
     AuthAccepted,
@@ -217,6 +217,17 @@ class AgentSession(SessionBase):
     def command_result(self, result: CommandResult, now_ms: int) -> str:
         """A ``command_result`` frame."""
         return self._seal_now(MessageType.COMMAND_RESULT, result.to_payload(), now_ms)
+
+    def message(self, kind: MessageType, payload: Mapping[str, Any], now_ms: int) -> str:
+        """A frame of any type an agent sends after ``auth``, from its JSON payload.
+
+        The payload is checked against its schema here, so a bad one fails on this side.
+        """
+        schema = BODIES[Sender.AGENT].get(kind)
+        if schema is None or kind is MessageType.AUTH:
+            raise ValueError(f"an agent does not send {kind.value!r} here")
+        schema.from_payload(payload)
+        return self._seal_now(kind, payload, now_ms)
 
     def _seal_now(self, kind: MessageType, payload: Mapping[str, Any], now_ms: int) -> str:
         if self.state is AgentState.IDLE:

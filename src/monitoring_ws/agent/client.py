@@ -1,0 +1,303 @@
+"""The agent's connection loop: connect, authenticate, stream, answer; reconnect.
+
+Each connection is one nursery: the reader (frames in, commands out to the runner), the
+ticker (heartbeats and the silence deadline of the sans-IO ``AgentSession``), the sender
+(signs queued messages at send time) and the producers (metrics, log tails). One ends,
+all are cancelled; the loop waits as ``Backoff`` says and dials again.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import math
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from .. import __version__
+from ..protocol import (
+    AgentSession,
+    AuthAccepted,
+    AuthHello,
+    Capabilities,
+    CloseConnection,
+    Command,
+    CommandReceived,
+    Event,
+    MessageType,
+    SendFrame,
+)
+from .backoff import Backoff
+from .logtail import LogTail
+from .metrics import collect
+from .runner import CommandRunner
+from .settings import AgentSettings
+
+__all__ = ["Agent", "PinMismatchError"]
+
+log = logging.getLogger("monitoring_ws.agent")
+#: A connection that stayed up this long resets the backoff.
+STABLE_AFTER_S = 30.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PinMismatchError(Exception):
+    """The server's certificate is not the pinned one."""
+
+
+@attrs.define
+class Outbox:
+    """Messages waiting to be signed and sent, bounded; the oldest go first."""
+
+    limit: int
+    items: deque[tuple[MessageType, Mapping[str, Any]]] = attrs.field(factory=deque)
+    dropped: int = 0
+    wake: trio.Event = attrs.field(factory=trio.Event)
+
+    def put(self, kind: MessageType, payload: Mapping[str, Any]) -> None:
+        if len(self.items) >= self.limit:
+            self.items.popleft()
+            self.dropped += 1
+        self.items.append((kind, payload))
+        self.wake.set()
+
+
+class Agent:
+    """Runs until cancelled, reconnecting for ever."""
+
+    def __init__(self, settings: AgentSettings, runner: CommandRunner) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.outbox = Outbox(settings.buffer_messages)
+        self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
+        self.connected = trio.Event()  # set while a session is open (tests wait on it)
+        self._reschedule = trio.Event()
+        self.last_close: tuple[int | None, str] = (None, "")
+
+    async def run(self) -> None:
+        while True:
+            code, reason = await self.connect_once()
+            self.last_close = (code, reason)
+            delay = self.backoff.next_delay(code, reason)
+            log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
+            await trio.sleep(delay)
+
+    async def connect_once(self) -> tuple[int | None, str]:
+        """One connection, from dialing to close: the close code and reason."""
+        started = trio.current_time()
+        try:
+            ssl_context = await self._ssl_context()
+            async with open_websocket_url(
+                self.settings.url,
+                ssl_context=ssl_context,
+                connect_timeout=self.settings.connect_timeout_s,
+                disconnect_timeout=2,
+            ) as ws:
+                code, reason = await self._session(ws)
+        except ConnectionClosed as closed:
+            code, reason = _close_of(closed)
+        except (
+            OSError,
+            HandshakeError,
+            ConnectionTimeout,
+            DisconnectionTimeout,
+            trio.TooSlowError,
+            PinMismatchError,
+        ) as exc:
+            log.warning("cannot connect to %s: %s", self.settings.url, exc)
+            code, reason = None, str(exc)
+        finally:
+            self.connected = trio.Event()
+        if trio.current_time() - started >= STABLE_AFTER_S:
+            self.backoff.stable()
+        return code, reason
+
+    async def _ssl_context(self) -> ssl.SSLContext | None:
+        parts = urlsplit(self.settings.url)
+        if parts.scheme != "wss":
+            return None
+        pin = self.settings.cert_sha256
+        if pin is None:
+            return ssl.create_default_context()
+        # Pinning: fetch the certificate, compare fingerprints, then trust exactly it.
+        host, port = parts.hostname or "", parts.port or 443
+        probe = ssl.create_default_context()
+        probe.check_hostname = False
+        probe.verify_mode = ssl.CERT_NONE
+        with trio.fail_after(self.settings.connect_timeout_s):
+            stream = trio.SSLStream(
+                await trio.open_tcp_stream(host, port), probe, server_hostname=host
+            )
+            try:
+                await stream.do_handshake()
+                der = stream.getpeercert(binary_form=True)
+            finally:
+                await trio.aclose_forcefully(stream)
+        if der is None or hashlib.sha256(der).hexdigest() != pin:
+            raise PinMismatchError(f"the certificate of {host}:{port} is not the pinned one")
+        pinned = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(der))
+        pinned.check_hostname = False
+        return pinned
+
+    async def _session(self, ws: WebSocketConnection) -> tuple[int | None, str]:
+        hello = AuthHello(
+            agent_version=__version__,
+            hostname=self.settings.agent_id,
+            capabilities=Capabilities(self.runner.commands),
+        )
+        session = AgentSession(agent_id=self.settings.agent_id, key=self.settings.key, hello=hello)
+        _take_server_clock(ws, session)
+        await ws.send_message(session.start(now_ms()))
+        closing: list[CloseConnection] = []
+        closed_by_server: tuple[int | None, str] | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read, ws, session, nursery, closing)
+                nursery.start_soon(self._tick, ws, session, nursery, closing)
+        except* ConnectionClosed as group:
+            leaf = _first(group)
+            assert isinstance(leaf, ConnectionClosed)  # noqa: S101 - the group's only type
+            closed_by_server = _close_of(leaf)
+        if closed_by_server is not None:
+            return closed_by_server
+        if closing:
+            close = closing[0]
+            await ws.aclose(int(close.code), close.reason)
+            return int(close.code), close.detail
+        return None, "ended"
+
+    async def _read(
+        self,
+        ws: WebSocketConnection,
+        session: AgentSession,
+        nursery: trio.Nursery,
+        closing: list[CloseConnection],
+    ) -> None:
+        while True:
+            events = session.receive(await ws.get_message(), now_ms())
+            if not await self._act(ws, session, events, nursery, closing):
+                return
+
+    async def _act(
+        self,
+        ws: WebSocketConnection,
+        session: AgentSession,
+        events: list[Event],
+        nursery: trio.Nursery,
+        closing: list[CloseConnection],
+    ) -> bool:
+        for event in events:
+            match event:
+                case AuthAccepted():
+                    self.connected.set()
+                    self._reschedule.set()
+                    log.info("connected to %s as %s", self.settings.url, session.agent_id)
+                    nursery.start_soon(self._send_loop, ws, session)
+                    nursery.start_soon(self._metrics_loop)
+                    if self.settings.log_files:
+                        nursery.start_soon(LogTail(self.settings, self.outbox).run)
+                case CommandReceived(command=command):
+                    nursery.start_soon(self._answer, ws, session, command)
+                case SendFrame(text=text):
+                    await ws.send_message(text)
+                case CloseConnection():
+                    log.warning("closing: %s", event.detail or event.reason)
+                    closing.append(event)
+                    nursery.cancel_scope.cancel()
+                    return False
+        return True
+
+    async def _tick(
+        self,
+        ws: WebSocketConnection,
+        session: AgentSession,
+        nursery: trio.Nursery,
+        closing: list[CloseConnection],
+    ) -> None:
+        while True:
+            deadline_ms = session.deadline_ms()
+            wake_at = math.inf
+            if deadline_ms is not None:
+                wake_at = trio.current_time() + (deadline_ms - now_ms()) / 1000
+            with trio.move_on_at(wake_at):
+                await self._reschedule.wait()  # the session's deadlines changed (auth)
+            self._reschedule = trio.Event()
+            for event in session.on_deadline(now_ms()):
+                if isinstance(event, SendFrame):
+                    await ws.send_message(event.text)
+                elif isinstance(event, CloseConnection):
+                    log.warning("closing: %s", event.detail or event.reason)
+                    closing.append(event)
+                    nursery.cancel_scope.cancel()
+                    return
+
+    async def _answer(
+        self, ws: WebSocketConnection, session: AgentSession, command: Command
+    ) -> None:
+        result = await self.runner.execute(command)
+        if result is None:
+            return
+        # Results go first: they are what someone is waiting for.
+        self.outbox.items.appendleft((MessageType.COMMAND_RESULT, result.to_payload()))
+        self.outbox.wake.set()
+
+    async def _send_loop(self, ws: WebSocketConnection, session: AgentSession) -> None:
+        outbox = self.outbox
+        while True:
+            while outbox.items:
+                kind, payload = outbox.items[0]
+                frame = session.message(kind, payload, now_ms())
+                await ws.send_message(frame)
+                outbox.items.popleft()  # only once sent: a broken send keeps it for later
+            outbox.wake = trio.Event()
+            await outbox.wake.wait()
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            self.outbox.put(MessageType.METRICS, await trio.to_thread.run_sync(collect))
+            await trio.sleep(self.settings.metrics_interval_s)
+
+
+def _close_of(closed: ConnectionClosed) -> tuple[int | None, str]:
+    reason = closed.reason
+    return (None, "") if reason is None else (reason.code, reason.reason or "")
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+def _take_server_clock(ws: WebSocketConnection, session: AgentSession) -> None:
+    """Set the clock offset from the upgrade response's Date header, when there is one."""
+    for name, value in ws.handshake_headers:
+        if name.lower() == b"date":
+            try:
+                server = email.utils.parsedate_to_datetime(value.decode("latin-1"))
+            except (TypeError, ValueError):
+                return
+            server_ms = int(server.timestamp() * 1000)
+            if abs(server_ms - now_ms()) > 2000:  # one-second resolution: only real skew
+                session.adjust_clock(server_ms + 500, now_ms())
+            return

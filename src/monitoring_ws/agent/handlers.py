@@ -1,0 +1,108 @@
+"""Built-in agent commands, and how handlers are found (the ``monitoring_ws.agent_commands``
+entry-point group: a plugin adds a command by naming an async function there)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+import attrs
+import trio
+
+from . import metrics
+from .settings import AgentSettings
+
+__all__ = ["ENTRY_POINT_GROUP", "CommandContext", "CommandFailed", "Handler", "discover"]
+
+ENTRY_POINT_GROUP = "monitoring_ws.agent_commands"
+
+
+@attrs.frozen
+class CommandContext:
+    """What a handler may use."""
+
+    settings: AgentSettings
+    timeout_s: float
+
+
+Handler = Callable[[Mapping[str, Any], CommandContext], Awaitable[Any]]
+
+
+class CommandFailed(Exception):
+    """A handler's refusal or failure: ``code`` is a name, ``message`` for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def discover() -> dict[str, Handler]:
+    """Every handler registered in the entry-point group, by command name."""
+    handlers: dict[str, Handler] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        handlers[entry.name] = entry.load()
+    return handlers
+
+
+async def ping(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any]:
+    """Answers at once: proves the round trip."""
+    return {"pong": True, "agentId": context.settings.agent_id}
+
+
+async def collect_metrics(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any]:
+    """A metrics sample, now."""
+    return await trio.to_thread.run_sync(metrics.collect)
+
+
+def _last_lines(path: str, count: int, cap: int) -> list[str]:
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - cap))
+        data = handle.read()
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-count:]
+
+
+async def tail_log(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any]:
+    """The last ``lines`` lines (default 100) of a configured log file ``path``."""
+    path = args.get("path")
+    configured = {str(p) for p in context.settings.log_files}
+    if not isinstance(path, str) or path not in configured:
+        raise CommandFailed(
+            "not_allowed", f"path must be one of the configured log files: {sorted(configured)}"
+        )
+    count = args.get("lines", 100)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+        raise CommandFailed("bad_args", "lines must be an integer from 1 to 10000")
+    cap = context.settings.output_cap_bytes
+    try:
+        lines = await trio.to_thread.run_sync(_last_lines, path, count, cap)
+    except OSError as exc:
+        raise CommandFailed("io_error", str(exc)) from None
+    return {"path": path, "lines": lines}
+
+
+async def run(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any]:
+    """Run an allow-listed command line (``{"command": "uptime"}``) without a shell."""
+    command_line = args.get("command")
+    if not isinstance(command_line, str) or not command_line.strip():
+        raise CommandFailed("bad_args", 'args.command must be a command line, e.g. "uptime"')
+    if not context.settings.run_allowed(command_line):
+        raise CommandFailed(
+            "not_allowed",
+            "this command line is not in the agent's allowedCommands (exact lines, or re:PATTERN)",
+        )
+    cap = context.settings.output_cap_bytes
+    result = await trio.run_process(
+        shlex.split(command_line), capture_stdout=True, capture_stderr=True, check=False
+    )
+    return {
+        "exitCode": result.returncode,
+        "stdout": result.stdout[:cap].decode("utf-8", "replace"),
+        "stderr": result.stderr[:cap].decode("utf-8", "replace"),
+        "truncated": len(result.stdout) > cap or len(result.stderr) > cap,
+    }

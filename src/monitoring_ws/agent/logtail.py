@@ -1,0 +1,86 @@
+"""Tails the configured log files into ``log`` messages (follows rotation and truncation)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..protocol import MessageType
+from .settings import AgentSettings
+
+if TYPE_CHECKING:
+    from .client import Outbox
+
+__all__ = ["LogTail", "TailedFile"]
+
+#: Lines per ``log`` message at most; a longer line is cut to ``MAX_LINE`` characters.
+MAX_BATCH = 500
+MAX_LINE = 16_384
+
+
+class TailedFile:
+    """One file's read position; starts at the end, like ``tail -F``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._inode: int | None = None
+        self._offset = 0
+        self._partial = b""
+        try:
+            stat = path.stat()
+            self._inode, self._offset = stat.st_ino, stat.st_size
+        except OSError:
+            pass
+
+    def read_lines(self) -> list[str]:
+        """Complete lines written since the last call."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return []  # rotated away and not yet recreated
+        if stat.st_ino != self._inode:  # rotated: a new file, read it from the start
+            self._inode, self._offset, self._partial = stat.st_ino, 0, b""
+        elif stat.st_size < self._offset:  # truncated in place
+            self._offset, self._partial = 0, b""
+        if stat.st_size == self._offset:
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read(8 << 20)
+        self._offset += len(data)
+        chunks = (self._partial + data).split(b"\n")
+        self._partial = chunks.pop()
+        return [chunk.decode("utf-8", "replace")[:MAX_LINE] for chunk in chunks]
+
+
+class LogTail:
+    """Polls every configured file and queues what is new."""
+
+    def __init__(self, settings: AgentSettings, outbox: Outbox) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.files = [TailedFile(path) for path in settings.log_files]
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.settings.log_batch_interval_s)
+            for tailed in self.files:
+                lines = await trio.to_thread.run_sync(tailed.read_lines)
+                for start in range(0, len(lines), MAX_BATCH):
+                    self.outbox.put(
+                        MessageType.LOG, _batch(tailed.path, lines[start : start + MAX_BATCH])
+                    )
+
+
+def _batch(path: Path, lines: list[str]) -> dict[str, Any]:
+    ts = time.time_ns() // 1_000_000
+    source = os.fspath(path)
+    return {
+        "entries": [
+            {"ts": ts, "level": "info", "message": line, "source": source} for line in lines
+        ]
+    }

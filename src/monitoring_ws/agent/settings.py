@@ -1,0 +1,154 @@
+"""Agent settings: the seed's JSON file, environment variables, then flags (docs/agent.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from ..gateway.config import is_loopback
+from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
+
+__all__ = ["AgentSettings", "SettingsError", "default_agent_id", "load_settings"]
+
+IMDS_ENDPOINT = "http://169.254.169.254"
+_ENV = {
+    "wsApiUrl": "MONITORING_WS_URL",
+    "wsSecret": "MONITORING_WS_SECRET",
+    "wsAgentKey": "MONITORING_WS_AGENT_KEY",
+    "agentId": "MONITORING_WS_AGENT_ID",
+    "wsCertSha256": "MONITORING_WS_CERT_SHA256",
+}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message says how to fix it."""
+
+
+@attrs.frozen
+class AgentSettings:
+    """Everything the agent runs with."""
+
+    url: str
+    agent_id: str
+    key: bytes = attrs.field(repr=False)
+    cert_sha256: str | None = None
+    insecure: bool = False
+    metrics_interval_s: float = 10.0
+    log_files: tuple[Path, ...] = ()
+    log_batch_interval_s: float = 2.0
+    #: ``run`` executes only command lines equal to one of these, or matching a ``re:`` one.
+    allowed_commands: tuple[str, ...] = ()
+    command_concurrency: int = 4
+    #: Command output kept, per stream (SSM stops at 24,000 characters).
+    output_cap_bytes: int = 1 << 20
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    #: Metrics and log messages kept while disconnected; the oldest go first.
+    buffer_messages: int = 1000
+    connect_timeout_s: float = 10.0
+
+    def run_allowed(self, command_line: str) -> bool:
+        for allowed in self.allowed_commands:
+            if allowed.startswith("re:"):
+                if re.fullmatch(allowed[3:], command_line):
+                    return True
+            elif allowed == command_line:
+                return True
+        return False
+
+
+def default_agent_id(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str:
+    """The EC2 instance id from IMDSv2 when it answers within the timeout, else the hostname."""
+    try:
+        token_request = urllib.request.Request(  # noqa: S310 - a fixed http endpoint
+            f"{imds_endpoint}/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        with urllib.request.urlopen(token_request, timeout=timeout_s) as response:  # noqa: S310
+            token = response.read().decode()
+        id_request = urllib.request.Request(  # noqa: S310
+            f"{imds_endpoint}/latest/meta-data/instance-id",
+            headers={"X-aws-ec2-metadata-token": token},
+        )
+        with urllib.request.urlopen(id_request, timeout=timeout_s) as response:  # noqa: S310
+            instance_id = str(response.read().decode()).strip()
+        if AGENT_ID.fullmatch(instance_id):
+            return instance_id
+    except (OSError, ValueError):
+        pass
+    hostname = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:128] or "agent"
+    return hostname if AGENT_ID.fullmatch(hostname) else f"h{hostname}"[:128]
+
+
+def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
+    """Settings from the JSON file, then ``MONITORING_WS_*`` variables, then flags."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"cannot read {path}: {exc}") from None
+        if not isinstance(values, dict):
+            raise SettingsError(f"{path} must hold a JSON object")
+    for name, variable in _ENV.items():
+        if os.environ.get(variable):
+            values[name] = os.environ[variable]
+    values.update({k: v for k, v in flags.items() if v is not None})
+
+    url = values.get("wsApiUrl")
+    if not url:
+        raise SettingsError("no server URL: set wsApiUrl in the config file or --url")
+    if "{" in url or "}" in url:
+        raise SettingsError(
+            f"wsApiUrl {url!r} still holds a placeholder: put the server's address there "
+            "(`monitoring-ws agent-config` on the server fills it in)"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in {"ws", "wss"} or not parts.hostname:
+        raise SettingsError(f"wsApiUrl must be ws:// or wss:// with a host, got {url!r}")
+    insecure = bool(values.get("insecure", False))
+    if parts.scheme == "ws" and not is_loopback(parts.hostname) and not insecure:
+        raise SettingsError(
+            "plain ws:// sends agent traffic unencrypted: use wss://, or --insecure "
+            "if you really mean it (only loopback is allowed without it)"
+        )
+    agent_id = values.get("agentId") or default_agent_id(values.get("imdsEndpoint", IMDS_ENDPOINT))
+    if not AGENT_ID.fullmatch(agent_id):
+        raise SettingsError(f"invalid agentId {agent_id!r}: 1-128 chars of [A-Za-z0-9._:-]")
+    if values.get("wsAgentKey"):
+        try:
+            key = parse_agent_key(values["wsAgentKey"])
+        except ValueError as exc:
+            raise SettingsError(f"wsAgentKey: {exc}") from None
+    elif values.get("wsSecret"):
+        key = derive_agent_key(values["wsSecret"], agent_id)
+    else:
+        raise SettingsError(
+            "no key: set wsAgentKey (from `monitoring-ws derive-key AGENT_ID` on the server) "
+            "or wsSecret in the config file, or MONITORING_WS_AGENT_KEY"
+        )
+    pin = values.get("wsCertSha256")
+    if pin is not None:
+        pin = pin.replace(":", "").lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", pin):
+            raise SettingsError("wsCertSha256 must be 64 hex digits (colons allowed)")
+    options = {
+        "metrics_interval_s": values.get("metricsIntervalS", 10.0),
+        "log_files": tuple(Path(p) for p in values.get("logFiles", ())),
+        "allowed_commands": tuple(values.get("allowedCommands", ())),
+        "backoff_base_s": values.get("backoffBaseS", 1.0),
+        "backoff_cap_s": values.get("backoffCapS", 60.0),
+        "command_concurrency": values.get("commandConcurrency", 4),
+    }
+    return AgentSettings(
+        url=url, agent_id=agent_id, key=key, cert_sha256=pin, insecure=insecure, **options
+    )
