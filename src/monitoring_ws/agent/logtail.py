@@ -30,9 +30,14 @@ class TailedFile:
         self._inode: int | None = None
         self._offset = 0
         self._partial = b""
+        self._last_byte: bytes | None = None
         try:
             stat = path.stat()
             self._inode, self._offset = stat.st_ino, stat.st_size
+            if stat.st_size:
+                with path.open("rb") as handle:
+                    handle.seek(stat.st_size - 1)
+                    self._last_byte = handle.read(1)
         except OSError:
             pass
 
@@ -46,12 +51,21 @@ class TailedFile:
             self._inode, self._offset, self._partial = stat.st_ino, 0, b""
         elif stat.st_size < self._offset:  # truncated in place
             self._offset, self._partial = 0, b""
-        if stat.st_size == self._offset:
-            return []
         with self.path.open("rb") as handle:
+            if self._offset and self._last_byte is not None:
+                # Truncated and rewritten past our offset already: the byte before the
+                # offset is no longer the one we read there.
+                handle.seek(self._offset - 1)
+                if handle.read(1) != self._last_byte:
+                    self._offset, self._partial = 0, b""
+            if stat.st_size == self._offset:
+                return []
             handle.seek(self._offset)
             data = handle.read(8 << 20)
+        if not data:
+            return []
         self._offset += len(data)
+        self._last_byte = data[-1:]
         chunks = (self._partial + data).split(b"\n")
         self._partial = chunks.pop()
         return [chunk.decode("utf-8", "replace")[:MAX_LINE] for chunk in chunks]
