@@ -9,26 +9,16 @@ all are cancelled; the loop waits as ``Backoff`` says and dials again.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import logging
 import math
-import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionTimeout,
-    DisconnectionTimeout,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from .. import __version__
 from ..protocol import (
@@ -44,12 +34,13 @@ from ..protocol import (
     SendFrame,
 )
 from .backoff import Backoff
+from .dial import PinMismatchError, ProxyError, dial
 from .logtail import LogTail
 from .metrics import collect
 from .runner import CommandRunner
 from .settings import AgentSettings
 
-__all__ = ["Agent", "PinMismatchError"]
+__all__ = ["Agent", "Outbox"]
 
 log = logging.getLogger("monitoring_ws.agent")
 #: A connection that stayed up this long resets the backoff.
@@ -58,10 +49,6 @@ STABLE_AFTER_S = 30.0
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class PinMismatchError(Exception):
-    """The server's certificate is not the pinned one."""
 
 
 @attrs.define
@@ -104,59 +91,37 @@ class Agent:
     async def connect_once(self) -> tuple[int | None, str]:
         """One connection, from dialing to close: the close code and reason."""
         started = trio.current_time()
+        settings = self.settings
         try:
-            ssl_context = await self._ssl_context()
-            async with open_websocket_url(
-                self.settings.url,
-                ssl_context=ssl_context,
-                connect_timeout=self.settings.connect_timeout_s,
-                disconnect_timeout=2,
-            ) as ws:
-                code, reason = await self._session(ws)
-        except ConnectionClosed as closed:
-            code, reason = _close_of(closed)
-        except (
+            async with trio.open_nursery() as nursery:
+                with trio.fail_after(settings.connect_timeout_s):
+                    ws = await dial(nursery, settings.url, pin_sha256=settings.cert_sha256)
+                try:
+                    code, reason = await self._session(ws)
+                finally:
+                    with trio.move_on_after(2) as cleanup:
+                        cleanup.shield = True
+                        await ws.aclose()
+        except* ConnectionClosed as group:
+            leaf = _first(group)
+            assert isinstance(leaf, ConnectionClosed)  # noqa: S101 - the group's only type
+            code, reason = _close_of(leaf)
+        except* (
             OSError,
+            trio.BrokenResourceError,  # TLS failures surface as this
             HandshakeError,
-            ConnectionTimeout,
-            DisconnectionTimeout,
             trio.TooSlowError,
             PinMismatchError,
-        ) as exc:
-            log.warning("cannot connect to %s: %s", self.settings.url, exc)
-            code, reason = None, str(exc)
+            ProxyError,
+        ) as group:
+            error = _first(group)
+            log.warning("cannot connect to %s: %s", settings.url, error)
+            code, reason = None, str(error)
         finally:
             self.connected = trio.Event()
         if trio.current_time() - started >= STABLE_AFTER_S:
             self.backoff.stable()
         return code, reason
-
-    async def _ssl_context(self) -> ssl.SSLContext | None:
-        parts = urlsplit(self.settings.url)
-        if parts.scheme != "wss":
-            return None
-        pin = self.settings.cert_sha256
-        if pin is None:
-            return ssl.create_default_context()
-        # Pinning: fetch the certificate, compare fingerprints, then trust exactly it.
-        host, port = parts.hostname or "", parts.port or 443
-        probe = ssl.create_default_context()
-        probe.check_hostname = False
-        probe.verify_mode = ssl.CERT_NONE
-        with trio.fail_after(self.settings.connect_timeout_s):
-            stream = trio.SSLStream(
-                await trio.open_tcp_stream(host, port), probe, server_hostname=host
-            )
-            try:
-                await stream.do_handshake()
-                der = stream.getpeercert(binary_form=True)
-            finally:
-                await trio.aclose_forcefully(stream)
-        if der is None or hashlib.sha256(der).hexdigest() != pin:
-            raise PinMismatchError(f"the certificate of {host}:{port} is not the pinned one")
-        pinned = ssl.create_default_context(cadata=ssl.DER_cert_to_PEM_cert(der))
-        pinned.check_hostname = False
-        return pinned
 
     async def _session(self, ws: WebSocketConnection) -> tuple[int | None, str]:
         hello = AuthHello(
