@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from moto.server import ThreadedMotoServer
 
 from monitoring_ws.agent.backoff import AUTH_FAILED_FLOOR_S, Backoff
 from monitoring_ws.agent.client import Agent
 from monitoring_ws.agent.handlers import CommandContext, discover
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.runner import CommandRunner
-from monitoring_ws.agent.settings import AgentSettings, SettingsError, load_settings
+from monitoring_ws.agent.settings import (
+    AgentSettings,
+    SettingsError,
+    hostname_agent_id,
+    imds_instance_id,
+    load_settings,
+)
 from monitoring_ws.gateway.serve import Running
 from monitoring_ws.gateway.tls import certificate_fingerprint
 from monitoring_ws.protocol import CloseCode, Command, derive_agent_key
@@ -271,3 +279,43 @@ def test_settings_errors_say_how_to_fix(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_builtin_handlers_are_found_through_entry_points() -> None:
     assert {"ping", "collect_metrics", "tail_log", "run"} <= set(discover())
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    """Instance metadata served by moto's server mode on loopback."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_agent_id_defaults_to_the_ec2_instance_id(
+    imds: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("URL", "SECRET", "AGENT_KEY", "AGENT_ID", "CERT_SHA256"):
+        monkeypatch.delenv(f"MONITORING_WS_{variable}", raising=False)
+    assert imds_instance_id(imds) == "i-fake"
+    settings = load_settings(None, wsApiUrl="wss://h/agent", wsSecret="s", imdsEndpoint=imds)
+    assert settings.agent_id == "i-fake"
+    assert settings.instance_id == "i-fake"
+    assert settings.key == derive_agent_key("s", "i-fake")
+
+
+def test_agent_id_falls_back_to_the_hostname_when_imds_is_silent() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert imds_instance_id(f"http://127.0.0.1:{port}", timeout_s=1) is None
+    settings = load_settings(
+        None, wsApiUrl="wss://h/agent", wsSecret="s", imdsEndpoint=f"http://127.0.0.1:{port}"
+    )
+    assert settings.agent_id == hostname_agent_id()
+    assert settings.instance_id is None
+    explicit = load_settings(
+        None, wsApiUrl="wss://h/agent", wsSecret="s", agentId="i-0abc123def4567890"
+    )
+    assert explicit.instance_id == "i-0abc123def4567890"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import socket
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -126,8 +127,9 @@ class Agent:
     async def _session(self, ws: WebSocketConnection) -> tuple[int | None, str]:
         hello = AuthHello(
             agent_version=__version__,
-            hostname=self.settings.agent_id,
+            hostname=socket.gethostname()[:256],
             capabilities=Capabilities(self.runner.commands),
+            instance_id=self.settings.instance_id,
         )
         session = AgentSession(agent_id=self.settings.agent_id, key=self.settings.key, hello=hello)
         _take_server_clock(ws, session)

@@ -16,9 +16,16 @@ import attrs
 from ..gateway.config import is_loopback
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
 
-__all__ = ["AgentSettings", "SettingsError", "default_agent_id", "load_settings"]
+__all__ = [
+    "AgentSettings",
+    "SettingsError",
+    "hostname_agent_id",
+    "imds_instance_id",
+    "load_settings",
+]
 
 IMDS_ENDPOINT = "http://169.254.169.254"
+EC2_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
 _ENV = {
     "wsApiUrl": "MONITORING_WS_URL",
     "wsSecret": "MONITORING_WS_SECRET",
@@ -39,6 +46,8 @@ class AgentSettings:
     url: str
     agent_id: str
     key: bytes = attrs.field(repr=False)
+    #: The EC2 instance id, when the agent runs on one (advertised in ``auth``).
+    instance_id: str | None = None
     cert_sha256: str | None = None
     insecure: bool = False
     metrics_interval_s: float = 10.0
@@ -65,8 +74,8 @@ class AgentSettings:
         return False
 
 
-def default_agent_id(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str:
-    """The EC2 instance id from IMDSv2 when it answers within the timeout, else the hostname."""
+def imds_instance_id(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str | None:
+    """The EC2 instance id from IMDSv2, or None when it does not answer within the timeout."""
     try:
         token_request = urllib.request.Request(  # noqa: S310 - a fixed http endpoint
             f"{imds_endpoint}/latest/api/token",
@@ -81,10 +90,13 @@ def default_agent_id(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0)
         )
         with urllib.request.urlopen(id_request, timeout=timeout_s) as response:  # noqa: S310
             instance_id = str(response.read().decode()).strip()
-        if AGENT_ID.fullmatch(instance_id):
-            return instance_id
     except (OSError, ValueError):
-        pass
+        return None
+    return instance_id if AGENT_ID.fullmatch(instance_id) else None
+
+
+def hostname_agent_id() -> str:
+    """The host name, in the agentId alphabet."""
     hostname = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:128] or "agent"
     return hostname if AGENT_ID.fullmatch(hostname) else f"h{hostname}"[:128]
 
@@ -121,7 +133,13 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
             "plain ws:// sends agent traffic unencrypted: use wss://, or --insecure "
             "if you really mean it (only loopback is allowed without it)"
         )
-    agent_id = values.get("agentId") or default_agent_id(values.get("imdsEndpoint", IMDS_ENDPOINT))
+    agent_id = values.get("agentId")
+    instance_id = None
+    if agent_id is None:
+        instance_id = imds_instance_id(values.get("imdsEndpoint", IMDS_ENDPOINT))
+        agent_id = instance_id or hostname_agent_id()
+    elif EC2_INSTANCE_ID.fullmatch(agent_id):
+        instance_id = agent_id
     if not AGENT_ID.fullmatch(agent_id):
         raise SettingsError(f"invalid agentId {agent_id!r}: 1-128 chars of [A-Za-z0-9._:-]")
     if values.get("wsAgentKey"):
@@ -150,5 +168,11 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
         "command_concurrency": values.get("commandConcurrency", 4),
     }
     return AgentSettings(
-        url=url, agent_id=agent_id, key=key, cert_sha256=pin, insecure=insecure, **options
+        url=url,
+        agent_id=agent_id,
+        key=key,
+        instance_id=instance_id,
+        cert_sha256=pin,
+        insecure=insecure,
+        **options,
     )
