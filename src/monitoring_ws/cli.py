@@ -89,6 +89,15 @@ def _check_frame(args: argparse.Namespace) -> int:
 API_TOKENS_ENV = "MONITORING_WS_API_TOKENS"
 
 
+def _setup_logging(*, verbose: bool) -> None:
+    import logging  # noqa: PLC0415 - the server's imports stay out of the light commands
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415 - the server's imports stay out of the light commands
 
@@ -97,10 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .gateway.config import ConfigError, load_config  # noqa: PLC0415
     from .gateway.serve import raise_open_file_limit, serve, tune_gc  # noqa: PLC0415
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _setup_logging(verbose=args.verbose)
     tokens = [t for t in os.environ.get(API_TOKENS_ENV, "").split(",") if t] or None
     try:
         config = load_config(
@@ -137,15 +143,11 @@ def _run_server(run: Callable[[], None]) -> None:
 
 
 def _agent(args: argparse.Namespace) -> int:
-    import logging  # noqa: PLC0415
 
     from .agent.main import run_agent  # noqa: PLC0415
     from .agent.settings import SettingsError, load_settings  # noqa: PLC0415
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _setup_logging(verbose=args.verbose)
     try:
         settings = load_settings(
             args.config,

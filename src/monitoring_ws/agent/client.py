@@ -69,6 +69,16 @@ class Outbox:
         self.wake.set()
 
 
+@attrs.define
+class _Link:
+    """One connection's parts, shared by its tasks."""
+
+    ws: WebSocketConnection
+    session: AgentSession
+    nursery: trio.Nursery
+    closing: CloseConnection | None = None
+
+
 class Agent:
     """Runs until cancelled, reconnecting for ever."""
 
@@ -134,92 +144,62 @@ class Agent:
         session = AgentSession(agent_id=self.settings.agent_id, key=self.settings.key, hello=hello)
         _take_server_clock(ws, session)
         await ws.send_message(session.start(now_ms()))
-        closing: list[CloseConnection] = []
         closed_by_server: tuple[int | None, str] | None = None
+        link: _Link | None = None
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read, ws, session, nursery, closing)
-                nursery.start_soon(self._tick, ws, session, nursery, closing)
+                link = _Link(ws, session, nursery)
+                nursery.start_soon(self._read, link)
+                nursery.start_soon(self._tick, link)
         except* ConnectionClosed as group:
             leaf = _first(group)
             assert isinstance(leaf, ConnectionClosed)  # noqa: S101 - the group's only type
             closed_by_server = _close_of(leaf)
         if closed_by_server is not None:
             return closed_by_server
-        if closing:
-            close = closing[0]
+        if link is not None and link.closing is not None:
+            close = link.closing
             await ws.aclose(int(close.code), close.reason)
             return int(close.code), close.detail
         return None, "ended"
 
-    async def _read(
-        self,
-        ws: WebSocketConnection,
-        session: AgentSession,
-        nursery: trio.Nursery,
-        closing: list[CloseConnection],
-    ) -> None:
-        while True:
-            events = session.receive(await ws.get_message(), now_ms())
-            if not await self._act(ws, session, events, nursery, closing):
-                return
+    async def _read(self, link: _Link) -> None:
+        while link.closing is None:
+            for event in link.session.receive(await link.ws.get_message(), now_ms()):
+                await self._act(link, event)
 
-    async def _act(
-        self,
-        ws: WebSocketConnection,
-        session: AgentSession,
-        events: list[Event],
-        nursery: trio.Nursery,
-        closing: list[CloseConnection],
-    ) -> bool:
-        for event in events:
-            match event:
-                case AuthAccepted():
-                    self.connected.set()
-                    self._reschedule.set()
-                    log.info("connected to %s as %s", self.settings.url, session.agent_id)
-                    nursery.start_soon(self._send_loop, ws, session)
-                    nursery.start_soon(self._metrics_loop)
-                    if self.settings.log_files:
-                        nursery.start_soon(LogTail(self.settings, self.outbox).run)
-                case CommandReceived(command=command):
-                    nursery.start_soon(self._answer, ws, session, command)
-                case SendFrame(text=text):
-                    await ws.send_message(text)
-                case CloseConnection():
-                    log.warning("closing: %s", event.detail or event.reason)
-                    closing.append(event)
-                    nursery.cancel_scope.cancel()
-                    return False
-        return True
+    async def _act(self, link: _Link, event: Event) -> None:
+        match event:
+            case AuthAccepted():
+                self.connected.set()
+                self._reschedule.set()
+                log.info("connected to %s as %s", self.settings.url, link.session.agent_id)
+                link.nursery.start_soon(self._send_loop, link.ws, link.session)
+                link.nursery.start_soon(self._metrics_loop)
+                if self.settings.log_files:
+                    link.nursery.start_soon(LogTail(self.settings, self.outbox).run)
+            case CommandReceived(command=command):
+                link.nursery.start_soon(self._answer, command)
+            case SendFrame(text=text):
+                await link.ws.send_message(text)
+            case CloseConnection():
+                log.warning("closing: %s", event.detail or event.reason)
+                link.closing = event
+                link.nursery.cancel_scope.cancel()
 
-    async def _tick(
-        self,
-        ws: WebSocketConnection,
-        session: AgentSession,
-        nursery: trio.Nursery,
-        closing: list[CloseConnection],
-    ) -> None:
-        while True:
-            deadline_ms = session.deadline_ms()
+    async def _tick(self, link: _Link) -> None:
+        while link.closing is None:
+            deadline_ms = link.session.deadline_ms()
             wake_at = math.inf
             if deadline_ms is not None:
                 wake_at = trio.current_time() + (deadline_ms - now_ms()) / 1000
             with trio.move_on_at(wake_at):
                 await self._reschedule.wait()  # the session's deadlines changed (auth)
             self._reschedule = trio.Event()
-            for event in session.on_deadline(now_ms()):
-                if isinstance(event, SendFrame):
-                    await ws.send_message(event.text)
-                elif isinstance(event, CloseConnection):
-                    log.warning("closing: %s", event.detail or event.reason)
-                    closing.append(event)
-                    nursery.cancel_scope.cancel()
-                    return
+            for event in link.session.on_deadline(now_ms()):
+                await self._act(link, event)
 
-    async def _answer(
-        self, ws: WebSocketConnection, session: AgentSession, command: Command
-    ) -> None:
+    async def _answer(self, command: Command) -> None:
         result = await self.runner.execute(command)
         if result is None:
             return
