@@ -1,0 +1,197 @@
+"""``SSMTransport``: commands through AWS Systems Manager (SendCommand, then polling).
+
+boto3 is blocking: every call runs in a worker thread under a ``CapacityLimiter``.
+Region, credentials and endpoint come from boto3's usual chain, so
+``AWS_ENDPOINT_URL_SSM`` points it at a local endpoint. The command mapping is in
+docs/transports.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .base import (
+    AgentNotConnectedError,
+    CommandNotSupportedError,
+    CommandOutcome,
+    CommandTimeoutError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
+__all__ = ["SSM_COMMANDS", "SSMTransport", "is_instance_id"]
+
+_INSTANCE_ID = re.compile(r"(?:i|mi)-[0-9a-f]{8,17}")
+DOCUMENT = "AWS-RunShellScript"
+#: Agent commands SSM can carry, and how (docs/transports.md).
+SSM_COMMANDS = ("ping", "run")
+# SSM's terminal invocation states; anything else is still on its way.
+_TERMINAL = {
+    "Success",
+    "Failed",
+    "TimedOut",
+    "Cancelled",
+    "Undeliverable",
+    "Terminated",
+    "DeliveryTimedOut",
+    "ExecutionTimedOut",
+    "Cancelling",
+}
+_ERROR_CODES = {
+    "Failed": "failed",
+    "TimedOut": "timeout",
+    "DeliveryTimedOut": "delivery_timeout",
+    "ExecutionTimedOut": "timeout",
+    "Cancelled": "cancelled",
+    "Cancelling": "cancelled",
+    "Undeliverable": "undeliverable",
+    "Terminated": "terminated",
+}
+T = TypeVar("T")
+
+
+def is_instance_id(agent_id: str) -> bool:
+    """Whether SSM can address this agent: an EC2 (``i-``) or managed (``mi-``) instance id."""
+    return _INSTANCE_ID.fullmatch(agent_id) is not None
+
+
+def shell_commands(command: str, args: Mapping[str, Any]) -> list[str]:
+    """The ``AWS-RunShellScript`` lines for an agent command."""
+    if command == "ping":
+        return ["echo pong"]
+    if command == "run":
+        lines = args.get("commands", args.get("command"))
+        if isinstance(lines, str):
+            lines = [lines]
+        if not isinstance(lines, list) or not lines or not all(isinstance(x, str) for x in lines):
+            raise CommandNotSupportedError('run over SSM takes args {"commands": ["line", ...]}')
+        return lines
+    raise CommandNotSupportedError(f"{command!r} has no SSM mapping (SSM carries: ping, run)")
+
+
+class SSMTransport:
+    """Reaches EC2 instances through SSM; seconds per command instead of milliseconds."""
+
+    name = "ssm"
+
+    def __init__(
+        self,
+        client: SSMClient | None = None,
+        *,
+        max_concurrent_calls: int = 8,
+        poll_first_s: float = 0.1,
+        poll_max_s: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._limiter = trio.CapacityLimiter(max_concurrent_calls)
+        self.poll_first_s = poll_first_s
+        self.poll_max_s = poll_max_s
+
+    @property
+    def client(self) -> SSMClient:
+        if self._client is None:
+            import boto3  # noqa: PLC0415 - slow to import; only needed once used
+
+            self._client = boto3.client("ssm")
+        return self._client
+
+    async def can_reach(self, agent_id: str, command: str) -> bool:
+        return is_instance_id(agent_id) and command in SSM_COMMANDS
+
+    async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, **kwargs), limiter=self._limiter)
+
+    async def send_command(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> CommandOutcome:
+        if not is_instance_id(agent_id):
+            raise AgentNotConnectedError(
+                f"{agent_id} is not an EC2 instance id: SSM cannot reach it"
+            )
+        lines = shell_commands(command, args)
+        started = trio.current_time()
+        try:
+            sent = await self._call(
+                self.client.send_command,
+                InstanceIds=[agent_id],
+                DocumentName=DOCUMENT,
+                Parameters={"commands": lines},
+                TimeoutSeconds=max(30, math.ceil(timeout_s)),  # SSM's minimum
+            )
+        except ClientError as exc:
+            if _code(exc) in {"InvalidInstanceId", "InvalidInstanceInformationFilterValue"}:
+                raise AgentNotConnectedError(f"SSM cannot reach {agent_id}: {exc}") from None
+            raise TransportError(f"SSM SendCommand failed: {exc}") from None
+        except BotoCoreError as exc:
+            raise TransportError(f"SSM SendCommand failed: {exc}") from None
+        command_id = sent["Command"]["CommandId"]
+        invocation = await self._poll(agent_id, command_id, started + timeout_s)
+        if invocation is None:
+            await self._cancel(agent_id, command_id)
+            raise CommandTimeoutError(f"no SSM result within {timeout_s:g} s", command_id)
+        return _outcome(command_id, invocation, trio.current_time() - started)
+
+    async def _poll(self, agent_id: str, command_id: str, deadline: float) -> dict[str, Any] | None:
+        delay = self.poll_first_s
+        while trio.current_time() < deadline:
+            try:
+                invocation: dict[str, Any] = dict(
+                    await self._call(
+                        self.client.get_command_invocation,
+                        CommandId=command_id,
+                        InstanceId=agent_id,
+                    )
+                )
+            except ClientError as exc:
+                # Right after SendCommand the invocation may not exist yet (eventual consistency).
+                if _code(exc) != "InvocationDoesNotExist":
+                    raise TransportError(f"SSM GetCommandInvocation failed: {exc}") from None
+            else:
+                if invocation.get("Status") in _TERMINAL:
+                    return invocation
+            await trio.sleep(min(delay, max(0.0, deadline - trio.current_time())))
+            delay = min(delay * 2, self.poll_max_s)
+        return None
+
+    async def _cancel(self, agent_id: str, command_id: str) -> None:
+        # Best effort: the command is reported as timed out either way.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            await self._call(
+                self.client.cancel_command, CommandId=command_id, InstanceIds=[agent_id]
+            )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _outcome(command_id: str, invocation: Mapping[str, Any], elapsed_s: float) -> CommandOutcome:
+    status = str(invocation.get("Status"))
+    result = {
+        "status": status,
+        "exitCode": invocation.get("ResponseCode"),
+        "stdout": invocation.get("StandardOutputContent", ""),
+        "stderr": invocation.get("StandardErrorContent", ""),
+    }
+    duration_ms = int(elapsed_s * 1000)
+    if status == "Success":
+        return CommandOutcome(command_id, True, duration_ms, result=result)
+    details = invocation.get("StatusDetails") or status
+    return CommandOutcome(
+        command_id,
+        False,
+        duration_ms,
+        result=result,
+        error_code=_ERROR_CODES.get(status, "failed"),
+        error_message=f"SSM: {details}",
+    )

@@ -1,0 +1,143 @@
+"""SSMTransport through boto3: moto's server for the real path, Stubber for what moto lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import trio
+from botocore.stub import ANY, Stubber
+from moto.server import ThreadedMotoServer
+
+from monitoring_ws.transports import (
+    AgentNotConnectedError,
+    CommandNotSupportedError,
+    CommandTimeoutError,
+)
+from monitoring_ws.transports.ssm import SSMTransport, is_instance_id, shell_commands
+
+INSTANCE = "i-0abc123def4567890"
+COMMAND_ID = "8f0c9a3e-1d2b-4c5d-9e6f-0a1b2c3d4e5f"
+
+
+@pytest.fixture
+def moto_ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto in server mode on loopback, reached through boto3's own configuration."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+async def test_send_and_poll_against_moto(moto_ssm: str) -> None:
+    transport = SSMTransport(poll_first_s=0.01)
+    assert await transport.can_reach(INSTANCE, "ping")
+    outcome = await transport.send_command(INSTANCE, "ping", {}, timeout_s=10)
+    assert outcome.ok is True
+    assert outcome.result["status"] == "Success"
+    assert len(outcome.command_id) == 36
+    run = await transport.send_command(INSTANCE, "run", {"commands": ["uptime"]}, timeout_s=10)
+    assert run.ok is True
+
+
+async def test_what_ssm_cannot_carry_is_refused() -> None:
+    transport = SSMTransport(client=boto3.client("ssm", region_name="us-east-1"))
+    assert not await transport.can_reach("web-01", "ping")
+    assert not await transport.can_reach(INSTANCE, "tail_log")
+    with pytest.raises(AgentNotConnectedError):
+        await transport.send_command("web-01", "ping", {}, timeout_s=1)
+    with pytest.raises(CommandNotSupportedError):
+        await transport.send_command(INSTANCE, "tail_log", {}, timeout_s=1)
+    with pytest.raises(CommandNotSupportedError):
+        await transport.send_command(INSTANCE, "run", {}, timeout_s=1)
+    assert shell_commands("run", {"command": "df -h"}) == ["df -h"]
+    assert is_instance_id("mi-0123456789abcdef0")
+    assert not is_instance_id("i-xyz")
+
+
+def stubbed(responses: list[tuple[str, Any]]) -> tuple[SSMTransport, Stubber]:
+    client = boto3.client(
+        "ssm", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stubber = Stubber(client)
+    stubber.add_response(
+        "send_command",
+        {"Command": {"CommandId": COMMAND_ID, "Status": "Pending"}},
+        {
+            "InstanceIds": [INSTANCE],
+            "DocumentName": "AWS-RunShellScript",
+            "Parameters": {"commands": ["echo pong"]},
+            "TimeoutSeconds": ANY,
+        },
+    )
+    for kind, value in responses:
+        if kind == "error":
+            stubber.add_client_error("get_command_invocation", service_error_code=value)
+        else:
+            stubber.add_response("get_command_invocation", value)
+    stubber.activate()
+    return SSMTransport(client=client, poll_first_s=0.01, poll_max_s=0.05), stubber
+
+
+def invocation(status: str, **extra: Any) -> dict[str, Any]:
+    return {"CommandId": COMMAND_ID, "InstanceId": INSTANCE, "Status": status, **extra}
+
+
+async def test_invocation_does_not_exist_is_retried() -> None:
+    transport, stubber = stubbed(
+        [
+            ("error", "InvocationDoesNotExist"),
+            ("error", "InvocationDoesNotExist"),
+            ("ok", invocation("InProgress")),
+            ("ok", invocation("Success", ResponseCode=0, StandardOutputContent="pong\n")),
+        ]
+    )
+    outcome = await transport.send_command(INSTANCE, "ping", {}, timeout_s=5)
+    assert outcome.ok is True
+    assert outcome.result["stdout"] == "pong\n"
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("Failed", "failed"),
+        ("TimedOut", "timeout"),
+        ("Cancelled", "cancelled"),
+        ("Undeliverable", "undeliverable"),
+        ("DeliveryTimedOut", "delivery_timeout"),
+        ("Terminated", "terminated"),
+    ],
+)
+async def test_every_terminal_status_maps_to_a_result(status: str, code: str) -> None:
+    transport, _ = stubbed([("ok", invocation(status, StatusDetails=status, ResponseCode=1))])
+    outcome = await transport.send_command(INSTANCE, "ping", {}, timeout_s=5)
+    assert outcome.ok is False
+    assert outcome.error_code == code
+    assert outcome.result["status"] == status
+
+
+async def test_timeout_cancels_the_command() -> None:
+    transport, stubber = stubbed([("ok", invocation("InProgress")) for _ in range(200)])
+    cancelled: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        cancelled.append(params)
+
+    # Seen before the stubber answers (it has no answer queued for it at this point).
+    stubber.client.meta.events.register("provide-client-params.ssm.CancelCommand", record)
+    with trio.fail_after(5), pytest.raises(CommandTimeoutError) as info:
+        await transport.send_command(INSTANCE, "ping", {}, timeout_s=0.3)
+    assert info.value.command_id == COMMAND_ID
+    assert cancelled == [{"CommandId": COMMAND_ID, "InstanceIds": [INSTANCE]}]
