@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
+import trio
 from quart import Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -21,6 +23,7 @@ from ..transports import (
     TransportError,
 )
 from ..transports.websocket import WebSocketTransport
+from .agent_config import agent_config
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -116,6 +119,22 @@ def create_api(gateway: Gateway) -> Quart:
         if limit is None or not 1 <= limit <= config.log_ring:
             return error(400, "bad_request", f"limit must be between 1 and {config.log_ring}")
         return {"agentId": agent_id, "entries": gateway.memory_sink.recent_logs(agent_id, limit)}
+
+    @app.get("/api/websocket/agents/<agent_id>/config")
+    async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
+        # It hands out keys: only with API tokens configured (require_token checked one).
+        if not tokens:
+            return error(403, "forbidden", "agent configs are served only when api_tokens are set")
+        if not AGENT_ID.fullmatch(agent_id):
+            return error(400, "invalid_agent_id", "agentId: 1-128 chars of [A-Za-z0-9._:-]")
+        make = functools.partial(
+            agent_config,
+            config,
+            gateway.keyring.master_secrets[0],
+            agent_id,
+            public_host=request.args.get("publicHost"),
+        )
+        return await trio.to_thread.run_sync(make)
 
     @app.post("/api/websocket/agents/<agent_id>/command")
     async def send_command(agent_id: str) -> tuple[dict[str, Any], int] | Response:

@@ -74,6 +74,9 @@ class GatewayConfig:
     max_command_timeout_ms: int = attrs.field(default=3_600_000, validator=_positive)
     #: Log lines kept per agent by the built-in sink.
     log_ring: int = attrs.field(default=200, validator=_positive)
+    #: The address agents dial, for generated agent configs (default: IMDSv2's public IPv4).
+    public_host: str | None = None
+    imds_endpoint: str = "http://169.254.169.254"
 
     @property
     def tls_enabled(self) -> bool:

@@ -1,0 +1,95 @@
+"""Agent configuration files: what an agent needs to connect (docs/gateway.md)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..protocol import AGENT_ID, derive_agent_key
+from .config import GatewayConfig, parse_hostport
+from .tls import certificate_fingerprint
+
+__all__ = ["IMDS_ENDPOINT", "agent_config", "public_ipv4", "write_private"]
+
+IMDS_ENDPOINT = "http://169.254.169.254"
+log = logging.getLogger("monitoring_ws.gateway")
+
+
+def public_ipv4(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str | None:
+    """This instance's public IPv4 from IMDSv2, or None when IMDS does not answer."""
+    try:
+        token_request = urllib.request.Request(  # noqa: S310 - a fixed http endpoint
+            f"{imds_endpoint}/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        with urllib.request.urlopen(token_request, timeout=timeout_s) as response:  # noqa: S310
+            token = response.read().decode()
+        request = urllib.request.Request(  # noqa: S310
+            f"{imds_endpoint}/latest/meta-data/public-ipv4",
+            headers={"X-aws-ec2-metadata-token": token},
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            address = str(response.read().decode()).strip()
+    except (OSError, ValueError):
+        return None
+    return address or None
+
+
+def _fingerprint(config: GatewayConfig) -> str | None:
+    if config.tls_cert is not None:
+        return certificate_fingerprint(config.tls_cert)
+    cert = config.state_dir / "tls" / "cert.pem"
+    if config.tls_self_signed and cert.is_file():
+        return certificate_fingerprint(cert)
+    return None
+
+
+def agent_config(
+    config: GatewayConfig,
+    master_secret: str | bytes,
+    agent_id: str,
+    *,
+    public_host: str | None = None,
+    seed_compatible: bool = False,
+    imds_endpoint: str | None = None,
+) -> dict[str, Any]:
+    """The agent's JSON settings: hardened (its derived key) unless ``seed_compatible``."""
+    if not AGENT_ID.fullmatch(agent_id):
+        raise ValueError(f"invalid agent id {agent_id!r}: 1-128 chars of [A-Za-z0-9._:-]")
+    listen = config.agent_listen or config.listen
+    _, port = parse_hostport(listen, "agent_listen")
+    host = (
+        public_host
+        or config.public_host
+        or public_ipv4(imds_endpoint or config.imds_endpoint)
+        or "{public_ip}"
+    )
+    scheme = "wss" if config.tls_enabled else "ws"
+    default_port = 443 if scheme == "wss" else 80
+    authority = host if port == default_port else f"{host}:{port}"
+    settings: dict[str, Any] = {"agentId": agent_id, "wsApiUrl": f"{scheme}://{authority}/agent"}
+    if seed_compatible:
+        log.warning(
+            "agent config for %s carries the master secret (seed-compatible): an agent holding "
+            "it can sign as any agent; prefer the default, which carries only its own key",
+            agent_id,
+        )
+        secret = master_secret.decode() if isinstance(master_secret, bytes) else master_secret
+        settings["wsSecret"] = secret
+    else:
+        settings["wsAgentKey"] = derive_agent_key(master_secret, agent_id).hex()
+    fingerprint = _fingerprint(config)
+    if fingerprint is not None:
+        settings["wsCertSha256"] = fingerprint
+    return settings
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a key)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
