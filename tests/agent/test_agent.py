@@ -30,8 +30,8 @@ from monitoring_ws.gateway.serve import Running
 from monitoring_ws.gateway.tls import certificate_fingerprint
 from monitoring_ws.protocol import CloseCode, Command, derive_agent_key
 
+from ..conftest import StartServer
 from ..gateway.agents import SECRET
-from ..gateway.conftest import StartServer
 
 
 def settings_for(url: str, agent_id: str = "agent-1", **extra: Any) -> AgentSettings:

@@ -21,8 +21,8 @@ from monitoring_ws.agent.main import ShippingHandler, build_agent
 from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import MessageType
 
+from ..conftest import StartServer
 from ..gateway.agents import SECRET
-from ..gateway.conftest import StartServer
 from ..gateway.test_serve_process import READY, isolated_env
 from .test_agent import settings_for
 

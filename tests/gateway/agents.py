@@ -23,7 +23,7 @@ from monitoring_ws.protocol import (
     derive_agent_key,
 )
 
-SECRET = "gateway-test-secret"
+from ..conftest import SECRET
 
 
 def now_ms() -> int:

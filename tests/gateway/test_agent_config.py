@@ -17,8 +17,8 @@ from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.gateway.tls import certificate_fingerprint, ensure_self_signed
 from monitoring_ws.protocol import derive_agent_key
 
+from ..conftest import StartServer
 from .agents import SECRET
-from .conftest import StartServer
 from .test_serve_process import isolated_env
 
 

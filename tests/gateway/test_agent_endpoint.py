@@ -22,9 +22,9 @@ from monitoring_ws.protocol import (
     random_nonce,
 )
 
+from ..conftest import StartServer
 from ..support import frame as signed_frame
 from .agents import SECRET, close_code, first_frame_close, now_ms, open_agent
-from .conftest import StartServer
 
 HELLO = {
     "protocol": 1,

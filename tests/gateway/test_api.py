@@ -10,8 +10,8 @@ from monitoring_ws.gateway.config import ConfigError
 from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import CommandError, LogEntry
 
+from ..conftest import StartServer
 from .agents import now_ms, open_agent
-from .conftest import StartServer
 
 
 async def test_agents_list_and_status(server: Running, http: httpx.AsyncClient) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -13,64 +12,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..protocol import AGENT_ID
-from ..protocol.payloads import NAME
-from ..transports import (
-    AgentGoneError,
-    AgentNotConnectedError,
-    CommandNotSupportedError,
-    CommandTimeoutError,
-    ShuttingDownError,
-    TransportError,
-)
+from ..transports import ShuttingDownError, Transport, TransportError
+from ..transports.router import TransportRouter
+from ..transports.ssm import SSMTransport
 from ..transports.websocket import WebSocketTransport
 from .agent_config import agent_config
+from .http import MAX_BODY_BYTES, BadBody, command_body, error, transport_error
+from .neutral_api import add_neutral_routes
 
 if TYPE_CHECKING:
     from .gateway import Gateway
 
 __all__ = ["create_api"]
-
-#: HTTP status of each transport failure (docs/api.md, "Errors").
-STATUS = {
-    AgentNotConnectedError: 404,
-    CommandNotSupportedError: 400,
-    CommandTimeoutError: 504,
-    AgentGoneError: 502,
-    ShuttingDownError: 503,
-}
-MAX_BODY_BYTES = 1 << 20
-
-
-def error(status: int, code: str, message: str, **extra: Any) -> Response:
-    body = {"error": {"code": code, "message": message, **extra}}
-    return Response(json.dumps(body), status=status, mimetype="application/json")
-
-
-class _BadBody(ValueError):
-    pass
-
-
-def _command_body(
-    raw: str | bytes, default_ms: int, max_ms: int
-) -> tuple[str, dict[str, Any], int]:
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _BadBody("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise _BadBody('the body must be a JSON object: {"command": "ping", "args": {}}')
-    command = body.get("command")
-    if not isinstance(command, str) or not NAME.fullmatch(command):
-        raise _BadBody('"command" must be a command name such as "ping"')
-    args = body.get("args", {})
-    if not isinstance(args, dict):
-        raise _BadBody('"args" must be a JSON object')
-    timeout_ms = body.get("timeoutMs", default_ms)
-    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
-        raise _BadBody('"timeoutMs" must be an integer number of milliseconds')
-    if not 1 <= timeout_ms <= max_ms:
-        raise _BadBody(f'"timeoutMs" must be between 1 and {max_ms}')
-    return command, args, timeout_ms
 
 
 def create_api(gateway: Gateway) -> Quart:
@@ -79,6 +32,10 @@ def create_api(gateway: Gateway) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     transport = WebSocketTransport(gateway)
     config = gateway.config
+    available: dict[str, Transport] = {"websocket": transport}
+    if config.ssm:
+        available["ssm"] = SSMTransport()
+    router = TransportRouter([available[n] for n in config.transport_order if n in available])
     tokens = [token.encode() for token in config.api_tokens]
 
     @app.before_request
@@ -141,18 +98,18 @@ def create_api(gateway: Gateway) -> Quart:
         if gateway.shutting_down:
             return error(503, ShuttingDownError.code, "the server is shutting down")
         try:
-            command, args, timeout_ms = _command_body(
+            command, args, timeout_ms = command_body(
                 await request.get_data(),
                 config.default_command_timeout_ms,
                 config.max_command_timeout_ms,
             )
-        except _BadBody as exc:
+        except BadBody as exc:
             return error(400, "bad_request", str(exc))
         try:
             outcome = await transport.send_command(agent_id, command, args, timeout_ms / 1000)
         except TransportError as exc:
-            extra = {"commandId": exc.command_id} if hasattr(exc, "command_id") else {}
-            return error(STATUS.get(type(exc), 500), exc.code, str(exc), **extra)
+            return transport_error(exc)
         return outcome.to_json(), 200
 
+    add_neutral_routes(app, gateway, router)
     return app

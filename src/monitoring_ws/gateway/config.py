@@ -77,6 +77,10 @@ class GatewayConfig:
     #: The address agents dial, for generated agent configs (default: IMDSv2's public IPv4).
     public_host: str | None = None
     imds_endpoint: str = "http://169.254.169.254"
+    #: Offer AWS SSM as a second transport (boto3's chain gives region and credentials).
+    ssm: bool = False
+    #: Preference order of the transports the neutral API (/api/agents) tries.
+    transport_order: tuple[str, ...] = ("websocket", "ssm")
 
     @property
     def tls_enabled(self) -> bool:
@@ -97,13 +101,16 @@ class GatewayConfig:
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
         if self.tls_cert is not None and self.tls_self_signed:
             raise ConfigError("choose tls_cert/tls_key or tls_self_signed, not both")
+        unknown = set(self.transport_order) - {"websocket", "ssm"}
+        if unknown:
+            raise ConfigError(f"transport_order: unknown transports {sorted(unknown)}")
         if any(not token or len(token) < 16 for token in self.api_tokens):
             raise ConfigError("api_tokens must be at least 16 characters each")
 
 
 _FIELDS = {field.name: field for field in attrs.fields(GatewayConfig)}
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
-_TUPLES = {"master_secrets", "api_tokens", "tls_hostnames"}
+_TUPLES = {"master_secrets", "api_tokens", "tls_hostnames", "transport_order"}
 
 
 def _coerce(name: str, value: Any) -> Any:

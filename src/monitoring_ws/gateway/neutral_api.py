@@ -1,0 +1,61 @@
+"""The transport-neutral API: /api/agents, whichever transport reaches the agent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from quart import Quart, Response, request
+
+from ..protocol import AGENT_ID
+from ..transports import TransportError
+from ..transports.router import TransportRouter
+from .http import BadBody, command_body, error, transport_error
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+__all__ = ["add_neutral_routes"]
+
+
+def add_neutral_routes(app: Quart, gateway: Gateway, router: TransportRouter) -> None:
+    config = gateway.config
+
+    @app.get("/api/agents")
+    async def neutral_list_agents() -> dict[str, Any]:
+        agents = sorted(await gateway.registry.list(), key=lambda info: info.agent_id)
+        listed = [
+            {"agentId": info.agent_id, "transports": await router.reachability(info.agent_id)}
+            for info in agents
+        ]
+        return {
+            "agents": listed,
+            "count": len(listed),
+            "transports": [t.name for t in router.transports],
+        }
+
+    @app.get("/api/agents/<agent_id>")
+    async def neutral_agent(agent_id: str) -> dict[str, Any] | Response:
+        if not AGENT_ID.fullmatch(agent_id):
+            return error(400, "invalid_agent_id", "agentId: 1-128 chars of [A-Za-z0-9._:-]")
+        info = await gateway.registry.lookup(agent_id)
+        return {
+            "agentId": agent_id,
+            "transports": await router.reachability(agent_id),
+            "websocket": None if info is None else info.to_json(),
+        }
+
+    @app.post("/api/agents/<agent_id>/commands")
+    async def neutral_send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
+        try:
+            command, args, timeout_ms = command_body(
+                await request.get_data(),
+                config.default_command_timeout_ms,
+                config.max_command_timeout_ms,
+            )
+        except BadBody as exc:
+            return error(400, "bad_request", str(exc))
+        try:
+            routed = await router.send_command(agent_id, command, args, timeout_ms / 1000)
+        except TransportError as exc:
+            return transport_error(exc)
+        return routed.to_json(), 200

@@ -1,0 +1,91 @@
+"""``TransportRouter``: per agent and command, the first able transport in preference order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .base import (
+    AgentNotConnectedError,
+    CommandNotSupportedError,
+    CommandOutcome,
+    ShuttingDownError,
+    Transport,
+    TransportError,
+)
+
+__all__ = ["Routed", "TransportRouter"]
+
+log = logging.getLogger("monitoring_ws.router")
+
+#: Failures that prove the command never left: the next transport may try it.
+_NOT_DELIVERED = (AgentNotConnectedError, CommandNotSupportedError, ShuttingDownError)
+
+
+@attrs.frozen
+class Routed:
+    """A command's outcome and the transport that carried it."""
+
+    transport: str
+    outcome: CommandOutcome
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.outcome.to_json(), "transport": self.transport}
+
+
+class TransportRouter:
+    """Picks a transport per agent; falls back only when the command was surely not delivered."""
+
+    def __init__(self, transports: Sequence[Transport], *, remember: int = 1000) -> None:
+        if not transports:
+            raise ValueError("a router needs at least one transport")
+        self.transports = tuple(transports)
+        #: The last commands routed: which transport served which command (newest last).
+        self.served: deque[dict[str, Any]] = deque(maxlen=remember)
+
+    async def reachability(self, agent_id: str, command: str = "ping") -> dict[str, bool]:
+        return {t.name: await t.can_reach(agent_id, command) for t in self.transports}
+
+    async def send_command(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> Routed:
+        tried: list[str] = []
+        for transport in self.transports:
+            if not await transport.can_reach(agent_id, command):
+                continue
+            tried.append(transport.name)
+            try:
+                outcome = await transport.send_command(agent_id, command, args, timeout_s)
+            except _NOT_DELIVERED as exc:
+                log.info(
+                    "%s could not deliver %s to %s: %s", transport.name, command, agent_id, exc
+                )
+                continue
+            except TransportError:
+                # Maybe delivered (timeout, agent gone mid-command): never run it twice.
+                self._record(agent_id, command, transport.name, None)
+                raise
+            self._record(agent_id, command, transport.name, outcome)
+            return Routed(transport.name, outcome)
+        names = ", ".join(t.name for t in self.transports)
+        detail = f"tried {', '.join(tried)}" if tried else f"none of {names} can"
+        raise AgentNotConnectedError(f"no transport reaches {agent_id} for {command!r} ({detail})")
+
+    def _record(
+        self, agent_id: str, command: str, transport: str, outcome: CommandOutcome | None
+    ) -> None:
+        self.served.append(
+            {
+                "at": time.time_ns() // 1_000_000,
+                "agentId": agent_id,
+                "command": command,
+                "transport": transport,
+                "commandId": None if outcome is None else outcome.command_id,
+                "ok": None if outcome is None else outcome.ok,
+            }
+        )
