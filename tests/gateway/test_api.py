@@ -6,7 +6,7 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.gateway.config import ConfigError
+from monitoring_ws.gateway.config import ConfigError, GatewayConfig
 from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import CommandError, LogEntry
 
@@ -169,3 +169,11 @@ async def test_non_loopback_bind_requires_and_enforces_tokens(start_server: Star
         assert (await client.get("/api/websocket/agents")).status_code == 401
         ok = await client.get("/api/websocket/agents", headers={"Authorization": f"bearer {token}"})
         assert ok.status_code == 200
+
+
+def test_transport_order_must_name_an_enabled_transport() -> None:
+    with pytest.raises(ConfigError, match="no enabled transport"):
+        GatewayConfig(transport_order=("ssm",)).check()
+    with pytest.raises(ConfigError, match="unknown"):
+        GatewayConfig(transport_order=("pigeon",)).check()
+    GatewayConfig(transport_order=("ssm",), ssm=True).check()

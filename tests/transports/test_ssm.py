@@ -16,6 +16,7 @@ from monitoring_ws.transports import (
     AgentNotConnectedError,
     CommandNotSupportedError,
     CommandTimeoutError,
+    TransportError,
 )
 from monitoring_ws.transports.ssm import SSMTransport, is_instance_id, shell_commands
 
@@ -145,3 +146,14 @@ async def test_timeout_cancels_the_command() -> None:
         await transport.send_command(INSTANCE, "ping", {}, timeout_s=0.3)
     assert info.value.command_id == COMMAND_ID
     assert cancelled == [{"CommandId": COMMAND_ID, "InstanceIds": [INSTANCE]}]
+
+
+async def test_missing_aws_configuration_is_a_transport_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(TransportError, match="SendCommand failed"):
+        await SSMTransport().send_command(INSTANCE, "ping", {}, timeout_s=1)

@@ -104,6 +104,8 @@ class GatewayConfig:
         unknown = set(self.transport_order) - {"websocket", "ssm"}
         if unknown:
             raise ConfigError(f"transport_order: unknown transports {sorted(unknown)}")
+        if not any(t == "websocket" or (t == "ssm" and self.ssm) for t in self.transport_order):
+            raise ConfigError("transport_order names no enabled transport (ssm needs ssm = true)")
         if any(not token or len(token) < 16 for token in self.api_tokens):
             raise ConfigError("api_tokens must be at least 16 characters each")
 

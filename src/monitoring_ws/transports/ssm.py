@@ -121,8 +121,9 @@ class SSMTransport:
         lines = shell_commands(command, args)
         started = trio.current_time()
         try:
+            client = self.client  # created on first use: a missing region fails here
             sent = await self._call(
-                self.client.send_command,
+                client.send_command,
                 InstanceIds=[agent_id],
                 DocumentName=DOCUMENT,
                 Parameters={"commands": lines},
