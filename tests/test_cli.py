@@ -74,3 +74,17 @@ def test_no_command_prints_help() -> None:
     result = run()
     assert result.returncode == 2
     assert "derive-key" in result.stdout
+
+
+def test_plugins_lists_what_is_installed_and_enabled(tmp_path: Path) -> None:
+    config = tmp_path / "monitoring.toml"
+    config.write_text("[plugins.websocket]\nenabled = true\n")
+    result = run("plugins", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:2] == ["websocket", "enabled"] for line in lines)
+    assert any(line.split()[:2] == ["uptime", "monitoring-ws-uptime"] for line in lines)
+    disabled = run("plugins")
+    assert any(
+        line.split()[:2] == ["websocket", "disabled"] for line in disabled.stdout.splitlines()
+    )

@@ -199,6 +199,30 @@ def _agent_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugins(args: argparse.Namespace) -> int:
+    from .agent.handlers import ENTRY_POINT_GROUP  # noqa: PLC0415
+    from .host.config import load_plugin_settings  # noqa: PLC0415
+    from .host.plugins import PLUGIN_GROUP, PluginError, discover  # noqa: PLC0415
+
+    try:
+        found = discover(load_plugin_settings(args.config))
+    except (PluginError, ValueError) as exc:
+        raise SystemExit(f"monitoring-ws plugins: {exc}") from None
+    print(f"monitoring-module plugins ({PLUGIN_GROUP}):")
+    for plugin in found:
+        state = "enabled" if plugin.enabled else "disabled"
+        print(f"  {plugin.name:16} {state:9} {plugin.distribution}  {plugin.target}")
+    if not found:
+        print("  none installed")
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    print(f"agent commands ({ENTRY_POINT_GROUP}):")
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = entry.dist.name if entry.dist is not None else "?"
+        print(f"  {entry.name:16} {dist}  {entry.value}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
@@ -307,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.add_argument("--output", type=Path, metavar="FILE", help="write it (mode 0600)")
     config_cmd.add_argument("--imds-endpoint", help=argparse.SUPPRESS)
     config_cmd.set_defaults(run=_agent_config)
+
+    plugins = commands.add_parser(
+        "plugins", help="list installed plugins and whether monitoring.toml enables them"
+    )
+    plugins.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
+    plugins.set_defaults(run=_plugins)
 
     demo = commands.add_parser(
         "demo", help="a server, local agents and command round trips, on loopback"

@@ -1,0 +1,1 @@
+"""The monitoring module's host: configuration and plugins found through entry points."""
