@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
+from moto.server import ThreadedMotoServer
 
 from monitoring_ws.gateway.config import GatewayConfig
 from monitoring_ws.gateway.serve import Running, serve
@@ -73,3 +74,15 @@ async def server(start_server: StartServer) -> Running:
 async def http(server: Running) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.api_url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    """Instance metadata served by moto's server mode on loopback."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import random
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from moto.server import ThreadedMotoServer
 
 from monitoring_ws.agent.backoff import AUTH_FAILED_FLOOR_S, Backoff
 from monitoring_ws.agent.client import Agent
@@ -279,18 +278,6 @@ def test_settings_errors_say_how_to_fix(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_builtin_handlers_are_found_through_entry_points() -> None:
     assert {"ping", "collect_metrics", "tail_log", "run"} <= set(discover())
-
-
-@pytest.fixture
-def imds() -> Iterator[str]:
-    """Instance metadata served by moto's server mode on loopback."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def test_agent_id_defaults_to_the_ec2_instance_id(

@@ -6,12 +6,10 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.gateway.tls import certificate_fingerprint, ensure_self_signed
@@ -20,17 +18,6 @@ from monitoring_ws.protocol import derive_agent_key
 from ..conftest import StartServer
 from .agents import SECRET
 from .test_serve_process import isolated_env
-
-
-@pytest.fixture
-def imds() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import socket
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ..gateway.config import is_loopback
+from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "load_settings",
 ]
 
-IMDS_ENDPOINT = "http://169.254.169.254"
 EC2_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
 _ENV = {
     "wsApiUrl": "MONITORING_WS_URL",
@@ -76,23 +75,8 @@ class AgentSettings:
 
 def imds_instance_id(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str | None:
     """The EC2 instance id from IMDSv2, or None when it does not answer within the timeout."""
-    try:
-        token_request = urllib.request.Request(  # noqa: S310 - a fixed http endpoint
-            f"{imds_endpoint}/latest/api/token",
-            method="PUT",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        )
-        with urllib.request.urlopen(token_request, timeout=timeout_s) as response:  # noqa: S310
-            token = response.read().decode()
-        id_request = urllib.request.Request(  # noqa: S310
-            f"{imds_endpoint}/latest/meta-data/instance-id",
-            headers={"X-aws-ec2-metadata-token": token},
-        )
-        with urllib.request.urlopen(id_request, timeout=timeout_s) as response:  # noqa: S310
-            instance_id = str(response.read().decode()).strip()
-    except (OSError, ValueError):
-        return None
-    return instance_id if AGENT_ID.fullmatch(instance_id) else None
+    instance_id = imds_get("meta-data/instance-id", imds_endpoint, timeout_s)
+    return instance_id if instance_id and AGENT_ID.fullmatch(instance_id) else None
 
 
 def hostname_agent_id() -> str:

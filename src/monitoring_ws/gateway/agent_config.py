@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
 from .config import GatewayConfig, parse_hostport
 from .tls import certificate_fingerprint
 
 __all__ = ["IMDS_ENDPOINT", "agent_config", "public_ipv4", "write_private"]
 
-IMDS_ENDPOINT = "http://169.254.169.254"
 log = logging.getLogger("monitoring_ws.gateway")
 
 
 def public_ipv4(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str | None:
     """This instance's public IPv4 from IMDSv2, or None when IMDS does not answer."""
-    try:
-        token_request = urllib.request.Request(  # noqa: S310 - a fixed http endpoint
-            f"{imds_endpoint}/latest/api/token",
-            method="PUT",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        )
-        with urllib.request.urlopen(token_request, timeout=timeout_s) as response:  # noqa: S310
-            token = response.read().decode()
-        request = urllib.request.Request(  # noqa: S310
-            f"{imds_endpoint}/latest/meta-data/public-ipv4",
-            headers={"X-aws-ec2-metadata-token": token},
-        )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-            address = str(response.read().decode()).strip()
-    except (OSError, ValueError):
-        return None
-    return address or None
+    return imds_get("meta-data/public-ipv4", imds_endpoint, timeout_s)
 
 
 def _fingerprint(config: GatewayConfig) -> str | None:

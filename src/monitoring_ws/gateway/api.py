@@ -12,12 +12,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..protocol import AGENT_ID
-from ..transports import ShuttingDownError, Transport, TransportError
+from ..transports import ShuttingDownError, Transport
 from ..transports.router import TransportRouter
 from ..transports.ssm import SSMTransport
 from ..transports.websocket import WebSocketTransport
 from .agent_config import agent_config
-from .http import MAX_BODY_BYTES, BadBody, command_body, error, transport_error
+from .http import MAX_BODY_BYTES, error, run_command_request
 from .neutral_api import add_neutral_routes
 
 if TYPE_CHECKING:
@@ -97,19 +97,17 @@ def create_api(gateway: Gateway) -> Quart:
     async def send_command(agent_id: str) -> tuple[dict[str, Any], int] | Response:
         if gateway.shutting_down:
             return error(503, ShuttingDownError.code, "the server is shutting down")
-        try:
-            command, args, timeout_ms = command_body(
-                await request.get_data(),
-                config.default_command_timeout_ms,
-                config.max_command_timeout_ms,
-            )
-        except BadBody as exc:
-            return error(400, "bad_request", str(exc))
-        try:
-            outcome = await transport.send_command(agent_id, command, args, timeout_ms / 1000)
-        except TransportError as exc:
-            return transport_error(exc)
-        return outcome.to_json(), 200
+
+        async def send(command: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+            outcome = await transport.send_command(agent_id, command, args, timeout_s)
+            return outcome.to_json()
+
+        return await run_command_request(
+            await request.get_data(),
+            config.default_command_timeout_ms,
+            config.max_command_timeout_ms,
+            send,
+        )
 
     add_neutral_routes(app, gateway, router)
     return app

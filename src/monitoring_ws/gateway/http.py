@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Response
@@ -17,7 +18,15 @@ from ..transports import (
     TransportError,
 )
 
-__all__ = ["MAX_BODY_BYTES", "STATUS", "BadBody", "command_body", "error", "transport_error"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "STATUS",
+    "BadBody",
+    "command_body",
+    "error",
+    "run_command_request",
+    "transport_error",
+]
 
 #: HTTP status of each transport failure (docs/api.md, "Errors").
 STATUS = {
@@ -65,3 +74,20 @@ def transport_error(exc: TransportError) -> Response:
     command_id = getattr(exc, "command_id", None)
     extra = {} if command_id is None else {"commandId": command_id}
     return error(STATUS.get(type(exc), 500), exc.code, str(exc), **extra)
+
+
+Send = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
+
+
+async def run_command_request(
+    raw_body: str | bytes, default_ms: int, max_ms: int, send: Send
+) -> tuple[dict[str, Any], int] | Response:
+    """A command route's whole answer: parse the body, ``send``, map failures to statuses."""
+    try:
+        command, args, timeout_ms = command_body(raw_body, default_ms, max_ms)
+    except BadBody as exc:
+        return error(400, "bad_request", str(exc))
+    try:
+        return await send(command, args, timeout_ms / 1000), 200
+    except TransportError as exc:
+        return transport_error(exc)

@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 from quart import Quart, Response, request
 
 from ..protocol import AGENT_ID
-from ..transports import TransportError
 from ..transports.router import TransportRouter
-from .http import BadBody, command_body, error, transport_error
+from .http import error, run_command_request
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -46,16 +45,13 @@ def add_neutral_routes(app: Quart, gateway: Gateway, router: TransportRouter) ->
 
     @app.post("/api/agents/<agent_id>/commands")
     async def neutral_send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
-        try:
-            command, args, timeout_ms = command_body(
-                await request.get_data(),
-                config.default_command_timeout_ms,
-                config.max_command_timeout_ms,
-            )
-        except BadBody as exc:
-            return error(400, "bad_request", str(exc))
-        try:
-            routed = await router.send_command(agent_id, command, args, timeout_ms / 1000)
-        except TransportError as exc:
-            return transport_error(exc)
-        return routed.to_json(), 200
+        async def send(command: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+            routed = await router.send_command(agent_id, command, args, timeout_s)
+            return routed.to_json()
+
+        return await run_command_request(
+            await request.get_data(),
+            config.default_command_timeout_ms,
+            config.max_command_timeout_ms,
+            send,
+        )
