@@ -72,7 +72,7 @@ async def server(start_server: StartServer) -> Running:
 
 @pytest.fixture
 async def http(server: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.api_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as client:
         yield client
 
 
