@@ -306,3 +306,20 @@ def test_agent_id_falls_back_to_the_hostname_when_imds_is_silent() -> None:
         None, wsApiUrl="wss://h/agent", wsSecret="s", agentId="i-0abc123def4567890"
     )
     assert explicit.instance_id == "i-0abc123def4567890"
+
+
+async def test_run_output_is_capped_without_holding_it_all(tmp_path: Path) -> None:
+    script = tmp_path / "loud.sh"
+    script.write_text("#!/bin/sh\nyes | head -c 3000000\necho oops >&2\nexit 3\n")
+    script.chmod(0o755)
+    settings = settings_for(
+        "ws://127.0.0.1:1/agent", allowed_commands=(str(script),), output_cap_bytes=1000
+    )
+    runner = CommandRunner(settings, discover())
+    result = await runner.execute(Command("c-loud", "run", {"command": str(script)}, 10_000))
+    assert result is not None
+    assert result.ok is True
+    assert result.result["exitCode"] == 3
+    assert result.result["stdout"] == "y\n" * 500
+    assert result.result["stderr"] == "oops\n"
+    assert result.result["truncated"] is True

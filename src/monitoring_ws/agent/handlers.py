@@ -3,7 +3,9 @@ entry-point group: a plugin adds a command by naming an async function there).""
 
 from __future__ import annotations
 
+import functools
 import shlex
+import subprocess
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -97,12 +99,41 @@ async def run(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any
             "this command line is not in the agent's allowedCommands (exact lines, or re:PATTERN)",
         )
     cap = context.settings.output_cap_bytes
-    result = await trio.run_process(
-        shlex.split(command_line), capture_stdout=True, capture_stderr=True, check=False
-    )
+    outputs: dict[str, tuple[bytes, bool]] = {}
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                shlex.split(command_line),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        )
+        assert process.stdout is not None  # noqa: S101 - asked for a pipe above
+        assert process.stderr is not None  # noqa: S101
+        nursery.start_soon(_read_capped, process.stdout, cap, outputs, "stdout")
+        nursery.start_soon(_read_capped, process.stderr, cap, outputs, "stderr")
+    stdout, stdout_cut = outputs["stdout"]
+    stderr, stderr_cut = outputs["stderr"]
     return {
-        "exitCode": result.returncode,
-        "stdout": result.stdout[:cap].decode("utf-8", "replace"),
-        "stderr": result.stderr[:cap].decode("utf-8", "replace"),
-        "truncated": len(result.stdout) > cap or len(result.stderr) > cap,
+        "exitCode": process.returncode,
+        "stdout": stdout.decode("utf-8", "replace"),
+        "stderr": stderr.decode("utf-8", "replace"),
+        "truncated": stdout_cut or stderr_cut,
     }
+
+
+async def _read_capped(
+    stream: trio.abc.ReceiveStream, cap: int, into: dict[str, tuple[bytes, bool]], name: str
+) -> None:
+    """Keep the first ``cap`` bytes, drain (and drop) the rest so the child never blocks."""
+    kept = bytearray()
+    cut = False
+    async for chunk in stream:
+        room = cap - len(kept)
+        if room > 0:
+            kept += chunk[:room]
+        cut = cut or len(chunk) > room
+    into[name] = (bytes(kept), cut)
