@@ -12,7 +12,6 @@ import email.utils
 import logging
 import math
 import socket
-import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +21,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from .. import __version__
+from ..clock import wall_ms as now_ms
 from ..protocol import (
     AgentSession,
     AuthAccepted,
@@ -46,10 +46,6 @@ __all__ = ["Agent", "Outbox"]
 log = logging.getLogger("monitoring_ws.agent")
 #: A connection that stayed up this long resets the backoff.
 STABLE_AFTER_S = 30.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @attrs.define

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from ..clock import wall_ms
 from ..protocol import Command, CommandResult
 from ..transports import AgentGoneError, CommandOutcome, CommandTimeoutError
-from .clock import wall_ms
 
 if TYPE_CHECKING:
     from .connection import AgentConnection

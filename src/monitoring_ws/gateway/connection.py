@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..clock import wall_ms
 from ..protocol import (
     Authenticated,
     CloseCode,
@@ -28,7 +29,6 @@ from ..protocol import (
     SendFrame,
     ServerSession,
 )
-from .clock import wall_ms
 from .registry import AgentInfo
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..clock import wall_ms
 from ..protocol import (
     CloseCode,
     CloseConnection,
@@ -21,7 +22,6 @@ from ..protocol import (
     close_reason,
 )
 from .admission import Admission
-from .clock import wall_ms
 from .commands import PendingCommands
 from .config import GatewayConfig
 from .connection import AgentConnection

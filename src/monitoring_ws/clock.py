@@ -1,4 +1,4 @@
-"""The wall clock the gateway stamps and checks messages with (Unix milliseconds)."""
+"""The wall clock messages are stamped and checked with (Unix milliseconds)."""
 
 from __future__ import annotations
 
