@@ -108,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     _setup_logging(verbose=args.verbose)
     tokens = [t for t in os.environ.get(API_TOKENS_ENV, "").split(",") if t] or None
+    if args.config is not None and _is_host_config(args.config):
+        return _serve_host(args, tokens)
     try:
         config = load_config(
             args.config,
@@ -124,6 +126,52 @@ def _serve(args: argparse.Namespace) -> int:
         tune_gc()
         _run_server(lambda: trio.run(serve, config))
     except ConfigError as exc:
+        raise SystemExit(f"monitoring-ws: {exc}") from None
+    return 0
+
+
+def _is_host_config(path: Path) -> bool:
+    from .host.config import is_host_config  # noqa: PLC0415
+
+    try:
+        return is_host_config(path)
+    except ValueError as exc:
+        raise SystemExit(f"monitoring-ws: {exc}") from None
+
+
+def _serve_host(args: argparse.Namespace, tokens: list[str] | None) -> int:
+    """``serve --config monitoring.toml``: the monitoring module runs its enabled plugins."""
+    import trio  # noqa: PLC0415
+
+    from .gateway.serve import raise_open_file_limit, tune_gc  # noqa: PLC0415
+    from .host.config import load_plugin_settings, load_transport_options  # noqa: PLC0415
+    from .host.plugins import PluginError  # noqa: PLC0415
+    from .host.run import run_host  # noqa: PLC0415
+
+    try:
+        settings = load_plugin_settings(args.config)
+        transports = load_transport_options(args.config)
+    except ValueError as exc:
+        raise SystemExit(f"monitoring-ws: {exc}") from None
+    # Command-line flags are the websocket plugin's settings too.
+    flags = {
+        "listen": args.listen,
+        "agent_listen": args.agent_listen,
+        "state_dir": args.state_dir,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_self_signed": args.tls_self_signed or None,
+        "api_tokens": tokens,
+    }
+    websocket = settings.setdefault("websocket", {})
+    websocket.update(
+        {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
+    )
+    raise_open_file_limit()
+    tune_gc()
+    try:
+        _run_server(lambda: trio.run(run_host, settings, transports))
+    except PluginError as exc:
         raise SystemExit(f"monitoring-ws: {exc}") from None
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -26,16 +27,19 @@ if TYPE_CHECKING:
 __all__ = ["create_api"]
 
 
-def create_api(gateway: Gateway) -> Quart:
-    """The Quart-Trio app serving /api/websocket/*."""
+def create_api(gateway: Gateway, transports: Sequence[Transport] | None = None) -> Quart:
+    """The Quart-Trio app: /api/websocket/* and the neutral /api/agents over ``transports``
+    (preference order; by default the gateway's own settings choose them)."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     transport = WebSocketTransport(gateway)
     config = gateway.config
-    available: dict[str, Transport] = {"websocket": transport}
-    if config.ssm:
-        available["ssm"] = SSMTransport()
-    router = TransportRouter([available[n] for n in config.transport_order if n in available])
+    if transports is None:
+        available: dict[str, Transport] = {"websocket": transport}
+        if config.ssm:
+            available["ssm"] = SSMTransport()
+        transports = [available[n] for n in config.transport_order if n in available]
+    router = TransportRouter(transports)
     tokens = [token.encode() for token in config.api_tokens]
 
     @app.before_request

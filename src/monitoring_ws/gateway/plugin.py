@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
 
 from ..protocol import Keyring
 from ..transports import Transport
@@ -11,6 +14,10 @@ from ..transports.websocket import WebSocketTransport
 from .config import GatewayConfig, load_config
 from .gateway import Gateway
 from .secrets import resolve_master_secrets
+from .serve import Running, serve
+
+if TYPE_CHECKING:
+    from ..host.plugins import HostContext
 
 __all__ = ["WebSocketPlugin"]
 
@@ -27,10 +34,30 @@ class WebSocketPlugin:
         )
         self.gateway = Gateway(self.config, keyring)
         self._transport = WebSocketTransport(self.gateway)
+        self._stop: Callable[[], None] | None = None
+        self._done = trio.Event()
 
     def transports(self) -> Sequence[Transport]:
         return (self._transport,)
 
+    async def run(
+        self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve the API and ``/agent`` (in the host's nursery) until ``shutdown``."""
+        start = functools.partial(
+            serve,
+            self.config,
+            handle_signals=False,
+            gateway=self.gateway,
+            transports=host.transports,
+        )
+        running: Running = await host.nursery.start(start)
+        self._stop = running.stop
+        task_status.started()
+        await self._done.wait()
+
     async def shutdown(self) -> None:
-        self.gateway.shutdown()
-        await self.gateway.wait_closed(5)
+        """Agents get 1001 and a retry hint; the listeners stop."""
+        if self._stop is not None:
+            self._stop()
+        self._done.set()

@@ -6,7 +6,7 @@ import gc
 import logging
 import resource
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ..protocol import Keyring
+from ..transports import Transport
 from .api import create_api
 from .asgi import AgentOnlyApp, GatewayApp, refuse_websocket_compression
 from .config import GatewayConfig
@@ -89,11 +90,18 @@ async def serve(
     *,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
     handle_signals: bool = True,
+    gateway: Gateway | None = None,
+    transports: Sequence[Transport] | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``Running.stop``), then close agents with 1001."""
+    """Run until SIGINT/SIGTERM (or ``Running.stop``), then close agents with 1001.
+
+    ``gateway`` and ``transports`` come from the monitoring-module host when it runs the
+    gateway as its ``websocket`` plugin.
+    """
     refuse_websocket_compression()
-    keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
-    gateway = Gateway(config, keyring)
+    if gateway is None:
+        keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
+        gateway = Gateway(config, keyring)
     tls: tuple[Path, Path] | None = None
     fingerprint = None
     if config.tls_self_signed:
@@ -113,7 +121,7 @@ async def serve(
     main_tls = tls if config.agent_listen is None else None
     main = partial(
         hypercorn_serve,
-        GatewayApp(gateway, create_api(gateway)),
+        GatewayApp(gateway, create_api(gateway, transports)),
         _hypercorn_config(config.listen, config, main_tls),
         shutdown_trigger=shutdown_trigger,
     )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENABLE_ENV_PREFIX", "load_plugin_settings"]
+__all__ = ["ENABLE_ENV_PREFIX", "is_host_config", "load_plugin_settings", "load_transport_options"]
 
 #: ``MONITORING_WS_PLUGIN_<NAME>=on|off`` enables or disables a plugin over the file.
 ENABLE_ENV_PREFIX = "MONITORING_WS_PLUGIN_"
@@ -21,11 +21,7 @@ def load_plugin_settings(
     """The ``[plugins.NAME]`` tables of the file, with the environment's switches applied."""
     tables: dict[str, dict[str, Any]] = {}
     if path is not None:
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"cannot read {path}: {exc}") from None
-        plugins = document.get("plugins", {})
+        plugins = _document(path).get("plugins", {})
         if not isinstance(plugins, dict) or not all(isinstance(t, dict) for t in plugins.values()):
             raise ValueError(f"{path}: [plugins.NAME] must be tables")
         tables = {name: dict(table) for name, table in plugins.items()}
@@ -36,3 +32,25 @@ def load_plugin_settings(
                 raise ValueError(f"{variable} must be on or off, got {value!r}")
             tables.setdefault(name, {})["enabled"] = _SWITCH[value.lower()]
     return tables
+
+
+def _document(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+
+
+def is_host_config(path: Path) -> bool:
+    """Whether the file is a ``monitoring.toml`` (it has ``[plugins.*]`` tables)."""
+    return "plugins" in _document(path)
+
+
+def load_transport_options(path: Path | None) -> dict[str, Any]:
+    """The ``[transports]`` table: ``order`` (default websocket, ssm) and ``ssm``."""
+    if path is None:
+        return {}
+    table = _document(path).get("transports", {})
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [transports] must be a table")  # noqa: TRY004 - a config error
+    return dict(table)

@@ -13,16 +13,35 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol
 
 import attrs
+import trio
 
 from ..transports import Transport
 
-__all__ = ["PLUGIN_GROUP", "Discovered", "Plugin", "PluginError", "discover", "load_enabled"]
+__all__ = [
+    "PLUGIN_GROUP",
+    "Discovered",
+    "HostContext",
+    "Plugin",
+    "PluginError",
+    "discover",
+    "load_enabled",
+]
 
 PLUGIN_GROUP = "monitoring_ws.plugins"
 
 
 class PluginError(Exception):
     """An enabled plugin could not be loaded; the message names it and says why."""
+
+
+@attrs.frozen
+class HostContext:
+    """What the host gives each plugin's ``run``."""
+
+    #: Every enabled transport, in preference order (the router's list).
+    transports: tuple[Transport, ...]
+    #: Where a plugin starts its long-running tasks.
+    nursery: trio.Nursery
 
 
 class Plugin(Protocol):
@@ -34,8 +53,14 @@ class Plugin(Protocol):
         """The transports it provides (may be empty)."""
         ...
 
+    async def run(
+        self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start serving (report ``started``), then run until ``shutdown``."""
+        ...
+
     async def shutdown(self) -> None:
-        """Release what it holds; called once, at stop."""
+        """Stop what it runs and release what it holds; called once, at stop."""
         ...
 
 
