@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Quart, Response, request
+from quart import Blueprint, Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 __all__ = ["create_api"]
 
 
-def create_api(gateway: Gateway, transports: Sequence[Transport] | None = None) -> Quart:
-    """The Quart-Trio app: /api/websocket/* and the neutral /api/agents over ``transports``
-    (preference order; by default the gateway's own settings choose them)."""
+def create_api(
+    gateway: Gateway,
+    transports: Sequence[Transport] | None = None,
+    blueprints: Sequence[Blueprint] = (),
+) -> Quart:
+    """The Quart-Trio app: /api/websocket/*, the neutral /api/agents over ``transports``
+    (preference order; by default the gateway's own settings choose them), and other
+    plugins' ``blueprints`` (behind the same bearer tokens)."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     transport = WebSocketTransport(gateway)
@@ -114,4 +119,6 @@ def create_api(gateway: Gateway, transports: Sequence[Transport] | None = None) 
         )
 
     add_neutral_routes(app, gateway, router)
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
     return app

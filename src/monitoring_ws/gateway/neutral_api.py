@@ -32,6 +32,10 @@ def add_neutral_routes(app: Quart, gateway: Gateway, router: TransportRouter) ->
             "transports": [t.name for t in router.transports],
         }
 
+    @app.get("/api/transports")
+    async def neutral_transports() -> dict[str, Any]:
+        return {"transports": [{"name": t.name, **t.health()} for t in router.transports]}
+
     @app.get("/api/agents/<agent_id>")
     async def neutral_agent(agent_id: str) -> dict[str, Any] | Response:
         if not AGENT_ID.fullmatch(agent_id):

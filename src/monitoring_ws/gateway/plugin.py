@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
+from quart import Blueprint
 
 from ..protocol import Keyring
 from ..transports import Transport
@@ -35,10 +36,14 @@ class WebSocketPlugin:
         self.gateway = Gateway(self.config, keyring)
         self._transport = WebSocketTransport(self.gateway)
         self._stop: Callable[[], None] | None = None
+        self.running: Running | None = None
         self._done = trio.Event()
 
     def transports(self) -> Sequence[Transport]:
         return (self._transport,)
+
+    def blueprints(self) -> Sequence[Blueprint]:
+        return ()  # its routes are the server's own (/api/websocket/*, /api/agents)
 
     async def run(
         self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -50,8 +55,10 @@ class WebSocketPlugin:
             handle_signals=False,
             gateway=self.gateway,
             transports=host.transports,
+            blueprints=host.blueprints,
         )
         running: Running = await host.nursery.start(start)
+        self.running = running
         self._stop = running.stop
         task_status.started()
         await self._done.wait()

@@ -14,6 +14,7 @@ import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
+from quart import Blueprint
 
 from ..protocol import Keyring
 from ..transports import Transport
@@ -92,11 +93,12 @@ async def serve(
     handle_signals: bool = True,
     gateway: Gateway | None = None,
     transports: Sequence[Transport] | None = None,
+    blueprints: Sequence[Blueprint] = (),
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``Running.stop``), then close agents with 1001.
 
-    ``gateway`` and ``transports`` come from the monitoring-module host when it runs the
-    gateway as its ``websocket`` plugin.
+    ``gateway``, ``transports`` and other plugins' ``blueprints`` come from the
+    monitoring-module host when it runs the gateway as its ``websocket`` plugin.
     """
     refuse_websocket_compression()
     if gateway is None:
@@ -121,7 +123,7 @@ async def serve(
     main_tls = tls if config.agent_listen is None else None
     main = partial(
         hypercorn_serve,
-        GatewayApp(gateway, create_api(gateway, transports)),
+        GatewayApp(gateway, create_api(gateway, transports, blueprints)),
         _hypercorn_config(config.listen, config, main_tls),
         shutdown_trigger=shutdown_trigger,
     )

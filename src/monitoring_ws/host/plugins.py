@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import attrs
 import trio
+from quart import Blueprint
 
 from ..transports import Transport
 
@@ -42,6 +43,8 @@ class HostContext:
     transports: tuple[Transport, ...]
     #: Where a plugin starts its long-running tasks.
     nursery: trio.Nursery
+    #: Every plugin's HTTP routes, for the plugin that serves HTTP to mount.
+    blueprints: tuple[Blueprint, ...] = ()
 
 
 class Plugin(Protocol):
@@ -51,6 +54,10 @@ class Plugin(Protocol):
 
     def transports(self) -> Sequence[Transport]:
         """The transports it provides (may be empty)."""
+        ...
+
+    def blueprints(self) -> Sequence[Blueprint]:
+        """The HTTP routes it adds under the server's API (may be empty)."""
         ...
 
     async def run(

@@ -42,9 +42,10 @@ async def run_host(
     plugins = load_enabled(plugin_settings)
     if not plugins:
         raise PluginError("no plugin is enabled: set enabled = true under [plugins.websocket]")
-    stop = stop or trio.Event()
+    stop = trio.Event() if stop is None else stop
     async with trio.open_nursery() as nursery:
-        context = HostContext(transports_in_order(plugins, transport_options), nursery)
+        blueprints = tuple(bp for plugin in plugins for bp in plugin.blueprints())
+        context = HostContext(transports_in_order(plugins, transport_options), nursery, blueprints)
         for plugin in plugins:
             await nursery.start(plugin.run, context)
             log.info("plugin %s started", plugin.name)

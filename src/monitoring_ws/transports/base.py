@@ -98,3 +98,7 @@ class Transport(Protocol):
         Raises a ``TransportError`` subclass when there is no result.
         """
         ...
+
+    def health(self) -> dict[str, Any]:
+        """A cheap status for operators: ``{"ok": bool, ...}`` (no network calls)."""
+        ...

@@ -105,6 +105,11 @@ class SSMTransport:
             self._client = boto3.client("ssm")
         return self._client
 
+    def health(self) -> dict[str, Any]:
+        # Whether boto3 has a region is known without a call; credentials are checked by AWS.
+        region = None if self._client is None else self._client.meta.region_name
+        return {"ok": True, "commands": list(SSM_COMMANDS), "region": region}
+
     async def can_reach(self, agent_id: str, command: str) -> bool:
         return is_instance_id(agent_id) and command in SSM_COMMANDS
 

@@ -34,6 +34,15 @@ class WebSocketTransport:
         hello = None if connection is None else connection.session.hello
         return hello is not None and command in hello.capabilities.commands
 
+    def health(self) -> dict[str, Any]:
+        gateway = self.gateway
+        return {
+            "ok": not gateway.shutting_down,
+            "connections": gateway.open_connections,
+            "commandsInFlight": len(gateway.commands),
+            "shuttingDown": gateway.shutting_down,
+        }
+
     async def send_command(
         self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
     ) -> CommandOutcome:
