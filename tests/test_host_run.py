@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.host.run import run_host
+from monitoring_ws.host.run import run_host, transports_in_order
 
 from .conftest import SECRET
 
@@ -94,3 +94,8 @@ async def test_plugins_share_transports_and_routes(
     with trio.fail_after(10):
         while not by_name["echo"].stopped:  # type: ignore[attr-defined]
             await trio.sleep(0.05)
+
+
+def test_ssm_joins_in_the_configured_order() -> None:
+    assert [t.name for t in transports_in_order([], {"ssm": True})] == ["ssm"]
+    assert transports_in_order([], {}) == ()
