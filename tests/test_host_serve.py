@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from monitoring_ws.protocol import CloseCode
 
 from .conftest import SECRET
 from .gateway.agents import close_code, open_agent
-from .gateway.test_serve_process import isolated_env, server_process
+from .gateway.test_serve_process import isolated_env, run_cli, server_process
 
 CONFIG = f"""
 [plugins.websocket]
@@ -52,15 +51,7 @@ def test_the_host_runs_the_websocket_plugin(tmp_path: Path) -> None:
 def run_serve(tmp_path: Path, config: str, **env: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "monitoring.toml"
     path.write_text(config)
-    return subprocess.run(
-        [sys.executable, "-m", "monitoring_ws", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env=isolated_env(**env),
-    )
+    return run_cli("serve", "--config", str(path), cwd=tmp_path, env=isolated_env(**env))
 
 
 def test_nothing_enabled_is_a_clear_error(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ from monitoring_ws.protocol import derive_agent_key
 
 from ..conftest import StartServer
 from .agents import SECRET
-from .test_serve_process import isolated_env
+from .test_serve_process import isolated_env, run_cli
 
 
 @pytest.fixture
@@ -28,15 +27,8 @@ def silent_imds() -> str:
 
 
 def agent_config(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitoring_ws", "agent-config", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
-    )
+    env = isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET)
+    return run_cli("agent-config", *args, cwd=tmp_path, env=env)
 
 
 def test_hardened_config_with_the_public_ip_from_imds(tmp_path: Path, imds: str) -> None:

@@ -36,6 +36,19 @@ def isolated_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``monitoring-ws ARGS`` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitoring_ws", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
 @contextmanager
 def server_process(
     *args: str, env: dict[str, str], cwd: Path
@@ -63,30 +76,15 @@ def server_process(
 
 
 def test_missing_secret_says_how_to_provide_one(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "monitoring_ws", "serve", "--listen", "127.0.0.1:0"],
-        capture_output=True,
-        text=True,
-        env=isolated_env(),
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("serve", "--listen", "127.0.0.1:0", cwd=tmp_path, env=isolated_env())
     assert result.returncode != 0
     assert "no master secret" in result.stderr
     assert "AWS_SECRET_ACCESS_KEY" in result.stderr
 
 
 def test_non_loopback_api_without_tokens_refuses_to_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "monitoring_ws", "serve", "--listen", "0.0.0.0:4000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-        env=isolated_env(AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="AKIDEXAMPLE"),
-    )
+    env = isolated_env(AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="AKIDEXAMPLE")
+    result = run_cli("serve", "--listen", "0.0.0.0:4000", cwd=tmp_path, env=env)
     assert result.returncode != 0
     assert "beyond loopback" in result.stderr
     assert "api_tokens" in result.stderr
@@ -171,15 +169,8 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "monitoring_ws", "serve", "--listen", f"127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=tmp_path,
-            env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
-        )
+        env = isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET)
+        result = run_cli("serve", "--listen", f"127.0.0.1:{port}", cwd=tmp_path, env=env)
     assert result.returncode != 0
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr

@@ -85,12 +85,10 @@ class Agent:
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
         self.connected = trio.Event()  # set while a session is open (tests wait on it)
         self._reschedule = trio.Event()
-        self.last_close: tuple[int | None, str] = (None, "")
 
     async def run(self) -> None:
         while True:
             code, reason = await self.connect_once()
-            self.last_close = (code, reason)
             delay = self.backoff.next_delay(code, reason)
             log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
             await trio.sleep(delay)
