@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -18,8 +19,15 @@ from ..transports.router import TransportRouter
 from ..transports.ssm import SSMTransport
 from ..transports.websocket import WebSocketTransport
 from .agent_config import agent_config
-from .http import MAX_BODY_BYTES, error, run_command_request
+from .http import (
+    MAX_BODY_BYTES,
+    CommandRequest,
+    accept_command,
+    error,
+    run_command_request,
+)
 from .neutral_api import add_neutral_routes
+from .state_api import COMMAND_PATHS, add_state_routes
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -46,6 +54,8 @@ def create_api(
         transports = [available[n] for n in config.transport_order if n in available]
     router = TransportRouter(transports)
     tokens = [token.encode() for token in config.api_tokens]
+    # Records name the token a caller used by this, never by the token itself.
+    fingerprints = [f"token:{hashlib.sha256(token).hexdigest()[:12]}" for token in tokens]
 
     @app.before_request
     async def require_token() -> Response | None:
@@ -55,6 +65,7 @@ def create_api(
         # Compare against every token, so timing says nothing about which one nearly matched.
         matches = [hmac.compare_digest(presented.encode(), token) for token in tokens]
         if scheme.lower() == "bearer" and any(matches):
+            g.credential = fingerprints[matches.index(True)]
             return None
         response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
@@ -107,18 +118,28 @@ def create_api(
         if gateway.shutting_down:
             return error(503, ShuttingDownError.code, "the server is shutting down")
 
-        async def send(command: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-            outcome = await transport.send_command(agent_id, command, args, timeout_s)
+        async def send(body: CommandRequest) -> dict[str, Any]:
+            outcome = await transport.send_command(
+                agent_id,
+                body.command,
+                body.args,
+                body.timeout_ms / 1000,
+            )
             return outcome.to_json()
+
+        async def submit(body: CommandRequest) -> dict[str, Any]:
+            return await accept_command(transport, agent_id, body, COMMAND_PATHS["websocket"])
 
         return await run_command_request(
             await request.get_data(),
             config.default_command_timeout_ms,
             config.max_command_timeout_ms,
             send,
+            submit,
         )
 
-    add_neutral_routes(app, gateway, router)
+    add_state_routes(app, gateway)
+    add_neutral_routes(app, gateway, router, transport)
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app

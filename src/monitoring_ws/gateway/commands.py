@@ -1,85 +1,319 @@
-"""Commands in flight: sent to a connection, waiting for its ``command_result``."""
+"""Commands over agent connections, each with a durable record (docs/api.md).
+
+A command is recorded ``queued``, handed to the agent (``sent``), and ends ``succeeded``,
+``failed``, ``timed_out``, ``cancelled`` or ``agent_disconnected``. Until its deadline a
+command whose agent went away stays live: when the agent comes back (to this server, or to
+this server after a restart) it is sent again; the agent runs a ``commandId`` at most once.
+A result that arrives after the server stopped waiting is still recorded (``late``).
+"""
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from ..clock import wall_ms
-from ..protocol import Command, CommandResult
-from ..transports import AgentGoneError, CommandOutcome, CommandTimeoutError
+from ..protocol import FEATURE_CANCEL, Command, CommandError, CommandResult
+from ..transports import (
+    AgentGoneError,
+    CommandOutcome,
+    CommandTimeoutError,
+    Requester,
+    TransportError,
+)
+from .records import CommandRecord, CommandState
 
 if TYPE_CHECKING:
     from .connection import AgentConnection
+    from .store import StateStore
 
-__all__ = ["PendingCommands"]
+__all__ = ["CommandBook", "CommandCancelledError"]
+
+#: Finished records kept in memory, so a late result needs no database read.
+RECENT = 10_000
+
+
+class CommandCancelledError(AgentGoneError):
+    """The command was cancelled through the API while a caller waited for it."""
+
+    code = "command_cancelled"
 
 
 @attrs.define
-class _Pending:
-    connection: AgentConnection
+class _Live:
+    """A command the server still waits on."""
+
+    record: CommandRecord
+    connection: AgentConnection | None
     done: trio.Event = attrs.field(factory=trio.Event)
-    result: CommandResult | None = None
 
 
-class PendingCommands:
-    """Matches results to waiting callers; a result nobody waits for is counted, not kept."""
+class CommandBook:
+    """Live commands by id and by agent, recently finished ones, and the store behind them."""
 
-    def __init__(self) -> None:
-        self._pending: dict[str, _Pending] = {}
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._live: dict[str, _Live] = {}
+        self._by_agent: dict[str, set[str]] = {}
+        self._recent: OrderedDict[str, CommandRecord] = OrderedDict()
         self.unmatched_results = 0
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._live)
 
-    async def run(self, connection: AgentConnection, command: Command) -> CommandOutcome:
-        """Send ``command`` and wait up to its ``timeout_ms`` for the result."""
-        pending = _Pending(connection)
-        self._pending[command.command_id] = pending
-        try:
-            frame = connection.session.command(command, wall_ms())
-            if connection.send_frame(frame):
-                with trio.move_on_after(command.timeout_ms / 1000):
-                    await pending.done.wait()
-            result = pending.result
-            if result is not None:
-                return _outcome(result)
-            if pending.done.is_set() or connection.closing is not None:
-                raise AgentGoneError(
-                    f"agent {connection.agent_id} disconnected before answering",
-                    command.command_id,
-                )
-            raise CommandTimeoutError(
-                f"no result within {math.ceil(command.timeout_ms)} ms", command.command_id
-            )
-        finally:
-            del self._pending[command.command_id]
+    def restore(self, records: list[CommandRecord], now_ms: int) -> None:
+        """Take over what a previous run left open: its connections are gone."""
+        for record in records:
+            if record.deadline_ms <= now_ms:
+                record.finish(CommandState.AGENT_DISCONNECTED, now_ms)
+                self._remember(record)
+            else:
+                record.state, record.updated_ms = CommandState.AGENT_DISCONNECTED, now_ms
+                self._add(_Live(record, None))
+            self._store.put_command(record)
 
-    def resolve(self, connection: AgentConnection, result: CommandResult) -> None:
-        pending = self._pending.get(result.command_id)
-        if pending is None or pending.connection.agent_id != connection.agent_id:
-            self.unmatched_results += 1
+    # -- sending ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        connection: AgentConnection,
+        command: str,
+        args: dict[str, object],
+        timeout_ms: int,
+        *,
+        requested_by: Requester,
+        command_id: str,
+    ) -> CommandRecord:
+        """Record a command and send it now; it runs on without a caller waiting."""
+        now = wall_ms()
+        record = CommandRecord(
+            command_id=command_id,
+            agent_id=connection.agent_id,
+            command=command,
+            args=args,
+            timeout_ms=timeout_ms,
+            transport="websocket",
+            requested_by=requested_by,
+            created_ms=now,
+            updated_ms=now,
+        )
+        live = _Live(record, connection)
+        self._add(live)
+        self._send(live, now)
+        self._store.put_command(record)
+        return record
+
+    async def run(
+        self,
+        connection: AgentConnection,
+        command: str,
+        args: dict[str, object],
+        timeout_ms: int,
+        *,
+        requested_by: Requester,
+        command_id: str,
+    ) -> CommandOutcome:
+        """Submit and wait for the result; raises at the deadline (the record says
+        ``timed_out``), when the agent leaves or when the command is cancelled."""
+        record = self.submit(
+            connection, command, args, timeout_ms, requested_by=requested_by, command_id=command_id
+        )
+        live = self._live.get(record.command_id)
+        if live is not None:
+            with trio.move_on_at(_trio_time(record.deadline_ms)):
+                await live.done.wait()
+            self._expire(live, wall_ms(), force=not live.done.is_set())
+        return _outcome_of(record)
+
+    def _send(self, live: _Live, now_ms: int) -> None:
+        record, connection = live.record, live.connection
+        if connection is None or connection.closing is not None:
             return
-        pending.result = result
-        pending.done.set()
+        remaining = max(1, record.deadline_ms - now_ms)
+        command = Command(record.command_id, record.command, dict(record.args), remaining)
+        if connection.send_frame(connection.session.command(command, now_ms)):
+            record.sent(now_ms)
+            self._store.put_command(record)
+
+    def agent_connected(self, connection: AgentConnection) -> None:
+        """Send again what this agent's earlier connection (or server run) left open."""
+        ids = self._by_agent.get(connection.agent_id)
+        if not ids:
+            return
+        now = wall_ms()
+        for command_id in sorted(ids, key=lambda i: self._live[i].record.created_ms):
+            live = self._live[command_id]
+            if live.connection is not connection:
+                live.connection = connection
+                self._send(live, now)
 
     def connection_lost(self, connection: AgentConnection) -> None:
-        """Wake every caller waiting on ``connection``: the agent is gone."""
-        for pending in self._pending.values():
-            if pending.connection is connection and pending.result is None:
-                pending.done.set()
+        """The agent left: its open commands wait for it until their deadlines."""
+        ids = self._by_agent.get(connection.agent_id, ())
+        now = wall_ms()
+        for command_id in ids:
+            live = self._live[command_id]
+            if live.connection is connection:
+                live.connection = None
+                record = live.record
+                record.state, record.updated_ms = CommandState.AGENT_DISCONNECTED, now
+                self._store.put_command(record)
+                live.done.set()  # a waiting caller answers 502 now; the record waits on
+
+    # -- results, cancels, deadlines --------------------------------------------------------
+
+    async def resolve(self, connection: AgentConnection, result: CommandResult) -> None:
+        now = wall_ms()
+        live = self._live.get(result.command_id)
+        if live is not None and live.record.agent_id == connection.agent_id:
+            if live.record.answered(result, now):
+                self._drop(live)
+                self._store.put_command(live.record)
+            return
+        record = self._recent.get(result.command_id)
+        if record is None:
+            record = await self._store.get_command(result.command_id)
+        if record is None or record.agent_id != connection.agent_id:
+            self.unmatched_results += 1
+            return
+        if record.answered(result, now):
+            self._remember(record)
+            self._store.put_command(record)
+
+    async def cancel(self, command_id: str) -> CommandRecord | None:
+        """Cancel a live command (the agent is told when it speaks ``cancel``); the record,
+        unchanged when it had already finished; None for an unknown id."""
+        live = self._live.get(command_id)
+        if live is None:
+            return await self.get(command_id)
+        now = wall_ms()
+        connection = live.connection
+        if (
+            connection is not None
+            and live.record.state is CommandState.SENT
+            and FEATURE_CANCEL in connection.session.features
+        ):
+            connection.send_frame(connection.session.cancel(command_id, now))
+        live.record.finish(CommandState.CANCELLED, now)
+        self._drop(live)
+        self._store.put_command(live.record)
+        return live.record
+
+    def expire(self, now_ms: int) -> None:
+        """Finish every live command past its deadline (called every few ms)."""
+        for live in [v for v in self._live.values() if v.record.deadline_ms <= now_ms]:
+            self._expire(live, now_ms, force=True)
+
+    def _expire(self, live: _Live, now_ms: int, *, force: bool) -> None:
+        record = live.record
+        if record.finished_ms is not None or not (force or record.deadline_ms <= now_ms):
+            return
+        if record.state is CommandState.AGENT_DISCONNECTED:
+            record.finish(CommandState.AGENT_DISCONNECTED, now_ms)
+        else:
+            record.finish(CommandState.TIMED_OUT, now_ms)
+        self._drop(live)
+        self._store.put_command(record)
+
+    def record_elsewhere(
+        self,
+        transport: str,
+        agent_id: str,
+        command: str,
+        args: dict[str, object],
+        timeout_ms: int,
+        *,
+        requested_by: Requester,
+        created_ms: int,
+        answer: CommandOutcome | TransportError,
+    ) -> None:
+        """Record a command another transport (SSM) carried, once it has answered."""
+        now = wall_ms()
+        if isinstance(answer, CommandOutcome):
+            command_id = answer.command_id
+        else:
+            command_id = getattr(answer, "command_id", None) or str(uuid.uuid4())
+        record = CommandRecord(
+            command_id=command_id,
+            agent_id=agent_id,
+            command=command,
+            args=args,
+            timeout_ms=timeout_ms,
+            transport=transport,
+            requested_by=requested_by,
+            created_ms=created_ms,
+            sent_ms=created_ms,
+            attempts=1,
+        )
+        if isinstance(answer, CommandOutcome):
+            error = None
+            if answer.error_code is not None:
+                error = CommandError(answer.error_code, answer.error_message or "")
+            result = CommandResult(command_id, answer.ok, answer.duration_ms, answer.result, error)
+            record.answered(result, now)
+        elif isinstance(answer, CommandTimeoutError):
+            record.finish(CommandState.TIMED_OUT, now)
+        else:
+            failure = CommandError(answer.code, str(answer))
+            record.result = CommandResult(command_id, False, now - created_ms, error=failure)
+            record.finish(CommandState.FAILED, now)
+        self._remember(record)
+        self._store.put_command(record)
+
+    async def get(self, command_id: str) -> CommandRecord | None:
+        live = self._live.get(command_id)
+        if live is not None:
+            return live.record
+        record = self._recent.get(command_id)
+        return record if record is not None else await self._store.get_command(command_id)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _add(self, live: _Live) -> None:
+        record = live.record
+        self._live[record.command_id] = live
+        self._by_agent.setdefault(record.agent_id, set()).add(record.command_id)
+
+    def _drop(self, live: _Live) -> None:
+        record = live.record
+        del self._live[record.command_id]
+        ids = self._by_agent[record.agent_id]
+        ids.discard(record.command_id)
+        if not ids:
+            del self._by_agent[record.agent_id]
+        live.done.set()
+        self._remember(record)
+
+    def _remember(self, record: CommandRecord) -> None:
+        self._recent[record.command_id] = record
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
 
 
-def _outcome(result: CommandResult) -> CommandOutcome:
-    error = result.error
-    return CommandOutcome(
-        command_id=result.command_id,
-        ok=result.ok,
-        duration_ms=result.duration_ms,
-        result=result.result,
-        error_code=None if error is None else error.code,
-        error_message=None if error is None else error.message,
-    )
+def _trio_time(deadline_ms: int) -> float:
+    return trio.current_time() + (deadline_ms - wall_ms()) / 1000
+
+
+def _outcome_of(record: CommandRecord) -> CommandOutcome:
+    result = record.result
+    if result is not None and record.state in {CommandState.SUCCEEDED, CommandState.FAILED}:
+        error = result.error
+        return CommandOutcome(
+            command_id=result.command_id,
+            ok=result.ok,
+            duration_ms=result.duration_ms,
+            result=result.result,
+            error_code=None if error is None else error.code,
+            error_message=None if error is None else error.message,
+        )
+    command_id = record.command_id
+    if record.state is CommandState.CANCELLED:
+        raise CommandCancelledError(f"command {command_id} was cancelled", command_id)
+    if record.state is CommandState.AGENT_DISCONNECTED:
+        raise AgentGoneError(f"agent {record.agent_id} disconnected before answering", command_id)
+    raise CommandTimeoutError(f"no result within {math.ceil(record.timeout_ms)} ms", command_id)

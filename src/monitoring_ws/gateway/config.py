@@ -72,6 +72,12 @@ class GatewayConfig:
     #: How long a command waits by default, and at most.
     default_command_timeout_ms: int = attrs.field(default=10_000, validator=_positive)
     max_command_timeout_ms: int = attrs.field(default=3_600_000, validator=_positive)
+    #: Finished command records are kept this long (state.sqlite3 in state_dir).
+    command_retention_s: int = attrs.field(default=7 * 86_400, validator=_positive)
+    #: Accepted metrics and logs stay in the telemetry spool this long.
+    telemetry_retention_s: int = attrs.field(default=86_400, validator=_positive)
+    #: Writes to the state database are grouped; acks follow each commit.
+    commit_interval_ms: int = attrs.field(default=20, validator=_positive)
     #: Log lines kept per agent by the built-in sink.
     log_ring: int = attrs.field(default=200, validator=_positive)
     #: The address agents dial, for generated agent configs (default: IMDSv2's public IPv4).

@@ -209,7 +209,7 @@ class AgentConnection:
                         data: str | bytes = (
                             text if text is not None else message.get("bytes") or b""
                         )
-                        await self._act(session.receive(data, wall_ms(), replay))
+                        await self._act(session.receive(data, wall_ms(), replay), text or "")
                     elif kind == "websocket.disconnect":
                         return
             self._read_scope = None
@@ -222,18 +222,27 @@ class AgentConnection:
             return math.inf
         return trio.current_time() + (deadline_ms - wall_ms()) / 1000
 
-    async def _act(self, events: list[Event]) -> None:
+    async def _act(self, events: list[Event], frame: str = "") -> None:
+        """Act on what the session reported about ``frame`` (the text it was fed)."""
         gateway = self._gateway
+        spool = gateway.spool
         for event in events:
             match event:
                 case SendFrame(text=text):
                     self.send_frame(text)
-                case MetricsReceived(envelope=envelope, metrics=metrics):
-                    gateway.sink.metrics(envelope.agent_id, envelope.ts, metrics.values)
-                case LogsReceived(envelope=envelope, batch=batch):
-                    gateway.sink.logs(envelope.agent_id, batch.entries)
-                case CommandResultReceived(result=result):
-                    gateway.commands.resolve(self, result)
+                case MetricsReceived(envelope=envelope, metrics=metrics, delivery=delivery):
+                    agent_id = envelope.agent_id
+                    if spool.admit(agent_id, delivery):
+                        gateway.sink.metrics(agent_id, envelope.ts, metrics.values)
+                        spool.keep(agent_id, "metrics", frame)
+                case LogsReceived(envelope=envelope, batch=batch, delivery=delivery):
+                    agent_id = envelope.agent_id
+                    if spool.admit(agent_id, delivery):
+                        gateway.sink.logs(agent_id, batch.entries)
+                        spool.keep(agent_id, "log", frame)
+                case CommandResultReceived(result=result, delivery=delivery):
+                    if spool.admit(self.agent_id, delivery):
+                        await gateway.commands.resolve(self, result)
                 case DuplicateDropped():
                     gateway.stats["duplicates"] += 1
                 case Authenticated():

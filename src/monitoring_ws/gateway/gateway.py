@@ -11,6 +11,8 @@ import trio
 
 from ..clock import wall_ms
 from ..protocol import (
+    FEATURE_ACK,
+    FEATURE_CANCEL,
     CloseCode,
     CloseConnection,
     Keyring,
@@ -22,18 +24,22 @@ from ..protocol import (
     close_reason,
 )
 from .admission import Admission
-from .commands import PendingCommands
+from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
 from .registry import MemoryRegistry, Registry
 from .sink import MemorySink, TelemetrySink
+from .spool import Spool
+from .store import StateStore
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-__all__ = ["AGENT_PATH", "Gateway"]
+__all__ = ["AGENT_PATH", "STATE_FILE", "Gateway"]
 
 AGENT_PATH = "/agent"
+#: The state database, in ``state_dir``.
+STATE_FILE = "state.sqlite3"
 log = logging.getLogger("monitoring_ws.gateway")
 #: Routine closes stay out of the warnings; failed checks and slow agents do not.
 _CLOSE_LOG_LEVEL = {
@@ -55,6 +61,7 @@ class Gateway:
         sink: TelemetrySink | None = None,
         replay: ReplayWindow | None = None,
         node: str = "local",
+        store: StateStore | None = None,
     ) -> None:
         self.config = config
         self.keyring = keyring
@@ -63,13 +70,17 @@ class Gateway:
         self.memory_sink = MemorySink(config.log_ring)
         self.sink: TelemetrySink = sink or self.memory_sink
         self.replay: ReplayWindow = replay or MemoryReplayWindow()
-        self.commands = PendingCommands()
+        self.store = store or StateStore(config.state_dir / STATE_FILE)
+        self.commands = CommandBook(self.store)
+        self.commands.restore(self.store.load_open_commands(), wall_ms())
+        self.spool = Spool(config, self.store, self.commands, self.registry.local)
         self.admission = Admission(config.max_unauthenticated, config.auth_failures_per_minute)
         self.stats: Counter[str] = Counter()
         self.shutting_down = False
         self._connections: set[AgentConnection] = set()
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
+            features=frozenset({FEATURE_ACK, FEATURE_CANCEL}),
             limits=Limits(
                 max_frame_bytes=config.max_frame_bytes, auth_timeout_ms=config.auth_timeout_ms
             ),
@@ -116,6 +127,9 @@ class Gateway:
         self.stats["authenticated"] += 1
         await self.registry.register(connection)
         log.info("agent %s connected from %s", connection.agent_id, connection.remote)
+        if FEATURE_ACK in connection.session.features:
+            self.spool.greet(connection)
+        self.commands.agent_connected(connection)
 
     async def connection_ended(self, connection: AgentConnection, authenticated: bool) -> None:
         self._connections.discard(connection)
@@ -142,6 +156,15 @@ class Gateway:
         self.shutting_down = True
         for connection in list(self._connections):
             connection.shutdown(self.config.shutdown_retry_after_s)
+
+    async def run(self) -> None:
+        """The background work of a running gateway: commits, acks, deadlines, pruning.
+
+        Cancel it after the agents are closed: its last act is a final commit."""
+        try:
+            await self.spool.run()
+        finally:
+            self.store.close()
 
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait (bounded) until every agent connection has ended."""

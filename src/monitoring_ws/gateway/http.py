@@ -4,24 +4,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from quart import Response
+import attrs
+from quart import Response, g, request
 
 from ..protocol.payloads import NAME
 from ..transports import (
+    REQUESTER,
     AgentGoneError,
     AgentNotConnectedError,
     CommandNotSupportedError,
     CommandTimeoutError,
+    Requester,
     ShuttingDownError,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    from ..transports.websocket import WebSocketTransport
+from .commands import CommandCancelledError
 
 __all__ = [
     "MAX_BODY_BYTES",
     "STATUS",
     "BadBody",
+    "CommandRequest",
+    "accept_command",
     "command_body",
     "error",
     "run_command_request",
@@ -34,6 +43,7 @@ STATUS = {
     CommandNotSupportedError: 400,
     CommandTimeoutError: 504,
     AgentGoneError: 502,
+    CommandCancelledError: 409,
     ShuttingDownError: 503,
 }
 MAX_BODY_BYTES = 1 << 20
@@ -48,7 +58,20 @@ class BadBody(ValueError):
     """A request body the API refuses; the message says what is wrong."""
 
 
-def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> tuple[str, dict[str, Any], int]:
+@attrs.frozen
+class CommandRequest:
+    """A command POST's body, checked."""
+
+    command: str
+    args: dict[str, Any]
+    timeout_ms: int
+    #: False: answer 202 with the ``commandId`` at once; the record follows the command.
+    wait: bool = True
+    #: ``requestedBy``: a free label for the record (who or what asked).
+    label: str | None = None
+
+
+def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandRequest:
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -66,7 +89,13 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> tuple[str, d
         raise BadBody('"timeoutMs" must be an integer number of milliseconds')
     if not 1 <= timeout_ms <= max_ms:
         raise BadBody(f'"timeoutMs" must be between 1 and {max_ms}')
-    return command, args, timeout_ms
+    wait = body.get("wait", True)
+    if not isinstance(wait, bool):
+        raise BadBody('"wait" must be true (answer with the result) or false (answer 202)')
+    label = body.get("requestedBy")
+    if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= 128):
+        raise BadBody('"requestedBy" must be a string of 1-128 characters')
+    return CommandRequest(command, args, timeout_ms, wait, label)
 
 
 def transport_error(exc: TransportError) -> Response:
@@ -76,18 +105,47 @@ def transport_error(exc: TransportError) -> Response:
     return error(STATUS.get(type(exc), 500), exc.code, str(exc), **extra)
 
 
-Send = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
+Send = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
+Submit = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
 
 
 async def run_command_request(
-    raw_body: str | bytes, default_ms: int, max_ms: int, send: Send
+    raw_body: str | bytes, default_ms: int, max_ms: int, send: Send, submit: Submit
 ) -> tuple[dict[str, Any], int] | Response:
-    """A command route's whole answer: parse the body, ``send``, map failures to statuses."""
+    """A command route's whole answer: parse the body, ``send`` (or ``submit`` when the
+    caller does not wait), map failures to statuses."""
     try:
-        command, args, timeout_ms = command_body(raw_body, default_ms, max_ms)
+        body = command_body(raw_body, default_ms, max_ms)
     except BadBody as exc:
         return error(400, "bad_request", str(exc))
+    asked_by = REQUESTER.set(requester(body.label))  # for the transport's record
     try:
-        return await send(command, args, timeout_ms / 1000), 200
+        if not body.wait:
+            accepted = await submit(body)
+            response = Response(json.dumps(accepted), status=202, mimetype="application/json")
+            response.headers["Location"] = accepted["location"]
+            return response
+        return await send(body), 200
     except TransportError as exc:
         return transport_error(exc)
+    finally:
+        REQUESTER.reset(asked_by)
+
+
+def requester(label: str | None) -> Requester:
+    """Who is asking, from the current request (``require_token`` set the credential)."""
+    return Requester(request.remote_addr or "unknown", g.get("credential"), label)
+
+
+async def accept_command(
+    transport: WebSocketTransport, agent_id: str, body: CommandRequest, path: str
+) -> dict[str, Any]:
+    """Send without waiting; answer once the command's record is on disk."""
+    record = transport.submit(agent_id, body.command, body.args, body.timeout_ms / 1000)
+    await transport.gateway.spool.durable()
+    command_id = record.command_id
+    return {
+        "commandId": command_id,
+        "state": record.state.value,
+        "location": f"{path}/{command_id}",
+    }

@@ -6,17 +6,23 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response, request
 
+from ..clock import wall_ms
 from ..protocol import AGENT_ID
+from ..transports import REQUESTER, CommandOutcome, Requester, TransportError
 from ..transports.router import TransportRouter
-from .http import error, run_command_request
+from .http import CommandRequest, accept_command, error, run_command_request
+from .state_api import COMMAND_PATHS
 
 if TYPE_CHECKING:
+    from ..transports.websocket import WebSocketTransport
     from .gateway import Gateway
 
 __all__ = ["add_neutral_routes"]
 
 
-def add_neutral_routes(app: Quart, gateway: Gateway, router: TransportRouter) -> None:
+def add_neutral_routes(
+    app: Quart, gateway: Gateway, router: TransportRouter, websocket: WebSocketTransport
+) -> None:
     config = gateway.config
 
     @app.get("/api/agents")
@@ -49,13 +55,49 @@ def add_neutral_routes(app: Quart, gateway: Gateway, router: TransportRouter) ->
 
     @app.post("/api/agents/<agent_id>/commands")
     async def neutral_send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
-        async def send(command: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-            routed = await router.send_command(agent_id, command, args, timeout_s)
+        def record(
+            transport: str,
+            body: CommandRequest,
+            asked_by: Requester,
+            started_ms: int,
+            answer: CommandOutcome | TransportError,
+        ) -> None:
+            gateway.commands.record_elsewhere(
+                transport,
+                agent_id,
+                body.command,
+                body.args,
+                body.timeout_ms,
+                requested_by=asked_by,
+                created_ms=started_ms,
+                answer=answer,
+            )
+
+        async def send(body: CommandRequest) -> dict[str, Any]:
+            asked_by, started = REQUESTER.get(), wall_ms()
+            try:
+                routed = await router.send_command(
+                    agent_id,
+                    body.command,
+                    body.args,
+                    body.timeout_ms / 1000,
+                )
+            except TransportError as exc:
+                if exc.transport not in {None, "websocket"}:
+                    record(exc.transport or "", body, asked_by, started, exc)
+                raise
+            if routed.transport != "websocket":  # the WebSocket transport records its own
+                record(routed.transport, body, asked_by, started, routed.outcome)
             return routed.to_json()
+
+        async def submit(body: CommandRequest) -> dict[str, Any]:
+            # Only a live WebSocket can take a command and answer later.
+            return await accept_command(websocket, agent_id, body, COMMAND_PATHS["neutral"])
 
         return await run_command_request(
             await request.get_data(),
             config.default_command_timeout_ms,
             config.max_command_timeout_ms,
             send,
+            submit,
         )

@@ -137,23 +137,27 @@ async def serve(
         )
         serving.append(agents_only)
 
-    async with trio.open_nursery() as nursery:
-        urls = [await nursery.start(run) for run in serving]
-        api_url = urls[0][0]
-        agent_urls = _ws_urls(urls[-1])
-        log.info("API on %s; agents connect to %s", api_url, ", ".join(agent_urls))
-        if fingerprint is not None:
-            log.info("TLS certificate SHA-256 fingerprint (wsCertSha256): %s", fingerprint)
-        task_status.started(Running(gateway, api_url, agent_urls, fingerprint, stop.set))
-        if handle_signals:
-            nursery.start_soon(_stop_on_signal, stop)
-        await stop.wait()
-        log.info(
-            "shutting down: closing %d agent connection(s) with 1001", gateway.open_connections
-        )
-        gateway.shutdown()
-        await gateway.wait_closed(AGENT_CLOSE_TIMEOUT_S)
-        stopped.set()
+    async with trio.open_nursery() as background:
+        # Commits, acks and deadlines run until the agents are closed, then commit last.
+        background.start_soon(gateway.run)
+        async with trio.open_nursery() as nursery:
+            urls = [await nursery.start(run) for run in serving]
+            api_url = urls[0][0]
+            agent_urls = _ws_urls(urls[-1])
+            log.info("API on %s; agents connect to %s", api_url, ", ".join(agent_urls))
+            if fingerprint is not None:
+                log.info("TLS certificate SHA-256 fingerprint (wsCertSha256): %s", fingerprint)
+            task_status.started(Running(gateway, api_url, agent_urls, fingerprint, stop.set))
+            if handle_signals:
+                nursery.start_soon(_stop_on_signal, stop)
+            await stop.wait()
+            log.info(
+                "shutting down: closing %d agent connection(s) with 1001", gateway.open_connections
+            )
+            gateway.shutdown()
+            await gateway.wait_closed(AGENT_CLOSE_TIMEOUT_S)
+            stopped.set()
+        background.cancel_scope.cancel()
     log.info("stopped")
 
 

@@ -6,6 +6,7 @@ boto3; time is always passed in. docs/protocol.md is the wire contract it implem
 
 from .agent_session import AgentConfig, AgentSession, AgentState
 from .canonical import CanonicalizationError, canonicalize, canonicalize_reference
+from .delivery import FEATURE_ACK, FEATURE_CANCEL, Ack, Cancel, DeliveryLedger
 from .envelope import (
     AGENT_ID,
     DEFAULT_MAX_FRAME_BYTES,
@@ -22,8 +23,10 @@ from .envelope import (
 )
 from .errors import CloseCode, ProtocolError, close_reason, parse_retry_after
 from .events import (
+    AckReceived,
     AuthAccepted,
     Authenticated,
+    CancelReceived,
     CloseConnection,
     CommandReceived,
     CommandResultReceived,
@@ -45,11 +48,13 @@ from .payloads import (
     Command,
     CommandError,
     CommandResult,
+    Delivery,
     Heartbeat,
     HeartbeatReply,
     LogBatch,
     LogEntry,
     Metrics,
+    delivery_of,
 )
 from .replay import MemoryReplayWindow, ReplayVerdict, ReplayWindow
 from .server_session import ServerConfig, ServerSession, ServerState
@@ -59,10 +64,14 @@ from .strictjson import MAX_DEPTH, MAX_SAFE_INTEGER
 __all__ = [
     "AGENT_ID",
     "DEFAULT_MAX_FRAME_BYTES",
+    "FEATURE_ACK",
+    "FEATURE_CANCEL",
     "MAX_DEPTH",
     "MAX_SAFE_INTEGER",
     "PROTOCOL_VERSION",
     "TIMESTAMP_WINDOW_MS",
+    "Ack",
+    "AckReceived",
     "AgentConfig",
     "AgentSession",
     "AgentState",
@@ -71,6 +80,8 @@ __all__ = [
     "AuthReply",
     "Authenticated",
     "Body",
+    "Cancel",
+    "CancelReceived",
     "CanonicalizationError",
     "Capabilities",
     "CloseCode",
@@ -80,6 +91,8 @@ __all__ = [
     "CommandReceived",
     "CommandResult",
     "CommandResultReceived",
+    "Delivery",
+    "DeliveryLedger",
     "DuplicateDropped",
     "Envelope",
     "Event",
@@ -111,6 +124,7 @@ __all__ = [
     "check_timestamp",
     "close_reason",
     "decode",
+    "delivery_of",
     "derive_agent_key",
     "parse_agent_key",
     "parse_retry_after",

@@ -13,10 +13,13 @@ from typing import Any
 
 import attrs
 
+from .delivery import Ack, Cancel
 from .envelope import BODIES, Message, MessageType, Sender
 from .errors import CloseCode, ProtocolError
 from .events import (
+    AckReceived,
     AuthAccepted,
+    CancelReceived,
     CommandReceived,
     DuplicateDropped,
     Event,
@@ -196,7 +199,12 @@ class AgentSession(SessionBase):
             case Command():
                 return [CommandReceived(envelope, body)]
             case HeartbeatReply():
-                return [HeartbeatAnswered(body.server_time)]
+                answered: list[Event] = [HeartbeatAnswered(body.server_time)]
+                return answered if body.ack is None else [*answered, AckReceived(body.ack)]
+            case Ack():
+                return [AckReceived(body)]
+            case Cancel():
+                return [CancelReceived(body.command_id)]
         reason = f"a server may not send {envelope.type.value!r} now"
         return [self.fail(ProtocolError(CloseCode.MALFORMED, reason))]
 

@@ -17,6 +17,7 @@ import attrs
 
 from . import strictjson
 from .canonical import CanonicalizationError, canonicalize
+from .delivery import Ack, Cancel
 from .errors import CloseCode, ProtocolError
 from .keys import sign, verify
 from .payloads import (
@@ -59,7 +60,7 @@ _MEMBERS = frozenset({"type", "agentId", "ts", "nonce", "payload", "signature"})
 
 
 class MessageType(enum.StrEnum):
-    """The ``type`` member: the six built-in message types."""
+    """The ``type`` member: the six built-in types, then the negotiated extensions'."""
 
     AUTH = "auth"
     METRICS = "metrics"
@@ -67,6 +68,8 @@ class MessageType(enum.StrEnum):
     COMMAND = "command"
     COMMAND_RESULT = "command_result"
     HEARTBEAT = "heartbeat"
+    ACK = "ack"
+    CANCEL = "cancel"
 
 
 class Sender(enum.Enum):
@@ -85,6 +88,8 @@ Body = (
     | CommandResult
     | Heartbeat
     | HeartbeatReply
+    | Ack
+    | Cancel
 )
 
 #: Which types each side sends, and the payload schema of each.
@@ -100,6 +105,8 @@ BODIES: Final[Mapping[Sender, Mapping[MessageType, type[Body]]]] = {
         MessageType.AUTH: AuthReply,
         MessageType.COMMAND: Command,
         MessageType.HEARTBEAT: HeartbeatReply,
+        MessageType.ACK: Ack,
+        MessageType.CANCEL: Cancel,
     },
 }
 _TYPES = {t.value: t for t in MessageType}

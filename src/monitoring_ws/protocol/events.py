@@ -13,14 +13,17 @@ from .payloads import (
     AuthReply,
     Command,
     CommandResult,
+    Delivery,
     Heartbeat,
     LogBatch,
     Metrics,
 )
 
 __all__ = [
+    "AckReceived",
     "AuthAccepted",
     "Authenticated",
+    "CancelReceived",
     "CloseConnection",
     "CommandReceived",
     "CommandResultReceived",
@@ -80,18 +83,24 @@ class Authenticated:
 class MetricsReceived:
     envelope: Envelope
     metrics: Metrics
+    #: With the ``ack`` extension: the message's place in the agent's outbox.
+    delivery: Delivery | None = None
 
 
 @attrs.frozen
 class LogsReceived:
     envelope: Envelope
     batch: LogBatch
+    #: With the ``ack`` extension: the message's place in the agent's outbox.
+    delivery: Delivery | None = None
 
 
 @attrs.frozen
 class CommandResultReceived:
     envelope: Envelope
     result: CommandResult
+    #: With the ``ack`` extension: the message's place in the agent's outbox.
+    delivery: Delivery | None = None
 
 
 @attrs.frozen
@@ -125,6 +134,20 @@ class HeartbeatAnswered:
     server_time: int
 
 
+@attrs.frozen
+class AckReceived:
+    """The server stored every message of ``ack.stream`` up to ``ack.seq``: forget them."""
+
+    ack: Delivery
+
+
+@attrs.frozen
+class CancelReceived:
+    """The server asks to stop a command (it is answered with error ``cancelled``)."""
+
+    command_id: str
+
+
 Event = (
     SendFrame
     | CloseConnection
@@ -137,4 +160,6 @@ Event = (
     | AuthAccepted
     | CommandReceived
     | HeartbeatAnswered
+    | AckReceived
+    | CancelReceived
 )

@@ -23,11 +23,13 @@ __all__ = [
     "Command",
     "CommandError",
     "CommandResult",
+    "Delivery",
     "Heartbeat",
     "HeartbeatReply",
     "LogBatch",
     "LogEntry",
     "Metrics",
+    "delivery_of",
     "schema_error",
 ]
 
@@ -316,6 +318,40 @@ class CommandResult:
         return payload
 
 
+#: JSON's safe integer range bounds a sequence number.
+_MAX_SEQ = 2**53 - 1
+
+
+@attrs.frozen
+class Delivery:
+    """Message ``seq`` of an agent's outbox ``stream`` (a new outbox starts a new stream)."""
+
+    stream: str
+    seq: int
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Self:
+        stream, seq = payload.get("stream"), payload.get("seq")
+        if not isinstance(stream, str) or not NAME.fullmatch(stream):
+            raise schema_error("delivery.stream must be 1-128 chars of [A-Za-z0-9._:-]")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= _MAX_SEQ:
+            raise schema_error("delivery.seq must be a positive integer")
+        return cls(stream, seq)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"stream": self.stream, "seq": self.seq}
+
+
+def delivery_of(payload: Mapping[str, Any]) -> Delivery | None:
+    """The payload's ``delivery`` member, if it has one."""
+    value = payload.get("delivery")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise schema_error("payload.delivery must be an object")
+    return Delivery.from_payload(value)
+
+
 @attrs.frozen
 class Heartbeat(_FreeForm):
     """Agent -> server ``heartbeat``: any object (``{}`` will do)."""
@@ -326,10 +362,16 @@ class HeartbeatReply:
     """Server -> agent ``heartbeat``: the answer to each agent heartbeat."""
 
     server_time: int
+    #: With the ``ack`` extension: what the server has stored of this agent's outbox.
+    ack: Delivery | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
-        return cls(_non_negative(payload, "serverTime"))
+        ack = _optional(payload, "ack", dict)
+        ack = None if ack is None else Delivery.from_payload(ack)
+        return cls(_non_negative(payload, "serverTime"), ack)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"serverTime": self.server_time}
+        if self.ack is None:
+            return {"serverTime": self.server_time}
+        return {"serverTime": self.server_time, "ack": self.ack.to_payload()}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import attrs
 
+from .delivery import FEATURE_ACK, Cancel
 from .envelope import Message, MessageType, Sender
 from .errors import CloseCode, ProtocolError
 from .events import (
@@ -31,15 +32,21 @@ from .payloads import (
     AuthReply,
     Command,
     CommandResult,
+    Delivery,
     Heartbeat,
     HeartbeatReply,
     LogBatch,
     Metrics,
+    delivery_of,
 )
 from .replay import ReplayVerdict, ReplayWindow
 from .session_base import Limits, SessionBase, Verified
 
 __all__ = ["ServerConfig", "ServerSession", "ServerState"]
+
+
+#: The types that carry a ``delivery`` number under the ``ack`` extension.
+_NUMBERED = frozenset({MessageType.METRICS, MessageType.LOG, MessageType.COMMAND_RESULT})
 
 
 class ServerState(enum.Enum):
@@ -67,6 +74,8 @@ class ServerSession(SessionBase):
     """One connection, server side."""
 
     __slots__ = (
+        "_numbered",
+        "acked",
         "agent_id",
         "config",
         "features",
@@ -96,6 +105,9 @@ class ServerSession(SessionBase):
         self.hello: AuthHello | None = None
         self.features: tuple[str, ...] = ()
         self.last_heard_ms = opened_at_ms
+        #: With ``ack``: the agent's stored mark, repeated in every heartbeat answer.
+        self.acked: Delivery | None = None
+        self._numbered = False
 
     @property
     def state(self) -> ServerState:
@@ -157,15 +169,23 @@ class ServerSession(SessionBase):
         if verdict is ReplayVerdict.STALE:
             return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, "ts outside the window"))]
         self.last_heard_ms = now_ms
+        delivery = None
+        if self._numbered and envelope.type in _NUMBERED:
+            try:
+                delivery = delivery_of(envelope.payload)
+            except ProtocolError as error:
+                return [self.fail(error)]
         match body:
             case Metrics():
-                return [MetricsReceived(envelope, body)]
+                if delivery is not None:  # the number is not a metric
+                    body = Metrics({k: v for k, v in body.values.items() if k != "delivery"})
+                return [MetricsReceived(envelope, body, delivery)]
             case LogBatch():
-                return [LogsReceived(envelope, body)]
+                return [LogsReceived(envelope, body, delivery)]
             case CommandResult():
-                return [CommandResultReceived(envelope, body)]
+                return [CommandResultReceived(envelope, body, delivery)]
             case Heartbeat():
-                reply = HeartbeatReply(now_ms).to_payload()
+                reply = HeartbeatReply(now_ms, self.acked).to_payload()
                 frame = self._seal(MessageType.HEARTBEAT, envelope.agent_id, reply, now_ms)
                 return [HeartbeatReceived(envelope, body), SendFrame(frame)]
         reason = f"an agent may not send {envelope.type.value!r} now"
@@ -182,6 +202,7 @@ class ServerSession(SessionBase):
         self.features = tuple(
             sorted(self.config.features.intersection(hello.capabilities.features))
         )
+        self._numbered = FEATURE_ACK in self.features
         self.last_heard_ms = now_ms
         reply = AuthReply(
             session_id=self.session_id,
@@ -201,3 +222,17 @@ class ServerSession(SessionBase):
         if self.agent_id is None:
             raise RuntimeError("the session is not open")
         return self._seal(MessageType.COMMAND, self.agent_id, command.to_payload(), now_ms)
+
+    def ack(self, mark: Delivery, now_ms: int) -> str:
+        """The signed ``ack`` frame for ``mark`` (also kept for heartbeat answers)."""
+        if self.agent_id is None:
+            raise RuntimeError("the session is not open")
+        self.acked = mark
+        return self._seal(MessageType.ACK, self.agent_id, mark.to_payload(), now_ms)
+
+    def cancel(self, command_id: str, now_ms: int) -> str:
+        """The signed ``cancel`` frame for a command sent earlier."""
+        if self.agent_id is None:
+            raise RuntimeError("the session is not open")
+        payload = Cancel(command_id).to_payload()
+        return self._seal(MessageType.CANCEL, self.agent_id, payload, now_ms)

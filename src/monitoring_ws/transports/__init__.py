@@ -1,22 +1,28 @@
 """Transports: how the monitoring module reaches an agent (WebSocket, SSM, plugins)."""
 
 from .base import (
+    IN_PROCESS,
+    REQUESTER,
     AgentGoneError,
     AgentNotConnectedError,
     CommandNotSupportedError,
     CommandOutcome,
     CommandTimeoutError,
+    Requester,
     ShuttingDownError,
     Transport,
     TransportError,
 )
 
 __all__ = [
+    "IN_PROCESS",
+    "REQUESTER",
     "AgentGoneError",
     "AgentNotConnectedError",
     "CommandNotSupportedError",
     "CommandOutcome",
     "CommandTimeoutError",
+    "Requester",
     "ShuttingDownError",
     "Transport",
     "TransportError",

@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import attrs
 
 __all__ = [
+    "IN_PROCESS",
+    "REQUESTER",
     "AgentGoneError",
     "AgentNotConnectedError",
     "CommandNotSupportedError",
     "CommandOutcome",
     "CommandTimeoutError",
+    "Requester",
     "ShuttingDownError",
     "Transport",
     "TransportError",
 ]
+
+
+@attrs.frozen
+class Requester:
+    """Who asked for a command: the caller's address, which API token (a fingerprint, never
+    the token) and an optional label the caller gave (``"requestedBy"`` in the body)."""
+
+    address: str
+    credential: str | None = None
+    label: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "credential": self.credential, "label": self.label}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Requester:
+        return cls(value["address"], value.get("credential"), value.get("label"))
+
+
+#: Who asks when a plugin calls a transport directly rather than through the HTTP API.
+IN_PROCESS = Requester("in-process")
+#: Who is asking for the command being sent, set by the HTTP API around its call (so the
+#: ``Transport`` interface stays as plugins implement it).
+REQUESTER: contextvars.ContextVar[Requester] = contextvars.ContextVar(
+    "monitoring_ws_requester", default=IN_PROCESS
+)
 
 
 @attrs.frozen
@@ -47,6 +77,8 @@ class TransportError(Exception):
     """A command could not be carried out; ``code`` is stable, for API errors."""
 
     code = "transport_error"
+    #: Which transport failed, when a router tried one (set by ``TransportRouter``).
+    transport: str | None = None
 
 
 class AgentNotConnectedError(TransportError):
@@ -93,7 +125,8 @@ class Transport(Protocol):
     async def send_command(
         self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
     ) -> CommandOutcome:
-        """Run ``command`` on the agent and wait for its result.
+        """Run ``command`` on the agent and wait for its result (a transport that keeps
+        records finds who asked in ``REQUESTER``).
 
         Raises a ``TransportError`` subclass when there is no result.
         """

@@ -52,7 +52,11 @@ class TransportRouter:
         return {t.name: await t.can_reach(agent_id, command) for t in self.transports}
 
     async def send_command(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+        self,
+        agent_id: str,
+        command: str,
+        args: Mapping[str, Any],
+        timeout_s: float,
     ) -> Routed:
         tried: list[str] = []
         for transport in self.transports:
@@ -66,9 +70,10 @@ class TransportRouter:
                     "%s could not deliver %s to %s: %s", transport.name, command, agent_id, exc
                 )
                 continue
-            except TransportError:
+            except TransportError as exc:
                 # Maybe delivered (timeout, agent gone mid-command): never run it twice.
                 self._record(agent_id, command, transport.name, None)
+                exc.transport = transport.name
                 raise
             self._record(agent_id, command, transport.name, outcome)
             return Routed(transport.name, outcome)

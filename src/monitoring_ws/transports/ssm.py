@@ -117,7 +117,11 @@ class SSMTransport:
         return await trio.to_thread.run_sync(functools.partial(fn, **kwargs), limiter=self._limiter)
 
     async def send_command(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+        self,
+        agent_id: str,
+        command: str,
+        args: Mapping[str, Any],
+        timeout_s: float,
     ) -> CommandOutcome:
         if not is_instance_id(agent_id):
             raise AgentNotConnectedError(

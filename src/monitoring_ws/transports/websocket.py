@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import Command
 from .base import (
+    REQUESTER,
     AgentNotConnectedError,
     CommandNotSupportedError,
     CommandOutcome,
@@ -16,7 +16,9 @@ from .base import (
 )
 
 if TYPE_CHECKING:
+    from ..gateway.connection import AgentConnection
     from ..gateway.gateway import Gateway
+    from ..gateway.records import CommandRecord
 
 __all__ = ["WebSocketTransport"]
 
@@ -44,8 +46,47 @@ class WebSocketTransport:
         }
 
     async def send_command(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+        self,
+        agent_id: str,
+        command: str,
+        args: Mapping[str, Any],
+        timeout_s: float,
     ) -> CommandOutcome:
+        connection = self.connection_for(agent_id, command)
+        requested_by = REQUESTER.get()
+        timeout_ms = max(1, math.ceil(timeout_s * 1000))
+        command_id = str(uuid.uuid4())
+        return await self.gateway.commands.run(
+            connection,
+            command,
+            dict(args),
+            timeout_ms,
+            requested_by=requested_by,
+            command_id=command_id,
+        )
+
+    def submit(
+        self,
+        agent_id: str,
+        command: str,
+        args: Mapping[str, Any],
+        timeout_s: float,
+    ) -> CommandRecord:
+        """Send without waiting: the record (``GET .../commands/:id``) follows it."""
+        connection = self.connection_for(agent_id, command)
+        timeout_ms = max(1, math.ceil(timeout_s * 1000))
+        requested_by = REQUESTER.get()
+        return self.gateway.commands.submit(
+            connection,
+            command,
+            dict(args),
+            timeout_ms,
+            requested_by=requested_by,
+            command_id=str(uuid.uuid4()),
+        )
+
+    def connection_for(self, agent_id: str, command: str) -> AgentConnection:
+        """The agent's open connection, if it can take ``command``; raises why not."""
         gateway = self.gateway
         if gateway.shutting_down:
             raise ShuttingDownError("the server is shutting down")
@@ -58,6 +99,4 @@ class WebSocketTransport:
             raise CommandNotSupportedError(
                 f"agent {agent_id} does not offer {command!r} (it offers: {offered})"
             )
-        timeout_ms = max(1, math.ceil(timeout_s * 1000))
-        message = Command(str(uuid.uuid4()), command, dict(args), timeout_ms)
-        return await gateway.commands.run(connection, message)
+        return connection

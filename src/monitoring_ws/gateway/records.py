@@ -1,0 +1,143 @@
+"""Command records: what was asked of an agent, by whom, over which transport, and how it
+ended (docs/api.md, "Command records"). Plain values and transitions; no I/O."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Self
+
+import attrs
+
+from ..protocol import CommandResult
+from ..transports.base import Requester
+
+__all__ = ["FINISHED", "INTERRUPTED", "CommandRecord", "CommandState", "Requester"]
+
+
+class CommandState(enum.StrEnum):
+    #: Accepted, not yet handed to the agent.
+    QUEUED = "queued"
+    #: Handed to the agent; no result yet.
+    SENT = "sent"
+    SUCCEEDED = "succeeded"
+    #: The agent answered ``ok: false`` (the error says why).
+    FAILED = "failed"
+    #: No result within ``timeoutMs`` while the agent stayed connected.
+    TIMED_OUT = "timed_out"
+    #: Cancelled through the API (the agent, when it speaks ``cancel``, was told to stop).
+    CANCELLED = "cancelled"
+    #: The agent went away before answering and did not answer by the deadline.
+    AGENT_DISCONNECTED = "agent_disconnected"
+
+
+#: States the server stops waiting in; a late result can still turn the last three into
+#: succeeded or failed (``late`` is then true).
+FINISHED = frozenset(
+    {
+        CommandState.SUCCEEDED,
+        CommandState.FAILED,
+        CommandState.CANCELLED,
+        CommandState.TIMED_OUT,
+        CommandState.AGENT_DISCONNECTED,
+    }
+)
+_ANSWERED = frozenset({CommandState.SUCCEEDED, CommandState.FAILED})
+#: The agent's answer when it restarted in the middle of a command (it never re-runs it).
+INTERRUPTED = "interrupted"
+
+
+@attrs.define(slots=True)
+class CommandRecord:
+    """One command's record; ``to_json`` is what the API and the database hold."""
+
+    command_id: str
+    agent_id: str
+    command: str
+    args: Mapping[str, Any]
+    timeout_ms: int
+    transport: str
+    requested_by: Requester
+    created_ms: int
+    state: CommandState = CommandState.QUEUED
+    updated_ms: int = 0
+    sent_ms: int | None = None
+    finished_ms: int | None = None
+    result: CommandResult | None = None
+    #: The result arrived after the server had stopped waiting.
+    late: bool = False
+    #: Times the command was handed to the agent (a reconnect re-sends it).
+    attempts: int = 0
+
+    @property
+    def deadline_ms(self) -> int:
+        return self.created_ms + self.timeout_ms
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def sent(self, now_ms: int) -> None:
+        self.state, self.updated_ms, self.attempts = CommandState.SENT, now_ms, self.attempts + 1
+        if self.sent_ms is None:
+            self.sent_ms = now_ms
+
+    def finish(self, state: CommandState, now_ms: int) -> None:
+        self.state, self.updated_ms, self.finished_ms = state, now_ms, now_ms
+
+    def answered(self, result: CommandResult, now_ms: int) -> bool:
+        """Take the agent's result; False when it changes nothing (already answered)."""
+        if self.state in _ANSWERED or self.result is not None:
+            return False
+        self.result = result
+        error = result.error
+        if self.state is CommandState.CANCELLED:
+            self.updated_ms = now_ms  # kept as the cancel's outcome
+            return True
+        self.late = self.finished
+        if error is not None and error.code == INTERRUPTED:
+            state = CommandState.AGENT_DISCONNECTED
+        else:
+            state = CommandState.SUCCEEDED if result.ok else CommandState.FAILED
+        self.finish(state, now_ms)
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commandId": self.command_id,
+            "agentId": self.agent_id,
+            "command": self.command,
+            "args": dict(self.args),
+            "timeoutMs": self.timeout_ms,
+            "transport": self.transport,
+            "requestedBy": self.requested_by.to_json(),
+            "state": self.state.value,
+            "createdAt": self.created_ms,
+            "updatedAt": self.updated_ms,
+            "sentAt": self.sent_ms,
+            "finishedAt": self.finished_ms,
+            "result": None if self.result is None else self.result.to_payload(),
+            "late": self.late,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Self:
+        result = value.get("result")
+        return cls(
+            command_id=value["commandId"],
+            agent_id=value["agentId"],
+            command=value["command"],
+            args=value["args"],
+            timeout_ms=value["timeoutMs"],
+            transport=value["transport"],
+            requested_by=Requester.from_json(value["requestedBy"]),
+            created_ms=value["createdAt"],
+            state=CommandState(value["state"]),
+            updated_ms=value["updatedAt"],
+            sent_ms=value.get("sentAt"),
+            finished_ms=value.get("finishedAt"),
+            result=None if result is None else CommandResult.from_payload(result),
+            late=bool(value.get("late")),
+            attempts=int(value.get("attempts", 0)),
+        )

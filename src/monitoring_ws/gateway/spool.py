@@ -1,0 +1,130 @@
+"""The server side of "nothing lost": admit each numbered message once, spool it, commit,
+then acknowledge (docs/protocol.md, "Extension: ack").
+
+Each message is offered to ``admit`` before anything acts on it: a number at or below the
+agent's mark is a re-send and is dropped. Admitted marks and spooled messages are committed
+together every ``commit_interval_ms``; only then does the agent get an ``ack`` for them,
+so an acknowledged message is on disk and an unacknowledged one is still in the agent's
+outbox. The same loop retires command records past their deadline and prunes old rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..clock import wall_ms
+from ..protocol import Delivery, DeliveryLedger
+from .store import StateStore, StoreError
+
+if TYPE_CHECKING:
+    from .commands import CommandBook
+    from .config import GatewayConfig
+    from .connection import AgentConnection
+
+__all__ = ["Spool"]
+
+log = logging.getLogger("monitoring_ws.gateway")
+PRUNE_EVERY_S = 60.0
+
+
+class Spool:
+    """Delivery marks, the telemetry spool and the commit loop."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: StateStore,
+        commands: CommandBook,
+        connection_of: Callable[[str], AgentConnection | None],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._commands = commands
+        self._connection_of = connection_of
+        committed = store.load_marks()
+        self._ledger = DeliveryLedger(committed)
+        #: What is on disk, per agent: what an agent is told right after it authenticates.
+        self._committed = committed
+        #: Admitted since the last commit: acknowledged once it is on disk.
+        self._to_ack: dict[str, Delivery] = {}
+        self._round = trio.Event()
+        self.duplicates = 0
+        self.failed_commits = 0
+
+    def admit(self, agent_id: str, delivery: Delivery | None) -> bool:
+        """False for a re-sent message (drop it); True to act on it."""
+        if delivery is None:
+            return True
+        if not self._ledger.admit(agent_id, delivery):
+            self.duplicates += 1
+            return False
+        self.store.put_mark(agent_id, delivery, wall_ms())
+        self._to_ack[agent_id] = delivery
+        return True
+
+    def keep(self, agent_id: str, kind: str, frame: str) -> None:
+        """Spool an admitted metrics or log frame (the signed envelope, as received)."""
+        self.store.add_telemetry(agent_id, kind, wall_ms(), frame)
+
+    def greet(self, connection: AgentConnection) -> None:
+        """Tell a newly authenticated agent what is already stored of its outbox."""
+        mark = self._committed.get(connection.agent_id)
+        if mark is not None:
+            connection.send_frame(connection.session.ack(mark, wall_ms()))
+
+    async def durable(self) -> None:
+        """Return once everything buffered before the call is committed."""
+        if self.store.pending:
+            round_done = self._round
+            await round_done.wait()
+
+    async def commit(self) -> None:
+        """Commit what is buffered, then send the acks it covers."""
+        to_ack, self._to_ack = self._to_ack, {}
+        round_done, self._round = self._round, trio.Event()
+        try:
+            await self.store.commit()
+        except StoreError as exc:
+            # Nothing is acknowledged, so agents keep it all; retried at the next round.
+            self._to_ack = to_ack | self._to_ack
+            self.failed_commits += 1
+            if self.failed_commits in (1, 10) or self.failed_commits % 500 == 0:
+                log.error(  # noqa: TRY400 - the message names the cause; a traceback adds nothing
+                    "%s (failed %d times so far; retrying)", exc, self.failed_commits
+                )
+            return
+        finally:
+            round_done.set()
+        now = wall_ms()
+        for agent_id, mark in to_ack.items():
+            self._committed[agent_id] = mark
+            connection = self._connection_of(agent_id)
+            if connection is not None and connection.closing is None:
+                connection.send_frame(connection.session.ack(mark, now))
+
+    async def run(self) -> None:
+        """Commit every ``commit_interval_ms``, retire expired commands, prune old rows."""
+        config = self.config
+        interval = config.commit_interval_ms / 1000
+        next_prune = trio.current_time() + PRUNE_EVERY_S
+        try:
+            while True:
+                await trio.sleep(interval)
+                self._commands.expire(wall_ms())
+                await self.commit()
+                if trio.current_time() >= next_prune:
+                    next_prune = trio.current_time() + PRUNE_EVERY_S
+                    deleted = await self.store.prune(
+                        wall_ms(),
+                        config.command_retention_s * 1000,
+                        config.telemetry_retention_s * 1000,
+                    )
+                    if deleted:
+                        log.info("pruned %d rows past retention from the state database", deleted)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.commit()  # what was accepted before a shutdown is not lost
