@@ -74,7 +74,7 @@ def frames_of(events: list[Event]) -> list[str]:
 def opened(window: MemoryReplayWindow | None = None, **config: Any) -> ServerSession:
     session = server(**config)
     events = session.receive(frame("auth", HELLO), NOW, window or MemoryReplayWindow())
-    assert isinstance(events[0], Authenticated)
+    assert isinstance(events[-1], Authenticated)
     return session
 
 
@@ -158,7 +158,7 @@ def test_command_as_first_frame_signed_is_4401() -> None:
 def test_repeated_auth_nonce_is_4401_even_on_a_new_connection() -> None:
     window = MemoryReplayWindow()
     auth = frame("auth", HELLO)
-    assert isinstance(server().receive(auth, NOW, window)[0], Authenticated)
+    assert isinstance(server().receive(auth, NOW, window)[-1], Authenticated)
     assert close_of(server().receive(auth, NOW + 5, window)).code is CloseCode.AUTH_FAILED
 
 
@@ -177,7 +177,7 @@ def test_seed_compatible_keyring_accepts_the_raw_secret() -> None:
     assert close_of(strict.receive(auth, NOW, MemoryReplayWindow())).code is CloseCode.AUTH_FAILED
     seed = ServerSession(Keyring([SECRET], seed_compatible=True), opened_at_ms=NOW, session_id="s")
     events = seed.receive(auth, NOW, MemoryReplayWindow())
-    assert isinstance(events[0], Authenticated)
+    assert isinstance(events[-1], Authenticated)
     # The reply is signed with the key that authenticated: the raw secret.
     [reply] = frames_of(events)
     assert isinstance(seed_agent.receive(reply, NOW)[0], AuthAccepted)
@@ -264,7 +264,9 @@ def test_a_session_signed_with_an_old_secret_keeps_its_key() -> None:
     old_key = derive_agent_key("old", AGENT)
     srv = ServerSession(Keyring([SECRET, "old"]), opened_at_ms=NOW, session_id="s")
     window = MemoryReplayWindow()
-    assert isinstance(srv.receive(frame("auth", HELLO, key=old_key), NOW, window)[0], Authenticated)
+    assert isinstance(
+        srv.receive(frame("auth", HELLO, key=old_key), NOW, window)[-1], Authenticated
+    )
     assert isinstance(
         srv.receive(frame("metrics", {}, key=old_key), NOW, window)[0], MetricsReceived
     )
@@ -348,7 +350,7 @@ def test_adjust_clock_before_start_makes_a_skewed_agent_authenticate() -> None:
     agt = agent()
     agt.adjust_clock(NOW, NOW - skew)  # e.g. from the upgrade response's Date header
     events = server().receive(agt.start(NOW - skew), NOW, MemoryReplayWindow())
-    assert isinstance(events[0], Authenticated)
+    assert isinstance(events[-1], Authenticated)
 
 
 def test_agent_runs_no_command_that_does_not_verify() -> None:

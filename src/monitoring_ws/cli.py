@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .protocol import (
@@ -177,22 +178,32 @@ def _serve_host(args: argparse.Namespace, tokens: list[str] | None) -> int:
 
 
 def _run_server(run: Callable[[], None]) -> None:
-    """Run; a failure to bind (inside trio's exception groups) becomes a one-line message."""
+    """Run; a failure to bind or to open the state database (inside trio's exception
+    groups) becomes a one-line message."""
+    from .gateway.store import StoreError  # noqa: PLC0415
+
     try:
         run()
+    except* StoreError as group:
+        raise SystemExit(f"monitoring-ws: {_leaf(group)} (see --state-dir)") from None
     except* OSError as group:
-        leaf: BaseException = group
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
         raise SystemExit(
-            f"monitoring-ws: cannot listen: {leaf} (is another server on that port? "
+            f"monitoring-ws: cannot listen: {_leaf(group)} (is another server on that port? "
             "choose another with --listen HOST:PORT)"
         ) from None
+
+
+def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 def _agent(args: argparse.Namespace) -> int:
 
     from .agent.main import run_agent  # noqa: PLC0415
+    from .agent.outbox import OutboxError  # noqa: PLC0415
     from .agent.settings import SettingsError, load_settings  # noqa: PLC0415
 
     _setup_logging(verbose=args.verbose)
@@ -204,10 +215,11 @@ def _agent(args: argparse.Namespace) -> int:
             wsAgentKey=args.agent_key,
             agentId=args.agent_id,
             insecure=args.insecure or None,
+            stateDir=args.state_dir,
         )
-    except SettingsError as exc:
+        run_agent(settings)
+    except (SettingsError, OutboxError) as exc:
         raise SystemExit(f"monitoring-ws agent: {exc}") from None
-    run_agent(settings)
     return 0
 
 
@@ -357,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--agent-key", metavar="HEX", help="this agent's derived key")
     agent.add_argument("--agent-id", metavar="ID", help="default: EC2 instance id, else hostname")
     agent.add_argument("--insecure", action="store_true", help="allow ws:// beyond loopback")
+    agent.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the outbox is kept (default: $STATE_DIRECTORY or "
+        "~/.local/state/monitoring-ws-agent)",
+    )
     agent.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     agent.set_defaults(run=_agent)
 

@@ -32,6 +32,8 @@ def now_ms() -> int:
 
 @attrs.define
 class TestAgent:
+    __test__ = False  # a helper, not a test class
+
     ws: WebSocketConnection
     session: AgentSession
 
@@ -64,9 +66,14 @@ class TestAgent:
 
 
 def agent_session(
-    agent_id: str, *, key: bytes | None = None, commands: tuple[str, ...] = ("ping",)
+    agent_id: str,
+    *,
+    key: bytes | None = None,
+    commands: tuple[str, ...] = ("ping",),
+    features: tuple[str, ...] = (),
 ) -> AgentSession:
-    hello = AuthHello("test-1.0", f"host-{agent_id}", Capabilities(commands), instance_id=None)
+    capabilities = Capabilities(commands, features)
+    hello = AuthHello("test-1.0", f"host-{agent_id}", capabilities, instance_id=None)
     return AgentSession(
         agent_id=agent_id, key=key or derive_agent_key(SECRET, agent_id), hello=hello
     )

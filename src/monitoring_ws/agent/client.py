@@ -12,8 +12,6 @@ import email.utils
 import logging
 import math
 import socket
-from collections import deque
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -23,13 +21,19 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from .. import __version__
 from ..clock import wall_ms as now_ms
 from ..protocol import (
+    FEATURE_ACK,
+    FEATURE_CANCEL,
+    AckReceived,
     AgentSession,
     AuthAccepted,
     AuthHello,
+    CancelReceived,
     Capabilities,
     CloseConnection,
     Command,
+    CommandError,
     CommandReceived,
+    CommandResult,
     Event,
     MessageType,
     SendFrame,
@@ -38,31 +42,15 @@ from .backoff import Backoff
 from .dial import PinMismatchError, ProxyError, dial
 from .logtail import LogTail
 from .metrics import collect
+from .outbox import Outbox
 from .runner import CommandRunner
 from .settings import AgentSettings
 
-__all__ = ["Agent", "Outbox"]
+__all__ = ["Agent"]
 
 log = logging.getLogger("monitoring_ws.agent")
 #: A connection that stayed up this long resets the backoff.
 STABLE_AFTER_S = 30.0
-
-
-@attrs.define
-class Outbox:
-    """Messages waiting to be signed and sent, bounded; the oldest go first."""
-
-    limit: int
-    items: deque[tuple[MessageType, Mapping[str, Any]]] = attrs.field(factory=deque)
-    dropped: int = 0
-    wake: trio.Event = attrs.field(factory=trio.Event)
-
-    def put(self, kind: MessageType, payload: Mapping[str, Any]) -> None:
-        if len(self.items) >= self.limit:
-            self.items.popleft()
-            self.dropped += 1
-        self.items.append((kind, payload))
-        self.wake.set()
 
 
 @attrs.define
@@ -81,17 +69,40 @@ class Agent:
     def __init__(self, settings: AgentSettings, runner: CommandRunner) -> None:
         self.settings = settings
         self.runner = runner
-        self.outbox = Outbox(settings.buffer_messages)
+        self.outbox = Outbox(
+            settings.outbox_path,
+            max_bytes=settings.outbox_max_bytes,
+            max_age_s=settings.outbox_max_age_s,
+        )
+        runner.journal = self.outbox
+        for command_id in self.outbox.interrupted_commands():
+            # Started by a previous run that died: say so; it is never run again.
+            log.warning("command %s was interrupted by a restart of the agent", command_id)
+            error = CommandError("interrupted", "the agent restarted while running it")
+            result = CommandResult(command_id, False, 0, error=error)
+            self.outbox.put(MessageType.COMMAND_RESULT, result.to_payload())
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
         self.connected = trio.Event()  # set while a session is open (tests wait on it)
+        #: Outlives connections: collectors and commands (a command cut off by a dropped
+        #: connection finishes, and its result waits in the outbox).
+        self._work: trio.Nursery | None = None
         self._reschedule = trio.Event()
 
     async def run(self) -> None:
-        while True:
-            code, reason = await self.connect_once()
-            delay = self.backoff.next_delay(code, reason)
-            log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
-            await trio.sleep(delay)
+        """Collect and run commands for the agent's whole life; connect whenever possible."""
+        async with trio.open_nursery() as work:
+            self._work = work
+            work.start_soon(self._metrics_loop)
+            if self.settings.log_files:
+                work.start_soon(LogTail(self.settings, self.outbox).run)
+            try:
+                while True:
+                    code, reason = await self.connect_once()
+                    delay = self.backoff.next_delay(code, reason)
+                    log.info("disconnected (%s %s); reconnecting in %.1f s", code, reason, delay)
+                    await trio.sleep(delay)
+            finally:
+                self._work = None
 
     async def connect_once(self) -> tuple[int | None, str]:
         """One connection, from dialing to close: the close code and reason."""
@@ -132,7 +143,7 @@ class Agent:
         hello = AuthHello(
             agent_version=__version__,
             hostname=socket.gethostname()[:256],
-            capabilities=Capabilities(self.runner.commands),
+            capabilities=Capabilities(self.runner.commands, (FEATURE_ACK, FEATURE_CANCEL)),
             instance_id=self.settings.instance_id,
         )
         session = AgentSession(agent_id=self.settings.agent_id, key=self.settings.key, hello=hello)
@@ -169,11 +180,12 @@ class Agent:
                 self._reschedule.set()
                 log.info("connected to %s as %s", self.settings.url, link.session.agent_id)
                 link.nursery.start_soon(self._send_loop, link.ws, link.session)
-                link.nursery.start_soon(self._metrics_loop)
-                if self.settings.log_files:
-                    link.nursery.start_soon(LogTail(self.settings, self.outbox).run)
             case CommandReceived(command=command):
-                link.nursery.start_soon(self._answer, command)
+                (self._work or link.nursery).start_soon(self._answer, command)
+            case AckReceived(ack=ack):
+                self.outbox.acknowledged(ack)
+            case CancelReceived(command_id=command_id):
+                self.runner.cancel(command_id)
             case SendFrame(text=text):
                 await link.ws.send_message(text)
             case CloseConnection():
@@ -195,22 +207,29 @@ class Agent:
 
     async def _answer(self, command: Command) -> None:
         result = await self.runner.execute(command)
-        if result is None:
-            return
-        # Results go first: they are what someone is waiting for.
-        self.outbox.items.appendleft((MessageType.COMMAND_RESULT, result.to_payload()))
-        self.outbox.wake.set()
+        if result is not None:
+            self.outbox.put(MessageType.COMMAND_RESULT, result.to_payload())
+            self.outbox.finish_command(command.command_id)
 
     async def _send_loop(self, ws: WebSocketConnection, session: AgentSession) -> None:
+        """Send the outbox in order. With ``ack`` everything unacknowledged is sent again on
+        each connection, numbered and signed afresh; without it, a message sent is gone."""
         outbox = self.outbox
+        numbered = session.reply is not None and FEATURE_ACK in session.reply.features
+        sent_through = 0
         while True:
-            while outbox.items:
-                kind, payload = outbox.items[0]
-                frame = session.message(kind, payload, now_ms())
-                await ws.send_message(frame)
-                outbox.items.popleft()  # only once sent: a broken send keeps it for later
             outbox.wake = trio.Event()
-            await outbox.wake.wait()
+            batch = outbox.after(sent_through)
+            if not batch:
+                await outbox.wake.wait()
+                continue
+            for seq, kind, payload in batch:
+                if numbered:
+                    payload["delivery"] = outbox.delivery(seq).to_payload()
+                await ws.send_message(session.message(kind, payload, now_ms()))
+                sent_through = seq
+                if not numbered:
+                    outbox.forget_through(seq)
 
     async def _metrics_loop(self) -> None:
         while True:

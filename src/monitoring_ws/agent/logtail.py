@@ -13,7 +13,7 @@ from ..protocol import MessageType
 from .settings import AgentSettings
 
 if TYPE_CHECKING:
-    from .client import Outbox
+    from .outbox import Outbox
 
 __all__ = ["LogTail", "TailedFile"]
 

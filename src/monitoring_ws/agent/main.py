@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 
 import trio
 
@@ -23,17 +24,27 @@ class ShippingHandler(logging.Handler):
     def __init__(self, agent: Agent) -> None:
         super().__init__(logging.WARNING)
         self.agent = agent
+        self._thread = threading.current_thread()
+        self._shipping = False
 
     def emit(self, record: logging.LogRecord) -> None:
         from ..protocol import MessageType  # noqa: PLC0415 - keeps this module light
 
+        # Only from the agent's own thread (the outbox wakes a trio event), and never from
+        # inside a put (the outbox's own warning about dropped messages).
+        if self._shipping or threading.current_thread() is not self._thread:
+            return
         entry = {
             "ts": int(record.created * 1000),
             "level": record.levelname.lower(),
             "message": record.getMessage(),
             "source": "monitoring-ws-agent",
         }
-        self.agent.outbox.put(MessageType.LOG, {"entries": [entry]})
+        self._shipping = True
+        try:
+            self.agent.outbox.put(MessageType.LOG, {"entries": [entry]})
+        finally:
+            self._shipping = False
 
 
 def build_agent(settings: AgentSettings) -> Agent:

@@ -1,10 +1,12 @@
-"""Runs commands: at most once per ``commandId``, a concurrency limit, a timeout each."""
+"""Runs commands: at most once per ``commandId`` (across restarts, with a journal), a
+concurrency limit, a timeout each, and a cancel the server may send."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import OrderedDict
+from typing import Protocol
 
 import trio
 
@@ -12,11 +14,17 @@ from ..protocol import Command, CommandError, CommandResult
 from .handlers import CommandContext, CommandFailed, Handler
 from .settings import AgentSettings
 
-__all__ = ["CommandRunner"]
+__all__ = ["CommandJournal", "CommandRunner"]
 
 log = logging.getLogger("monitoring_ws.agent")
 #: Results remembered for re-sent commands (a re-sent command gets the first result).
 REMEMBERED_RESULTS = 1000
+
+
+class CommandJournal(Protocol):
+    """Which commands this agent has started, kept across restarts (the outbox's file)."""
+
+    def start_command(self, command_id: str) -> bool: ...
 
 
 class CommandRunner:
@@ -25,9 +33,12 @@ class CommandRunner:
     def __init__(self, settings: AgentSettings, handlers: dict[str, Handler]) -> None:
         self.settings = settings
         self.handlers = handlers
+        #: Set by the ``Agent`` to its outbox, so a restarted agent never runs a command twice.
+        self.journal: CommandJournal | None = None
         self._limiter = trio.CapacityLimiter(settings.command_concurrency)
         self._results: OrderedDict[str, CommandResult] = OrderedDict()
-        self._running: set[str] = set()
+        self._running: dict[str, trio.CancelScope] = {}
+        self._cancelled: set[str] = set()
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -40,15 +51,28 @@ class CommandRunner:
             return known
         if command.command_id in self._running:
             return None
-        self._running.add(command.command_id)
+        if self.journal is not None and not self.journal.start_command(command.command_id):
+            log.info("command %s was started before: not running it again", command.command_id)
+            return None
+        self._running[command.command_id] = trio.CancelScope()
         try:
             result = await self._run(command)
         finally:
-            self._running.discard(command.command_id)
+            del self._running[command.command_id]
+            self._cancelled.discard(command.command_id)
         self._results[command.command_id] = result
         while len(self._results) > REMEMBERED_RESULTS:
             self._results.popitem(last=False)
         return result
+
+    def cancel(self, command_id: str) -> bool:
+        """Stop a running command (it answers ``cancelled``); False if it is not running."""
+        scope = self._running.get(command_id)
+        if scope is None:
+            return False
+        self._cancelled.add(command_id)
+        scope.cancel()
+        return True
 
     async def _run(self, command: Command) -> CommandResult:
         started = time.monotonic()
@@ -64,8 +88,10 @@ class CommandRunner:
             return failed("unknown_command", f"this agent has no command {command.command!r}")
         timeout_s = command.timeout_ms / 1000
         context = CommandContext(self.settings, timeout_s)
+        scope = self._running[command.command_id]
+        scope.deadline = trio.current_time() + timeout_s
         async with self._limiter:
-            with trio.move_on_after(timeout_s) as scope:
+            with scope:
                 try:
                     value = await handler(command.args, context)
                 except CommandFailed as exc:
@@ -73,6 +99,8 @@ class CommandRunner:
                 except Exception as exc:  # a plugin's bug must not take the agent down
                     log.warning("command %s failed: %r", command.command, exc)
                     return failed("handler_error", f"{type(exc).__name__}: {exc}")
+        if command.command_id in self._cancelled:
+            return failed("cancelled", "cancelled by the server")
         if scope.cancelled_caught:
             return failed("timeout", f"stopped after {command.timeout_ms} ms")
         elapsed = int((time.monotonic() - started) * 1000)

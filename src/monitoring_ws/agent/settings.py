@@ -19,6 +19,7 @@ from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
 __all__ = [
     "AgentSettings",
     "SettingsError",
+    "default_state_dir",
     "hostname_agent_id",
     "imds_instance_id",
     "load_settings",
@@ -31,6 +32,7 @@ _ENV = {
     "wsAgentKey": "MONITORING_WS_AGENT_KEY",
     "agentId": "MONITORING_WS_AGENT_ID",
     "wsCertSha256": "MONITORING_WS_CERT_SHA256",
+    "stateDir": "MONITORING_WS_AGENT_STATE_DIR",
 }
 
 
@@ -59,9 +61,19 @@ class AgentSettings:
     output_cap_bytes: int = 1 << 20
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
-    #: Metrics and log messages kept while disconnected; the oldest go first.
-    buffer_messages: int = 1000
     connect_timeout_s: float = 10.0
+    #: Where the outbox file lives; None keeps the outbox in memory (lost on restart).
+    state_dir: Path | None = None
+    #: Bounds of the outbox: past either, the oldest messages go first (counted, logged).
+    outbox_max_bytes: int = 64 << 20
+    outbox_max_age_s: float = 7 * 86_400.0
+
+    @property
+    def outbox_path(self) -> Path | None:
+        """One file per agent id, so several agents can share a state directory."""
+        if self.state_dir is None:
+            return None
+        return self.state_dir / f"outbox-{self.agent_id}.sqlite3"
 
     def run_allowed(self, command_line: str) -> bool:
         for allowed in self.allowed_commands:
@@ -71,6 +83,14 @@ class AgentSettings:
             elif allowed == command_line:
                 return True
         return False
+
+
+def default_state_dir() -> Path:
+    """systemd's ``StateDirectory=`` when set, else ``~/.local/state/monitoring-ws-agent``."""
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
+    return Path("~/.local/state/monitoring-ws-agent").expanduser()
 
 
 def imds_instance_id(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> str | None:
@@ -150,6 +170,9 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
         "backoff_base_s": values.get("backoffBaseS", 1.0),
         "backoff_cap_s": values.get("backoffCapS", 60.0),
         "command_concurrency": values.get("commandConcurrency", 4),
+        "state_dir": Path(values.get("stateDir") or default_state_dir()).expanduser(),
+        "outbox_max_bytes": values.get("outboxMaxBytes", 64 << 20),
+        "outbox_max_age_s": values.get("outboxMaxAgeS", 7 * 86_400.0),
     }
     return AgentSettings(
         url=url,

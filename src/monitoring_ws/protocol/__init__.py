@@ -6,7 +6,7 @@ boto3; time is always passed in. docs/protocol.md is the wire contract it implem
 
 from .agent_session import AgentConfig, AgentSession, AgentState
 from .canonical import CanonicalizationError, canonicalize, canonicalize_reference
-from .delivery import FEATURE_ACK, FEATURE_CANCEL, Ack, Cancel, DeliveryLedger
+from .delivery import FEATURE_ACK, FEATURE_CANCEL, Cancel, DeliveryLedger
 from .envelope import (
     AGENT_ID,
     DEFAULT_MAX_FRAME_BYTES,
@@ -70,7 +70,6 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "PROTOCOL_VERSION",
     "TIMESTAMP_WINDOW_MS",
-    "Ack",
     "AckReceived",
     "AgentConfig",
     "AgentSession",

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .delivery import Ack, Cancel
+from .delivery import Cancel
 from .envelope import BODIES, Message, MessageType, Sender
 from .errors import CloseCode, ProtocolError
 from .events import (
@@ -27,7 +27,15 @@ from .events import (
     SendFrame,
     random_nonce,
 )
-from .payloads import AuthHello, AuthReply, Command, CommandResult, HeartbeatReply, LogEntry
+from .payloads import (
+    AuthHello,
+    AuthReply,
+    Command,
+    CommandResult,
+    Delivery,
+    HeartbeatReply,
+    LogEntry,
+)
 from .replay import MemoryReplayWindow, ReplayVerdict, ReplayWindow
 from .session_base import Limits, SessionBase, Verified
 
@@ -201,7 +209,7 @@ class AgentSession(SessionBase):
             case HeartbeatReply():
                 answered: list[Event] = [HeartbeatAnswered(body.server_time)]
                 return answered if body.ack is None else [*answered, AckReceived(body.ack)]
-            case Ack():
+            case Delivery():  # an ``ack``
                 return [AckReceived(body)]
             case Cancel():
                 return [CancelReceived(body.command_id)]

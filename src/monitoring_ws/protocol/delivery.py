@@ -18,7 +18,6 @@ from .payloads import NAME, Delivery, delivery_of, schema_error
 __all__ = [
     "FEATURE_ACK",
     "FEATURE_CANCEL",
-    "Ack",
     "Cancel",
     "Delivery",
     "DeliveryLedger",
@@ -27,11 +26,6 @@ __all__ = [
 
 FEATURE_ACK = "ack"
 FEATURE_CANCEL = "cancel"
-
-
-@attrs.frozen
-class Ack(Delivery):
-    """Server -> agent ``ack``: every message of ``stream`` up to ``seq`` is stored."""
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ import attrs
 
 from . import strictjson
 from .canonical import CanonicalizationError, canonicalize
-from .delivery import Ack, Cancel
+from .delivery import Cancel
 from .errors import CloseCode, ProtocolError
 from .keys import sign, verify
 from .payloads import (
@@ -25,6 +25,7 @@ from .payloads import (
     AuthReply,
     Command,
     CommandResult,
+    Delivery,
     Heartbeat,
     HeartbeatReply,
     LogBatch,
@@ -88,7 +89,7 @@ Body = (
     | CommandResult
     | Heartbeat
     | HeartbeatReply
-    | Ack
+    | Delivery
     | Cancel
 )
 
@@ -105,7 +106,7 @@ BODIES: Final[Mapping[Sender, Mapping[MessageType, type[Body]]]] = {
         MessageType.AUTH: AuthReply,
         MessageType.COMMAND: Command,
         MessageType.HEARTBEAT: HeartbeatReply,
-        MessageType.ACK: Ack,
+        MessageType.ACK: Delivery,  # every message of stream up to seq is stored
         MessageType.CANCEL: Cancel,
     },
 }

@@ -212,9 +212,11 @@ class ServerSession(SessionBase):
             auth_nonce=envelope.nonce,
         )
         frame = self._seal(MessageType.AUTH, envelope.agent_id, reply.to_payload(), now_ms)
+        # The reply goes first: what the shell sends on ``Authenticated`` (acks, commands
+        # left open) must follow it.
         return [
-            Authenticated(envelope.agent_id, self.session_id, hello, self.features),
             SendFrame(frame),
+            Authenticated(envelope.agent_id, self.session_id, hello, self.features),
         ]
 
     def command(self, command: Command, now_ms: int) -> str:
