@@ -104,7 +104,7 @@ async def test_marks_survive_a_restart_and_greet_the_agent(
             await agent.send(_numbered(agent, seq, {"n": seq}))
         await _acked(agent, 2)
     first.stop()
-    await trio.sleep(0.5)
+    await first.gateway.closed.wait()
     second = await start_server(state_dir=state)
     async with open_agent(second.agent_urls[0], "steady", features=(FEATURE_ACK,)) as agent:
         # Right after the handshake the server says what it already has.

@@ -77,6 +77,8 @@ class Gateway:
         self.admission = Admission(config.max_unauthenticated, config.auth_failures_per_minute)
         self.stats: Counter[str] = Counter()
         self.shutting_down = False
+        #: Set once the background work has made its last commit and closed the store.
+        self.closed = trio.Event()
         self._connections: set[AgentConnection] = set()
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
@@ -165,6 +167,7 @@ class Gateway:
             await self.spool.run()
         finally:
             self.store.close()
+            self.closed.set()
 
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait (bounded) until every agent connection has ended."""
