@@ -53,6 +53,23 @@ def add_state_routes(app: Quart, gateway: Gateway) -> None:
         app.add_url_rule(rule, f"{tree}_get_command", get_record, methods=["GET"])
         app.add_url_rule(rule, f"{tree}_cancel_command", cancel_record, methods=["DELETE"])
 
+    @app.get("/api/websocket/stats")
+    async def stats() -> dict[str, Any]:
+        spool, store = gateway.spool, gateway.store
+        return {
+            "openConnections": gateway.open_connections,
+            "commandsInFlight": len(commands),
+            # connections, authenticated, closed_<code>, refused_<code>, duplicates (nonces)
+            "counters": dict(sorted(gateway.stats.items())),
+            "deliveryDuplicates": spool.duplicates,
+            "unmatchedResults": commands.unmatched_results,
+            "store": {
+                "commits": store.commits,
+                "failedCommits": spool.failed_commits,
+                "pendingWrites": store.pending,
+            },
+        }
+
     @app.get("/api/websocket/telemetry")
     async def telemetry() -> dict[str, Any] | Response:
         after = request.args.get("after", default=0, type=int)

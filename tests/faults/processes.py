@@ -1,0 +1,119 @@
+"""Real server and agent processes for fault tests: start, kill -9, restart on one port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..gateway.agents import SECRET
+from ..gateway.test_serve_process import READY, isolated_env
+
+STARTUP_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@attrs.define
+class Process:
+    """A ``monitoring-ws`` process whose output goes to a file (a pipe nobody reads would
+    block a chatty process)."""
+
+    args: tuple[str, ...]
+    log: Path
+    env: dict[str, str]
+    cwd: Path
+    ready: str | None = None  # a line that says it is up
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def start(self) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as output:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "monitoring_ws", *self.args],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+            )
+        if self.ready is None:
+            return
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as output:
+                output.seek(offset)
+                if self.ready in output.read().decode(errors="replace"):
+                    return
+            if self.popen.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.args[0]} did not start:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """``kill -9``: no close frames, no final commit."""
+        assert self.popen is not None
+        os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+
+
+def server(tmp_path: Path, port: int, *extra: str) -> Process:
+    """``monitoring-ws serve`` on ``port`` with its state in ``tmp_path/server-state``."""
+    args = ("serve", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "server-state"))
+    return Process(
+        args=(*args, *extra),
+        log=tmp_path / "server.log",
+        env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
+        cwd=tmp_path,
+        ready="API on http://",
+    )
+
+
+def agent(tmp_path: Path, port: int, agent_id: str, **settings: Any) -> Process:
+    """``monitoring-ws agent`` with a settings file and its outbox in ``tmp_path``."""
+    config = tmp_path / f"{agent_id}.json"
+    values = {
+        "wsApiUrl": f"ws://127.0.0.1:{port}/agent",
+        "wsSecret": SECRET,
+        "agentId": agent_id,
+        "stateDir": str(tmp_path / f"{agent_id}-state"),
+        "backoffBaseS": 0.2,
+        "backoffCapS": 1.0,
+        **settings,
+    }
+    config.write_text(json.dumps(values), encoding="utf-8")
+    return Process(
+        args=("agent", "--config", str(config)),
+        log=tmp_path / f"{agent_id}.log",
+        env=isolated_env(),
+        cwd=tmp_path,
+        ready=f"connected to ws://127.0.0.1:{port}/agent as {agent_id}",
+    )
+
+
+__all__ = ["READY", "Process", "agent", "free_port", "server"]
