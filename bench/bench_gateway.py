@@ -1,6 +1,6 @@
 """Gateway benchmarks against a real ``monitoring-ws serve`` process; one JSON line each.
 
-    .venv/bin/python bench/bench_gateway.py ingest   [--agents 100] [--frames 1500]
+    .venv/bin/python bench/bench_gateway.py ingest   [--agents 100] [--frames 1500] [--ack]
     .venv/bin/python bench/bench_gateway.py commands [--agents 1000] [--callers 1 32]
     .venv/bin/python bench/bench_gateway.py idle     [--agents 5000 10000]
 
@@ -21,7 +21,7 @@ import trio
 
 from fleet import BenchAgent, HttpCaller, emit, now_ms, rss_bytes, start_server, summary
 from monitoring_ws.gateway.serve import raise_open_file_limit
-from monitoring_ws.protocol import HeartbeatAnswered
+from monitoring_ws.protocol import FEATURE_ACK, HeartbeatAnswered
 
 METRICS = {
     "cpu": {"percent": 12.5, "count": 2},
@@ -49,13 +49,24 @@ async def connect_all(agents: list[BenchAgent], concurrency: int = 200) -> float
     return time.perf_counter() - start
 
 
-async def ingest(ws_url: str, agents: int, frames: int) -> dict[str, Any]:
+async def ingest(ws_url: str, agents: int, frames: int, ack: bool) -> dict[str, Any]:
+    """``ack``: the agents speak the ``ack`` extension and number every frame, as the
+    project's agent does; the server then also acknowledges after each commit."""
     host, port = host_port(ws_url)
-    fleet = [BenchAgent(host, port, f"ingest-{i}") for i in range(agents)]
+    features = (FEATURE_ACK,) if ack else ()
+    fleet = [BenchAgent(host, port, f"ingest-{i}", features=features) for i in range(agents)]
     await connect_all(fleet)
     blobs = []
     for agent in fleet:  # sign and mask everything before the clock starts
-        parts = [agent.encode(agent.session.metrics(METRICS, now_ms())) for _ in range(frames)]
+        parts = [
+            agent.encode(
+                agent.session.metrics(
+                    {**METRICS, "delivery": {"stream": "s-1", "seq": n + 1}} if ack else METRICS,
+                    now_ms(),
+                )
+            )
+            for n in range(frames)
+        ]
         parts.append(agent.encode(agent.session.heartbeat(now_ms())))
         blobs.append(b"".join(parts))
     frame_bytes = len(fleet[0].session.metrics(METRICS, now_ms()))
@@ -75,6 +86,7 @@ async def ingest(ws_url: str, agents: int, frames: int) -> dict[str, Any]:
     total = agents * (frames + 1)
     return {
         "agents": agents,
+        "ack": ack,
         "messages": total,
         "frame_bytes": frame_bytes,
         "seconds": round(elapsed, 3),
@@ -154,6 +166,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=["ingest", "commands", "idle"])
     parser.add_argument("--agents", type=int, nargs="*")
     parser.add_argument("--frames", type=int, default=1500, help="ingest: frames per agent")
+    parser.add_argument("--ack", action="store_true", help="ingest: numbered frames, acked")
     parser.add_argument("--callers", type=int, nargs="*", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="commands: measured time")
     args = parser.parse_args()
@@ -168,7 +181,7 @@ def main() -> None:
             process, api_url, ws_url = start_server()
             try:
                 if args.scenario == "ingest":
-                    result = trio.run(ingest, ws_url, count, args.frames)
+                    result = trio.run(ingest, ws_url, count, args.frames, args.ack)
                 elif args.scenario == "commands":
                     assert callers is not None
                     result = trio.run(commands, api_url, ws_url, count, callers, args.seconds)

@@ -13,6 +13,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,9 +51,16 @@ def now_ms() -> int:
 class BenchAgent:
     """One agent connection: handshake, auth, then frames in and out."""
 
-    def __init__(self, host: str, port: int, agent_id: str, commands: tuple[str, ...] = ("ping",)):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        agent_id: str,
+        commands: tuple[str, ...] = ("ping",),
+        features: tuple[str, ...] = (),
+    ):
         self.host, self.port, self.agent_id = host, port, agent_id
-        hello = AuthHello("bench", f"bench-{agent_id}", Capabilities(commands))
+        hello = AuthHello("bench", f"bench-{agent_id}", Capabilities(commands, features))
         self.session = AgentSession(
             agent_id=agent_id, key=derive_agent_key(SECRET, agent_id), hello=hello
         )
@@ -157,13 +165,15 @@ class HttpCaller:
 
 
 def start_server(
-    *args: str, cpu: int | None = 0, **env: str
+    *args: str, cpu: int | None = 0, listen: str = "127.0.0.1:0", **env: str
 ) -> tuple[subprocess.Popen[str], str, str]:
-    """``monitoring-ws serve`` on an ephemeral loopback port, pinned to ``cpu``."""
+    """``monitoring-ws serve`` on ``listen`` (an ephemeral loopback port), pinned to ``cpu``."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     environ |= {"MONITORING_WS_MASTER_SECRETS": SECRET, "AWS_EC2_METADATA_DISABLED": "true"}
     environ |= env
-    command = [sys.executable, "-m", "monitoring_ws", "serve", "--listen", "127.0.0.1:0", *args]
+    if "--state-dir" not in args:  # a fresh state database per run, not one that grows
+        args = (*args, "--state-dir", tempfile.mkdtemp(prefix="bench-state-"))
+    command = [sys.executable, "-m", "monitoring_ws", "serve", "--listen", listen, *args]
     process = subprocess.Popen(  # noqa: S603 - our own command line
         command,
         stderr=subprocess.PIPE,

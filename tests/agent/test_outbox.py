@@ -8,6 +8,7 @@ import pytest
 
 from monitoring_ws.agent import outbox as outbox_module
 from monitoring_ws.agent.outbox import Outbox, OutboxError
+from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.protocol import Delivery, MessageType
 
 
@@ -98,3 +99,19 @@ def test_an_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(OutboxError, match="stateDir"):
         _outbox(blocker / "outbox.sqlite3")
+
+
+def test_the_outbox_goes_where_systemd_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "systemd"))
+    monkeypatch.delenv("MONITORING_WS_AGENT_STATE_DIR", raising=False)
+    settings = load_settings(None, wsApiUrl="ws://127.0.0.1:1/agent", wsSecret="s", agentId="a1")
+    assert settings.outbox_path == tmp_path / "systemd" / "outbox-a1.sqlite3"
+    # The unit file asks systemd for that directory.
+    unit = Path(__file__).parents[2] / "deploy" / "monitoring-ws-agent.service"
+    assert "StateDirectory=monitoring-ws-agent" in unit.read_text()
+    flagged = load_settings(
+        None, wsApiUrl="ws://127.0.0.1:1/agent", wsSecret="s", agentId="a1", stateDir=tmp_path
+    )
+    assert flagged.outbox_path == tmp_path / "outbox-a1.sqlite3"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ def is_loopback(host: str) -> bool:
 def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be > 0, got {value}")
+
+
+def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}: {value!r}")
+
+    return check
 
 
 @attrs.frozen
@@ -78,6 +87,11 @@ class GatewayConfig:
     telemetry_retention_s: int = attrs.field(default=86_400, validator=_positive)
     #: Writes to the state database are grouped; acks follow each commit.
     commit_interval_ms: int = attrs.field(default=20, validator=_positive)
+    #: Acks are cumulative: each agent gets at most one per interval, covering every commit.
+    ack_interval_ms: int = attrs.field(default=250, validator=_positive)
+    #: SQLite's ``synchronous``: "normal" survives a crash of the process, "full" also a
+    #: power cut (an fsync per commit).
+    state_sync: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
     #: Log lines kept per agent by the built-in sink.
     log_ring: int = attrs.field(default=200, validator=_positive)
     #: The address agents dial, for generated agent configs (default: IMDSv2's public IPv4).

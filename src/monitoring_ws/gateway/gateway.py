@@ -70,7 +70,7 @@ class Gateway:
         self.memory_sink = MemorySink(config.log_ring)
         self.sink: TelemetrySink = sink or self.memory_sink
         self.replay: ReplayWindow = replay or MemoryReplayWindow()
-        self.store = store or StateStore(config.state_dir / STATE_FILE)
+        self.store = store or StateStore(config.state_dir / STATE_FILE, sync=config.state_sync)
         self.commands = CommandBook(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())
         self.spool = Spool(config, self.store, self.commands, self.registry.local)

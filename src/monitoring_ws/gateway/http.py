@@ -18,12 +18,14 @@ from ..transports import (
     CommandTimeoutError,
     Requester,
     ShuttingDownError,
+    StateUnavailableError,
     TransportError,
 )
+from .commands import CommandCancelledError
+from .store import StoreError
 
 if TYPE_CHECKING:
     from ..transports.websocket import WebSocketTransport
-from .commands import CommandCancelledError
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -45,6 +47,7 @@ STATUS = {
     AgentGoneError: 502,
     CommandCancelledError: 409,
     ShuttingDownError: 503,
+    StateUnavailableError: 503,
 }
 MAX_BODY_BYTES = 1 << 20
 
@@ -142,7 +145,11 @@ async def accept_command(
 ) -> dict[str, Any]:
     """Send without waiting; answer once the command's record is on disk."""
     record = transport.submit(agent_id, body.command, body.args, body.timeout_ms / 1000)
-    await transport.gateway.spool.durable()
+    try:
+        await transport.gateway.spool.durable()
+    except StoreError as exc:
+        # The command was sent; only its record may be missing after a crash.
+        raise StateUnavailableError(f"{exc}; the command {record.command_id} was sent") from None
     command_id = record.command_id
     return {
         "commandId": command_id,

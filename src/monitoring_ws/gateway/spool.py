@@ -3,9 +3,10 @@ then acknowledge (docs/protocol.md, "Extension: ack").
 
 Each message is offered to ``admit`` before anything acts on it: a number at or below the
 agent's mark is a re-send and is dropped. Admitted marks and spooled messages are committed
-together every ``commit_interval_ms``; only then does the agent get an ``ack`` for them,
-so an acknowledged message is on disk and an unacknowledged one is still in the agent's
-outbox. The same loop retires command records past their deadline and prunes old rows.
+together every ``commit_interval_ms``; only then (at most every ``ack_interval_ms``) does
+the agent get an ``ack`` for them, so an acknowledged message is on disk and an
+unacknowledged one is still in the agent's outbox. The same loop retires command records
+past their deadline and prunes old rows.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Spool:
         self._committed = committed
         #: Admitted since the last commit: acknowledged once it is on disk.
         self._to_ack: dict[str, Delivery] = {}
+        #: Committed, not yet acknowledged (acks go out every ``ack_interval_ms``).
+        self._unacked: dict[str, Delivery] = {}
         self._round = trio.Event()
         self.duplicates = 0
         self.failed_commits = 0
@@ -62,13 +65,12 @@ class Spool:
         if not self._ledger.admit(agent_id, delivery):
             self.duplicates += 1
             return False
-        self.store.put_mark(agent_id, delivery, wall_ms())
-        self._to_ack[agent_id] = delivery
+        self._to_ack[agent_id] = delivery  # its mark is written with the next commit
         return True
 
     def keep(self, agent_id: str, kind: str, frame: str) -> None:
         """Spool an admitted metrics or log frame (the signed envelope, as received)."""
-        self.store.add_telemetry(agent_id, kind, wall_ms(), frame)
+        self.store.add_telemetry(agent_id, kind, frame)
 
     def greet(self, connection: AgentConnection) -> None:
         """Tell a newly authenticated agent what is already stored of its outbox."""
@@ -77,14 +79,19 @@ class Spool:
             connection.send_frame(connection.session.ack(mark, wall_ms()))
 
     async def durable(self) -> None:
-        """Return once everything buffered before the call is committed."""
+        """Return once everything buffered before the call is committed; ``StoreError``
+        when that commit failed (it is retried, but the caller should not count on it)."""
         if self.store.pending:
-            round_done = self._round
+            round_done, failures = self._round, self.failed_commits
             await round_done.wait()
+            if self.failed_commits != failures:
+                raise StoreError("the state database could not be written (see the server log)")
 
     async def commit(self) -> None:
         """Commit what is buffered, then send the acks it covers."""
         to_ack, self._to_ack = self._to_ack, {}
+        for agent_id, mark in to_ack.items():
+            self.store.put_mark(agent_id, mark)
         round_done, self._round = self._round, trio.Event()
         try:
             await self.store.commit()
@@ -99,9 +106,14 @@ class Spool:
             return
         finally:
             round_done.set()
+        self._committed.update(to_ack)
+        self._unacked.update(to_ack)
+
+    def send_acks(self) -> None:
+        """Acknowledge what the commits since the last call stored (one frame per agent)."""
+        unacked, self._unacked = self._unacked, {}
         now = wall_ms()
-        for agent_id, mark in to_ack.items():
-            self._committed[agent_id] = mark
+        for agent_id, mark in unacked.items():
             connection = self._connection_of(agent_id)
             if connection is not None and connection.closing is None:
                 connection.send_frame(connection.session.ack(mark, now))
@@ -111,11 +123,16 @@ class Spool:
         config = self.config
         interval = config.commit_interval_ms / 1000
         next_prune = trio.current_time() + PRUNE_EVERY_S
+        next_ack = trio.current_time()
         try:
             while True:
                 await trio.sleep(interval)
                 self._commands.expire(wall_ms())
                 await self.commit()
+                if trio.current_time() >= next_ack:
+                    # Acks are cumulative: one every ack_interval_ms covers all commits since.
+                    next_ack = trio.current_time() + config.ack_interval_ms / 1000
+                    self.send_acks()
                 if trio.current_time() >= next_prune:
                     next_prune = trio.current_time() + PRUNE_EVERY_S
                     deleted = await self.store.prune(

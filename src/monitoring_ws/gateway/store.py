@@ -5,8 +5,9 @@ Writes are buffered and committed together, every ``commit_interval_ms``, in a w
 (the event loop never waits on the disk). One commit holds the telemetry rows, the command
 records and the delivery marks that cover them, so after a crash (``kill -9`` included) the
 marks say exactly what is stored: an agent re-sends the rest and nothing is kept twice.
-WAL with ``synchronous=NORMAL``: a commit survives the process dying; a power cut can lose
-the last commits (agents still hold what was not acknowledged, so it is re-sent).
+WAL with ``synchronous=NORMAL`` by default: a commit survives the process dying; a power cut
+can lose the last commits, acknowledged ones included (``state_sync = "full"`` fsyncs each
+commit instead).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..clock import wall_ms
 from ..protocol import Delivery
 from .records import CommandRecord
 
@@ -46,7 +48,6 @@ CREATE TABLE IF NOT EXISTS telemetry (
     received_ms INTEGER NOT NULL,
     envelope TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS telemetry_received ON telemetry (received_ms);
 CREATE TABLE IF NOT EXISTS delivery (
     agent_id TEXT PRIMARY KEY,
     stream TEXT NOT NULL,
@@ -63,15 +64,19 @@ class StoreError(Exception):
 class StateStore:
     """Buffered writes, one transaction per ``commit``; reads go straight to the database."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, sync: str = "normal") -> None:
         #: None keeps everything in memory (tests and benchmarks that do not restart).
         self.path = path
+        if sync not in {"normal", "full"}:
+            raise StoreError(f"state_sync must be normal or full, got {sync!r}")
+        self._sync = sync.upper()
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
+        self._writing = trio.Lock()  # one commit or prune at a time
         self._db = self._connect()
-        self._telemetry: list[tuple[str, str, int, str]] = []
+        self._telemetry: list[tuple[str, str, str]] = []
         self._commands: dict[str, CommandRecord] = {}
-        self._marks: dict[str, tuple[str, int, int]] = {}
+        self._marks: dict[str, tuple[str, int]] = {}
         self.commits = 0
 
     def _connect(self) -> sqlite3.Connection:
@@ -85,7 +90,7 @@ class StateStore:
         try:
             db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={self._sync}")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
@@ -105,36 +110,46 @@ class StateStore:
     def pending(self) -> int:
         return len(self._telemetry) + len(self._commands) + len(self._marks)
 
-    def add_telemetry(self, agent_id: str, kind: str, received_ms: int, envelope: str) -> None:
-        self._telemetry.append((agent_id, kind, received_ms, envelope))
+    def add_telemetry(self, agent_id: str, kind: str, envelope: str) -> None:
+        """Spool a received frame (``receivedAt`` is its commit's time)."""
+        self._telemetry.append((agent_id, kind, envelope))
 
     def put_command(self, record: CommandRecord) -> None:
         """Store ``record`` as it is at the next commit (later changes overwrite earlier)."""
         self._commands[record.command_id] = record
 
-    def put_mark(self, agent_id: str, mark: Delivery, now_ms: int) -> None:
-        self._marks[agent_id] = (mark.stream, mark.seq, now_ms)
+    def put_mark(self, agent_id: str, mark: Delivery) -> None:
+        self._marks[agent_id] = (mark.stream, mark.seq)
 
-    async def commit(self) -> None:
-        """Write everything buffered so far in one transaction (in a worker thread)."""
+    async def commit(self, now_ms: int | None = None) -> None:
+        """Write everything buffered so far in one transaction.
+
+        The rows go in on the event loop (CPU only, ~2 us a row; a worker thread would hand
+        the GIL back and forth on every row); the COMMIT, which writes the WAL and may
+        checkpoint and fsync, runs in a worker thread."""
         if not self.pending:
             return
-        telemetry, self._telemetry = self._telemetry, []
-        records, self._commands = self._commands, {}
-        marks, self._marks = self._marks, {}
-        rows = [_command_row(record) for record in records.values()]
-        mark_rows = [(agent, *mark) for agent, mark in marks.items()]
-        try:
-            await self._run(self._write, telemetry, rows, mark_rows)
-        except sqlite3.Error as exc:
-            # Keep it all for the next commit (newer writes win), and say why it failed.
-            self._telemetry[:0] = telemetry
-            self._commands = records | self._commands
-            self._marks = marks | self._marks
-            raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
-        self.commits += 1
+        async with self._writing:
+            telemetry, self._telemetry = self._telemetry, []
+            records, self._commands = self._commands, {}
+            marks, self._marks = self._marks, {}
+            now = wall_ms() if now_ms is None else now_ms
+            spooled = [(agent, kind, now, frame) for agent, kind, frame in telemetry]
+            rows = [_command_row(record) for record in records.values()]
+            mark_rows = [(agent, stream, seq, now) for agent, (stream, seq) in marks.items()]
+            try:
+                with self._lock:
+                    self._insert(spooled, rows, mark_rows)
+                await self._run(self._finish)
+            except sqlite3.Error as exc:
+                # Keep it all for the next commit (newer writes win), and say why it failed.
+                self._telemetry[:0] = telemetry
+                self._commands = records | self._commands
+                self._marks = marks | self._marks
+                raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
+            self.commits += 1
 
-    def _write(
+    def _insert(
         self,
         telemetry: list[tuple[str, str, int, str]],
         commands: list[tuple[Any, ...]],
@@ -152,7 +167,15 @@ class StateStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+
+    def _finish(self) -> None:
+        db = self._db
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # COMMIT itself failed (busy, disk full)
+                db.execute("ROLLBACK")
+            raise
 
     # -- reads and upkeep ---------------------------------------------------------------------
 
@@ -217,21 +240,21 @@ class StateStore:
     ) -> int:
         """Delete finished records and spooled messages past retention; rows deleted."""
 
-        def delete() -> int:
+        def delete() -> int:  # in a worker thread, under the write lock
             db = self._db
             deleted = db.execute(
                 "DELETE FROM commands WHERE finished_ms < ?", (now_ms - command_retention_ms,)
             ).rowcount
-            deleted += db.execute(
-                "DELETE FROM telemetry WHERE received_ms < ?", (now_ms - telemetry_retention_ms,)
-            ).rowcount
+            cutoff = _last_id_before(db, now_ms - telemetry_retention_ms)
+            deleted += db.execute("DELETE FROM telemetry WHERE id <= ?", (cutoff,)).rowcount
             # A mark older than any command retention belongs to an agent long gone.
             deleted += db.execute(
                 "DELETE FROM delivery WHERE updated_ms < ?", (now_ms - command_retention_ms,)
             ).rowcount
             return int(deleted)
 
-        return await self._run(delete)
+        async with self._writing:
+            return await self._run(delete)
 
     def close(self) -> None:
         with self._lock:
@@ -241,6 +264,30 @@ class StateStore:
         with self._lock:
             tables = ("commands", "telemetry", "delivery")
             return {t: self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # noqa: S608 - fixed names
+
+
+def _last_id_before(db: sqlite3.Connection, before_ms: int) -> int:
+    """The last spooled row received before ``before_ms`` (0 if none).
+
+    Rows are numbered in commit order and each commit stamps its own time, so times grow
+    with ids: a binary search over the primary key finds the cut without an index on the
+    time (which would cost every insert)."""
+    low, high = db.execute("SELECT min(id), max(id) FROM telemetry").fetchone()
+    if low is None:
+        return 0
+    found = low - 1
+    while low <= high:
+        middle = (low + high) // 2
+        row = db.execute(
+            "SELECT id, received_ms FROM telemetry WHERE id >= ? ORDER BY id LIMIT 1", (middle,)
+        ).fetchone()
+        if row is None or row[0] > high:
+            high = middle - 1
+        elif row[1] < before_ms:
+            found, low = row[0], row[0] + 1
+        else:
+            high = middle - 1
+    return int(found)
 
 
 def _command_row(record: CommandRecord) -> tuple[Any, ...]:

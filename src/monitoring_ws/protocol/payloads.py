@@ -330,9 +330,10 @@ class Delivery:
     seq: int
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> Self:
+    def from_payload(cls, payload: Mapping[str, Any], known_stream: str | None = None) -> Self:
+        """``known_stream``: a stream name already checked (skips the pattern match)."""
         stream, seq = payload.get("stream"), payload.get("seq")
-        if not isinstance(stream, str) or not NAME.fullmatch(stream):
+        if not isinstance(stream, str) or (stream != known_stream and not NAME.fullmatch(stream)):
             raise schema_error("delivery.stream must be 1-128 chars of [A-Za-z0-9._:-]")
         if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= _MAX_SEQ:
             raise schema_error("delivery.seq must be a positive integer")
@@ -342,14 +343,14 @@ class Delivery:
         return {"stream": self.stream, "seq": self.seq}
 
 
-def delivery_of(payload: Mapping[str, Any]) -> Delivery | None:
+def delivery_of(payload: Mapping[str, Any], known_stream: str | None = None) -> Delivery | None:
     """The payload's ``delivery`` member, if it has one."""
     value = payload.get("delivery")
     if value is None:
         return None
     if not isinstance(value, dict):
         raise schema_error("payload.delivery must be an object")
-    return Delivery.from_payload(value)
+    return Delivery.from_payload(value, known_stream)
 
 
 @attrs.frozen

@@ -75,6 +75,7 @@ class ServerSession(SessionBase):
 
     __slots__ = (
         "_numbered",
+        "_stream",
         "acked",
         "agent_id",
         "config",
@@ -108,6 +109,7 @@ class ServerSession(SessionBase):
         #: With ``ack``: the agent's stored mark, repeated in every heartbeat answer.
         self.acked: Delivery | None = None
         self._numbered = False
+        self._stream: str | None = None
 
     @property
     def state(self) -> ServerState:
@@ -172,13 +174,17 @@ class ServerSession(SessionBase):
         delivery = None
         if self._numbered and envelope.type in _NUMBERED:
             try:
-                delivery = delivery_of(envelope.payload)
+                delivery = delivery_of(envelope.payload, self._stream)
             except ProtocolError as error:
                 return [self.fail(error)]
+            if delivery is not None:
+                self._stream = delivery.stream  # checked once; an agent keeps one stream
         match body:
             case Metrics():
                 if delivery is not None:  # the number is not a metric
-                    body = Metrics({k: v for k, v in body.values.items() if k != "delivery"})
+                    values = dict(body.values)
+                    del values["delivery"]
+                    body = Metrics(values)
                 return [MetricsReceived(envelope, body, delivery)]
             case LogBatch():
                 return [LogsReceived(envelope, body, delivery)]

@@ -10,6 +10,7 @@ from .base import (
     CommandTimeoutError,
     Requester,
     ShuttingDownError,
+    StateUnavailableError,
     Transport,
     TransportError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "CommandTimeoutError",
     "Requester",
     "ShuttingDownError",
+    "StateUnavailableError",
     "Transport",
     "TransportError",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "CommandTimeoutError",
     "Requester",
     "ShuttingDownError",
+    "StateUnavailableError",
     "Transport",
     "TransportError",
 ]
@@ -107,6 +108,12 @@ class AgentGoneError(TransportError):
     def __init__(self, message: str, command_id: str) -> None:
         super().__init__(message)
         self.command_id = command_id
+
+
+class StateUnavailableError(TransportError):
+    """The command could not be recorded durably (the state database is failing)."""
+
+    code = "state_unavailable"
 
 
 class ShuttingDownError(TransportError):
