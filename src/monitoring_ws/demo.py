@@ -77,6 +77,16 @@ async def _demo(agents: int, keep: bool, listen: str, say: Any) -> None:
                     status, answer, ms = await _call("POST", url, {"command": command, "args": {}})
                     say(f"\nPOST .../{agent_id}/command {command} -> {status} in {ms:.1f} ms")
                     say("  " + _summary(command, answer))
+            # Without waiting: 202 and a record that follows the command.
+            url = f"{api}/api/websocket/agents/{fleet[0].settings.agent_id}/command"
+            body = {"command": "ping", "args": {}, "wait": False, "requestedBy": "demo"}
+            status, accepted, ms = await _call("POST", url, body)
+            say(f'\nPOST .../command ping "wait": false -> {status} in {ms:.1f} ms')
+            location = f"{api}{accepted['location']}"
+            with trio.fail_after(10):
+                while (record := (await _call("GET", location))[1])["state"] == "sent":
+                    await trio.sleep(0.02)
+            say(f"GET {accepted['location']} -> {record['state']}, attempts {record['attempts']}")
             if keep:
                 say(
                     f"\nup until Ctrl-C; try:\n  curl {api}/api/websocket/agents\n"
