@@ -108,21 +108,9 @@ class CommandBook:
         self._store.put_command(record)
         return record
 
-    async def run(
-        self,
-        connection: AgentConnection,
-        command: str,
-        args: dict[str, object],
-        timeout_ms: int,
-        *,
-        requested_by: Requester,
-        command_id: str,
-    ) -> CommandOutcome:
-        """Submit and wait for the result; raises at the deadline (the record says
+    async def wait(self, record: CommandRecord) -> CommandOutcome:
+        """Wait for a submitted command's result; raises at the deadline (the record says
         ``timed_out``), when the agent leaves or when the command is cancelled."""
-        record = self.submit(
-            connection, command, args, timeout_ms, requested_by=requested_by, command_id=command_id
-        )
         live = self._live.get(record.command_id)
         if live is not None:
             with trio.move_on_at(_trio_time(record.deadline_ms)):

@@ -46,24 +46,9 @@ class WebSocketTransport:
         }
 
     async def send_command(
-        self,
-        agent_id: str,
-        command: str,
-        args: Mapping[str, Any],
-        timeout_s: float,
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
     ) -> CommandOutcome:
-        connection = self.connection_for(agent_id, command)
-        requested_by = REQUESTER.get()
-        timeout_ms = max(1, math.ceil(timeout_s * 1000))
-        command_id = str(uuid.uuid4())
-        return await self.gateway.commands.run(
-            connection,
-            command,
-            dict(args),
-            timeout_ms,
-            requested_by=requested_by,
-            command_id=command_id,
-        )
+        return await self.gateway.commands.wait(self.submit(agent_id, command, args, timeout_s))
 
     def submit(
         self,
@@ -72,16 +57,13 @@ class WebSocketTransport:
         args: Mapping[str, Any],
         timeout_s: float,
     ) -> CommandRecord:
-        """Send without waiting: the record (``GET .../commands/:id``) follows it."""
-        connection = self.connection_for(agent_id, command)
-        timeout_ms = max(1, math.ceil(timeout_s * 1000))
-        requested_by = REQUESTER.get()
+        """Send now, without waiting: the record (``GET .../commands/:id``) follows it."""
         return self.gateway.commands.submit(
-            connection,
+            self.connection_for(agent_id, command),
             command,
             dict(args),
-            timeout_ms,
-            requested_by=requested_by,
+            max(1, math.ceil(timeout_s * 1000)),
+            requested_by=REQUESTER.get(),  # set by the HTTP API around its call
             command_id=str(uuid.uuid4()),
         )
 
