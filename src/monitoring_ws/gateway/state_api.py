@@ -12,6 +12,7 @@ from .http import error
 
 if TYPE_CHECKING:
     from .gateway import Gateway
+    from .records import CommandRecord
 
 __all__ = ["COMMAND_PATHS", "add_state_routes"]
 
@@ -23,20 +24,22 @@ MAX_TELEMETRY_PAGE = 1000
 def add_state_routes(app: Quart, gateway: Gateway) -> None:
     commands = gateway.commands
 
-    async def get_record(command_id: str) -> dict[str, Any] | Response:
+    async def find(command_id: str) -> CommandRecord | Response:
         if not NAME.fullmatch(command_id):
             return error(400, "invalid_command_id", "commandId: 1-128 chars of [A-Za-z0-9._:-]")
         record = await commands.get(command_id)
         if record is None:
             return error(404, "unknown_command", f"no record of command {command_id}")
-        return record.to_json()
+        return record
+
+    async def get_record(command_id: str) -> dict[str, Any] | Response:
+        record = await find(command_id)
+        return record if isinstance(record, Response) else record.to_json()
 
     async def cancel_record(command_id: str) -> dict[str, Any] | Response:
-        if not NAME.fullmatch(command_id):
-            return error(400, "invalid_command_id", "commandId: 1-128 chars of [A-Za-z0-9._:-]")
-        record = await commands.get(command_id)
-        if record is None:
-            return error(404, "unknown_command", f"no record of command {command_id}")
+        record = await find(command_id)
+        if isinstance(record, Response):
+            return record
         if record.finished_ms is not None:
             return error(
                 409,
