@@ -26,6 +26,7 @@ from ..protocol import (
     Event,
     LogsReceived,
     MetricsReceived,
+    ProtocolError,
     SendFrame,
     ServerSession,
 )
@@ -34,7 +35,7 @@ from .registry import AgentInfo
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-    from .gateway import Gateway
+    from .gateway import Gateway, SharedReplayWindow
 
 __all__ = ["AgentConnection"]
 
@@ -186,6 +187,7 @@ class AgentConnection:
 
     async def _read_loop(self) -> None:
         session, receive, replay = self.session, self._receive, self._gateway.replay
+        shared = self._gateway.shared_replay
         # Hypercorn's ``receive`` is a memory channel's: take what is already queued without
         # a scheduler round trip per frame (its queue holds at most a few frames).
         receive_nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
@@ -209,12 +211,27 @@ class AgentConnection:
                         data: str | bytes = (
                             text if text is not None else message.get("bytes") or b""
                         )
-                        await self._act(session.receive(data, wall_ms(), replay), text or "")
+                        if shared is None:
+                            events = session.receive(data, wall_ms(), replay)
+                        else:
+                            events = await self._receive_shared(data, shared)
+                        await self._act(events, text or "")
                     elif kind == "websocket.disconnect":
                         return
             self._read_scope = None
             if self._closing is None:
                 await self._act(session.on_deadline(wall_ms()))
+
+    async def _receive_shared(self, data: str | bytes, shared: SharedReplayWindow) -> list[Event]:
+        """``ServerSession.receive`` with the nonce checked in the window all nodes share."""
+        session, now = self.session, wall_ms()
+        try:
+            verified = session.verify(data, now)
+        except ProtocolError as error:
+            return [session.fail(error)]
+        envelope = verified.message.envelope
+        verdict = await shared.check(envelope.agent_id, envelope.nonce, envelope.ts, now)
+        return session.accept(verified, verdict, now)
 
     def _trio_deadline(self) -> float:
         deadline_ms = self.session.deadline_ms()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -18,6 +18,7 @@ from ..protocol import (
     Keyring,
     Limits,
     MemoryReplayWindow,
+    ReplayVerdict,
     ReplayWindow,
     ServerConfig,
     ServerSession,
@@ -35,7 +36,7 @@ from .store import StateStore
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-__all__ = ["AGENT_PATH", "STATE_FILE", "Gateway"]
+__all__ = ["AGENT_PATH", "STATE_FILE", "Gateway", "SharedReplayWindow"]
 
 AGENT_PATH = "/agent"
 #: The state database, in ``state_dir``.
@@ -49,6 +50,12 @@ _CLOSE_LOG_LEVEL = {
 }
 
 
+class SharedReplayWindow(Protocol):
+    """A replay window other nodes share (``monitoring_ws.cluster.RedisReplayWindow``)."""
+
+    async def check(self, agent_id: str, nonce: str, ts_ms: int, now_ms: int) -> ReplayVerdict: ...
+
+
 class Gateway:
     """Agents' connections, the registry, commands in flight, and shutdown."""
 
@@ -60,6 +67,7 @@ class Gateway:
         registry: Registry[AgentConnection] | None = None,
         sink: TelemetrySink | None = None,
         replay: ReplayWindow | None = None,
+        shared_replay: SharedReplayWindow | None = None,
         node: str = "local",
         store: StateStore | None = None,
     ) -> None:
@@ -70,6 +78,8 @@ class Gateway:
         self.memory_sink = MemorySink(config.log_ring)
         self.sink: TelemetrySink = sink or self.memory_sink
         self.replay: ReplayWindow = replay or MemoryReplayWindow()
+        #: With several nodes: the window they share (asked after the signature checks).
+        self.shared_replay = shared_replay
         self.store = store or StateStore(config.state_dir / STATE_FILE, sync=config.state_sync)
         self.commands = CommandBook(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())

@@ -1,0 +1,103 @@
+"""The replay window nodes share through a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import coredis
+import httpx
+import pytest
+import trio
+
+from monitoring_ws.cluster import RedisReplayWindow
+from monitoring_ws.gateway.config import GatewayConfig
+from monitoring_ws.gateway.gateway import Gateway
+from monitoring_ws.gateway.serve import Running, serve
+from monitoring_ws.protocol import Keyring, MessageType, ReplayVerdict
+
+from ..conftest import SECRET
+from ..gateway.agents import now_ms, open_agent
+
+NOW = 1_764_100_000_000
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[coredis.Redis[str]]:
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis_url, decode_responses=True)
+    async with client:
+        yield client
+
+
+async def test_a_nonce_accepted_on_one_node_is_a_duplicate_on_another(
+    redis: coredis.Redis[str],
+) -> None:
+    node_a, node_b = RedisReplayWindow(redis), RedisReplayWindow(redis)
+    now = now_ms()  # Redis expires keys on its own (real) clock
+    assert await node_a.check("agent", "nonce-0000000001", now, now) is ReplayVerdict.NEW
+    assert await node_b.check("agent", "nonce-0000000001", now, now) is ReplayVerdict.DUPLICATE
+    assert await node_a.check("agent", "nonce-0000000001", now, now) is ReplayVerdict.DUPLICATE
+    # Per agent: the same nonce from another agent is new.
+    assert await node_b.check("other", "nonce-0000000001", now, now) is ReplayVerdict.NEW
+    assert await node_a.check("agent", "nonce-0000000002", now - 400_000, now) is (
+        ReplayVerdict.STALE
+    )
+
+
+async def test_redis_forgets_a_nonce_when_it_could_no_longer_be_fresh(
+    redis: coredis.Redis[str],
+) -> None:
+    window = RedisReplayWindow(redis, window_ms=300_000)
+    now = now_ms()
+    await window.check("agent", "nonce-0000000003", now, now)
+    ttl = await redis.pttl("mws:nonce:agent:nonce-0000000003")
+    assert 295_000 < ttl <= 300_000
+
+
+async def test_without_redis_the_local_window_decides() -> None:
+    unreachable: coredis.Redis[str] = coredis.Redis(
+        "127.0.0.1", 1, decode_responses=True, connect_timeout=0.2
+    )
+    async with unreachable:
+        window = RedisReplayWindow(unreachable)
+        assert await window.check("agent", "nonce-0000000004", NOW, NOW) is ReplayVerdict.NEW
+        assert await window.check("agent", "nonce-0000000004", NOW, NOW) is (
+            ReplayVerdict.DUPLICATE
+        )
+    assert window.unshared == 1
+
+
+async def _node(
+    nursery: trio.Nursery, tmp_path: Path, name: str, window: RedisReplayWindow
+) -> Running:
+    config = GatewayConfig(
+        listen="127.0.0.1:0", master_secrets=(SECRET,), state_dir=tmp_path / name
+    )
+    gateway = Gateway(config, Keyring([SECRET]), shared_replay=window, node=name)
+    running: Running = await nursery.start(
+        partial(serve, config, handle_signals=False, gateway=gateway)
+    )
+    return running
+
+
+async def test_a_frame_replayed_to_another_node_is_dropped(
+    redis: coredis.Redis[str], tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    node_a = await _node(nursery, tmp_path, "a", RedisReplayWindow(redis))
+    node_b = await _node(nursery, tmp_path, "b", RedisReplayWindow(redis))
+    async with open_agent(node_a.agent_urls[0], "roamer") as agent:
+        frame = agent.session.message(MessageType.METRICS, {"cpu": 42}, now_ms())
+        await agent.send(frame)
+        await agent.send(agent.session.heartbeat(now_ms()))
+        await agent.events()  # the heartbeat's answer: the metrics were handled first
+    # An attacker (or a confused proxy) replays the captured frame to the other node.
+    async with open_agent(node_b.agent_urls[0], "roamer") as agent:
+        await agent.send(frame)
+        await agent.send(agent.session.heartbeat(now_ms()))
+        await agent.events()
+    assert node_a.gateway.stats["duplicates"] == 0
+    assert node_b.gateway.stats["duplicates"] == 1
+    async with httpx.AsyncClient(base_url=node_b.api_url) as http:
+        status = (await http.get("/api/websocket/agents/roamer")).json()
+    assert status["metrics"] is None  # node B never processed it
