@@ -121,6 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls_self_signed=args.tls_self_signed or None,
             api_tokens=tokens,
+            redis_url=args.redis_url,
         )
         soft, _ = raise_open_file_limit()
         logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
@@ -180,12 +181,15 @@ def _serve_host(args: argparse.Namespace, tokens: list[str] | None) -> int:
 def _run_server(run: Callable[[], None]) -> None:
     """Run; a failure to bind or to open the state database (inside trio's exception
     groups) becomes a one-line message."""
+    from .cluster.node import ClusterError  # noqa: PLC0415
     from .gateway.store import StoreError  # noqa: PLC0415
 
     try:
         run()
     except* StoreError as group:
         raise SystemExit(f"monitoring-ws: {_leaf(group)} (see --state-dir)") from None
+    except* ClusterError as group:
+        raise SystemExit(f"monitoring-ws: {_leaf(group)}") from None
     except* OSError as group:
         raise SystemExit(
             f"monitoring-ws: cannot listen: {_leaf(group)} (is another server on that port? "
@@ -345,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, metavar="FILE", help="TOML file with a [gateway] table"
     )
     serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")
+    serve.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="run as one node of a cluster sharing this Redis, e.g. redis://127.0.0.1:6379",
+    )
     serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate for wss://")
     serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for wss://")
     serve.add_argument(

@@ -99,6 +99,10 @@ class GatewayConfig:
     imds_endpoint: str = "http://169.254.169.254"
     #: Offer AWS SSM as a second transport (boto3's chain gives region and credentials).
     ssm: bool = False
+    #: Several nodes share presence and the replay window through this Redis (step 6).
+    redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
+    #: This node's name in listings (default host:pid).
+    node_id: str | None = None
     #: Preference order of the transports the neutral API (/api/agents) tries.
     transport_order: tuple[str, ...] = ("websocket", "ssm")
 
@@ -132,6 +136,7 @@ class GatewayConfig:
 
 _FIELDS = {field.name: field for field in attrs.fields(GatewayConfig)}
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
+_CLUSTER = {"redis_url", "node_id"}
 _TUPLES = {"master_secrets", "api_tokens", "tls_hostnames", "transport_order"}
 
 
@@ -158,6 +163,11 @@ def load_config(path: Path | None, **overrides: Any) -> GatewayConfig:
         if unknown:
             raise ConfigError(f"{path}: unknown [gateway] settings: {', '.join(unknown)}")
         values.update({name: _coerce(name, value) for name, value in table.items()})
+        cluster = document.get("cluster", {})
+        unknown = sorted(set(cluster) - _CLUSTER)
+        if unknown:
+            raise ConfigError(f"{path}: unknown [cluster] settings: {', '.join(unknown)}")
+        values.update(cluster)
     values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
     try:
         config = GatewayConfig(**values)

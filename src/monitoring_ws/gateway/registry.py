@@ -6,7 +6,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
-__all__ = ["AgentInfo", "LiveConnection", "MemoryRegistry", "Registry"]
+__all__ = ["AgentInfo", "C", "LiveConnection", "MemoryRegistry", "Registry"]
 
 
 @attrs.frozen

@@ -100,6 +100,17 @@ async def serve(
     ``gateway``, ``transports`` and other plugins' ``blueprints`` come from the
     monitoring-module host when it runs the gateway as its ``websocket`` plugin.
     """
+    if gateway is None and config.redis_url is not None:
+        from ..cluster.node import serve_node  # noqa: PLC0415 - coredis only for clusters
+
+        await serve_node(
+            config,
+            task_status=task_status,
+            handle_signals=handle_signals,
+            transports=transports,
+            blueprints=blueprints,
+        )
+        return
     refuse_websocket_compression()
     if gateway is None:
         keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)

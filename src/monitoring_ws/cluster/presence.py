@@ -1,0 +1,213 @@
+"""Presence shared by every node: which node holds which agent, with its metadata.
+
+``{prefix}agent:{agentId}`` holds the agent's ``AgentInfo`` as JSON with a time to live of
+three heartbeat intervals, refreshed by the node holding it; a node that dies stops
+refreshing and its agents disappear from every listing. The newest connection wins across
+nodes: registering reads the previous holder atomically (``SET ... GET``) and, if another
+node had it, tells that node on its channel ``{prefix}node:{node}`` to close its connection
+with 4409. Redis unreachable: each node still knows and serves its own agents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Generic
+
+import anyio
+import coredis
+import trio
+from coredis.exceptions import RedisError
+
+from ..gateway.registry import AgentInfo, C, MemoryRegistry
+
+__all__ = ["RedisRegistry", "agent_info_from_json"]
+
+log = logging.getLogger("monitoring_ws.cluster")
+REDIS_TIMEOUT_S = 1.0
+_WARN_EVERY_S = 60.0
+# Delete the presence key only if it still names this session (a newer one may own it).
+_UNREGISTER = """
+local value = redis.call('GET', KEYS[1])
+if value and cjson.decode(value)['sessionId'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def agent_info_from_json(value: dict[str, Any]) -> AgentInfo:
+    capabilities = value.get("capabilities", {})
+    return AgentInfo(
+        agent_id=value["agentId"],
+        session_id=value["sessionId"],
+        hostname=value["hostname"],
+        instance_id=value.get("instanceId"),
+        agent_version=value["agentVersion"],
+        commands=tuple(capabilities.get("commands", ())),
+        features=tuple(capabilities.get("features", ())),
+        remote_address=value["remoteAddress"],
+        connected_at_ms=value["connectedAt"],
+        last_seen_ms=value["lastSeen"],
+        node=value["node"],
+    )
+
+
+class RedisRegistry(Generic[C]):
+    """A ``Registry`` whose listing and lookups span every node."""
+
+    def __init__(
+        self, client: coredis.Redis[str], node: str, *, ttl_ms: int, prefix: str = "mws:"
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.ttl_ms = ttl_ms
+        self.prefix = prefix
+        self._local: MemoryRegistry[C] = MemoryRegistry()
+        self._unregister = client.register_script(_UNREGISTER)
+        #: Redis operations that failed (this node then answered from what it holds).
+        self.failures = 0
+        self._warned_at = -_WARN_EVERY_S
+
+    @property
+    def channel(self) -> str:
+        """Where other nodes reach this one."""
+        return f"{self.prefix}node:{self.node}"
+
+    def _key(self, agent_id: str) -> str:
+        return f"{self.prefix}agent:{agent_id}"
+
+    # -- Registry -------------------------------------------------------------------------------
+
+    async def register(self, connection: C) -> None:
+        await self._local.register(connection)
+        info = connection.info()
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                previous = await self.client.set(
+                    self._key(info.agent_id), _dump(info), px=self.ttl_ms, get=True
+                )
+                if previous:
+                    held = json.loads(previous)
+                    if held.get("node") != self.node:
+                        replace = {"replace": info.agent_id, "sessionId": held.get("sessionId")}
+                        await self.client.publish(
+                            f"{self.prefix}node:{held.get('node')}", json.dumps(replace)
+                        )
+        except (RedisError, OSError, trio.TooSlowError, ValueError) as exc:
+            self._failed("register", exc)
+
+    async def unregister(self, connection: C) -> None:
+        await self._local.unregister(connection)
+        info = connection.info()
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                await self._unregister(keys=[self._key(info.agent_id)], args=[info.session_id])
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("unregister", exc)
+
+    def local(self, agent_id: str) -> C | None:
+        return self._local.local(agent_id)
+
+    def connections(self) -> list[C]:
+        return self._local.connections()
+
+    async def lookup(self, agent_id: str) -> AgentInfo | None:
+        local = await self._local.lookup(agent_id)
+        if local is not None:
+            return local
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                value = await self.client.get(self._key(agent_id))
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("lookup", exc)
+            return None
+        return None if value is None else agent_info_from_json(json.loads(value))
+
+    async def list(self) -> list[AgentInfo]:
+        agents = {info.agent_id: info for info in await self._local.list()}
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S * 5):
+                async for info in self._everyone():
+                    agents.setdefault(info.agent_id, info)  # this node's own view wins
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("list", exc)
+        return list(agents.values())
+
+    async def _everyone(self) -> Any:
+        cursor: int | None = 0
+        while True:
+            cursor, keys = await self.client.scan(cursor, match=self._key("*"), count=1000)
+            if keys:
+                for value in await self.client.mget(keys):
+                    if value is not None:
+                        yield agent_info_from_json(json.loads(value))
+            if not cursor:
+                return
+
+    # -- upkeep ---------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Rewrite every agent this node holds, with its lastSeen, for another TTL."""
+        connections = self._local.connections()
+        if not connections:
+            return
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S * 5):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for connection in connections:
+                        info = connection.info()
+                        pipe.set(self._key(info.agent_id), _dump(info), px=self.ttl_ms)
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("refresh", exc)
+
+    def on_message(self, data: str) -> None:
+        """A message on this node's channel: today, "close your older connection"."""
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("ignored a malformed message on %s", self.channel)
+            return
+        agent_id = message.get("replace")
+        connection = None if agent_id is None else self._local.local(agent_id)
+        if connection is not None and connection.info().session_id == message.get("sessionId"):
+            connection.replace()  # 4409: a newer connection of the agent is on another node
+
+    async def run(self) -> None:
+        """Listen on this node's channel and refresh presence every third of the TTL."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_loop)
+            try:
+                async with self.client.pubsub(
+                    channels=[self.channel], ignore_subscribe_messages=True
+                ) as pubsub:
+                    async for message in pubsub:
+                        if message.get("type") == "message":
+                            self.on_message(str(message["data"]))
+            except* anyio.ClosedResourceError:
+                # coredis (6.9) unsubscribes on a connection its cancellation already closed.
+                pass
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(self.ttl_ms / 3000)
+            await self.refresh()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(
+                "Redis failed a presence %s (%s: %s); this node answers for its own agents "
+                "until it is back (%d failures so far)",
+                what,
+                type(exc).__name__,
+                exc,
+                self.failures,
+            )
+
+
+def _dump(info: AgentInfo) -> str:
+    return json.dumps(info.to_json(), separators=(",", ":"))

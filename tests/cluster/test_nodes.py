@@ -1,0 +1,114 @@
+"""Server nodes sharing a real redis-server: listings span nodes, the newest connection of
+an agent wins wherever it is, a dead node's agents expire, a missing Redis is a clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from monitoring_ws.gateway.serve import Running
+
+from ..conftest import SECRET, StartServer
+from ..faults import processes
+from ..gateway.agents import CloseCode, close_code, open_agent
+from ..gateway.test_serve_process import isolated_env, run_cli
+
+
+async def _node(start_server: StartServer, tmp_path: Path, redis_url: str, name: str) -> Running:
+    return await start_server(redis_url=redis_url, node_id=name, state_dir=tmp_path / name)
+
+
+async def _agents(running: Running) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        listing = (await http.get("/api/websocket/agents")).json()
+    return {agent["agentId"]: agent for agent in listing["agents"]}
+
+
+async def test_any_node_lists_every_agent(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    async with (
+        open_agent(node_a.agent_urls[0], "on-a"),
+        open_agent(node_b.agent_urls[0], "on-b"),
+    ):
+        for node in (node_a, node_b):
+            agents = await _agents(node)
+            assert {name: agent["node"] for name, agent in agents.items()} == {
+                "on-a": "node-a",
+                "on-b": "node-b",
+            }
+        async with httpx.AsyncClient(base_url=node_a.api_url) as http:
+            status = (await http.get("/api/websocket/agents/on-b")).json()
+        assert status["connected"] is True
+        assert status["node"] == "node-b"
+    with trio.fail_after(5):  # a clean disconnect leaves every listing at once
+        while await _agents(node_a):
+            await trio.sleep(0.05)
+
+
+async def test_the_newest_connection_wins_across_nodes(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    async with (
+        open_agent(node_a.agent_urls[0], "mover") as older,
+        open_agent(node_b.agent_urls[0], "mover"),  # entered second: the newer connection
+    ):
+        assert await close_code(older.ws) == CloseCode.REPLACED
+        assert (await _agents(node_a))["mover"]["node"] == "node-b"
+
+
+async def test_a_dead_nodes_agents_expire(tmp_path: Path, redis_url: str) -> None:
+    port = processes.free_port()
+    node = processes.server(tmp_path, port, "--redis-url", redis_url)
+    node.args = (*node.args, "--config", str(_fast_heartbeats(tmp_path)))
+    await trio.to_thread.run_sync(node.start)
+    try:
+        async with open_agent(f"ws://127.0.0.1:{port}/agent", "orphan"):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                assert (await http.get("/api/websocket/agents/orphan")).json()["connected"]
+            os.kill(node.pid, signal.SIGKILL)  # no unregister, no close frame
+            await trio.to_thread.run_sync(node.popen.wait)  # type: ignore[union-attr]
+    except Exception:
+        node.stop()
+        raise
+    witness = processes.server(tmp_path / "w", processes.free_port(), "--redis-url", redis_url)
+    (tmp_path / "w").mkdir()
+    await trio.to_thread.run_sync(witness.start)
+    try:
+        api = witness.args[witness.args.index("--listen") + 1]
+        async with httpx.AsyncClient(base_url=f"http://{api}") as http:
+            with trio.fail_after(10):  # three heartbeat intervals of 300 ms, then gone
+                while (await http.get("/api/websocket/agents")).json()["count"]:
+                    await trio.sleep(0.1)
+    finally:
+        await trio.to_thread.run_sync(witness.stop)
+
+
+def _fast_heartbeats(tmp_path: Path) -> Path:
+    config = tmp_path / "fast.toml"
+    config.write_text("[gateway]\nheartbeat_interval_ms = 300\n", encoding="utf-8")
+    return config
+
+
+def test_redis_unreachable_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli(
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        "redis://:hunter2@127.0.0.1:1",
+        cwd=tmp_path,
+        env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
+    )
+    assert result.returncode != 0
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1" in result.stderr
+    assert "hunter2" not in result.stderr
