@@ -1,4 +1,5 @@
-"""A server node of a cluster: the gateway with presence and the replay window in Redis."""
+"""A server node of a cluster: the gateway with presence, the replay window and command
+routing between nodes in Redis."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from ..gateway.secrets import resolve_master_secrets
 from ..gateway.serve import Running, serve
 from ..protocol import Keyring
 from ..transports import Transport
+from ..transports.websocket import WebSocketTransport
 from .presence import RedisRegistry
 from .replay import RedisReplayWindow
+from .routing import NodeRouter
 
 __all__ = ["ClusterError", "default_node_id", "redacted", "serve_node"]
 
@@ -81,8 +84,14 @@ async def serve_node(
             shared_replay=RedisReplayWindow(client),
             node=node,
         )
+        router = NodeRouter(client, node, registry)
+        router.local = WebSocketTransport(gateway)
+        registry.handlers["command"] = router.on_command
+        registry.handlers["result"] = router.on_result
+        gateway.remote = router
         async with trio.open_nursery() as nursery:
             nursery.start_soon(registry.run)
+            nursery.start_soon(router.run)
             await serve(
                 config,
                 task_status=task_status,

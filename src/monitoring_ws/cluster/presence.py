@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Generic
 
 import anyio
@@ -21,11 +22,14 @@ import trio
 from coredis.exceptions import RedisError
 
 from ..gateway.registry import AgentInfo, C, MemoryRegistry
+from ..transports import ClusterUnavailableError
 
 __all__ = ["RedisRegistry", "agent_info_from_json"]
 
 log = logging.getLogger("monitoring_ws.cluster")
 REDIS_TIMEOUT_S = 1.0
+#: Pause before subscribing again after the subscription's connection was lost.
+RESUBSCRIBE_S = 0.5
 _WARN_EVERY_S = 60.0
 # Delete the presence key only if it still names this session (a newer one may own it).
 _UNREGISTER = """
@@ -68,6 +72,9 @@ class RedisRegistry(Generic[C]):
         self._unregister = client.register_script(_UNREGISTER)
         #: Redis operations that failed (this node then answered from what it holds).
         self.failures = 0
+        #: Handlers of other messages on this node's channel, by their ``type``.
+        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self._stale = False  # a Redis operation failed since the last full refresh
         self._warned_at = -_WARN_EVERY_S
 
     @property
@@ -151,23 +158,49 @@ class RedisRegistry(Generic[C]):
     async def refresh(self) -> None:
         """Rewrite every agent this node holds, with its lastSeen, for another TTL."""
         connections = self._local.connections()
-        if not connections:
-            return
         try:
             with trio.fail_after(REDIS_TIMEOUT_S * 5):
+                if not connections:
+                    await self.client.ping()
+                    self._stale = False
+                    return
                 async with self.client.pipeline(transaction=False) as pipe:
                     for connection in connections:
                         info = connection.info()
                         pipe.set(self._key(info.agent_id), _dump(info), px=self.ttl_ms)
+            self._stale = False
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._failed("refresh", exc)
 
+    async def locate(self, agent_id: str) -> AgentInfo | None:
+        """Like ``lookup``, but a Redis failure is an error, not "not connected"."""
+        local = await self._local.lookup(agent_id)
+        if local is not None:
+            return local
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                value = await self.client.get(self._key(agent_id))
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("lookup", exc)
+            raise ClusterUnavailableError(
+                f"cannot tell which node holds agent {agent_id}: Redis is unreachable "
+                f"({type(exc).__name__}); agents of this node still answer"
+            ) from None
+        return None if value is None else agent_info_from_json(json.loads(value))
+
     def on_message(self, data: str) -> None:
-        """A message on this node's channel: today, "close your older connection"."""
+        """A message on this node's channel: "close your older connection", or one for a
+        handler another part registered in ``handlers`` (by its ``type``)."""
         try:
             message = json.loads(data)
         except ValueError:
+            message = None
+        if not isinstance(message, dict):
             log.warning("ignored a malformed message on %s", self.channel)
+            return
+        handler = self.handlers.get(str(message.get("type")))
+        if handler is not None:
+            handler(message)
             return
         agent_id = message.get("replace")
         connection = None if agent_id is None else self._local.local(agent_id)
@@ -175,27 +208,55 @@ class RedisRegistry(Generic[C]):
             connection.replace()  # 4409: a newer connection of the agent is on another node
 
     async def run(self) -> None:
-        """Listen on this node's channel and refresh presence every third of the TTL."""
+        """Listen on this node's channel (subscribing again whenever Redis comes back) and
+        keep presence fresh."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._refresh_loop)
-            try:
-                async with self.client.pubsub(
-                    channels=[self.channel], ignore_subscribe_messages=True
-                ) as pubsub:
-                    async for message in pubsub:
-                        if message.get("type") == "message":
-                            self.on_message(str(message["data"]))
-            except* anyio.ClosedResourceError:
-                # coredis (6.9) unsubscribes on a connection its cancellation already closed.
-                pass
+            while True:
+                try:
+                    await self._listen()
+                except* (RedisError, OSError, anyio.BrokenResourceError) as group:
+                    self._failed("subscription", group.exceptions[0])
+                except* anyio.ClosedResourceError:
+                    pass  # coredis (6.9) closing a subscription that lost its connection
+                await trio.sleep(RESUBSCRIBE_S)
+
+    async def _listen(self) -> None:
+        # No retry policy: a lost connection ends the subscription, and ``run`` renews it
+        # (coredis's own retries could wait far longer than a node should be deaf).
+        async with self.client.pubsub(
+            channels=[self.channel], ignore_subscribe_messages=True, retry_policy=None
+        ) as pubsub:
+            async for message in pubsub:
+                if message.get("type") == "message":
+                    self.on_message(str(message["data"]))
 
     async def _refresh_loop(self) -> None:
+        # A full rewrite every third of the TTL, and at once when a Redis operation failed
+        # or this node's marker key is gone (a restarted Redis may have lost everything).
+        period = self.ttl_ms / 3000
+        next_full = trio.current_time() + period
         while True:
-            await trio.sleep(self.ttl_ms / 3000)
-            await self.refresh()
+            await trio.sleep(min(1.0, period))
+            lost = await self._marker_lost()
+            if lost or self._stale or trio.current_time() >= next_full:
+                next_full = trio.current_time() + period
+                await self.refresh()
+
+    async def _marker_lost(self) -> bool:
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                previous = await self.client.set(
+                    f"{self.prefix}alive:{self.node}", "1", px=self.ttl_ms, get=True
+                )
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("liveness check", exc)
+            return False
+        return previous is None
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.failures += 1
+        self._stale = True
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now

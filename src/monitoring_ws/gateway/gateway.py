@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -24,11 +24,12 @@ from ..protocol import (
     ServerSession,
     close_reason,
 )
+from ..transports import CommandOutcome
 from .admission import Admission
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
-from .registry import MemoryRegistry, Registry
+from .registry import AgentInfo, MemoryRegistry, Registry
 from .sink import MemorySink, TelemetrySink
 from .spool import Spool
 from .store import StateStore
@@ -36,7 +37,7 @@ from .store import StateStore
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-__all__ = ["AGENT_PATH", "STATE_FILE", "Gateway", "SharedReplayWindow"]
+__all__ = ["AGENT_PATH", "STATE_FILE", "Gateway", "RemoteCommands", "SharedReplayWindow"]
 
 AGENT_PATH = "/agent"
 #: The state database, in ``state_dir``.
@@ -54,6 +55,18 @@ class SharedReplayWindow(Protocol):
     """A replay window other nodes share (``monitoring_ws.cluster.RedisReplayWindow``)."""
 
     async def check(self, agent_id: str, nonce: str, ts_ms: int, now_ms: int) -> ReplayVerdict: ...
+
+
+class RemoteCommands(Protocol):
+    """Commands to agents other nodes hold (``monitoring_ws.cluster.NodeRouter``)."""
+
+    async def locate(self, agent_id: str) -> AgentInfo | None:
+        """Who holds the agent; raises ``ClusterUnavailableError`` when that is unknowable."""
+        ...
+
+    async def send(
+        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
+    ) -> CommandOutcome: ...
 
 
 class Gateway:
@@ -80,6 +93,8 @@ class Gateway:
         self.replay: ReplayWindow = replay or MemoryReplayWindow()
         #: With several nodes: the window they share (asked after the signature checks).
         self.shared_replay = shared_replay
+        #: With several nodes: how commands reach agents other nodes hold.
+        self.remote: RemoteCommands | None = None
         self.store = store or StateStore(config.state_dir / STATE_FILE, sync=config.state_sync)
         self.commands = CommandBook(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())

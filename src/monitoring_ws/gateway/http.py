@@ -14,6 +14,7 @@ from ..transports import (
     REQUESTER,
     AgentGoneError,
     AgentNotConnectedError,
+    ClusterUnavailableError,
     CommandNotSupportedError,
     CommandTimeoutError,
     Requester,
@@ -48,6 +49,7 @@ STATUS = {
     CommandCancelledError: 409,
     ShuttingDownError: 503,
     StateUnavailableError: 503,
+    ClusterUnavailableError: 503,
 }
 MAX_BODY_BYTES = 1 << 20
 

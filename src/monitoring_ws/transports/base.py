@@ -13,6 +13,7 @@ __all__ = [
     "REQUESTER",
     "AgentGoneError",
     "AgentNotConnectedError",
+    "ClusterUnavailableError",
     "CommandNotSupportedError",
     "CommandOutcome",
     "CommandTimeoutError",
@@ -108,6 +109,12 @@ class AgentGoneError(TransportError):
     def __init__(self, message: str, command_id: str) -> None:
         super().__init__(message)
         self.command_id = command_id
+
+
+class ClusterUnavailableError(TransportError):
+    """Another node holds the agent, and Redis cannot carry the command to it now."""
+
+    code = "cluster_unavailable"
 
 
 class StateUnavailableError(TransportError):

@@ -33,8 +33,13 @@ class WebSocketTransport:
 
     async def can_reach(self, agent_id: str, command: str) -> bool:
         connection = self.gateway.registry.local(agent_id)
-        hello = None if connection is None else connection.session.hello
-        return hello is not None and command in hello.capabilities.commands
+        if connection is not None:
+            hello = connection.session.hello
+            return hello is not None and command in hello.capabilities.commands
+        if self.gateway.remote is None:
+            return False
+        info = await self.gateway.registry.lookup(agent_id)  # held by another node?
+        return info is not None and command in info.commands
 
     def health(self) -> dict[str, Any]:
         gateway = self.gateway
@@ -48,6 +53,27 @@ class WebSocketTransport:
     async def send_command(
         self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
     ) -> CommandOutcome:
+        """Through this node's connection, or (in a cluster) the node that holds the agent."""
+        gateway = self.gateway
+        if gateway.remote is not None and gateway.registry.local(agent_id) is None:
+            info = await gateway.remote.locate(agent_id)
+            if info is not None and info.node != gateway.node:
+                if gateway.shutting_down:
+                    raise ShuttingDownError("the server is shutting down")
+                if command not in info.commands:
+                    offered = ", ".join(info.commands) or "none"
+                    raise CommandNotSupportedError(
+                        f"agent {agent_id} does not offer {command!r} (it offers: {offered})"
+                    )
+                return await gateway.remote.send(
+                    info.node, agent_id, command, dict(args), timeout_s
+                )
+        return await self.send_here(agent_id, command, args, timeout_s)
+
+    async def send_here(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> CommandOutcome:
+        """Through this node's own connection to the agent only."""
         return await self.gateway.commands.wait(self.submit(agent_id, command, args, timeout_s))
 
     def submit(

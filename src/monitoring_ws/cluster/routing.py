@@ -1,0 +1,201 @@
+"""Commands through any node: the node that got the HTTP call asks the node holding the
+agent, over Redis pub/sub, and waits for the answer on its own channel.
+
+Request (to ``{prefix}node:{holder}``): ``{"type": "command", "requestId", "replyTo",
+"agentId", "command", "args", "timeoutMs", "requestedBy"}``. Answer (to
+``{prefix}node:{replyTo}``): ``{"type": "result", "requestId", "outcome"}`` or
+``{"type": "result", "requestId", "error": {"code", "message", "commandId"?}}``. The holder
+runs the command as its own (and keeps its record). Redis unreachable: the call fails at
+once with ``ClusterUnavailableError`` (503); no answer in time: ``CommandTimeoutError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import coredis
+import trio
+from coredis.exceptions import RedisError
+
+from ..transports import (
+    REQUESTER,
+    AgentGoneError,
+    AgentNotConnectedError,
+    ClusterUnavailableError,
+    CommandNotSupportedError,
+    CommandOutcome,
+    CommandTimeoutError,
+    Requester,
+    ShuttingDownError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from ..gateway.registry import AgentInfo
+    from ..transports.websocket import WebSocketTransport
+    from .presence import RedisRegistry
+
+__all__ = ["NodeRouter"]
+
+log = logging.getLogger("monitoring_ws.cluster")
+#: Extra time the asking node waits beyond the command's timeout (the hops through Redis).
+MARGIN_S = 2.0
+PUBLISH_TIMEOUT_S = 1.0
+_ERRORS: dict[str, type[TransportError]] = {
+    cls.code: cls
+    for cls in (
+        AgentNotConnectedError,
+        CommandNotSupportedError,
+        ShuttingDownError,
+        TransportError,
+    )
+}
+
+
+class NodeRouter:
+    """Sends commands to other nodes and answers theirs."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[str],
+        node: str,
+        presence: RedisRegistry[Any],
+        *,
+        prefix: str = "mws:",
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.presence = presence
+        self.prefix = prefix
+        self.local: WebSocketTransport | None = None  # set when the API is built
+        self._waiting: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def locate(self, agent_id: str) -> AgentInfo | None:
+        return await self.presence.locate(agent_id)
+
+    def _channel(self, node: str) -> str:
+        return f"{self.prefix}node:{node}"
+
+    async def send(
+        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
+    ) -> CommandOutcome:
+        """Run ``command`` on ``agent_id``, held by ``node``: its answer, or TransportError."""
+        request_id = str(uuid.uuid4())
+        request = {
+            "type": "command",
+            "requestId": request_id,
+            "replyTo": self.node,
+            "agentId": agent_id,
+            "command": command,
+            "args": args,
+            "timeoutMs": max(1, math.ceil(timeout_s * 1000)),
+            "requestedBy": REQUESTER.get().to_json(),
+        }
+        done, answers = trio.Event(), list[dict[str, Any]]()
+        self._waiting[request_id] = (done, answers)
+        try:
+            try:
+                with trio.fail_after(PUBLISH_TIMEOUT_S):
+                    receivers = await self.client.publish(self._channel(node), json.dumps(request))
+            except (RedisError, OSError, trio.TooSlowError) as exc:
+                raise ClusterUnavailableError(
+                    f"agent {agent_id} is on node {node}, and Redis cannot reach it now "
+                    f"({type(exc).__name__}); retry when Redis is back"
+                ) from None
+            if not receivers:
+                raise AgentNotConnectedError(f"agent {agent_id}'s node {node} is not listening")
+            with trio.move_on_after(timeout_s + MARGIN_S):
+                await done.wait()
+        finally:
+            del self._waiting[request_id]
+        if not answers:
+            raise CommandTimeoutError(
+                f"no answer from node {node} within {timeout_s + MARGIN_S:g} s", request_id
+            )
+        return _answer(answers[0])
+
+    def on_result(self, message: dict[str, Any]) -> None:
+        waiting = self._waiting.get(str(message.get("requestId")))
+        if waiting is not None:
+            done, answers = waiting
+            answers.append(message)
+            done.set()
+
+    def on_command(self, message: dict[str, Any]) -> None:
+        if self._nursery is None:
+            return
+        self._nursery.start_soon(self._serve_request, message)
+
+    async def _serve_request(self, message: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "result", "requestId": message.get("requestId")}
+        try:
+            assert self.local is not None  # noqa: S101 - set before requests are served
+            asked_by = Requester.from_json(message["requestedBy"])
+            token = REQUESTER.set(
+                Requester(f"{asked_by.address} via {message['replyTo']}", *_rest(asked_by))
+            )
+            try:
+                outcome = await self.local.send_here(
+                    message["agentId"],
+                    message["command"],
+                    dict(message["args"]),
+                    int(message["timeoutMs"]) / 1000,
+                )
+            finally:
+                REQUESTER.reset(token)
+            reply["outcome"] = outcome.to_json()
+        except TransportError as exc:
+            error = {"code": exc.code, "message": str(exc)}
+            command_id = getattr(exc, "command_id", None)
+            if command_id is not None:
+                error["commandId"] = command_id
+            reply["error"] = error
+        except (KeyError, TypeError, ValueError) as exc:
+            reply["error"] = {"code": "bad_request", "message": f"malformed request: {exc}"}
+        try:
+            with trio.fail_after(PUBLISH_TIMEOUT_S):
+                await self.client.publish(
+                    self._channel(str(message.get("replyTo"))), json.dumps(reply)
+                )
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            log.warning("could not answer node %s: %s", message.get("replyTo"), exc)
+
+    async def run(self) -> None:
+        """Serve other nodes' requests until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+
+def _rest(requester: Requester) -> tuple[str | None, str | None]:
+    return requester.credential, requester.label
+
+
+def _answer(message: dict[str, Any]) -> CommandOutcome:
+    outcome = message.get("outcome")
+    if isinstance(outcome, dict):
+        error = outcome.get("error") or {}
+        return CommandOutcome(
+            command_id=outcome["commandId"],
+            ok=bool(outcome["ok"]),
+            duration_ms=int(outcome["durationMs"]),
+            result=outcome.get("result"),
+            error_code=error.get("code"),
+            error_message=error.get("message"),
+        )
+    error = message.get("error") or {}
+    code, text = str(error.get("code")), str(error.get("message"))
+    command_id = error.get("commandId")
+    if code == CommandTimeoutError.code:
+        raise CommandTimeoutError(text, command_id or "")
+    if code == AgentGoneError.code:
+        raise AgentGoneError(text, command_id or "")
+    raise _ERRORS.get(code, TransportError)(text)

@@ -1,0 +1,93 @@
+"""Commands through any node to an agent another node holds; Redis lost and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+
+from monitoring_ws.gateway.serve import Running
+
+from ..conftest import RedisProcess, StartServer
+from ..gateway.agents import open_agent
+
+
+async def _node(start_server: StartServer, tmp_path: Path, redis_url: str, name: str) -> Running:
+    return await start_server(redis_url=redis_url, node_id=name, state_dir=tmp_path / name)
+
+
+async def test_a_command_through_one_node_reaches_an_agent_on_another(
+    start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
+) -> None:
+    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    async with open_agent(node_b.agent_urls[0], "far") as agent:
+        nursery.start_soon(agent.serve_commands)
+        async with httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http:
+            response = await http.post(
+                "/api/websocket/agents/far/command",
+                json={"command": "ping", "args": {"n": 1}, "requestedBy": "ops"},
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["ok"] is True
+            assert answer["result"] == {"n": 1}
+            neutral = await http.post("/api/agents/far/commands", json={"command": "ping"})
+            assert neutral.status_code == 200, neutral.text
+            assert neutral.json()["transport"] == "websocket"
+            unknown = await http.post("/api/websocket/agents/far/command", json={"command": "x"})
+            assert unknown.status_code == 400
+            assert unknown.json()["error"]["code"] == "command_not_supported"
+        # The node holding the agent keeps the record, naming the node that asked.
+        async with httpx.AsyncClient(base_url=node_b.api_url) as http:
+            record = (await http.get(f"/api/websocket/commands/{answer['commandId']}")).json()
+    assert record["state"] == "succeeded"
+    assert record["requestedBy"]["address"] == "127.0.0.1 via node-a"
+    assert record["requestedBy"]["label"] == "ops"
+
+
+async def test_no_answer_from_the_other_node_is_504(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    async with (
+        open_agent(node_b.agent_urls[0], "mute"),  # never answers
+        httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http,
+    ):
+        response = await http.post(
+            "/api/websocket/agents/mute/command", json={"command": "ping", "timeoutMs": 300}
+        )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "command_timeout"
+
+
+async def test_redis_lost_fails_cross_node_commands_fast_and_recovers(
+    start_server: StartServer, tmp_path: Path, redis_server: RedisProcess, nursery: trio.Nursery
+) -> None:
+    node_a = await _node(start_server, tmp_path, redis_server.url, "node-a")
+    node_b = await _node(start_server, tmp_path, redis_server.url, "node-b")
+    async with (
+        open_agent(node_a.agent_urls[0], "near") as near,
+        open_agent(node_b.agent_urls[0], "far") as far,
+        httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http,
+    ):
+        nursery.start_soon(near.serve_commands)
+        nursery.start_soon(far.serve_commands)
+        body = {"command": "ping", "args": {}}
+        assert (await http.post("/api/websocket/agents/far/command", json=body)).status_code == 200
+        await trio.to_thread.run_sync(redis_server.stop)
+        # Local agents keep working...
+        assert (await http.post("/api/websocket/agents/near/command", json=body)).status_code == 200
+        # ...and a command for another node's agent fails at once with a clear 503.
+        with trio.fail_after(5):
+            lost = await http.post("/api/websocket/agents/far/command", json=body)
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["error"]["code"] == "cluster_unavailable"
+        await trio.to_thread.run_sync(redis_server.start)
+        with trio.fail_after(20):  # presence is refreshed and the channel resubscribed
+            while (
+                await http.post("/api/websocket/agents/far/command", json=body)
+            ).status_code != 200:
+                await trio.sleep(0.2)
