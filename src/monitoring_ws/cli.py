@@ -122,7 +122,12 @@ def _serve(args: argparse.Namespace) -> int:
             tls_self_signed=args.tls_self_signed or None,
             api_tokens=tokens,
             redis_url=args.redis_url,
+            worker_index=args.worker_index,
         )
+        if args.workers > 1:
+            from .cluster.workers import run_workers  # noqa: PLC0415
+
+            return run_workers(config, sys.argv[1:], args.workers)
         soft, _ = raise_open_file_limit()
         logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
         tune_gc()
@@ -330,39 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check_frame)
 
-    serve = commands.add_parser(
-        "serve",
-        help="run the gateway: the HTTP API and the /agent WebSocket endpoint",
-        description=(
-            "Run the gateway. The master secret comes from boto3's credential chain "
-            "(e.g. AWS_SECRET_ACCESS_KEY) unless the config file sets master_secrets. "
-            f"API bearer tokens: ${API_TOKENS_ENV} (comma-separated) or the config file."
-        ),
-    )
-    serve.add_argument(
-        "--listen", metavar="HOST:PORT", help="API and agents (default 127.0.0.1:4000)"
-    )
-    serve.add_argument(
-        "--agent-listen", metavar="HOST:PORT", help="a second listener serving only /agent"
-    )
-    serve.add_argument(
-        "--config", type=Path, metavar="FILE", help="TOML file with a [gateway] table"
-    )
-    serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")
-    serve.add_argument(
-        "--redis-url",
-        metavar="URL",
-        help="run as one node of a cluster sharing this Redis, e.g. redis://127.0.0.1:6379",
-    )
-    serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate for wss://")
-    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for wss://")
-    serve.add_argument(
-        "--tls-self-signed",
-        action="store_true",
-        help="generate a self-signed certificate once in the state dir; agents pin its fingerprint",
-    )
-    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    serve.set_defaults(run=_serve)
+    _add_serve(commands)
 
     agent = commands.add_parser(
         "agent",
@@ -433,3 +406,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result: int = args.run(args)
     return result
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway: the HTTP API and the /agent WebSocket endpoint",
+        description=(
+            "Run the gateway. The master secret comes from boto3's credential chain "
+            "(e.g. AWS_SECRET_ACCESS_KEY) unless the config file sets master_secrets. "
+            f"API bearer tokens: ${API_TOKENS_ENV} (comma-separated) or the config file."
+        ),
+    )
+    serve.add_argument(
+        "--listen", metavar="HOST:PORT", help="API and agents (default 127.0.0.1:4000)"
+    )
+    serve.add_argument(
+        "--agent-listen", metavar="HOST:PORT", help="a second listener serving only /agent"
+    )
+    serve.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML file with a [gateway] table"
+    )
+    serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N node processes sharing the port (needs --redis-url)",
+    )
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="run as one node of a cluster sharing this Redis, e.g. redis://127.0.0.1:6379",
+    )
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate for wss://")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key for wss://")
+    serve.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="generate a self-signed certificate once in the state dir; agents pin its fingerprint",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(run=_serve)

@@ -35,8 +35,10 @@ class ClusterError(Exception):
     """The cluster cannot work (Redis unreachable at start); the message says what to do."""
 
 
-def default_node_id() -> str:
-    """``host:pid``: unique per process, readable in listings."""
+def default_node_id(worker_index: int | None = None) -> str:
+    """``host:pid`` (unique per process), or ``host:w<i>`` for worker i (kept by restarts)."""
+    if worker_index is not None:
+        return f"{socket.gethostname()}:w{worker_index}"
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -72,7 +74,7 @@ async def serve_node(
                 f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}: {exc}); start "
                 "it, fix redis_url, or run without it for a single node"
             ) from None
-        node = config.node_id or default_node_id()
+        node = config.node_id or default_node_id(config.worker_index)
         registry: RedisRegistry[AgentConnection] = RedisRegistry(
             client, node, ttl_ms=3 * config.heartbeat_interval_ms
         )

@@ -101,10 +101,20 @@ class GatewayConfig:
     ssm: bool = False
     #: Several nodes share presence and the replay window through this Redis (step 6).
     redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
-    #: This node's name in listings (default host:pid).
+    #: This node's name in listings (default host:pid, or host:w<i> for worker i).
     node_id: str | None = None
+    #: Set in the processes of ``serve --workers N``: they share the port and the state dir.
+    worker_index: int | None = None
     #: Preference order of the transports the neutral API (/api/agents) tries.
     transport_order: tuple[str, ...] = ("websocket", "ssm")
+
+    @property
+    def state_file(self) -> Path:
+        """The state database: one per worker when several share the state directory."""
+        name = (
+            "state.sqlite3" if self.worker_index is None else f"state-w{self.worker_index}.sqlite3"
+        )
+        return self.state_dir / name
 
     @property
     def tls_enabled(self) -> bool:

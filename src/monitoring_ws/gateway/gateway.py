@@ -37,11 +37,9 @@ from .store import StateStore
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-__all__ = ["AGENT_PATH", "STATE_FILE", "Gateway", "RemoteCommands", "SharedReplayWindow"]
+__all__ = ["AGENT_PATH", "Gateway", "RemoteCommands", "SharedReplayWindow"]
 
 AGENT_PATH = "/agent"
-#: The state database, in ``state_dir``.
-STATE_FILE = "state.sqlite3"
 log = logging.getLogger("monitoring_ws.gateway")
 #: Routine closes stay out of the warnings; failed checks and slow agents do not.
 _CLOSE_LOG_LEVEL = {
@@ -95,7 +93,7 @@ class Gateway:
         self.shared_replay = shared_replay
         #: With several nodes: how commands reach agents other nodes hold.
         self.remote: RemoteCommands | None = None
-        self.store = store or StateStore(config.state_dir / STATE_FILE, sync=config.state_sync)
+        self.store = store or StateStore(config.state_file, sync=config.state_sync)
         self.commands = CommandBook(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())
         self.spool = Spool(config, self.store, self.commands, self.registry.local)

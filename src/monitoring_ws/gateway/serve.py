@@ -77,6 +77,8 @@ def _hypercorn_config(
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our handlers, once
     hc.backlog = 4096  # reconnect storms arrive all at once
+    if config.worker_index is not None:
+        hc.workers = 2  # only so that Hypercorn sets SO_REUSEPORT: each worker is a process
     if tls is not None:
         hc.certfile, hc.keyfile = str(tls[0]), str(tls[1])
     return hc

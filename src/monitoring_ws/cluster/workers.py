@@ -1,0 +1,108 @@
+"""``monitoring-ws serve --workers N``: N node processes on one host sharing the listen port.
+
+Each worker is a full node (``--redis-url`` is required: Redis is how they share agents)
+with its own state database (``state-w<i>.sqlite3``) in the shared state directory. The
+kernel spreads connections over the workers (``SO_REUSEPORT``). This process only
+supervises: it starts them, restarts one that dies, and passes SIGTERM/SIGINT on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from ..gateway.config import ConfigError, GatewayConfig, parse_hostport
+from ..gateway.tls import ensure_self_signed
+
+__all__ = ["run_workers", "worker_argv"]
+
+log = logging.getLogger("monitoring_ws.workers")
+RESTART_DELAY_S = 1.0
+STOP_TIMEOUT_S = 20.0
+
+
+def _fixed(listen: str) -> str:
+    """``listen`` with a real port: the workers must all bind the same one."""
+    host, port = parse_hostport(listen, "listen")
+    if port:
+        return listen
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def worker_argv(
+    argv: Sequence[str], index: int, listen: str, agent_listen: str | None
+) -> list[str]:
+    """The command line of worker ``index``: the parent's, without ``--workers``."""
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers="):
+            continue
+        args.append(arg)
+    extra = ["--listen", listen, "--worker-index", str(index)]
+    if agent_listen is not None:
+        extra += ["--agent-listen", agent_listen]
+    return [sys.executable, "-m", "monitoring_ws", *args, *extra]
+
+
+def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int:
+    """Start ``workers`` node processes and supervise them until SIGTERM/SIGINT."""
+    if config.redis_url is None:
+        raise ConfigError(
+            f"--workers {workers} needs Redis, which is how the workers share agents: "
+            "set --redis-url (or [cluster] redis_url), or run one process without --workers"
+        )
+    listen = _fixed(config.listen)
+    agent_listen = None if config.agent_listen is None else _fixed(config.agent_listen)
+    if config.tls_self_signed:  # made once here, so that every worker serves the same one
+        ensure_self_signed(config.state_dir, config.tls_hostnames)
+    commands = [worker_argv(argv, i, listen, agent_listen) for i in range(workers)]
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    processes = [subprocess.Popen(command) for command in commands]  # noqa: S603 - our own
+    log.info("%d workers on %s: pids %s", workers, listen, [p.pid for p in processes])
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for index, process in enumerate(processes):
+                if process.poll() is not None and not stopping:
+                    log.warning(
+                        "worker %d (pid %d) exited with %s; starting it again",
+                        index,
+                        process.pid,
+                        process.returncode,
+                    )
+                    time.sleep(RESTART_DELAY_S)
+                    processes[index] = subprocess.Popen(commands[index])  # noqa: S603
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return 0
