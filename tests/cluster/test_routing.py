@@ -91,3 +91,33 @@ async def test_redis_lost_fails_cross_node_commands_fast_and_recovers(
                 await http.post("/api/websocket/agents/far/command", json=body)
             ).status_code != 200:
                 await trio.sleep(0.2)
+
+
+async def test_async_commands_and_records_through_any_node(
+    start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
+) -> None:
+    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    async with (
+        open_agent(node_b.agent_urls[0], "far") as far,
+        httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http,
+    ):
+        response = await http.post(
+            "/api/websocket/agents/far/command", json={"command": "ping", "wait": False}
+        )
+        assert response.status_code == 202, response.text
+        location = response.headers["Location"]
+        # Not answered yet: it runs on node-b, so only node-b can cancel it.
+        with trio.fail_after(5):  # the holder's commit mirrors the record to Redis
+            while (await http.get(location)).status_code != 200:
+                await trio.sleep(0.05)
+        refused = await http.delete(location)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "command_elsewhere"
+        assert refused.json()["error"]["node"] == "node-b"
+        nursery.start_soon(far.serve_commands)
+        with trio.fail_after(10):  # any node reads the record as it ends
+            while (record := (await http.get(location)).json())["state"] != "succeeded":
+                await trio.sleep(0.05)
+    assert record["transport"] == "websocket"
+    assert record["requestedBy"]["address"] == "127.0.0.1 via node-a"

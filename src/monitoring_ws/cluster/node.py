@@ -22,6 +22,7 @@ from ..protocol import Keyring
 from ..transports import Transport
 from ..transports.websocket import WebSocketTransport
 from .presence import RedisRegistry
+from .records import RedisRecords
 from .replay import RedisReplayWindow
 from .routing import NodeRouter
 
@@ -91,6 +92,9 @@ async def serve_node(
         registry.handlers["command"] = router.on_command
         registry.handlers["result"] = router.on_result
         gateway.remote = router
+        shared = RedisRecords(client, node, retention_ms=config.command_retention_s * 1000)
+        gateway.store.on_commit = shared.mirror
+        gateway.commands.elsewhere = shared.get
         async with trio.open_nursery() as nursery:
             nursery.start_soon(registry.run)
             nursery.start_soon(router.run)

@@ -21,6 +21,7 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
+from ..gateway.store import StoreError
 from ..transports import (
     REQUESTER,
     AgentGoneError,
@@ -31,6 +32,7 @@ from ..transports import (
     CommandTimeoutError,
     Requester,
     ShuttingDownError,
+    StateUnavailableError,
     TransportError,
 )
 
@@ -51,6 +53,7 @@ _ERRORS: dict[str, type[TransportError]] = {
         AgentNotConnectedError,
         CommandNotSupportedError,
         ShuttingDownError,
+        StateUnavailableError,
         TransportError,
     )
 }
@@ -85,6 +88,30 @@ class NodeRouter:
         self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
     ) -> CommandOutcome:
         """Run ``command`` on ``agent_id``, held by ``node``: its answer, or TransportError."""
+        return _answer(await self._ask(node, agent_id, command, args, timeout_s, wait=True))
+
+    async def submit(
+        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]:
+        """Have ``node`` send the command without waiting: ``{"commandId", "state"}`` once
+        its record is on that node's disk."""
+        answer = await self._ask(node, agent_id, command, args, PUBLISH_TIMEOUT_S, wait=False)
+        accepted = answer.get("accepted")
+        if isinstance(accepted, dict):
+            return accepted
+        _answer(answer)  # raises the error the holder sent
+        raise TransportError(f"node {node} gave no answer to a submit")
+
+    async def _ask(
+        self,
+        node: str,
+        agent_id: str,
+        command: str,
+        args: dict[str, Any],
+        timeout_s: float,
+        *,
+        wait: bool,
+    ) -> dict[str, Any]:
         request_id = str(uuid.uuid4())
         request = {
             "type": "command",
@@ -95,6 +122,7 @@ class NodeRouter:
             "args": args,
             "timeoutMs": max(1, math.ceil(timeout_s * 1000)),
             "requestedBy": REQUESTER.get().to_json(),
+            "wait": wait,
         }
         done, answers = trio.Event(), list[dict[str, Any]]()
         self._waiting[request_id] = (done, answers)
@@ -117,7 +145,7 @@ class NodeRouter:
             raise CommandTimeoutError(
                 f"no answer from node {node} within {timeout_s + MARGIN_S:g} s", request_id
             )
-        return _answer(answers[0])
+        return answers[0]
 
     def on_result(self, message: dict[str, Any]) -> None:
         waiting = self._waiting.get(str(message.get("requestId")))
@@ -140,15 +168,18 @@ class NodeRouter:
                 Requester(f"{asked_by.address} via {message['replyTo']}", *_rest(asked_by))
             )
             try:
-                outcome = await self.local.send_here(
-                    message["agentId"],
-                    message["command"],
-                    dict(message["args"]),
-                    int(message["timeoutMs"]) / 1000,
-                )
+                args = (message["agentId"], message["command"], dict(message["args"]))
+                timeout_s = int(message["timeoutMs"]) / 1000
+                if message.get("wait") is False:
+                    record = self.local.submit(*args, timeout_s)
+                    await self.local.gateway.spool.durable()
+                    reply["accepted"] = {"commandId": record.command_id, "state": record.state}
+                else:
+                    reply["outcome"] = (await self.local.send_here(*args, timeout_s)).to_json()
             finally:
                 REQUESTER.reset(token)
-            reply["outcome"] = outcome.to_json()
+        except StoreError as exc:
+            reply["error"] = {"code": "state_unavailable", "message": str(exc)}
         except TransportError as exc:
             error = {"code": exc.code, "message": str(exc)}
             command_id = getattr(exc, "command_id", None)

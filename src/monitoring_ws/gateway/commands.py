@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -62,6 +63,8 @@ class CommandBook:
         self._by_agent: dict[str, set[str]] = {}
         self._recent: OrderedDict[str, CommandRecord] = OrderedDict()
         self.unmatched_results = 0
+        #: In a cluster: records other nodes keep, by id -> (record, node).
+        self.elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None
 
     def __len__(self) -> int:
         return len(self._live)
@@ -254,11 +257,26 @@ class CommandBook:
         self._store.put_command(record)
 
     async def get(self, command_id: str) -> CommandRecord | None:
+        """This node's record, else (in a cluster) the copy another node shared."""
+        return (await self.locate(command_id))[0]
+
+    async def locate(self, command_id: str) -> tuple[CommandRecord | None, str | None]:
+        """The record and, when another node keeps it, that node's name."""
         live = self._live.get(command_id)
         if live is not None:
-            return live.record
+            return live.record, None
         record = self._recent.get(command_id)
-        return record if record is not None else await self._store.get_command(command_id)
+        if record is None:
+            record = await self._store.get_command(command_id)
+        if record is None and self.elsewhere is not None:
+            found = await self.elsewhere(command_id)
+            if found is not None:
+                return found
+        return record, None
+
+    def holds(self, command_id: str) -> bool:
+        """Whether this node runs the command (only the holder can cancel it)."""
+        return command_id in self._live
 
     # -- bookkeeping ------------------------------------------------------------------------
 

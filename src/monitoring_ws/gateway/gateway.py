@@ -66,6 +66,10 @@ class RemoteCommands(Protocol):
         self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
     ) -> CommandOutcome: ...
 
+    async def submit(
+        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]: ...
+
 
 class Gateway:
     """Agents' connections, the registry, commands in flight, and shutdown."""

@@ -146,15 +146,11 @@ async def accept_command(
     transport: WebSocketTransport, agent_id: str, body: CommandRequest, path: str
 ) -> dict[str, Any]:
     """Send without waiting; answer once the command's record is on disk."""
-    record = transport.submit(agent_id, body.command, body.args, body.timeout_ms / 1000)
     try:
-        await transport.gateway.spool.durable()
+        command_id, state = await transport.submit_anywhere(
+            agent_id, body.command, body.args, body.timeout_ms / 1000
+        )
     except StoreError as exc:
         # The command was sent; only its record may be missing after a crash.
-        raise StateUnavailableError(f"{exc}; the command {record.command_id} was sent") from None
-    command_id = record.command_id
-    return {
-        "commandId": command_id,
-        "state": record.state.value,
-        "location": f"{path}/{command_id}",
-    }
+        raise StateUnavailableError(f"{exc}; the command was sent") from None
+    return {"commandId": command_id, "state": state, "location": f"{path}/{command_id}"}

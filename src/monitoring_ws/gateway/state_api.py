@@ -40,6 +40,14 @@ def add_state_routes(app: Quart, gateway: Gateway) -> None:
         record = await find(command_id)
         if isinstance(record, Response):
             return record
+        _, node = await commands.locate(command_id)
+        if node is not None and record.finished_ms is None:
+            return error(
+                409,
+                "command_elsewhere",
+                f"command {command_id} runs on node {node}: send the DELETE to that node",
+                node=node,
+            )
         if record.finished_ms is not None:
             return error(
                 409,

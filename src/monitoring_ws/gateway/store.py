@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +78,9 @@ class StateStore:
         self._commands: dict[str, CommandRecord] = {}
         self._marks: dict[str, tuple[str, int]] = {}
         self.commits = 0
+        #: Called with ``(commandId, record JSON)`` of each commit's records (a cluster
+        #: mirrors them); failures there are the callee's to handle.
+        self.on_commit: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         target = ":memory:"
@@ -148,6 +151,8 @@ class StateStore:
                 self._marks = marks | self._marks
                 raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
             self.commits += 1
+        if self.on_commit is not None and rows:
+            await self.on_commit([(row[0], row[5]) for row in rows])
 
     def _insert(
         self,

@@ -54,21 +54,42 @@ class WebSocketTransport:
         self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
     ) -> CommandOutcome:
         """Through this node's connection, or (in a cluster) the node that holds the agent."""
-        gateway = self.gateway
-        if gateway.remote is not None and gateway.registry.local(agent_id) is None:
-            info = await gateway.remote.locate(agent_id)
-            if info is not None and info.node != gateway.node:
-                if gateway.shutting_down:
-                    raise ShuttingDownError("the server is shutting down")
-                if command not in info.commands:
-                    offered = ", ".join(info.commands) or "none"
-                    raise CommandNotSupportedError(
-                        f"agent {agent_id} does not offer {command!r} (it offers: {offered})"
-                    )
-                return await gateway.remote.send(
-                    info.node, agent_id, command, dict(args), timeout_s
-                )
+        node = await self._holder(agent_id, command)
+        if node is not None and self.gateway.remote is not None:
+            return await self.gateway.remote.send(node, agent_id, command, dict(args), timeout_s)
         return await self.send_here(agent_id, command, args, timeout_s)
+
+    async def submit_anywhere(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> tuple[str, str]:
+        """Send without waiting, here or on the node that holds the agent; the command's id
+        and state once its record is on that node's disk."""
+        node = await self._holder(agent_id, command)
+        if node is not None and self.gateway.remote is not None:
+            accepted = await self.gateway.remote.submit(
+                node, agent_id, command, dict(args), timeout_s
+            )
+            return str(accepted["commandId"]), str(accepted["state"])
+        record = self.submit(agent_id, command, args, timeout_s)
+        await self.gateway.spool.durable()
+        return record.command_id, record.state.value
+
+    async def _holder(self, agent_id: str, command: str) -> str | None:
+        """The other node that holds the agent, in a cluster; None to try this one."""
+        gateway = self.gateway
+        if gateway.remote is None or gateway.registry.local(agent_id) is not None:
+            return None
+        info = await gateway.remote.locate(agent_id)
+        if info is None or info.node == gateway.node:
+            return None
+        if gateway.shutting_down:
+            raise ShuttingDownError("the server is shutting down")
+        if command not in info.commands:
+            offered = ", ".join(info.commands) or "none"
+            raise CommandNotSupportedError(
+                f"agent {agent_id} does not offer {command!r} (it offers: {offered})"
+            )
+        return info.node
 
     async def send_here(
         self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
