@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +13,9 @@ from pathlib import Path
 import httpx
 import trio
 
+from monitoring_ws.agent.main import build_agent
+
+from ..agent.test_agent import settings_for
 from ..conftest import SECRET
 from ..faults import processes
 from ..gateway.agents import open_agent
@@ -87,3 +93,47 @@ def test_workers_without_redis_say_so(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "--workers 2 needs Redis" in result.stderr
+
+
+async def test_a_killed_workers_agents_come_back_and_commands_follow(
+    tmp_path: Path, redis_url: str
+) -> None:
+    port = processes.free_port()
+    workers = await trio.to_thread.run_sync(_start_workers, tmp_path, port, redis_url)
+    url = f"ws://127.0.0.1:{port}/agent"
+    try:
+        async with (
+            trio.open_nursery() as nursery,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+        ):
+            fleet = [
+                build_agent(settings_for(url, f"k-{i}", backoff_base_s=0.2, backoff_cap_s=1))
+                for i in range(AGENTS)
+            ]
+            for agent in fleet:
+                nursery.start_soon(agent.run)
+            with trio.fail_after(20):
+                while (await http.get("/api/websocket/agents")).json()["count"] < AGENTS:
+                    await trio.sleep(0.1)
+            listing = (await http.get("/api/websocket/agents")).json()["agents"]
+            victim = next(a["node"] for a in listing)  # a worker holding at least one agent
+            pid = _worker_pid(tmp_path, int(victim.rsplit(":w", 1)[1]))
+            os.kill(pid, signal.SIGKILL)
+            # Its agents reconnect (to the other worker, or the restarted one) and every
+            # command through the shared port reaches its agent again.
+            with trio.fail_after(30):
+                for index in range(AGENTS):
+                    path = f"/api/websocket/agents/k-{index}/command"
+                    while (await http.post(path, json={"command": "ping"})).status_code != 200:
+                        await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+    finally:
+        workers.terminate()
+        workers.wait(timeout=30)
+    assert "exited with -9; starting it again" in (tmp_path / "workers.log").read_text()
+
+
+def _worker_pid(tmp_path: Path, index: int) -> int:
+    match = re.search(r"workers on \S+: pids \[([\d, ]+)\]", (tmp_path / "workers.log").read_text())
+    assert match is not None
+    return int(match.group(1).split(",")[index])
