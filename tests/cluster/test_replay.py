@@ -101,3 +101,28 @@ async def test_a_frame_replayed_to_another_node_is_dropped(
     async with httpx.AsyncClient(base_url=node_b.api_url) as http:
         status = (await http.get("/api/websocket/agents/roamer")).json()
     assert status["metrics"] is None  # node B never processed it
+
+
+async def test_batched_checks_agree_with_single_ones(redis: coredis.Redis[str]) -> None:
+    node_a, node_b = RedisReplayWindow(redis), RedisReplayWindow(redis)
+    now = now_ms()
+    verdicts: dict[tuple[str, int], ReplayVerdict] = {}
+
+    async def check(window: RedisReplayWindow, name: str, n: int) -> None:
+        verdicts[(name, n)] = await window.check("agent", f"nonce-{n:012d}", now, now)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node_a.run)
+        nursery.start_soon(node_b.run)
+        await trio.sleep(0)
+        async with trio.open_nursery() as checks:  # 200 at once on each node, same nonces
+            for n in range(200):
+                checks.start_soon(check, node_a, "a", n)
+                checks.start_soon(check, node_b, "b", n)
+        nursery.cancel_scope.cancel()
+    for n in range(200):  # each nonce accepted on exactly one node
+        pair = {verdicts[("a", n)], verdicts[("b", n)]}
+        assert pair == {ReplayVerdict.NEW, ReplayVerdict.DUPLICATE}, n
+    assert node_a.unshared == node_b.unshared == 0
+    # After the batcher stopped, a check goes on its own.
+    assert await node_a.check("agent", "nonce-000000000000", now, now) is ReplayVerdict.DUPLICATE

@@ -80,13 +80,8 @@ async def serve_node(
             client, node, ttl_ms=3 * config.heartbeat_interval_ms
         )
         keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
-        gateway = Gateway(
-            config,
-            keyring,
-            registry=registry,
-            shared_replay=RedisReplayWindow(client),
-            node=node,
-        )
+        window = RedisReplayWindow(client)
+        gateway = Gateway(config, keyring, registry=registry, shared_replay=window, node=node)
         router = NodeRouter(client, node, registry)
         router.local = WebSocketTransport(gateway)
         registry.handlers["command"] = router.on_command
@@ -98,6 +93,7 @@ async def serve_node(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(registry.run)
             nursery.start_soon(router.run)
+            nursery.start_soon(window.run)
             await serve(
                 config,
                 task_status=task_status,

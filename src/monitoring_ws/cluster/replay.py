@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
+import attrs
 import coredis
 import trio
 from coredis.exceptions import RedisError
@@ -25,12 +27,34 @@ log = logging.getLogger("monitoring_ws.cluster")
 #: How long a check may wait for Redis before the local window decides alone.
 REDIS_TIMEOUT_S = 0.5
 _WARN_EVERY_S = 60.0
+#: Checks per script call (one Redis command) at most.
+MAX_BATCH = 1000
+# SET NX PXAT for each key; 1 where it was new. One node's keys, on one Redis (not a
+# Redis Cluster, where the keys of one script must share a slot).
+_SET_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, '1', 'NX', 'PXAT', ARGV[i]) then out[i] = 1 else out[i] = 0 end
+end
+return out
+"""
+
+
+@attrs.define
+class _Check:
+    key: str
+    expires_at_ms: int
+    done: trio.Event = attrs.field(factory=trio.Event)
+    verdict: ReplayVerdict = ReplayVerdict.NEW
 
 
 class RedisReplayWindow:
     """An asynchronous ``ReplayWindow`` (``await check(...)``), for ``Gateway(shared_replay=)``.
 
     ``client`` must be open (``async with client``) for as long as the window is used.
+    While ``run`` runs, the checks of all connections that arrive together go to Redis as
+    one script call (one round trip, one command, whatever their number); without it each
+    check is its own ``SET``.
     """
 
     def __init__(
@@ -47,22 +71,63 @@ class RedisReplayWindow:
         #: Checks Redis could not answer (the local window decided alone).
         self.unshared = 0
         self._warned_at = -_WARN_EVERY_S
+        self._script = client.register_script(_SET_MANY)
+        self._pending: list[_Check] | None = None
+        self._wake = trio.Event()
 
     async def check(self, agent_id: str, nonce: str, ts_ms: int, now_ms: int) -> ReplayVerdict:
         """NEW (and remembered on every node), DUPLICATE, or STALE."""
         verdict = self.local.check(agent_id, nonce, ts_ms, now_ms)
         if verdict is not ReplayVerdict.NEW:
             return verdict
-        key = f"{self.prefix}{agent_id}:{nonce}"
+        key, expires_at = f"{self.prefix}{agent_id}:{nonce}", ts_ms + self.window_ms
+        pending = self._pending
+        if pending is None:
+            return await self._check_one(key, expires_at)
+        check = _Check(key, expires_at)
+        pending.append(check)
+        self._wake.set()
+        await check.done.wait()
+        return check.verdict
+
+    async def _check_one(self, key: str, expires_at_ms: int) -> ReplayVerdict:
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
-                stored = await self.client.set(
-                    key, "1", condition=PureToken.NX, pxat=ts_ms + self.window_ms
-                )
+                stored = await self.client.set(key, "1", condition=PureToken.NX, pxat=expires_at_ms)
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._unshared(exc)
             return ReplayVerdict.NEW
         return ReplayVerdict.NEW if stored else ReplayVerdict.DUPLICATE
+
+    async def run(self) -> None:
+        """Send the checks in batches until cancelled."""
+        self._pending = []
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._pending:
+                    batch = self._pending[:MAX_BATCH]
+                    del self._pending[:MAX_BATCH]
+                    await self._check_many(batch)
+        finally:
+            leftover, self._pending = self._pending or [], None
+            for check in leftover:  # cancelled: the local window has already decided
+                check.done.set()
+
+    async def _check_many(self, batch: list[_Check]) -> None:
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                stored: Any = await self._script(
+                    keys=[check.key for check in batch],
+                    args=[check.expires_at_ms for check in batch],
+                )
+            for check, new in zip(batch, stored, strict=True):
+                check.verdict = ReplayVerdict.NEW if new else ReplayVerdict.DUPLICATE
+        except (RedisError, OSError, trio.TooSlowError, ValueError) as exc:
+            self._unshared(exc)
+        for check in batch:
+            check.done.set()
 
     def _unshared(self, exc: BaseException) -> None:
         self.unshared += 1
