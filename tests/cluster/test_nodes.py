@@ -112,3 +112,41 @@ def test_redis_unreachable_at_start_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "cannot reach Redis at redis://:***@127.0.0.1:1" in result.stderr
     assert "hunter2" not in result.stderr
+
+
+async def test_three_node_processes_act_as_one(tmp_path: Path, redis_url: str) -> None:
+    nodes = []
+    try:
+        for index in range(3):
+            home = tmp_path / f"n{index}"
+            home.mkdir()
+            port = processes.free_port()
+            node = processes.server(home, port, "--redis-url", redis_url)
+            nodes.append((node, port))
+            await trio.to_thread.run_sync(node.start)
+        async with trio.open_nursery() as agents:
+            for index, (_, port) in enumerate(nodes):
+                await agents.start(_serving_agent, f"ws://127.0.0.1:{port}/agent", f"p{index}")
+            for _, port in nodes:  # every node lists the three, and reaches each one
+                base = f"http://127.0.0.1:{port}"
+                async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                    listing = (await http.get("/api/websocket/agents")).json()
+                    assert sorted(a["agentId"] for a in listing["agents"]) == ["p0", "p1", "p2"]
+                    assert len({a["node"] for a in listing["agents"]}) == 3
+                    for index in range(3):
+                        response = await http.post(
+                            f"/api/agents/p{index}/commands", json={"command": "ping"}
+                        )
+                        assert response.status_code == 200, response.text
+            agents.cancel_scope.cancel()
+    finally:
+        for node, _ in nodes:
+            await trio.to_thread.run_sync(node.stop)
+
+
+async def _serving_agent(
+    url: str, agent_id: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_agent(url, agent_id) as agent:
+        task_status.started()
+        await agent.serve_commands()
