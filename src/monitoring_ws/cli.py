@@ -169,6 +169,7 @@ def _serve_host(args: argparse.Namespace, tokens: list[str] | None) -> int:
         "tls_key": args.tls_key,
         "tls_self_signed": args.tls_self_signed or None,
         "api_tokens": tokens,
+        "redis_url": args.redis_url,
     }
     websocket = settings.setdefault("websocket", {})
     websocket.update(

@@ -3,11 +3,13 @@ an agent wins wherever it is, a dead node's agents expire, a missing Redis is a 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
+import coredis
 import httpx
 import trio
 
@@ -16,7 +18,7 @@ from monitoring_ws.gateway.serve import Running
 from ..conftest import SECRET, StartServer
 from ..faults import processes
 from ..gateway.agents import CloseCode, close_code, open_agent
-from ..gateway.test_serve_process import isolated_env, run_cli
+from ..gateway.test_serve_process import isolated_env, run_cli, server_process
 
 
 async def _node(start_server: StartServer, tmp_path: Path, redis_url: str, name: str) -> Running:
@@ -150,3 +152,29 @@ async def _serving_agent(
     async with open_agent(url, agent_id) as agent:
         task_status.started()
         await agent.serve_commands()
+
+
+def test_the_monitoring_host_runs_a_cluster_node(tmp_path: Path, redis_url: str) -> None:
+    config = tmp_path / "monitoring.toml"
+    config.write_text(
+        f'[plugins.websocket]\nenabled = true\nlisten = "127.0.0.1:0"\n'
+        f'master_secrets = ["{SECRET}"]\nredis_url = "{redis_url}"\nnode_id = "hosted-node"\n'
+    )
+    with server_process("--config", str(config), env=isolated_env(), cwd=tmp_path) as (
+        process,
+        _api,
+        ws,
+    ):
+
+        async def scenario() -> None:
+            async with open_agent(ws, "in-host"):
+                client: coredis.Redis[str] = coredis.Redis.from_url(
+                    redis_url, decode_responses=True
+                )
+                async with client:
+                    held = json.loads(await client.get("mws:agent:in-host") or "{}")
+                assert held["node"] == "hosted-node"
+            process.send_signal(signal.SIGTERM)
+
+        trio.run(scenario)
+        assert process.wait(timeout=15) == 0

@@ -1,8 +1,8 @@
 """Several server nodes sharing state through Redis (coredis, native under trio).
 
-Work in progress (step 6): the shared replay window, presence (listing, lookups, newest
-connection wins across nodes) and commands through any node are here; shared command
-records and ``--workers`` follow.
+Presence (listing, lookups, newest connection wins across nodes), the shared replay
+window, commands through any node, shared copies of command records, and the
+``serve --workers N`` supervisor (docs/scaling.md).
 """
 
 from .presence import RedisRegistry, agent_info_from_json

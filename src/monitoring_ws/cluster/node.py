@@ -3,11 +3,13 @@ routing between nodes in Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
+import attrs
 import coredis
 import trio
 from coredis.exceptions import RedisError
@@ -26,7 +28,7 @@ from .records import RedisRecords
 from .replay import RedisReplayWindow
 from .routing import NodeRouter
 
-__all__ = ["ClusterError", "default_node_id", "redacted", "serve_node"]
+__all__ = ["Cluster", "ClusterError", "default_node_id", "redacted", "serve_node"]
 
 #: How long start-up waits for Redis before it gives up with a clear error.
 CONNECT_TIMEOUT_S = 5.0
@@ -52,6 +54,76 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+@attrs.define
+class Cluster:
+    """This node's Redis-backed parts. ``build`` does no I/O; ``running`` connects and
+    keeps them working."""
+
+    client: coredis.Redis[str]
+    #: The Redis URL without its password, for messages.
+    where: str
+    node: str
+    registry: RedisRegistry[AgentConnection]
+    window: RedisReplayWindow
+    router: NodeRouter
+    records: RedisRecords
+
+    @classmethod
+    def build(cls, config: GatewayConfig) -> Cluster:
+        assert config.redis_url is not None  # noqa: S101 - the caller checked
+        client: coredis.Redis[str] = coredis.Redis.from_url(
+            config.redis_url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
+        node = config.node_id or default_node_id(config.worker_index)
+        registry: RedisRegistry[AgentConnection] = RedisRegistry(
+            client, node, ttl_ms=3 * config.heartbeat_interval_ms
+        )
+        return cls(
+            client=client,
+            where=redacted(config.redis_url),
+            node=node,
+            registry=registry,
+            window=RedisReplayWindow(client),
+            router=NodeRouter(client, node, registry),
+            records=RedisRecords(client, node, retention_ms=config.command_retention_s * 1000),
+        )
+
+    def gateway(self, config: GatewayConfig) -> Gateway:
+        """A gateway whose presence, replay window, commands and records are shared."""
+        keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
+        gateway = Gateway(
+            config, keyring, registry=self.registry, shared_replay=self.window, node=self.node
+        )
+        self.router.local = WebSocketTransport(gateway)
+        self.registry.handlers["command"] = self.router.on_command
+        self.registry.handlers["result"] = self.router.on_result
+        gateway.remote = self.router
+        gateway.store.on_commit = self.records.mirror
+        gateway.commands.elsewhere = self.records.get
+        return gateway
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Connected and working inside the block (a ``ClusterError`` when Redis does not
+        answer); serve the gateway inside it, so that the gateway's last writes to Redis
+        (unregistering its agents) happen before the connection closes."""
+        async with self.client:
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    await self.client.ping()
+            except (RedisError, OSError, trio.TooSlowError) as exc:
+                raise ClusterError(
+                    f"cannot reach Redis at {self.where} ({type(exc).__name__}: {exc}); start "
+                    "it, fix redis_url, or run without it for a single node"
+                ) from None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.registry.run)
+                nursery.start_soon(self.router.run)
+                nursery.start_soon(self.window.run)
+                yield
+                nursery.cancel_scope.cancel()
+
+
 async def serve_node(
     config: GatewayConfig,
     *,
@@ -61,45 +133,14 @@ async def serve_node(
     blueprints: Sequence[Blueprint] = (),
 ) -> None:
     """``serve``, as one node of the cluster behind ``config.redis_url``."""
-    url = config.redis_url
-    assert url is not None  # noqa: S101 - the caller checked
-    client: coredis.Redis[str] = coredis.Redis.from_url(
-        url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
-    )
-    async with client:
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT_S):
-                await client.ping()
-        except (RedisError, OSError, trio.TooSlowError) as exc:
-            raise ClusterError(
-                f"cannot reach Redis at {redacted(url)} ({type(exc).__name__}: {exc}); start "
-                "it, fix redis_url, or run without it for a single node"
-            ) from None
-        node = config.node_id or default_node_id(config.worker_index)
-        registry: RedisRegistry[AgentConnection] = RedisRegistry(
-            client, node, ttl_ms=3 * config.heartbeat_interval_ms
+    cluster = Cluster.build(config)
+    gateway = cluster.gateway(config)
+    async with cluster.running():
+        await serve(
+            config,
+            task_status=task_status,
+            handle_signals=handle_signals,
+            gateway=gateway,
+            transports=transports,
+            blueprints=blueprints,
         )
-        keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
-        window = RedisReplayWindow(client)
-        gateway = Gateway(config, keyring, registry=registry, shared_replay=window, node=node)
-        router = NodeRouter(client, node, registry)
-        router.local = WebSocketTransport(gateway)
-        registry.handlers["command"] = router.on_command
-        registry.handlers["result"] = router.on_result
-        gateway.remote = router
-        shared = RedisRecords(client, node, retention_ms=config.command_retention_s * 1000)
-        gateway.store.on_commit = shared.mirror
-        gateway.commands.elsewhere = shared.get
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(registry.run)
-            nursery.start_soon(router.run)
-            nursery.start_soon(window.run)
-            await serve(
-                config,
-                task_status=task_status,
-                handle_signals=handle_signals,
-                gateway=gateway,
-                transports=transports,
-                blueprints=blueprints,
-            )
-            nursery.cancel_scope.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from .secrets import resolve_master_secrets
 from .serve import Running, serve
 
 if TYPE_CHECKING:
+    from ..cluster.node import Cluster
     from ..host.plugins import HostContext
 
 __all__ = ["WebSocketPlugin"]
@@ -30,10 +32,17 @@ class WebSocketPlugin:
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.config: GatewayConfig = load_config(None, **settings)
-        keyring = Keyring(
-            resolve_master_secrets(self.config), seed_compatible=self.config.seed_compatible
-        )
-        self.gateway = Gateway(self.config, keyring)
+        self.cluster: Cluster | None = None
+        if self.config.redis_url is not None:  # one node of several (docs/scaling.md)
+            from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
+
+            self.cluster = Cluster.build(self.config)
+            self.gateway = self.cluster.gateway(self.config)
+        else:
+            keyring = Keyring(
+                resolve_master_secrets(self.config), seed_compatible=self.config.seed_compatible
+            )
+            self.gateway = Gateway(self.config, keyring)
         self._transport = WebSocketTransport(self.gateway)
         self._stop: Callable[[], None] | None = None
         self.running: Running | None = None
@@ -57,11 +66,15 @@ class WebSocketPlugin:
             transports=host.transports,
             blueprints=host.blueprints,
         )
-        running: Running = await host.nursery.start(start)
-        self.running = running
-        self._stop = running.stop
-        task_status.started()
-        await self._done.wait()
+        async with contextlib.AsyncExitStack() as stack:
+            if self.cluster is not None:
+                await stack.enter_async_context(self.cluster.running())
+            running: Running = await host.nursery.start(start)
+            self.running = running
+            self._stop = running.stop
+            task_status.started()
+            await self._done.wait()
+            await self.gateway.closed.wait()  # its last writes to Redis come first
 
     async def shutdown(self) -> None:
         """Agents get 1001 and a retry hint; the listeners stop."""
