@@ -19,10 +19,7 @@ from ..conftest import SECRET, StartServer
 from ..faults import processes
 from ..gateway.agents import CloseCode, close_code, open_agent
 from ..gateway.test_serve_process import isolated_env, run_cli, server_process
-
-
-async def _node(start_server: StartServer, tmp_path: Path, redis_url: str, name: str) -> Running:
-    return await start_server(redis_url=redis_url, node_id=name, state_dir=tmp_path / name)
+from .helpers import serving_agent, start_node
 
 
 async def _agents(running: Running) -> dict[str, Any]:
@@ -34,8 +31,8 @@ async def _agents(running: Running) -> dict[str, Any]:
 async def test_any_node_lists_every_agent(
     start_server: StartServer, tmp_path: Path, redis_url: str
 ) -> None:
-    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
-    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
     async with (
         open_agent(node_a.agent_urls[0], "on-a"),
         open_agent(node_b.agent_urls[0], "on-b"),
@@ -58,8 +55,8 @@ async def test_any_node_lists_every_agent(
 async def test_the_newest_connection_wins_across_nodes(
     start_server: StartServer, tmp_path: Path, redis_url: str
 ) -> None:
-    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
-    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
     async with (
         open_agent(node_a.agent_urls[0], "mover") as older,
         open_agent(node_b.agent_urls[0], "mover"),  # entered second: the newer connection
@@ -128,7 +125,7 @@ async def test_three_node_processes_act_as_one(tmp_path: Path, redis_url: str) -
             await trio.to_thread.run_sync(node.start)
         async with trio.open_nursery() as agents:
             for index, (_, port) in enumerate(nodes):
-                await agents.start(_serving_agent, f"ws://127.0.0.1:{port}/agent", f"p{index}")
+                await agents.start(serving_agent, f"ws://127.0.0.1:{port}/agent", f"p{index}")
             for _, port in nodes:  # every node lists the three, and reaches each one
                 base = f"http://127.0.0.1:{port}"
                 async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -144,14 +141,6 @@ async def test_three_node_processes_act_as_one(tmp_path: Path, redis_url: str) -
     finally:
         for node, _ in nodes:
             await trio.to_thread.run_sync(node.stop)
-
-
-async def _serving_agent(
-    url: str, agent_id: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    async with open_agent(url, agent_id) as agent:
-        task_status.started()
-        await agent.serve_commands()
 
 
 def test_the_monitoring_host_runs_a_cluster_node(tmp_path: Path, redis_url: str) -> None:

@@ -7,21 +7,16 @@ from pathlib import Path
 import httpx
 import trio
 
-from monitoring_ws.gateway.serve import Running
-
 from ..conftest import RedisProcess, StartServer
 from ..gateway.agents import open_agent
-
-
-async def _node(start_server: StartServer, tmp_path: Path, redis_url: str, name: str) -> Running:
-    return await start_server(redis_url=redis_url, node_id=name, state_dir=tmp_path / name)
+from .helpers import start_node
 
 
 async def test_a_command_through_one_node_reaches_an_agent_on_another(
     start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
 ) -> None:
-    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
-    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
     async with open_agent(node_b.agent_urls[0], "far") as agent:
         nursery.start_soon(agent.serve_commands)
         async with httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http:
@@ -50,8 +45,8 @@ async def test_a_command_through_one_node_reaches_an_agent_on_another(
 async def test_no_answer_from_the_other_node_is_504(
     start_server: StartServer, tmp_path: Path, redis_url: str
 ) -> None:
-    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
-    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
     async with (
         open_agent(node_b.agent_urls[0], "mute"),  # never answers
         httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http,
@@ -66,8 +61,8 @@ async def test_no_answer_from_the_other_node_is_504(
 async def test_redis_lost_fails_cross_node_commands_fast_and_recovers(
     start_server: StartServer, tmp_path: Path, redis_server: RedisProcess, nursery: trio.Nursery
 ) -> None:
-    node_a = await _node(start_server, tmp_path, redis_server.url, "node-a")
-    node_b = await _node(start_server, tmp_path, redis_server.url, "node-b")
+    node_a = await start_node(start_server, tmp_path, redis_server.url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_server.url, "node-b")
     async with (
         open_agent(node_a.agent_urls[0], "near") as near,
         open_agent(node_b.agent_urls[0], "far") as far,
@@ -96,8 +91,8 @@ async def test_redis_lost_fails_cross_node_commands_fast_and_recovers(
 async def test_async_commands_and_records_through_any_node(
     start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
 ) -> None:
-    node_a = await _node(start_server, tmp_path, redis_url, "node-a")
-    node_b = await _node(start_server, tmp_path, redis_url, "node-b")
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
     async with (
         open_agent(node_b.agent_urls[0], "far") as far,
         httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http,

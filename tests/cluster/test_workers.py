@@ -18,8 +18,8 @@ from monitoring_ws.agent.main import build_agent
 from ..agent.test_agent import settings_for
 from ..conftest import SECRET
 from ..faults import processes
-from ..gateway.agents import open_agent
 from ..gateway.test_serve_process import isolated_env, run_cli
+from .helpers import serving_agent
 
 AGENTS = 20
 
@@ -51,7 +51,9 @@ async def test_two_workers_share_the_port_and_every_agent(tmp_path: Path, redis_
         async with trio.open_nursery() as nursery:
             agents = []
             for index in range(AGENTS):
-                agent = await nursery.start(_agent, f"ws://127.0.0.1:{port}/agent", f"w-{index}")
+                agent = await nursery.start(
+                    serving_agent, f"ws://127.0.0.1:{port}/agent", f"w-{index}"
+                )
                 agents.append(agent)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 listing = (await http.get("/api/websocket/agents")).json()
@@ -71,14 +73,6 @@ async def test_two_workers_share_the_port_and_every_agent(tmp_path: Path, redis_
     assert "2 workers on 127.0.0.1:" in log
     assert (tmp_path / "state" / "state-w0.sqlite3").exists()
     assert (tmp_path / "state" / "state-w1.sqlite3").exists()
-
-
-async def _agent(
-    url: str, agent_id: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    async with open_agent(url, agent_id) as agent:
-        task_status.started()
-        await agent.serve_commands()
 
 
 def test_workers_without_redis_say_so(tmp_path: Path) -> None:

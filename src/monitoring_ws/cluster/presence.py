@@ -121,16 +121,10 @@ class RedisRegistry(Generic[C]):
         return self._local.connections()
 
     async def lookup(self, agent_id: str) -> AgentInfo | None:
-        local = await self._local.lookup(agent_id)
-        if local is not None:
-            return local
         try:
-            with trio.fail_after(REDIS_TIMEOUT_S):
-                value = await self.client.get(self._key(agent_id))
-        except (RedisError, OSError, trio.TooSlowError) as exc:
-            self._failed("lookup", exc)
-            return None
-        return None if value is None else agent_info_from_json(json.loads(value))
+            return await self.locate(agent_id)
+        except ClusterUnavailableError:
+            return None  # the API shows what this node knows; commands say 503
 
     async def list(self) -> list[AgentInfo]:
         agents = {info.agent_id: info for info in await self._local.list()}
