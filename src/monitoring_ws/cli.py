@@ -113,16 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_host(args, tokens)
     try:
         config = load_config(
-            args.config,
-            listen=args.listen,
-            agent_listen=args.agent_listen,
-            state_dir=args.state_dir,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_self_signed=args.tls_self_signed or None,
-            api_tokens=tokens,
-            redis_url=args.redis_url,
-            worker_index=args.worker_index,
+            args.config, **_serve_flags(args, tokens), worker_index=args.worker_index
         )
         if args.workers > 1:
             from .cluster.workers import run_workers  # noqa: PLC0415
@@ -146,6 +137,20 @@ def _is_host_config(path: Path) -> bool:
         raise SystemExit(f"monitoring-ws: {exc}") from None
 
 
+def _serve_flags(args: argparse.Namespace, tokens: list[str] | None) -> dict[str, Any]:
+    """``serve``'s flags as gateway settings (None: not given)."""
+    return {
+        "listen": args.listen,
+        "agent_listen": args.agent_listen,
+        "state_dir": args.state_dir,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_self_signed": args.tls_self_signed or None,
+        "api_tokens": tokens,
+        "redis_url": args.redis_url,
+    }
+
+
 def _serve_host(args: argparse.Namespace, tokens: list[str] | None) -> int:
     """``serve --config monitoring.toml``: the monitoring module runs its enabled plugins."""
     import trio  # noqa: PLC0415
@@ -161,16 +166,7 @@ def _serve_host(args: argparse.Namespace, tokens: list[str] | None) -> int:
     except ValueError as exc:
         raise SystemExit(f"monitoring-ws: {exc}") from None
     # Command-line flags are the websocket plugin's settings too.
-    flags = {
-        "listen": args.listen,
-        "agent_listen": args.agent_listen,
-        "state_dir": args.state_dir,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "tls_self_signed": args.tls_self_signed or None,
-        "api_tokens": tokens,
-        "redis_url": args.redis_url,
-    }
+    flags = _serve_flags(args, tokens)
     websocket = settings.setdefault("websocket", {})
     websocket.update(
         {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}

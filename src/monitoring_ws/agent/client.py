@@ -23,6 +23,7 @@ from ..clock import wall_ms as now_ms
 from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
+    INTERRUPTED,
     AckReceived,
     AgentSession,
     AuthAccepted,
@@ -78,7 +79,7 @@ class Agent:
         for command_id in self.outbox.interrupted_commands():
             # Started by a previous run that died: say so; it is never run again.
             log.warning("command %s was interrupted by a restart of the agent", command_id)
-            error = CommandError("interrupted", "the agent restarted while running it")
+            error = CommandError(INTERRUPTED, "the agent restarted while running it")
             result = CommandResult(command_id, False, 0, error=error)
             self.outbox.put(MessageType.COMMAND_RESULT, result.to_payload())
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import trio
 
-from ..protocol import Command, CommandError, CommandResult
+from ..protocol import CANCELLED, Command, CommandError, CommandResult
 from .handlers import CommandContext, CommandFailed, Handler
 from .settings import AgentSettings
 
@@ -100,7 +100,7 @@ class CommandRunner:
                     log.warning("command %s failed: %r", command.command, exc)
                     return failed("handler_error", f"{type(exc).__name__}: {exc}")
         if command.command_id in self._cancelled:
-            return failed("cancelled", "cancelled by the server")
+            return failed(CANCELLED, "cancelled by the server")
         if scope.cancelled_caught:
             return failed("timeout", f"stopped after {command.timeout_ms} ms")
         elapsed = int((time.monotonic() - started) * 1000)

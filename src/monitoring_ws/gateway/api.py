@@ -130,13 +130,7 @@ def create_api(
         async def submit(body: CommandRequest) -> dict[str, Any]:
             return await accept_command(transport, agent_id, body, COMMAND_PATHS["websocket"])
 
-        return await run_command_request(
-            await request.get_data(),
-            config.default_command_timeout_ms,
-            config.max_command_timeout_ms,
-            send,
-            submit,
-        )
+        return await run_command_request(config, send, submit)
 
     add_state_routes(app, gateway)
     add_neutral_routes(app, gateway, router, transport)

@@ -27,6 +27,7 @@ from .store import StoreError
 
 if TYPE_CHECKING:
     from ..transports.websocket import WebSocketTransport
+    from .config import GatewayConfig
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -115,12 +116,15 @@ Submit = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
 
 
 async def run_command_request(
-    raw_body: str | bytes, default_ms: int, max_ms: int, send: Send, submit: Submit
+    config: GatewayConfig, send: Send, submit: Submit
 ) -> tuple[dict[str, Any], int] | Response:
-    """A command route's whole answer: parse the body, ``send`` (or ``submit`` when the
-    caller does not wait), map failures to statuses."""
+    """A command route's whole answer: parse the request's body, ``send`` (or ``submit``
+    when the caller does not wait), map failures to statuses."""
+    raw_body = await request.get_data()
     try:
-        body = command_body(raw_body, default_ms, max_ms)
+        body = command_body(
+            raw_body, config.default_command_timeout_ms, config.max_command_timeout_ms
+        )
     except BadBody as exc:
         return error(400, "bad_request", str(exc))
     asked_by = REQUESTER.set(requester(body.label))  # for the transport's record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from quart import Quart, Response, request
+from quart import Quart, Response
 
 from ..clock import wall_ms
 from ..protocol import AGENT_ID
@@ -83,8 +83,8 @@ def add_neutral_routes(
                     body.timeout_ms / 1000,
                 )
             except TransportError as exc:
-                if exc.transport not in {None, "websocket"}:
-                    record(exc.transport or "", body, asked_by, started, exc)
+                if exc.transport is not None and exc.transport != "websocket":
+                    record(exc.transport, body, asked_by, started, exc)
                 raise
             if routed.transport != "websocket":  # the WebSocket transport records its own
                 record(routed.transport, body, asked_by, started, routed.outcome)
@@ -94,10 +94,4 @@ def add_neutral_routes(
             # Only a live WebSocket can take a command and answer later.
             return await accept_command(websocket, agent_id, body, COMMAND_PATHS["neutral"])
 
-        return await run_command_request(
-            await request.get_data(),
-            config.default_command_timeout_ms,
-            config.max_command_timeout_ms,
-            send,
-            submit,
-        )
+        return await run_command_request(config, send, submit)

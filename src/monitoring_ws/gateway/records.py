@@ -9,10 +9,10 @@ from typing import Any, Self
 
 import attrs
 
-from ..protocol import CommandResult
+from ..protocol import INTERRUPTED, CommandResult
 from ..transports.base import Requester
 
-__all__ = ["FINISHED", "INTERRUPTED", "CommandRecord", "CommandState", "Requester"]
+__all__ = ["FINISHED", "CommandRecord", "CommandState", "Requester"]
 
 
 class CommandState(enum.StrEnum):
@@ -43,8 +43,6 @@ FINISHED = frozenset(
     }
 )
 _ANSWERED = frozenset({CommandState.SUCCEEDED, CommandState.FAILED})
-#: The agent's answer when it restarted in the middle of a command (it never re-runs it).
-INTERRUPTED = "interrupted"
 
 
 @attrs.define(slots=True)

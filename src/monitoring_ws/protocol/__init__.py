@@ -6,7 +6,14 @@ boto3; time is always passed in. docs/protocol.md is the wire contract it implem
 
 from .agent_session import AgentConfig, AgentSession, AgentState
 from .canonical import CanonicalizationError, canonicalize, canonicalize_reference
-from .delivery import FEATURE_ACK, FEATURE_CANCEL, Cancel, DeliveryLedger
+from .delivery import (
+    CANCELLED,
+    FEATURE_ACK,
+    FEATURE_CANCEL,
+    INTERRUPTED,
+    Cancel,
+    DeliveryLedger,
+)
 from .envelope import (
     AGENT_ID,
     DEFAULT_MAX_FRAME_BYTES,
@@ -63,9 +70,11 @@ from .strictjson import MAX_DEPTH, MAX_SAFE_INTEGER
 
 __all__ = [
     "AGENT_ID",
+    "CANCELLED",
     "DEFAULT_MAX_FRAME_BYTES",
     "FEATURE_ACK",
     "FEATURE_CANCEL",
+    "INTERRUPTED",
     "MAX_DEPTH",
     "MAX_SAFE_INTEGER",
     "PROTOCOL_VERSION",

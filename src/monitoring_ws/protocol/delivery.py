@@ -16,8 +16,10 @@ import attrs
 from .payloads import NAME, Delivery, delivery_of, schema_error
 
 __all__ = [
+    "CANCELLED",
     "FEATURE_ACK",
     "FEATURE_CANCEL",
+    "INTERRUPTED",
     "Cancel",
     "Delivery",
     "DeliveryLedger",
@@ -26,6 +28,10 @@ __all__ = [
 
 FEATURE_ACK = "ack"
 FEATURE_CANCEL = "cancel"
+#: ``error.code`` of a command the agent stopped on a ``cancel``.
+CANCELLED = "cancelled"
+#: ``error.code`` of a command a restart of the agent cut off (it is never run again).
+INTERRUPTED = "interrupted"
 
 
 @attrs.frozen
