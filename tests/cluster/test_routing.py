@@ -106,7 +106,7 @@ async def test_async_commands_and_records_through_any_node(
         with trio.fail_after(5):  # the holder's commit mirrors the record to Redis
             while (await http.get(location)).status_code != 200:
                 await trio.sleep(0.05)
-        refused = await http.delete(location)
+        refused = await http.delete(location, headers={"Content-Type": "application/json"})
         assert refused.status_code == 409
         assert refused.json()["error"]["code"] == "command_elsewhere"
         assert refused.json()["error"]["node"] == "node-b"

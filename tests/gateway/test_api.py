@@ -13,6 +13,8 @@ from monitoring_ws.protocol import CommandError, LogEntry
 from ..conftest import StartServer
 from .agents import now_ms, open_agent
 
+JSON = {"Content-Type": "application/json"}
+
 
 async def test_agents_list_and_status(server: Running, http: httpx.AsyncClient) -> None:
     assert (await http.get("/api/websocket/agents")).json() == {"agents": [], "count": 0}
@@ -106,7 +108,7 @@ async def test_command_errors_have_distinct_statuses(
             (b'{"command": "ping", "timeoutMs": 0}', '"timeoutMs"'),
             (b'{"command": "bad name!"}', '"command"'),
         ]:
-            bad = await http.post(url, content=body)
+            bad = await http.post(url, content=body, headers=JSON)
             assert bad.status_code == 400, body
             assert fragment in bad.json()["error"]["message"]
         unsupported = await http.post(url, json={"command": "reboot"})
@@ -139,7 +141,9 @@ async def test_unknown_routes_and_methods_answer_json(http: httpx.AsyncClient) -
     wrong = await http.delete("/api/websocket/agents")
     assert wrong.status_code == 405
     assert "error" in wrong.json()
-    huge = await http.post("/api/websocket/agents/a/command", content=b"x" * (2 << 20))
+    huge = await http.post(
+        "/api/websocket/agents/a/command", content=b"x" * (2 << 20), headers=JSON
+    )
     assert huge.status_code == 413
 
 

@@ -114,7 +114,7 @@ async def test_delete_cancels_on_the_agent(
     )
     location = response.headers["Location"]
     await trio.sleep(0.2)  # running on the agent
-    cancelled = await http.delete(location)
+    cancelled = await http.delete(location, headers={"Content-Type": "application/json"})
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
     # The agent was told: its answer (error "cancelled") lands in the record.
@@ -123,7 +123,7 @@ async def test_delete_cancels_on_the_agent(
             await trio.sleep(0.05)
     assert record["state"] == "cancelled"
     assert record["result"]["error"]["code"] == "cancelled"
-    again = await http.delete(location)
+    again = await http.delete(location, headers={"Content-Type": "application/json"})
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "command_finished"
     assert again.json()["error"]["command"]["state"] == "cancelled"
@@ -141,7 +141,8 @@ async def test_unknown_and_invalid_ids(
     http: httpx.AsyncClient, path: str, status: int, code: str
 ) -> None:
     for method in ("GET", "DELETE"):
-        response = await http.request(method, path)
+        headers = {"Content-Type": "application/json"}
+        response = await http.request(method, path, headers=headers)
         assert response.status_code == status
         assert response.json()["error"]["code"] == code
 

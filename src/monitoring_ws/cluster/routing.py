@@ -30,6 +30,8 @@ from ..transports import (
     CommandNotSupportedError,
     CommandOutcome,
     CommandTimeoutError,
+    CommandTooLargeError,
+    InvalidCommandError,
     Requester,
     ShuttingDownError,
     StateUnavailableError,
@@ -52,6 +54,8 @@ _ERRORS: dict[str, type[TransportError]] = {
     for cls in (
         AgentNotConnectedError,
         CommandNotSupportedError,
+        CommandTooLargeError,
+        InvalidCommandError,
         ShuttingDownError,
         StateUnavailableError,
         TransportError,

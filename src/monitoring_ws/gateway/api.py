@@ -19,6 +19,7 @@ from ..transports.router import TransportRouter
 from ..transports.ssm import SSMTransport
 from ..transports.websocket import WebSocketTransport
 from .agent_config import agent_config
+from .guard import check_browser_rules, check_content_type
 from .http import (
     MAX_BODY_BYTES,
     CommandRequest,
@@ -30,6 +31,7 @@ from .neutral_api import add_neutral_routes
 from .state_api import COMMAND_PATHS, add_state_routes
 
 if TYPE_CHECKING:
+    from .config import GatewayConfig
     from .gateway import Gateway
 
 __all__ = ["create_api"]
@@ -53,23 +55,7 @@ def create_api(
             available["ssm"] = SSMTransport()
         transports = [available[n] for n in config.transport_order if n in available]
     router = TransportRouter(transports)
-    tokens = [token.encode() for token in config.api_tokens]
-    # Records name the token a caller used by this, never by the token itself.
-    fingerprints = [f"token:{hashlib.sha256(token).hexdigest()[:12]}" for token in tokens]
-
-    @app.before_request
-    async def require_token() -> Response | None:
-        if not tokens:
-            return None
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        # Compare against every token, so timing says nothing about which one nearly matched.
-        matches = [hmac.compare_digest(presented.encode(), token) for token in tokens]
-        if scheme.lower() == "bearer" and any(matches):
-            g.credential = fingerprints[matches.index(True)]
-            return None
-        response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
-        return response
+    _add_guard(app, config)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -99,8 +85,8 @@ def create_api(
 
     @app.get("/api/websocket/agents/<agent_id>/config")
     async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
-        # It hands out keys: only with API tokens configured (require_token checked one).
-        if not tokens:
+        # It hands out keys: only with API tokens configured (the guard checked one).
+        if not config.api_tokens:
             return error(403, "forbidden", "agent configs are served only when api_tokens are set")
         if not AGENT_ID.fullmatch(agent_id):
             return error(400, "invalid_agent_id", "agentId: 1-128 chars of [A-Za-z0-9._:-]")
@@ -137,3 +123,32 @@ def create_api(
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     return app
+
+
+def _add_guard(app: Quart, config: GatewayConfig) -> None:
+    """Every route, plugins' included: browser rules (403), the token (401), JSON (415)."""
+    tokens = [token.encode() for token in config.api_tokens]
+    # Records name the token a caller used by this, never by the token itself.
+    fingerprints = [f"token:{hashlib.sha256(token).hexdigest()[:12]}" for token in tokens]
+
+    @app.before_request
+    async def guard() -> Response | None:
+        """Browser rules (403), then the token (401), then the body type (415)."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        refusal = check_browser_rules(
+            headers, tokens_configured=bool(tokens), allowed_hosts=config.allowed_hosts
+        )
+        if refusal is None and tokens:
+            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+            # Compare against every token: timing says nothing of which one nearly matched.
+            matches = [hmac.compare_digest(presented.encode(), token) for token in tokens]
+            if scheme.lower() != "bearer" or not any(matches):
+                response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
+                return response
+            g.credential = fingerprints[matches.index(True)]
+        if refusal is None and request.routing_exception is None:  # else 404/405 first
+            refusal = check_content_type(request.method, headers)
+        if refusal is not None:
+            return error(refusal.status, refusal.code, refusal.message)
+        return None

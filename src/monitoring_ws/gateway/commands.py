@@ -24,6 +24,7 @@ from ..transports import (
     AgentGoneError,
     CommandOutcome,
     CommandTimeoutError,
+    InvalidCommandError,
     Requester,
     TransportError,
 )
@@ -92,8 +93,11 @@ class CommandBook:
         requested_by: Requester,
         command_id: str,
     ) -> CommandRecord:
-        """Record a command and send it now; it runs on without a caller waiting."""
+        """Sign a command, record it and send it now; it runs on without a caller waiting.
+
+        Raises ``InvalidCommandError`` (nothing recorded) when it cannot be signed."""
         now = wall_ms()
+        frame = connection.command_frame(Command(command_id, command, args, timeout_ms), now)
         record = CommandRecord(
             command_id=command_id,
             agent_id=connection.agent_id,
@@ -107,7 +111,8 @@ class CommandBook:
         )
         live = _Live(record, connection)
         self._add(live)
-        self._send(live, now)
+        if connection.send_frame(frame):
+            record.sent(now)
         self._store.put_command(record)
         return record
 
@@ -127,7 +132,19 @@ class CommandBook:
             return
         remaining = max(1, record.deadline_ms - now_ms)
         command = Command(record.command_id, record.command, dict(record.args), remaining)
-        if connection.send_frame(connection.session.command(command, now_ms)):
+        try:
+            frame = connection.command_frame(command, now_ms)
+        except InvalidCommandError as exc:
+            # A record from an older version or a restored database: fail it, never the
+            # connection it was going to.
+            record.result = CommandResult(
+                record.command_id, False, 0, error=CommandError(exc.code, str(exc))
+            )
+            record.finish(CommandState.FAILED, now_ms)
+            self._drop(live)
+            self._store.put_command(record)
+            return
+        if connection.send_frame(frame):
             record.sent(now_ms)
             self._store.put_command(record)
 

@@ -49,6 +49,10 @@ def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     return check
 
 
+def _host_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name.lower().rstrip(".") for name in names)
+
+
 @attrs.frozen
 class GatewayConfig:
     """Everything ``monitoring-ws serve`` can be told."""
@@ -62,6 +66,9 @@ class GatewayConfig:
     seed_compatible: bool = False
     #: Bearer tokens for /api; required when the API listens beyond loopback.
     api_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
+    #: Host names (besides loopback) the API answers to when no API token is configured:
+    #: a browser rule against DNS rebinding (docs/security.md).
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=_host_names)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_self_signed: bool = False
@@ -147,7 +154,13 @@ class GatewayConfig:
 _FIELDS = {field.name: field for field in attrs.fields(GatewayConfig)}
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
 _CLUSTER = {"redis_url", "node_id"}
-_TUPLES = {"master_secrets", "api_tokens", "tls_hostnames", "transport_order"}
+_TUPLES = {
+    "master_secrets",
+    "api_tokens",
+    "allowed_hosts",
+    "tls_hostnames",
+    "transport_order",
+}
 
 
 def _coerce(name: str, value: Any) -> Any:

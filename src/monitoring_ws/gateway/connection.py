@@ -21,6 +21,7 @@ from ..protocol import (
     Authenticated,
     CloseCode,
     CloseConnection,
+    Command,
     CommandResultReceived,
     DuplicateDropped,
     Event,
@@ -30,6 +31,7 @@ from ..protocol import (
     SendFrame,
     ServerSession,
 )
+from ..transports import CommandTooLargeError, InvalidCommandError
 from .registry import AgentInfo
 
 if TYPE_CHECKING:
@@ -124,6 +126,22 @@ class AgentConnection:
 
     def shutdown(self, retry_after_s: int) -> None:
         self.close(self.session.close(CloseCode.GOING_AWAY, retry_after_s))
+
+    def command_frame(self, command: Command, now_ms: int) -> str:
+        """The signed frame for ``command``; raises ``InvalidCommandError`` when it cannot be
+        signed or would exceed the frame limit (nothing is sent or recorded then)."""
+        try:
+            frame = self.session.command(command, now_ms)
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidCommandError(f"the command cannot be signed: {exc}") from None
+        limit = self._gateway.config.max_frame_bytes
+        # A str of n characters encodes to at most 4n bytes: most frames need no encoding.
+        if len(frame) * 4 > limit and len(frame.encode()) > limit:
+            raise CommandTooLargeError(
+                f"the signed command would be {len(frame.encode())} bytes; "
+                f"frames are limited to {limit} bytes"
+            )
+        return frame
 
     def send_frame(self, text: str) -> bool:
         """Queue a frame; False (and a 1013 close) when the agent is too slow to take it."""

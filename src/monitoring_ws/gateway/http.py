@@ -10,6 +10,7 @@ import attrs
 from quart import Response, g, request
 
 from ..protocol.payloads import NAME
+from ..protocol.strictjson import JSONRejectedError, loads
 from ..transports import (
     REQUESTER,
     AgentGoneError,
@@ -17,6 +18,8 @@ from ..transports import (
     ClusterUnavailableError,
     CommandNotSupportedError,
     CommandTimeoutError,
+    CommandTooLargeError,
+    InvalidCommandError,
     Requester,
     ShuttingDownError,
     StateUnavailableError,
@@ -45,6 +48,8 @@ __all__ = [
 STATUS = {
     AgentNotConnectedError: 404,
     CommandNotSupportedError: 400,
+    InvalidCommandError: 400,
+    CommandTooLargeError: 413,
     CommandTimeoutError: 504,
     AgentGoneError: 502,
     CommandCancelledError: 409,
@@ -78,10 +83,15 @@ class CommandRequest:
 
 
 def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandRequest:
+    """Check a command POST's body with the protocol's strict reader: what could not be
+    signed (NaN, unsafe integers, duplicate keys, deep nesting) never becomes a command."""
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise BadBody("the body is not JSON") from None
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        body = loads(text)
+    except UnicodeDecodeError:
+        raise BadBody("the body is not UTF-8 text") from None
+    except JSONRejectedError as exc:
+        raise BadBody(f"the body is not JSON this API accepts: {exc}") from None
     if not isinstance(body, dict):
         raise BadBody('the body must be a JSON object: {"command": "ping", "args": {}}')
     command = body.get("command")
@@ -142,7 +152,7 @@ async def run_command_request(
 
 
 def requester(label: str | None) -> Requester:
-    """Who is asking, from the current request (``require_token`` set the credential)."""
+    """Who is asking, from the current request (the API's guard set the credential)."""
     return Requester(request.remote_addr or "unknown", g.get("credential"), label)
 
 

@@ -17,6 +17,8 @@ __all__ = [
     "CommandNotSupportedError",
     "CommandOutcome",
     "CommandTimeoutError",
+    "CommandTooLargeError",
+    "InvalidCommandError",
     "Requester",
     "ShuttingDownError",
     "StateUnavailableError",
@@ -89,6 +91,18 @@ class AgentNotConnectedError(TransportError):
 
 class CommandNotSupportedError(TransportError):
     code = "command_not_supported"
+
+
+class InvalidCommandError(TransportError):
+    """The command cannot be signed or sent as asked (its arguments, its size)."""
+
+    code = "invalid_command"
+
+
+class CommandTooLargeError(InvalidCommandError):
+    """The signed command frame would exceed the frame limit."""
+
+    code = "command_too_large"
 
 
 class CommandTimeoutError(TransportError):
