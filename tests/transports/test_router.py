@@ -27,7 +27,7 @@ async def post(http: httpx.AsyncClient, agent_id: str, body: dict[str, Any]) -> 
 
 
 async def test_websocket_first_ssm_when_it_cannot(moto_ssm: str, start_server: StartServer) -> None:
-    running = await start_server(ssm=True)
+    running = await start_server(ssm=True, ssm_shell_allowed=("uptime",))
     async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as http:
         async with open_agent(running.agent_urls[0], INSTANCE) as agent, trio.open_nursery() as n:
             n.start_soon(agent.serve_commands)
@@ -39,17 +39,27 @@ async def test_websocket_first_ssm_when_it_cannot(moto_ssm: str, start_server: S
             assert via_ws.status_code == 200
             assert via_ws.json()["transport"] == "websocket"
             assert via_ws.json()["result"] == {"n": 1}
-            # The agent does not offer `run`: SSM carries it.
-            via_ssm = await post(
-                http, INSTANCE, {"command": "run", "args": {"commands": ["uptime"]}}
-            )
-            assert via_ssm.json()["transport"] == "ssm"
+            # The agent does not offer `run`, and `run` never goes to SSM: the refusal says why.
+            refused = await post(http, INSTANCE, {"command": "run", "args": {"command": "id"}})
+            assert refused.status_code == 404
+            message = refused.json()["error"]["message"]
+            assert "ssm: 'run' never goes to SSM" in message, message
+            # Shell over SSM is its own command, allowed line by line on the server.
+            shell = {"command": "ssm_shell", "args": {"commands": ["uptime"]}}
+            via_ssm = await post(http, INSTANCE, shell)
+            assert via_ssm.json()["transport"] == "ssm", via_ssm.text
+            not_listed = {"command": "ssm_shell", "args": {"commands": ["cat /etc/shadow"]}}
+            assert (await post(http, INSTANCE, not_listed)).status_code == 400
             assert len(ssm_commands()) == 1
             n.cancel_scope.cancel()
         await trio.sleep(0.1)  # the agent is gone
         fallback = await post(http, INSTANCE, {"command": "ping"})
         assert fallback.status_code == 200
         assert fallback.json()["transport"] == "ssm"
+        assert len(ssm_commands()) == 2
+        unsafe = await post(http, INSTANCE, {"command": "collect_metrics"})
+        assert unsafe.status_code == 404
+        assert "not SSM-safe" in unsafe.json()["error"]["message"]
         assert len(ssm_commands()) == 2
         nowhere = await post(http, "web-01", {"command": "ping"})
         assert nowhere.status_code == 404

@@ -18,7 +18,7 @@ from monitoring_ws.transports import (
     CommandTimeoutError,
     TransportError,
 )
-from monitoring_ws.transports.ssm import SSMTransport, is_instance_id, shell_commands
+from monitoring_ws.transports.ssm import SSM_SHELL, SSMPolicy, SSMTransport, is_instance_id
 
 INSTANCE = "i-0abc123def4567890"
 COMMAND_ID = "8f0c9a3e-1d2b-4c5d-9e6f-0a1b2c3d4e5f"
@@ -52,8 +52,15 @@ async def test_send_and_poll_against_moto(moto_ssm: str) -> None:
     assert outcome.ok is True
     assert outcome.result["status"] == "Success"
     assert len(outcome.command_id) == 36
-    run = await transport.send_command(INSTANCE, "run", {"commands": ["uptime"]}, timeout_s=10)
-    assert run.ok is True
+    assert not await transport.can_reach(INSTANCE, "run")  # never, whatever the config
+    assert not await transport.can_reach(INSTANCE, SSM_SHELL)  # off by default
+    shell = SSMTransport(
+        poll_first_s=0.01, policy=SSMPolicy.from_settings(["ping"], ["uptime", "df -h re:/.*"])
+    )
+    assert await shell.can_reach(INSTANCE, SSM_SHELL)
+    lines = {"commands": ["uptime", "df -h /var"]}
+    outcome = await shell.send_command(INSTANCE, SSM_SHELL, lines, timeout_s=10)
+    assert outcome.ok is True
 
 
 async def test_what_ssm_cannot_carry_is_refused() -> None:
@@ -64,9 +71,13 @@ async def test_what_ssm_cannot_carry_is_refused() -> None:
         await transport.send_command("web-01", "ping", {}, timeout_s=1)
     with pytest.raises(CommandNotSupportedError):
         await transport.send_command(INSTANCE, "tail_log", {}, timeout_s=1)
-    with pytest.raises(CommandNotSupportedError):
-        await transport.send_command(INSTANCE, "run", {}, timeout_s=1)
-    assert shell_commands("run", {"command": "df -h"}) == ["df -h"]
+    with pytest.raises(CommandNotSupportedError, match="never goes to SSM"):
+        await transport.send_command(INSTANCE, "run", {"commands": ["uptime"]}, timeout_s=1)
+    with pytest.raises(CommandNotSupportedError, match="ssm_shell is off"):
+        await transport.send_command(INSTANCE, SSM_SHELL, {"commands": ["id"]}, timeout_s=1)
+    assert transport.refusal(INSTANCE, "collect_metrics") == (
+        "'collect_metrics' is not SSM-safe (ssm_safe_commands: ping)"
+    )
     assert is_instance_id("mi-0123456789abcdef0")
     assert not is_instance_id("i-xyz")
 
@@ -157,3 +168,34 @@ async def test_missing_aws_configuration_is_a_transport_error(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(TransportError, match="SendCommand failed"):
         await SSMTransport().send_command(INSTANCE, "ping", {}, timeout_s=1)
+
+
+def test_shell_lines_are_allowed_word_for_word_and_sent_quoted() -> None:
+    policy = SSMPolicy.from_settings([], ["cat re:/var/log/app/[^/]+", "uptime"])
+    assert policy.refusal("ping") is not None  # not SSM-safe in this policy
+    assert policy.shell_lines(SSM_SHELL, {"commands": ["uptime", "cat /var/log/app/a.log"]}) == [
+        "uptime",
+        "cat /var/log/app/a.log",
+    ]
+    # What bash would expand is quoted: the shell sees one argument, never a command.
+    assert policy.shell_lines(SSM_SHELL, {"commands": ["cat '/var/log/app/$(reboot)'"]}) == [
+        "cat '/var/log/app/$(reboot)'"
+    ]
+    for line in ("cat /var/log/app/../../etc/shadow", "uptime; reboot", "cat /etc/shadow"):
+        with pytest.raises(CommandNotSupportedError, match="not allowed"):
+            policy.shell_lines(SSM_SHELL, {"commands": [line]})
+    with pytest.raises(CommandNotSupportedError, match="takes args"):
+        policy.shell_lines(SSM_SHELL, {"command": "uptime"})
+
+
+@pytest.mark.parametrize(
+    ("safe", "shell", "message"),
+    [
+        (["run"], [], "never goes to SSM"),
+        (["collect_metrics"], [], "no SSM mapping"),
+        ([], ["re:cat /x/[^ ]+"], "ssm_shell_allowed"),
+    ],
+)
+def test_policy_settings_are_checked(safe: list[str], shell: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SSMPolicy.from_settings(safe, shell)

@@ -4,7 +4,6 @@ entry-point group: a plugin adds a command by naming an async function there).""
 from __future__ import annotations
 
 import functools
-import shlex
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
@@ -93,10 +92,12 @@ async def run(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any
     command_line = args.get("command")
     if not isinstance(command_line, str) or not command_line.strip():
         raise CommandFailed("bad_args", 'args.command must be a command line, e.g. "uptime"')
-    if not context.settings.run_allowed(command_line):
+    arguments = context.settings.allowed_commands.allows_line(command_line)
+    if arguments is None:
         raise CommandFailed(
             "not_allowed",
-            "this command line is not in the agent's allowedCommands (exact lines, or re:PATTERN)",
+            "this command line is not in the agent's allowedCommands (matched word for word; "
+            "re:PATTERN words match one argument each)",
         )
     cap = context.settings.output_cap_bytes
     outputs: dict[str, tuple[bytes, bool]] = {}
@@ -104,8 +105,9 @@ async def run(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any
         process: trio.Process = await nursery.start(
             functools.partial(
                 trio.run_process,
-                shlex.split(command_line),
+                arguments,
                 stdin=subprocess.DEVNULL,
+                env=context.settings.child_environment(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 check=False,

@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from ..clock import wall_ms
+from ..private import private_file
 from ..protocol import Delivery, MessageType
 
 __all__ = ["JOURNAL_KEEP_MS", "Outbox", "OutboxError", "Pending"]
@@ -85,7 +86,7 @@ class Outbox:
         target = ":memory:" if self.path is None else str(self.path)
         try:
             if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_file(self.path)
             db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -6,12 +6,14 @@ import json
 import os
 import re
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
+from ..allowlist import AllowList, AllowListError
 from ..gateway.config import is_loopback
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
@@ -25,6 +27,8 @@ __all__ = [
     "load_settings",
 ]
 
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PROXY_VARIABLES = frozenset({"HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"})
 EC2_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
 _ENV = {
     "wsApiUrl": "MONITORING_WS_URL",
@@ -38,6 +42,10 @@ _ENV = {
 
 class SettingsError(ValueError):
     """A setting is missing or wrong; the message says how to fix it."""
+
+
+def _allow_list(entries: AllowList | Iterable[str]) -> AllowList:
+    return entries if isinstance(entries, AllowList) else AllowList.parse(entries)
 
 
 @attrs.frozen
@@ -54,8 +62,10 @@ class AgentSettings:
     metrics_interval_s: float = 10.0
     log_files: tuple[Path, ...] = ()
     log_batch_interval_s: float = 2.0
-    #: ``run`` executes only command lines equal to one of these, or matching a ``re:`` one.
-    allowed_commands: tuple[str, ...] = ()
+    #: ``run`` executes only command lines an entry allows, word for word (allowlist.py).
+    allowed_commands: AllowList = attrs.field(factory=AllowList, converter=_allow_list)
+    #: Environment variables ``run`` passes to its children besides PATH and LANG.
+    run_environment: tuple[str, ...] = ()
     command_concurrency: int = 4
     #: Command output kept, per stream (SSM stops at 24,000 characters).
     output_cap_bytes: int = 1 << 20
@@ -75,14 +85,27 @@ class AgentSettings:
             return None
         return self.state_dir / f"outbox-{self.agent_id}.sqlite3"
 
-    def run_allowed(self, command_line: str) -> bool:
-        for allowed in self.allowed_commands:
-            if allowed.startswith("re:"):
-                if re.fullmatch(allowed[3:], command_line):
-                    return True
-            elif allowed == command_line:
-                return True
-        return False
+    def child_environment(self) -> dict[str, str]:
+        """What ``run``'s children get: PATH, LANG and the listed names, nothing else (not
+        the agent's key, not proxy credentials)."""
+        environment = {"PATH": os.environ.get("PATH") or _DEFAULT_PATH}
+        environment["LANG"] = os.environ.get("LANG") or "C.UTF-8"
+        for name in self.run_environment:
+            if name in os.environ:
+                environment[name] = os.environ[name]
+        return environment
+
+
+def _check_run_environment(names: Any) -> tuple[str, ...]:
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise SettingsError("runEnvironment must be a list of variable names")
+    for name in names:
+        if name.upper().startswith("MONITORING_WS_") or name.upper() in _PROXY_VARIABLES:
+            raise SettingsError(
+                f"runEnvironment: {name} holds the agent's secrets or proxy credentials and "
+                "is never passed to commands"
+            )
+    return tuple(names)
 
 
 def default_state_dir() -> Path:
@@ -103,6 +126,15 @@ def hostname_agent_id() -> str:
     """The host name, in the agentId alphabet."""
     hostname = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:128] or "agent"
     return hostname if AGENT_ID.fullmatch(hostname) else f"h{hostname}"[:128]
+
+
+def _allowed_commands(entries: Any) -> AllowList:
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise SettingsError("allowedCommands must be a list of command lines")
+    try:
+        return AllowList.parse(entries)
+    except AllowListError as exc:
+        raise SettingsError(f"allowedCommands: {exc}") from None
 
 
 def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
@@ -166,7 +198,8 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
     options = {
         "metrics_interval_s": values.get("metricsIntervalS", 10.0),
         "log_files": tuple(Path(p) for p in values.get("logFiles", ())),
-        "allowed_commands": tuple(values.get("allowedCommands", ())),
+        "allowed_commands": _allowed_commands(values.get("allowedCommands", [])),
+        "run_environment": _check_run_environment(values.get("runEnvironment", [])),
         "backoff_base_s": values.get("backoffBaseS", 1.0),
         "backoff_cap_s": values.get("backoffCapS", 60.0),
         "command_concurrency": values.get("commandConcurrency", 4),

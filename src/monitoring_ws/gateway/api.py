@@ -52,7 +52,7 @@ def create_api(
     if transports is None:
         available: dict[str, Transport] = {"websocket": transport}
         if config.ssm:
-            available["ssm"] = SSMTransport()
+            available["ssm"] = SSMTransport(policy=config.ssm_policy())
         transports = [available[n] for n in config.transport_order if n in available]
     router = TransportRouter(transports)
     _add_guard(app, config)

@@ -6,9 +6,12 @@ import ipaddress
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from ..transports.ssm import SSMPolicy
 
 __all__ = ["ConfigError", "GatewayConfig", "is_loopback", "load_config", "parse_hostport"]
 
@@ -63,6 +66,8 @@ class GatewayConfig:
     state_dir: Path = Path(".monitoring-ws")
     #: Master secrets, current first; empty means boto3's credential chain.
     master_secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
+    #: Fetch the master secret at start: ``secretsmanager:NAME`` or ``ssm:/parameter/name``.
+    master_secret_from: str | None = None
     seed_compatible: bool = False
     #: Bearer tokens for /api; required when the API listens beyond loopback.
     api_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
@@ -106,6 +111,10 @@ class GatewayConfig:
     imds_endpoint: str = "http://169.254.169.254"
     #: Offer AWS SSM as a second transport (boto3's chain gives region and credentials).
     ssm: bool = False
+    #: Commands that may go to SSM, where they run as root with no agent allow-list.
+    ssm_safe_commands: tuple[str, ...] = ("ping",)
+    #: Shell lines ``ssm_shell`` may run over SSM, word for word; empty (the default): off.
+    ssm_shell_allowed: tuple[str, ...] = ()
     #: Several nodes share presence and the replay window through this Redis (step 6).
     redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
     #: This node's name in listings (default host:pid, or host:w<i> for worker i).
@@ -127,6 +136,15 @@ class GatewayConfig:
     def tls_enabled(self) -> bool:
         return self.tls_self_signed or self.tls_cert is not None
 
+    def ssm_policy(self) -> SSMPolicy:
+        """What may go to SSM; raises ``ConfigError`` for a setting that cannot be."""
+        from ..transports.ssm import SSMPolicy  # noqa: PLC0415 - botocore: slow, SSM only
+
+        try:
+            return SSMPolicy.from_settings(self.ssm_safe_commands, self.ssm_shell_allowed)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
     def check(self) -> None:
         """Cross-field rules; raises ``ConfigError`` with the fix."""
         host, _ = parse_hostport(self.listen, "listen")
@@ -147,6 +165,7 @@ class GatewayConfig:
             raise ConfigError(f"transport_order: unknown transports {sorted(unknown)}")
         if not any(t == "websocket" or (t == "ssm" and self.ssm) for t in self.transport_order):
             raise ConfigError("transport_order names no enabled transport (ssm needs ssm = true)")
+        self.ssm_policy()
         if any(not token or len(token) < 16 for token in self.api_tokens):
             raise ConfigError("api_tokens must be at least 16 characters each")
 
@@ -160,6 +179,8 @@ _TUPLES = {
     "allowed_hosts",
     "tls_hostnames",
     "transport_order",
+    "ssm_safe_commands",
+    "ssm_shell_allowed",
 }
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import trio
 
 from ..clock import wall_ms
+from ..private import private_file
 from ..protocol import Delivery
 from .records import CommandRecord
 
@@ -86,9 +87,11 @@ class StateStore:
         target = ":memory:"
         if self.path is not None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_file(self.path)
             except OSError as exc:
-                raise StoreError(f"cannot create the state directory: {exc}") from None
+                raise StoreError(
+                    f"cannot create the state database in the state directory: {exc}"
+                ) from None
             target = str(self.path)
         try:
             db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)

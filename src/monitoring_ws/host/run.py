@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ..transports import Transport
-from ..transports.ssm import SSMTransport
+from ..transports.ssm import SSMPolicy, SSMTransport
 from .plugins import HostContext, Plugin, PluginError, load_enabled
 
 __all__ = ["run_host", "transports_in_order"]
@@ -25,7 +25,10 @@ def transports_in_order(plugins: list[Plugin], options: Mapping[str, Any]) -> tu
         for transport in plugin.transports():
             available[transport.name] = transport
     if options.get("ssm", False):
-        available["ssm"] = SSMTransport()
+        policy = SSMPolicy.from_settings(
+            options.get("ssm_safe_commands", ["ping"]), options.get("ssm_shell_allowed", [])
+        )
+        available["ssm"] = SSMTransport(policy=policy)
     order = list(options.get("order", ["websocket", "ssm"]))
     order += [name for name in available if name not in order]
     return tuple(available[name] for name in order if name in available)
@@ -42,10 +45,14 @@ async def run_host(
     plugins = load_enabled(plugin_settings)
     if not plugins:
         raise PluginError("no plugin is enabled: set enabled = true under [plugins.websocket]")
+    try:
+        transports = transports_in_order(plugins, transport_options)
+    except ValueError as exc:
+        raise PluginError(f"[transports]: {exc}") from None
     stop = trio.Event() if stop is None else stop
     async with trio.open_nursery() as nursery:
         blueprints = tuple(bp for plugin in plugins for bp in plugin.blueprints())
-        context = HostContext(transports_in_order(plugins, transport_options), nursery, blueprints)
+        context = HostContext(transports, nursery, blueprints)
         for plugin in plugins:
             await nursery.start(plugin.run, context)
             log.info("plugin %s started", plugin.name)

@@ -58,17 +58,22 @@ class TransportRouter:
         args: Mapping[str, Any],
         timeout_s: float,
     ) -> Routed:
-        tried: list[str] = []
+        refused: list[str] = []
+        unsupported = False
         for transport in self.transports:
             if not await transport.can_reach(agent_id, command):
+                explain = getattr(transport, "refusal", None)  # optional: why not
+                reason = explain(agent_id, command) if explain is not None else None
+                refused.append(f"{transport.name}: {reason or 'cannot reach it'}")
                 continue
-            tried.append(transport.name)
             try:
                 outcome = await transport.send_command(agent_id, command, args, timeout_s)
             except _NOT_DELIVERED as exc:
                 log.info(
                     "%s could not deliver %s to %s: %s", transport.name, command, agent_id, exc
                 )
+                refused.append(f"{transport.name}: {exc}")
+                unsupported = unsupported or isinstance(exc, CommandNotSupportedError)
                 continue
             except TransportError as exc:
                 # Maybe delivered (timeout, agent gone mid-command): never run it twice.
@@ -77,9 +82,9 @@ class TransportRouter:
                 raise
             self._record(agent_id, command, transport.name, outcome)
             return Routed(transport.name, outcome)
-        names = ", ".join(t.name for t in self.transports)
-        detail = f"tried {', '.join(tried)}" if tried else f"none of {names} can"
-        raise AgentNotConnectedError(f"no transport reaches {agent_id} for {command!r} ({detail})")
+        message = f"no transport reaches {agent_id} for {command!r} ({'; '.join(refused)})"
+        # A transport that reached the agent and refused the command is the better answer.
+        raise (CommandNotSupportedError if unsupported else AgentNotConnectedError)(message)
 
     def _record(
         self, agent_id: str, command: str, transport: str, outcome: CommandOutcome | None

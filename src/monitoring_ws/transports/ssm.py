@@ -12,12 +12,15 @@ import contextlib
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+import shlex
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import trio
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..allowlist import AllowList, AllowListError
 from .base import (
     AgentNotConnectedError,
     CommandNotSupportedError,
@@ -29,12 +32,10 @@ from .base import (
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
-__all__ = ["SSM_COMMANDS", "SSMTransport", "is_instance_id"]
+__all__ = ["SSM_MAPPED_COMMANDS", "SSM_SHELL", "SSMPolicy", "SSMTransport", "is_instance_id"]
 
 _INSTANCE_ID = re.compile(r"(?:i|mi)-[0-9a-f]{8,17}")
 DOCUMENT = "AWS-RunShellScript"
-#: Agent commands SSM can carry, and how (docs/transports.md).
-SSM_COMMANDS = ("ping", "run")
 # SSM's terminal invocation states; anything else is still on its way.
 _TERMINAL = {
     "Success",
@@ -65,18 +66,81 @@ def is_instance_id(agent_id: str) -> bool:
     return _INSTANCE_ID.fullmatch(agent_id) is not None
 
 
-def shell_commands(command: str, args: Mapping[str, Any]) -> list[str]:
-    """The ``AWS-RunShellScript`` lines for an agent command."""
-    if command == "ping":
-        return ["echo pong"]
-    if command == "run":
-        lines = args.get("commands", args.get("command"))
-        if isinstance(lines, str):
-            lines = [lines]
+#: Commands with a fixed SSM mapping: what ``ssm_safe_commands`` may name.
+SSM_MAPPED_COMMANDS = frozenset({"ping"})
+#: Shell over SSM: its own command name, never ``run`` (docs/transports.md).
+SSM_SHELL = "ssm_shell"
+
+
+@attrs.frozen
+class SSMPolicy:
+    """Which commands may go to SSM, where they run as root with no agent allow-list.
+
+    ``safe_commands`` names commands with a fixed SSM mapping that may go there (only
+    ``ping`` has one). ``ssm_shell`` runs shell lines, each allowed word for word by
+    ``shell_allowed`` (the agent's matcher) and sent quoted; empty, the default, is off.
+    ``run`` never goes to SSM: its allow-list lives on the agent.
+    """
+
+    safe_commands: frozenset[str] = frozenset({"ping"})
+    shell_allowed: AllowList = attrs.field(factory=AllowList)
+
+    @classmethod
+    def from_settings(cls, safe_commands: Iterable[str], shell_allowed: Iterable[str]) -> SSMPolicy:
+        """From ``ssm_safe_commands`` and ``ssm_shell_allowed``; ValueError says what is wrong."""
+        safe = frozenset(safe_commands)
+        if "run" in safe:
+            raise ValueError(
+                "ssm_safe_commands: 'run' never goes to SSM (its allow-list lives on the "
+                f"agent); allow shell lines for {SSM_SHELL} in ssm_shell_allowed instead"
+            )
+        unknown = sorted(safe - SSM_MAPPED_COMMANDS)
+        if unknown:
+            mapped = ", ".join(sorted(SSM_MAPPED_COMMANDS))
+            raise ValueError(f"ssm_safe_commands: {unknown} have no SSM mapping (mapped: {mapped})")
+        try:
+            return cls(safe, AllowList.parse(shell_allowed))
+        except AllowListError as exc:
+            raise ValueError(f"ssm_shell_allowed: {exc}") from None
+
+    def refusal(self, command: str) -> str | None:
+        """Why ``command`` may not go to SSM; None when it may."""
+        if command == "run":
+            return (
+                "'run' never goes to SSM (its allow-list lives on the agent); "
+                f"use {SSM_SHELL} with ssm_shell_allowed"
+            )
+        if command == SSM_SHELL:
+            return (
+                None if self.shell_allowed else f"{SSM_SHELL} is off (ssm_shell_allowed is empty)"
+            )
+        if command not in self.safe_commands:
+            safe = ", ".join(sorted(self.safe_commands)) or "none"
+            return f"{command!r} is not SSM-safe (ssm_safe_commands: {safe})"
+        return None
+
+    def shell_lines(self, command: str, args: Mapping[str, Any]) -> list[str]:
+        """The ``AWS-RunShellScript`` lines for an allowed command."""
+        refused = self.refusal(command)
+        if refused is not None:
+            raise CommandNotSupportedError(refused)
+        if command == "ping":
+            return ["echo pong"]
+        if command != SSM_SHELL:
+            raise CommandNotSupportedError(f"{command!r} has no SSM mapping")
+        lines = args.get("commands")
         if not isinstance(lines, list) or not lines or not all(isinstance(x, str) for x in lines):
-            raise CommandNotSupportedError('run over SSM takes args {"commands": ["line", ...]}')
-        return lines
-    raise CommandNotSupportedError(f"{command!r} has no SSM mapping (SSM carries: ping, run)")
+            raise CommandNotSupportedError(f'{SSM_SHELL} takes args {{"commands": ["line", ...]}}')
+        quoted = []
+        for line in lines:
+            arguments = self.shell_allowed.allows_line(line)
+            if arguments is None:
+                raise CommandNotSupportedError(
+                    f"{SSM_SHELL}: {line[:200]!r} is not allowed by ssm_shell_allowed"
+                )
+            # The shell sees each argument quoted: no expansion, no second command.
+            quoted.append(shlex.join(arguments))
+        return quoted
 
 
 class SSMTransport:
@@ -91,8 +155,10 @@ class SSMTransport:
         max_concurrent_calls: int = 8,
         poll_first_s: float = 0.1,
         poll_max_s: float = 2.0,
+        policy: SSMPolicy | None = None,
     ) -> None:
         self._client = client
+        self.policy = SSMPolicy() if policy is None else policy
         self._limiter = trio.CapacityLimiter(max_concurrent_calls)
         self.poll_first_s = poll_first_s
         self.poll_max_s = poll_max_s
@@ -108,10 +174,19 @@ class SSMTransport:
     def health(self) -> dict[str, Any]:
         # Whether boto3 has a region is known without a call; credentials are checked by AWS.
         region = None if self._client is None else self._client.meta.region_name
-        return {"ok": True, "commands": list(SSM_COMMANDS), "region": region}
+        commands = sorted(self.policy.safe_commands)
+        if self.policy.shell_allowed:
+            commands.append(SSM_SHELL)
+        return {"ok": True, "commands": commands, "region": region}
 
     async def can_reach(self, agent_id: str, command: str) -> bool:
-        return is_instance_id(agent_id) and command in SSM_COMMANDS
+        return self.refusal(agent_id, command) is None
+
+    def refusal(self, agent_id: str, command: str) -> str | None:
+        """Why this transport will not carry ``command`` to ``agent_id``; None if it will."""
+        if not is_instance_id(agent_id):
+            return f"{agent_id} is not an EC2 instance id"
+        return self.policy.refusal(command)
 
     async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
         return await trio.to_thread.run_sync(functools.partial(fn, **kwargs), limiter=self._limiter)
@@ -127,7 +202,7 @@ class SSMTransport:
             raise AgentNotConnectedError(
                 f"{agent_id} is not an EC2 instance id: SSM cannot reach it"
             )
-        lines = shell_commands(command, args)
+        lines = self.policy.shell_lines(command, args)
         started = trio.current_time()
         try:
             client = self.client  # created on first use: a missing region fails here

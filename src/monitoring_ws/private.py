@@ -1,0 +1,28 @@
+"""Files only their owner may read: state databases, outboxes, keys, secrets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+__all__ = ["private_file"]
+
+#: SQLite's companions of a database file (created with the database file's mode).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (and missing parents, 0700) as an empty 0600 file, or tighten an
+    existing one and its SQLite companions to 0600: they hold command output and logs.
+
+    Raises OSError when the directory or the file cannot be made."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in _COMPANIONS:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
