@@ -45,10 +45,11 @@ def create_api(
     """The Quart-Trio app: /api/websocket/*, the neutral /api/agents over ``transports``
     (preference order; by default the gateway's own settings choose them), and other
     plugins' ``blueprints`` (behind the same bearer tokens)."""
+    config = gateway.config
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["BODY_TIMEOUT"] = config.http_body_timeout_s  # a slow body is cut: 408
     transport = WebSocketTransport(gateway)
-    config = gateway.config
     if transports is None:
         available: dict[str, Transport] = {"websocket": transport}
         if config.ssm:

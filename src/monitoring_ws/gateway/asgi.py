@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.protocol import ws_stream
 from wsproto.extensions import Extension
 
+from .connection import TOO_BIG
 from .gateway import AGENT_PATH
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from .gateway import Gateway
 
-__all__ = ["AgentOnlyApp", "GatewayApp", "refuse_websocket_compression"]
+__all__ = ["AgentOnlyApp", "GatewayApp", "adapt_hypercorn_websockets"]
 
 
 class _NoCompression(Extension):
@@ -30,16 +31,50 @@ class _NoCompression(Extension):
         return False
 
 
-def refuse_websocket_compression() -> None:
-    """Make Hypercorn's handshake decline permessage-deflate.
+class _TellingBuffer(ws_stream.WebsocketBuffer):
+    """Hypercorn's frame buffer, except that a frame over the limit is dropped as it comes
+    (not held) and then reported to the app instead of closed silently.
+
+    Hypercorn closes such a connection with 1009 without telling the application; the
+    gateway then only saw a dead socket. Now the connection learns the frame's length,
+    closes with 1009 itself and logs it with the agent's id.
+    """
+
+    too_big = False
+
+    def extend(self, event: Any) -> None:
+        if self.too_big:
+            self.length += len(event.data)
+            return
+        try:
+            super().extend(event)
+        except ws_stream.FrameTooLargeError:
+            self.too_big, self.value = True, None
+
+    def clear(self) -> None:
+        super().clear()
+        self.too_big = False
+
+    def to_message(self) -> dict[str, Any]:
+        if self.too_big:
+            return {"type": "websocket.receive", "bytes": None, "text": None, TOO_BIG: self.length}
+        message: dict[str, Any] = super().to_message()
+        return message
+
+
+def adapt_hypercorn_websockets() -> None:
+    """Make Hypercorn's websocket handshake decline permessage-deflate, and report frames
+    over the limit to the app (``TOO_BIG``) instead of closing silently.
 
     Hypercorn accepts whatever compression a client offers and has no setting for it;
     a compressed idle connection costs ~149 KB instead of ~22 KB (DESIGN.md section 5).
-    Its handshake looks ``PerMessageDeflate`` up in its module on every upgrade, so
-    pointing that name at an extension nobody offers turns compression off.
-    tests/gateway/test_agent_endpoint.py checks an offer is declined.
+    Its handshake looks ``PerMessageDeflate`` up in its module on every upgrade, and each
+    stream builds its ``WebsocketBuffer`` the same way, so pointing those names at our
+    classes changes both. tests/gateway/test_agent_endpoint.py checks an offer is
+    declined; tests/gateway/test_frame_limits.py that an oversized frame is reported.
     """
     setattr(ws_stream, "PerMessageDeflate", _NoCompression)  # noqa: B010 - not re-exported
+    setattr(ws_stream, "WebsocketBuffer", _TellingBuffer)  # noqa: B010 - the same way
 
 
 async def _not_found(send: ASGISendCallable) -> None:

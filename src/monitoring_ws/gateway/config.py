@@ -13,6 +13,8 @@ import attrs
 if TYPE_CHECKING:
     from ..transports.ssm import SSMPolicy
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 __all__ = ["ConfigError", "GatewayConfig", "is_loopback", "load_config", "parse_hostport"]
 
 DEFAULT_LISTEN = "127.0.0.1:4000"
@@ -39,7 +41,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be > 0, got {value}")
 
@@ -84,10 +86,22 @@ class GatewayConfig:
     max_frame_bytes: int = attrs.field(default=1 << 20, validator=_positive)
     #: Frames queued for one agent before it counts as too slow and is closed.
     outgoing_queue: int = attrs.field(default=256, validator=_positive)
+    #: The first frame's limit: read before the server knows who is speaking (1009).
+    max_auth_frame_bytes: int = attrs.field(default=16 << 10, validator=_positive)
     #: Connections that have not authenticated yet, across all addresses.
     max_unauthenticated: int = attrs.field(default=2048, validator=_positive)
-    #: Authentication failures one remote address may have per minute before 4429.
+    #: ... and from one remote address.
+    max_unauthenticated_per_address: int = attrs.field(default=256, validator=_positive)
+    #: Failed first frames one agent id may have from one address per minute before 4429.
     auth_failures_per_minute: int = attrs.field(default=30, validator=_positive)
+    #: Failed first frames one address may have per minute, whatever the agent ids.
+    address_failures_per_minute: int = attrs.field(default=300, validator=_positive)
+    #: Proxies or load balancers whose ``X-Forwarded-For`` names the agent's address
+    #: (addresses or networks, e.g. "10.0.0.0/8"); from anyone else the header is ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    #: TLS handshakes and HTTP request bodies that take longer than this are cut.
+    tls_handshake_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    http_body_timeout_s: float = attrs.field(default=10.0, validator=_positive)
     #: Retry hint sent with 1001 at shutdown (agents add jitter).
     shutdown_retry_after_s: int = 5
     #: How long a command waits by default, and at most.
@@ -136,6 +150,13 @@ class GatewayConfig:
     def tls_enabled(self) -> bool:
         return self.tls_self_signed or self.tls_cert is not None
 
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` as networks; raises ``ConfigError`` for one that is not."""
+        try:
+            return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
+
     def ssm_policy(self) -> SSMPolicy:
         """What may go to SSM; raises ``ConfigError`` for a setting that cannot be."""
         from ..transports.ssm import SSMPolicy  # noqa: PLC0415 - botocore: slow, SSM only
@@ -166,6 +187,7 @@ class GatewayConfig:
         if not any(t == "websocket" or (t == "ssm" and self.ssm) for t in self.transport_order):
             raise ConfigError("transport_order names no enabled transport (ssm needs ssm = true)")
         self.ssm_policy()
+        self.proxy_networks()
         if any(not token or len(token) < 16 for token in self.api_tokens):
             raise ConfigError("api_tokens must be at least 16 characters each")
 
@@ -181,6 +203,7 @@ _TUPLES = {
     "transport_order",
     "ssm_safe_commands",
     "ssm_shell_allowed",
+    "trusted_proxies",
 }
 
 

@@ -39,8 +39,11 @@ if TYPE_CHECKING:
 
     from .gateway import Gateway, SharedReplayWindow
 
-__all__ = ["AgentConnection"]
+__all__ = ["TOO_BIG", "AgentConnection"]
 
+#: The ASGI receive message's member that says a frame went over the limit (its length);
+#: set by the frame buffer asgi.py gives Hypercorn.
+TOO_BIG = "monitoring_ws.too_big"
 #: How long queued frames and the close frame may take to leave after a close is decided.
 CLOSE_GRACE_S = 2.0
 
@@ -224,7 +227,12 @@ class AgentConnection:
                     except (trio.EndOfChannel, trio.ClosedResourceError):
                         return
                     kind = message["type"]
-                    if kind == "websocket.receive":
+                    if kind == "websocket.receive" and TOO_BIG in message:
+                        # Hypercorn dropped it (asgi.py): say so, with who sent it.
+                        reason = f"a frame of {message[TOO_BIG]} bytes, over the limit"
+                        error = ProtocolError(CloseCode.MESSAGE_TOO_BIG, reason)
+                        self.close(session.fail(error))
+                    elif kind == "websocket.receive":
                         text: str | None = message.get("text")
                         data: str | bytes = (
                             text if text is not None else message.get("bytes") or b""

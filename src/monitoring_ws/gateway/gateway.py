@@ -25,7 +25,7 @@ from ..protocol import (
     close_reason,
 )
 from ..transports import CommandOutcome
-from .admission import Admission
+from .admission import FAILURE_CODES, Admission, client_address
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
@@ -101,7 +101,13 @@ class Gateway:
         self.commands = CommandBook(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())
         self.spool = Spool(config, self.store, self.commands, self.registry.local)
-        self.admission = Admission(config.max_unauthenticated, config.auth_failures_per_minute)
+        self.admission = Admission(
+            config.max_unauthenticated,
+            config.auth_failures_per_minute,
+            max_unauthenticated_per_address=config.max_unauthenticated_per_address,
+            address_failures_per_minute=config.address_failures_per_minute,
+        )
+        self._proxies = config.proxy_networks()
         self.stats: Counter[str] = Counter()
         self.shutting_down = False
         #: Set once the background work has made its last commit and closed the store.
@@ -111,7 +117,9 @@ class Gateway:
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             features=frozenset({FEATURE_ACK, FEATURE_CANCEL}),
             limits=Limits(
-                max_frame_bytes=config.max_frame_bytes, auth_timeout_ms=config.auth_timeout_ms
+                max_frame_bytes=config.max_frame_bytes,
+                max_auth_frame_bytes=config.max_auth_frame_bytes,
+                auth_timeout_ms=config.auth_timeout_ms,
             ),
         )
 
@@ -126,6 +134,12 @@ class Gateway:
         if (await receive())["type"] != "websocket.connect":
             return
         address, port = scope.get("client") or ("unknown", 0)
+        if self._proxies:
+            forwarded = next(
+                (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"),
+                None,
+            )
+            address = client_address(address, forwarded, self._proxies)
         await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         retry: int | None
         if self.shutting_down:
@@ -140,11 +154,13 @@ class Gateway:
             reason = close_reason(code, retry)
             await send({"type": "websocket.close", "code": code, "reason": reason})
             return
+        admission = self.admission
         session = ServerSession(
             self.keyring,
             opened_at_ms=wall_ms(),
             session_id=str(uuid.uuid4()),
             config=self._session_config,
+            gate=lambda agent_id: admission.agent_gate(address, agent_id, trio.current_time()),
         )
         connection = AgentConnection(self, session, receive, send, address=address, port=port)
         self._connections.add(connection)
@@ -152,7 +168,7 @@ class Gateway:
         await connection.run()
 
     async def authenticated(self, connection: AgentConnection) -> None:
-        self.admission.authenticated()
+        self.admission.authenticated(connection.address)
         self.stats["authenticated"] += 1
         await self.registry.register(connection)
         log.info("agent %s connected from %s", connection.agent_id, connection.remote)
@@ -168,9 +184,11 @@ class Gateway:
             log.info("agent %s disconnected", connection.agent_id)
         else:
             closing = connection.closing
-            failed = closing is not None and closing.code is CloseCode.AUTH_FAILED
             self.admission.left_unauthenticated(
-                connection.address, trio.current_time(), auth_failed=failed
+                connection.address,
+                connection.session.claimed_agent_id,
+                trio.current_time(),
+                failed=closing is not None and closing.code in FAILURE_CODES,
             )
 
     def log_close(self, connection: AgentConnection, event: CloseConnection) -> None:

@@ -19,7 +19,7 @@ from quart import Blueprint
 from ..protocol import Keyring
 from ..transports import Transport
 from .api import create_api
-from .asgi import AgentOnlyApp, GatewayApp, refuse_websocket_compression
+from .asgi import AgentOnlyApp, GatewayApp, adapt_hypercorn_websockets
 from .config import GatewayConfig
 from .gateway import AGENT_PATH, Gateway
 from .secrets import resolve_master_secrets
@@ -77,6 +77,7 @@ def _hypercorn_config(
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our handlers, once
     hc.backlog = 4096  # reconnect storms arrive all at once
+    hc.ssl_handshake_timeout = config.tls_handshake_timeout_s
     if config.worker_index is not None:
         hc.workers = 2  # only so that Hypercorn sets SO_REUSEPORT: each worker is a process
     if tls is not None:
@@ -113,7 +114,7 @@ async def serve(
             blueprints=blueprints,
         )
         return
-    refuse_websocket_compression()
+    adapt_hypercorn_websockets()
     if gateway is None:
         keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
         gateway = Gateway(config, keyring)

@@ -16,6 +16,7 @@ from .delivery import (
 )
 from .envelope import (
     AGENT_ID,
+    DEFAULT_MAX_AUTH_FRAME_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
     TIMESTAMP_WINDOW_MS,
     Body,
@@ -71,6 +72,7 @@ from .strictjson import MAX_DEPTH, MAX_SAFE_INTEGER
 __all__ = [
     "AGENT_ID",
     "CANCELLED",
+    "DEFAULT_MAX_AUTH_FRAME_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
     "FEATURE_ACK",
     "FEATURE_CANCEL",

@@ -35,6 +35,7 @@ from .payloads import (
 __all__ = [
     "AGENT_ID",
     "BODIES",
+    "DEFAULT_MAX_AUTH_FRAME_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
     "NONCE",
     "TIMESTAMP_WINDOW_MS",
@@ -51,6 +52,8 @@ __all__ = [
 
 #: Largest frame accepted, in UTF-8 bytes (configurable per endpoint).
 DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
+#: The first frame (``auth``) a server reads before it knows who is speaking.
+DEFAULT_MAX_AUTH_FRAME_BYTES: Final = 16 << 10
 #: Largest accepted difference between a message's ``ts`` and the receiver's clock.
 TIMESTAMP_WINDOW_MS: Final = 300_000
 
@@ -249,8 +252,11 @@ def decode(
     sender: Sender,
     agent_id: str | None = None,
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    now_ms: int | None = None,
+    window_ms: int = TIMESTAMP_WINDOW_MS,
 ) -> Message:
-    """Size, JSON, schema and (when given) agentId checks of one text frame.
+    """Size, JSON, schema, (when given) agentId and ``ts`` checks of one text frame, in
+    that order; canonicalization, the costliest, comes last.
 
     ``frame`` is the frame's text, or its UTF-8 bytes. Raises only ``ProtocolError``.
     """
@@ -260,14 +266,16 @@ def decode(
     except strictjson.JSONRejectedError as exc:
         raise _malformed(str(exc)) from None
     envelope = _envelope_of(value)
-    try:
-        payload_canonical = canonicalize(envelope.payload, parsed=True)
-    except CanonicalizationError as exc:
-        raise _malformed(str(exc)) from None
     schema = BODIES[sender].get(envelope.type)
     body = None if schema is None else schema.from_payload(envelope.payload)
     if agent_id is not None and envelope.agent_id != agent_id:
         raise ProtocolError(CloseCode.AGENT_MISMATCH, "agentId is not the authenticated one")
+    if now_ms is not None:
+        check_timestamp(envelope.ts, now_ms, window_ms)
+    try:
+        payload_canonical = canonicalize(envelope.payload, parsed=True)
+    except CanonicalizationError as exc:
+        raise _malformed(str(exc)) from None
     return Message(envelope, body, envelope.signing_input(payload_canonical))
 
 

@@ -61,15 +61,16 @@ _RETRY_AFTER = re.compile(r"^retry-after=(\d{1,6})(?:;|$)")
 class ProtocolError(Exception):
     """A check failed: ``code`` is the close code to use, ``reason`` is for logs only."""
 
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(self, code: CloseCode, reason: str, retry_after_s: int | None = None) -> None:
         super().__init__(f"{int(code)} {code.name}: {reason}")
         self.code = code
         self.reason = reason
+        self.retry_after_s = retry_after_s
 
     @property
     def public_reason(self) -> str:
         """The close reason safe to send to the peer (never says which auth check failed)."""
-        return close_reason(self.code)
+        return close_reason(self.code, self.retry_after_s)
 
 
 def close_reason(code: CloseCode, retry_after_s: int | None = None) -> str:

@@ -74,10 +74,12 @@ class ServerSession(SessionBase):
     """One connection, server side."""
 
     __slots__ = (
+        "_gate",
         "_numbered",
         "_stream",
         "acked",
         "agent_id",
+        "claimed_agent_id",
         "config",
         "features",
         "hello",
@@ -96,8 +98,14 @@ class ServerSession(SessionBase):
         session_id: str,
         config: ServerConfig = ServerConfig(),
         new_nonce: Callable[[], str] = random_nonce,
+        gate: Callable[[str], int | None] | None = None,
     ) -> None:
         super().__init__(config.limits, new_nonce)
+        #: Asked with the agentId a first frame claims, before its signature is checked:
+        #: a retry hint closes with 4429 (an agent id that failed too often from here).
+        self._gate = gate
+        #: The agentId the first frame claimed, once it decoded (for failure accounting).
+        self.claimed_agent_id: str | None = None
         self.keyring = keyring
         self.config = config
         self.session_id = session_id
@@ -149,11 +157,26 @@ class ServerSession(SessionBase):
     def verify(self, data: str | bytes, now_ms: int) -> Verified:
         """Every check but the nonce; raises ``ProtocolError`` (then call ``fail``)."""
         if self.agent_id is None:
-            return self._decode_and_verify(data, now_ms, None, self._candidate_keys)
+            limits = self.limits
+            return self._decode_and_verify(
+                data,
+                now_ms,
+                None,
+                self._candidate_keys,
+                max_bytes=min(limits.max_auth_frame_bytes, limits.max_frame_bytes),
+            )
         return self._decode_and_verify(data, now_ms, self.agent_id, self._session_key)
 
     def _candidate_keys(self, message: Message) -> tuple[bytes, ...]:
-        return self.keyring.keys_for(message.envelope.agent_id)
+        agent_id = message.envelope.agent_id
+        self.claimed_agent_id = agent_id
+        if self._gate is not None:
+            retry = self._gate(agent_id)
+            if retry is not None:
+                raise ProtocolError(
+                    CloseCode.TOO_MANY_ATTEMPTS, f"{agent_id} failed too often", retry
+                )
+        return self.keyring.keys_for(agent_id)
 
     def _session_key(self, _message: Message) -> tuple[bytes, ...]:
         assert self._key is not None  # noqa: S101 - set together with agent_id

@@ -8,12 +8,12 @@ from typing import Any
 import attrs
 
 from .envelope import (
+    DEFAULT_MAX_AUTH_FRAME_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
     TIMESTAMP_WINDOW_MS,
     Message,
     MessageType,
     Sender,
-    check_timestamp,
     decode,
     seal,
     verify_signature,
@@ -29,6 +29,8 @@ class Limits:
     """Limits both ends apply to what they receive."""
 
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: A server's limit on the first frame, read before it knows who speaks (1009).
+    max_auth_frame_bytes: int = DEFAULT_MAX_AUTH_FRAME_BYTES
     timestamp_window_ms: int = TIMESTAMP_WINDOW_MS
     #: Close after this many heartbeat intervals without a verified message (4408).
     missed_heartbeats: int = 3
@@ -81,6 +83,7 @@ class SessionBase:
         keys: Callable[[Message], tuple[bytes, ...]],
         *,
         check_ts: bool = True,
+        max_bytes: int | None = None,
     ) -> Verified:
         if self._closed:
             raise RuntimeError("the session is closed")
@@ -88,10 +91,13 @@ class SessionBase:
             raise ProtocolError(CloseCode.UNSUPPORTED_DATA, "binary frame")
         limits = self.limits
         message = decode(
-            data, sender=self._peer, agent_id=agent_id, max_bytes=limits.max_frame_bytes
+            data,
+            sender=self._peer,
+            agent_id=agent_id,
+            max_bytes=limits.max_frame_bytes if max_bytes is None else max_bytes,
+            now_ms=peer_now_ms if check_ts else None,
+            window_ms=limits.timestamp_window_ms,
         )
-        if check_ts:
-            check_timestamp(message.envelope.ts, peer_now_ms, limits.timestamp_window_ms)
         return Verified(message, verify_signature(message, keys(message)))
 
     def _seal(
