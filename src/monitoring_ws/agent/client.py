@@ -21,6 +21,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from .. import __version__
 from ..clock import wall_ms as now_ms
 from ..protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
     FEATURE_ACK,
     FEATURE_CANCEL,
     INTERRUPTED,
@@ -30,15 +31,20 @@ from ..protocol import (
     AuthHello,
     CancelReceived,
     Capabilities,
+    CloseCode,
     CloseConnection,
     Command,
     CommandError,
     CommandReceived,
     CommandResult,
     Event,
+    LogEntry,
     MessageType,
     SendFrame,
+    encoded_size,
+    fit_payload,
 )
+from ..protocol.payloads import MIN_FRAME_LIMIT
 from .backoff import Backoff
 from .dial import PinMismatchError, ProxyError, dial
 from .logtail import LogTail
@@ -82,6 +88,12 @@ class Agent:
             error = CommandError(INTERRUPTED, "the agent restarted while running it")
             result = CommandResult(command_id, False, 0, error=error)
             self.outbox.put(MessageType.COMMAND_RESULT, result.to_payload())
+        #: Outbox messages the server closed 1009 on, by seq: refused twice, replaced.
+        self._refused: dict[int, int] = {}
+        #: Lowered after a 1009 below what the server announced (a proxy may cut lower).
+        self._frame_cap: int | None = None
+        #: This connection's largest frame still unacknowledged: what a 1009 is blamed on.
+        self._largest: tuple[int, int] = (0, 0)
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
         self.connected = trio.Event()  # set while a session is open (tests wait on it)
         #: Outlives connections: collectors and commands (a command cut off by a dropped
@@ -136,6 +148,8 @@ class Agent:
             code, reason = None, str(error)
         finally:
             self.connected = trio.Event()
+        if code == CloseCode.MESSAGE_TOO_BIG:
+            self._refused_frame()
         if trio.current_time() - started >= STABLE_AFTER_S:
             self.backoff.stable()
         return code, reason
@@ -216,7 +230,11 @@ class Agent:
         """Send the outbox in order. With ``ack`` everything unacknowledged is sent again on
         each connection, numbered and signed afresh; without it, a message sent is gone."""
         outbox = self.outbox
-        numbered = session.reply is not None and FEATURE_ACK in session.reply.features
+        reply = session.reply
+        numbered = reply is not None and FEATURE_ACK in reply.features
+        limit = (reply and reply.max_frame_bytes) or DEFAULT_MAX_FRAME_BYTES
+        limit = min(limit, self._frame_cap or limit)
+        self._largest = (0, 0)
         sent_through = 0
         while True:
             outbox.wake = trio.Event()
@@ -227,10 +245,58 @@ class Agent:
             for seq, kind, payload in batch:
                 if numbered:
                     payload["delivery"] = outbox.delivery(seq).to_payload()
-                await ws.send_message(session.message(kind, payload, now_ms()))
+                frame = self._frame(session, seq, kind, payload, limit)
+                await ws.send_message(frame)
+                if len(frame) > self._largest[1] or self._largest[0] <= outbox.acked_through:
+                    self._largest = (seq, len(frame))
                 sent_through = seq
                 if not numbered:
                     outbox.forget_through(seq)
+
+    def _frame(
+        self,
+        session: AgentSession,
+        seq: int,
+        kind: MessageType,
+        payload: dict[str, Any],
+        limit: int,
+    ) -> str:
+        """The signed frame for outbox message ``seq``, trimmed to fit ``limit``; a message
+        that cannot be signed, or that the server refused twice, is replaced in the outbox by
+        a small error record (so it can never block the messages behind it)."""
+        problem = "the server refused it twice (1009)" if self._refused.get(seq, 0) >= 2 else ""
+        if not problem:
+            try:
+                frame = session.message(kind, payload, now_ms())
+                size = len(frame.encode())
+                for budget in (limit * 7 // 8, limit // 2, limit // 8):
+                    if size <= limit:
+                        return frame
+                    payload = fit_payload(kind, payload, budget - (size - encoded_size(payload)))
+                    frame = session.message(kind, payload, now_ms())
+                    size = len(frame.encode())
+                if size <= limit:
+                    return frame
+                problem = f"it does not fit in {limit} bytes even trimmed"
+            except ValueError as exc:
+                problem = f"it cannot be signed: {exc}"
+        log.warning("outbox message %d (%s) replaced: %s", seq, kind.value, problem)
+        kind, record = _error_record(kind, payload, problem)
+        self.outbox.replace(seq, kind, record)
+        if "delivery" in payload:
+            record["delivery"] = payload["delivery"]
+        self._refused.pop(seq, None)
+        return session.message(kind, record, now_ms())
+
+    def _refused_frame(self) -> None:
+        """The server closed 1009: blame this connection's largest unacknowledged frame,
+        and send nothing that large again."""
+        seq, size = self._largest
+        if seq == 0 or seq <= self.outbox.acked_through:
+            return
+        self._refused[seq] = self._refused.get(seq, 0) + 1
+        self._frame_cap = max(MIN_FRAME_LIMIT, min(self._frame_cap or size, size - 1))
+        log.warning("the server refused a frame of %d bytes (1009): sending less", size)
 
     async def _metrics_loop(self) -> None:
         while True:
@@ -262,3 +328,19 @@ def _take_server_clock(ws: WebSocketConnection, session: AgentSession) -> None:
             if abs(server_ms - now_ms()) > 2000:  # one-second resolution: only real skew
                 session.adjust_clock(server_ms + 500, now_ms())
             return
+
+
+def _error_record(
+    kind: MessageType, payload: dict[str, Any], problem: str
+) -> tuple[MessageType, dict[str, Any]]:
+    """What stands in for an undeliverable message: its command's failure, or a log line."""
+    if kind is MessageType.COMMAND_RESULT and isinstance(payload.get("commandId"), str):
+        duration = payload.get("durationMs")
+        error = CommandError("result_undeliverable", f"the result was dropped: {problem}")
+        result = CommandResult(
+            payload["commandId"], False, duration if isinstance(duration, int) else 0, error=error
+        )
+        return kind, result.to_payload()
+    message = f"a {kind.value} message was dropped by the agent: {problem}"
+    entry = LogEntry(now_ms(), "error", message, "monitoring-ws-agent")
+    return MessageType.LOG, {"entries": [entry.to_payload()]}

@@ -20,6 +20,7 @@ __all__ = ["LogTail", "TailedFile"]
 #: Lines per ``log`` message at most; a longer line is cut to ``MAX_LINE`` characters.
 MAX_BATCH = 500
 MAX_LINE = 16_384
+MAX_BATCH_BYTES = 256 << 10
 
 
 class TailedFile:
@@ -84,10 +85,23 @@ class LogTail:
             await trio.sleep(self.settings.log_batch_interval_s)
             for tailed in self.files:
                 lines = await trio.to_thread.run_sync(tailed.read_lines)
-                for start in range(0, len(lines), MAX_BATCH):
-                    self.outbox.put(
-                        MessageType.LOG, _batch(tailed.path, lines[start : start + MAX_BATCH])
-                    )
+                for chunk in _chunks(lines):
+                    self.outbox.put(MessageType.LOG, _batch(tailed.path, chunk))
+
+
+def _chunks(lines: list[str]) -> list[list[str]]:
+    """Batches of at most ``MAX_BATCH`` lines and about ``MAX_BATCH_BYTES`` of text, so
+    that a batch stays far below any frame limit."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for line in lines:
+        cost = len(line) * 2 + 64  # escapes and the entry's other members, roughly
+        if chunks[-1] and (len(chunks[-1]) >= MAX_BATCH or size + cost > MAX_BATCH_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(line)
+        size += cost
+    return chunks if chunks[0] else []
 
 
 def _batch(path: Path, lines: list[str]) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class Outbox:
         self.bytes = int(
             self._db.execute("SELECT coalesce(sum(size), 0) FROM outbox").fetchone()[0]
         )
+        #: Everything up to here is gone from the outbox (acknowledged, or sent unnumbered).
+        self.acked_through = 0
         self._last_drop_log_ms = 0
         self._dropped_since_log = 0
 
@@ -164,6 +166,19 @@ class Outbox:
             ).fetchall()
         return [(seq, MessageType(kind), json.loads(payload)) for seq, kind, payload in rows]
 
+    def replace(self, seq: int, kind: MessageType, payload: Mapping[str, Any]) -> None:
+        """Put ``payload`` in place of message ``seq`` (same number, same place in line)."""
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        with self._lock:
+            row = self._db.execute("SELECT size FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return
+            self._db.execute(
+                "UPDATE outbox SET kind = ?, payload = ?, size = ? WHERE seq = ?",
+                (kind.value, text, len(text), seq),
+            )
+            self.bytes += len(text) - int(row[0])
+
     def delivery(self, seq: int) -> Delivery:
         return Delivery(self.stream, seq)
 
@@ -174,6 +189,7 @@ class Outbox:
         return self.forget_through(ack.seq)
 
     def forget_through(self, seq: int) -> int:
+        self.acked_through = max(self.acked_through, seq)
         with self._lock:
             removed = self._db.execute(
                 "DELETE FROM outbox WHERE seq <= ? RETURNING size", (seq,)

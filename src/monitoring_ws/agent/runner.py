@@ -10,7 +10,7 @@ from typing import Protocol
 
 import trio
 
-from ..protocol import CANCELLED, Command, CommandError, CommandResult
+from ..protocol import CANCELLED, Command, CommandError, CommandResult, canonicalize
 from .handlers import CommandContext, CommandFailed, Handler
 from .settings import AgentSettings
 
@@ -103,5 +103,9 @@ class CommandRunner:
             return failed(CANCELLED, "cancelled by the server")
         if scope.cancelled_caught:
             return failed("timeout", f"stopped after {command.timeout_ms} ms")
+        try:
+            canonicalize({"result": value})
+        except ValueError as exc:  # a plugin returned something no frame can carry
+            return failed("handler_error", f"the result is not JSON the protocol signs: {exc}")
         elapsed = int((time.monotonic() - started) * 1000)
         return CommandResult(command.command_id, True, elapsed, result=value)

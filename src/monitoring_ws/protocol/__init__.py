@@ -47,6 +47,7 @@ from .events import (
     SendFrame,
     random_nonce,
 )
+from .fitting import encoded_size, fit_payload
 from .keys import Keyring, derive_agent_key, parse_agent_key, sign, verify
 from .payloads import (
     PROTOCOL_VERSION,
@@ -136,6 +137,8 @@ __all__ = [
     "decode",
     "delivery_of",
     "derive_agent_key",
+    "encoded_size",
+    "fit_payload",
     "parse_agent_key",
     "parse_retry_after",
     "random_nonce",

@@ -144,6 +144,10 @@ class AuthHello:
         return payload
 
 
+#: The smallest frame limit a server may announce: an auth reply must fit.
+MIN_FRAME_LIMIT = 4096
+
+
 @attrs.frozen
 class AuthReply:
     """Server -> agent ``auth``: the handshake succeeded.
@@ -157,21 +161,27 @@ class AuthReply:
     heartbeat_interval_ms: int
     features: tuple[str, ...]
     auth_nonce: str
+    #: The largest frame the server takes (optional; agents assume 1 MiB without it).
+    max_frame_bytes: int | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
         if payload.get("ok") is not True:
             raise schema_error("payload.ok must be true")
+        max_frame = _optional(payload, "maxFrameBytes", int)
+        if max_frame is not None and max_frame < MIN_FRAME_LIMIT:
+            raise schema_error(f"payload.maxFrameBytes must be >= {MIN_FRAME_LIMIT}")
         return cls(
             session_id=_text(payload, "sessionId"),
             server_time=_non_negative(payload, "serverTime"),
             heartbeat_interval_ms=_non_negative(payload, "heartbeatIntervalMs", 1),
             features=_names(payload, "features"),
             auth_nonce=_text(payload, "authNonce"),
+            max_frame_bytes=max_frame,
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "ok": True,
             "sessionId": self.session_id,
             "serverTime": self.server_time,
@@ -179,6 +189,9 @@ class AuthReply:
             "features": list(self.features),
             "authNonce": self.auth_nonce,
         }
+        if self.max_frame_bytes is not None:
+            payload["maxFrameBytes"] = self.max_frame_bytes
+        return payload
 
 
 @attrs.frozen

@@ -239,6 +239,7 @@ class ServerSession(SessionBase):
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             features=self.features,
             auth_nonce=envelope.nonce,
+            max_frame_bytes=self.limits.max_frame_bytes,
         )
         frame = self._seal(MessageType.AUTH, envelope.agent_id, reply.to_payload(), now_ms)
         # The reply goes first: what the shell sends on ``Authenticated`` (acks, commands
