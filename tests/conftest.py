@@ -28,9 +28,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 #: The master secret of the test servers (tests/gateway/agents.py signs with it).
 SECRET = "gateway-test-secret"
 REPO = Path(__file__).resolve().parents[1]
-# shared/ lies beside the checkout (developers' trees and CI's clean clone alike).
+# A byte-identical copy of the independent implementation's vectors (tests/test_vectors.py
+# compares it with the original when one lies beside the checkout).
 VECTORS = Path(
-    os.environ.get("MONITORING_WS_VECTORS", REPO.parent / "shared" / "protocol-test-vectors.json")
+    os.environ.get("MONITORING_WS_VECTORS", REPO / "tests" / "data" / "protocol-test-vectors.json")
 )
 
 
@@ -38,8 +39,8 @@ VECTORS = Path(
 def vectors() -> list[dict[str, Any]]:
     if not VECTORS.is_file():
         pytest.fail(
-            f"test vectors not found at {VECTORS}: they come from ../shared/ "
-            "(or set MONITORING_WS_VECTORS to their path)"
+            f"test vectors not found at {VECTORS} (tests/data/ in the repository, or set "
+            "MONITORING_WS_VECTORS to their path)"
         )
     data: list[dict[str, Any]] = json.loads(VECTORS.read_text(encoding="utf-8"))
     assert data, "the vector file is empty"
@@ -95,7 +96,8 @@ def imds() -> Iterator[str]:
 class RedisProcess:
     """A real redis-server on a fixed loopback port, without persistence; restartable."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, *extra_args: str) -> None:
+        self.extra_args = extra_args
         executable = shutil.which("redis-server")
         assert executable, "redis-server is missing: ./dev test installs it (apt-get install)"
         self.executable, self.cwd = executable, cwd
@@ -107,6 +109,7 @@ class RedisProcess:
 
     def start(self) -> None:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += self.extra_args
         self.process = subprocess.Popen(
             [self.executable, *args],
             cwd=self.cwd,
@@ -118,7 +121,7 @@ class RedisProcess:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
                     probe.sendall(b"PING\r\n")
-                    if probe.recv(16).startswith(b"+PONG"):
+                    if probe.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass

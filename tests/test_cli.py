@@ -88,3 +88,23 @@ def test_plugins_lists_what_is_installed_and_enabled(tmp_path: Path) -> None:
     assert any(
         line.split()[:2] == ["websocket", "disabled"] for line in disabled.stdout.splitlines()
     )
+
+
+def test_secrets_on_the_command_line_warn() -> None:
+    # A wrong URL ends the agent at once, after the warning.
+    result = run("agent", "--agent-key", "ab" * 32, "--url", "http://127.0.0.1:1/agent")
+    assert result.returncode != 0
+    assert "--agent-key on the command line is visible to other users" in result.stderr
+    assert "MONITORING_WS_AGENT_KEY" in result.stderr
+
+
+def test_workers_get_the_redis_url_without_argv() -> None:
+    from monitoring_ws.cluster.workers import worker_argv  # noqa: PLC0415 - coredis
+
+    argv = ["serve", "--redis-url", "redis://:hunter2@127.0.0.1:1", "--workers", "2"]
+    worker = worker_argv(argv, 0, "127.0.0.1:4000", None)
+    assert not any("hunter2" in arg for arg in worker)
+    worker = worker_argv(
+        ["serve", "--redis-url=redis://:hunter2@h:1", "--workers=2"], 1, "h:1", None
+    )
+    assert not any("hunter2" in arg or "--workers" in arg for arg in worker)

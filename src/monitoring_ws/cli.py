@@ -7,10 +7,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .gateway.config import REDIS_URL_ENV
 from .protocol import (
     AGENT_ID,
     CloseCode,
@@ -66,6 +68,7 @@ def _check_frame(args: argparse.Namespace) -> int:
     print(f"ok   size, JSON, schema: {envelope.type.value} from {envelope.agent_id}")
     print(f"     signing input: {message.signing_input.decode('utf-8')}")
     if args.agent_key:
+        _warn_secret_in_argv("--agent-key", "MONITORING_WS_SECRET (the key is derived)")
         try:
             keys: tuple[bytes, ...] = (parse_agent_key(args.agent_key),)
         except ValueError as exc:
@@ -90,6 +93,15 @@ def _check_frame(args: argparse.Namespace) -> int:
 API_TOKENS_ENV = "MONITORING_WS_API_TOKENS"
 
 
+def _warn_secret_in_argv(flag: str, instead: str) -> None:
+    """A secret given as a flag is visible to every user in ``ps``: say so, and how not to."""
+    print(
+        f"monitoring-ws: warning: {flag} on the command line is visible to other users "
+        f"(ps, /proc); use {instead} instead",
+        file=sys.stderr,
+    )
+
+
 def _setup_logging(*, verbose: bool) -> None:
     import logging  # noqa: PLC0415 - the server's imports stay out of the light commands
 
@@ -109,12 +121,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     _setup_logging(verbose=args.verbose)
     tokens = [t for t in os.environ.get(API_TOKENS_ENV, "").split(",") if t] or None
+    if args.redis_url and "@" in args.redis_url and args.worker_index is None:
+        _warn_secret_in_argv("--redis-url with a password", f"{REDIS_URL_ENV} or [cluster]")
     if args.config is not None and _is_host_config(args.config):
         return _serve_host(args, tokens)
     try:
-        config = load_config(
-            args.config, **_serve_flags(args, tokens), worker_index=args.worker_index
+        read = partial(
+            load_config, args.config, **_serve_flags(args, tokens), worker_index=args.worker_index
         )
+        config = read()
         if args.workers > 1:
             from .cluster.workers import run_workers  # noqa: PLC0415
 
@@ -122,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
         soft, _ = raise_open_file_limit()
         logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
         tune_gc()
-        _run_server(lambda: trio.run(serve, config))
+        _run_server(lambda: trio.run(partial(serve, config, reload=read)))
     except ConfigError as exc:
         raise SystemExit(f"monitoring-ws: {exc}") from None
     return 0
@@ -147,7 +162,7 @@ def _serve_flags(args: argparse.Namespace, tokens: list[str] | None) -> dict[str
         "tls_key": args.tls_key,
         "tls_self_signed": args.tls_self_signed or None,
         "api_tokens": tokens,
-        "redis_url": args.redis_url,
+        "redis_url": args.redis_url or os.environ.get(REDIS_URL_ENV) or None,
     }
 
 
@@ -213,6 +228,10 @@ def _agent(args: argparse.Namespace) -> int:
     from .agent.settings import SettingsError, load_settings  # noqa: PLC0415
 
     _setup_logging(verbose=args.verbose)
+    if args.agent_key:
+        _warn_secret_in_argv("--agent-key", "MONITORING_WS_AGENT_KEY or wsAgentKey in the file")
+    if args.secret:
+        _warn_secret_in_argv("--secret", "MONITORING_WS_SECRET or the config file")
     try:
         settings = load_settings(
             args.config,

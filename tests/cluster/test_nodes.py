@@ -161,7 +161,7 @@ def test_the_monitoring_host_runs_a_cluster_node(tmp_path: Path, redis_url: str)
                     redis_url, decode_responses=True
                 )
                 async with client:
-                    held = json.loads(await client.get("mws:agent:in-host") or "{}")
+                    held = json.loads(await client.get("mws:agent:in-host") or "{}")["m"]
                 assert held["node"] == "hosted-node"
             process.send_signal(signal.SIGTERM)
 

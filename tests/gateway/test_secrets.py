@@ -74,3 +74,14 @@ def test_secret_fetched_from_secrets_manager_and_parameter_store(
         resolve_master_secrets(GatewayConfig(master_secret_from="ssm:/missing"))
     with pytest.raises(ConfigError, match="must be secretsmanager:NAME"):
         resolve_master_secrets(GatewayConfig(master_secret_from="vault:x"))
+
+
+def test_a_systemd_credential_holds_the_secrets(
+    aws: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "monitoring-ws-master-secrets").write_text("current\nprevious\n\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "temporary: not needed then")
+    assert resolve_master_secrets(GatewayConfig()) == ("current", "previous")
+    monkeypatch.setenv(SECRETS_ENV, "from-env")  # the environment comes first
+    assert resolve_master_secrets(GatewayConfig()) == ("from-env",)

@@ -10,15 +10,24 @@ from typing import Protocol
 
 import trio
 
-from ..protocol import CANCELLED, Command, CommandError, CommandResult, canonicalize
+from ..protocol import (
+    CANCELLED,
+    Command,
+    CommandError,
+    CommandResult,
+    canonicalize,
+    encoded_size,
+)
 from .handlers import CommandContext, CommandFailed, Handler
 from .settings import AgentSettings
 
 __all__ = ["CommandJournal", "CommandRunner"]
 
 log = logging.getLogger("monitoring_ws.agent")
-#: Results remembered for re-sent commands (a re-sent command gets the first result).
+#: Results remembered for re-sent commands (a re-sent command gets the first result): at
+#: most this many, and about this many bytes.
 REMEMBERED_RESULTS = 1000
+REMEMBERED_BYTES = 16 << 20
 
 
 class CommandJournal(Protocol):
@@ -36,7 +45,8 @@ class CommandRunner:
         #: Set by the ``Agent`` to its outbox, so a restarted agent never runs a command twice.
         self.journal: CommandJournal | None = None
         self._limiter = trio.CapacityLimiter(settings.command_concurrency)
-        self._results: OrderedDict[str, CommandResult] = OrderedDict()
+        self._results: OrderedDict[str, tuple[CommandResult, int]] = OrderedDict()
+        self._results_bytes = 0
         self._running: dict[str, trio.CancelScope] = {}
         self._cancelled: set[str] = set()
 
@@ -48,7 +58,7 @@ class CommandRunner:
         """The result to send; None when the same command is still running (it will answer)."""
         known = self._results.get(command.command_id)
         if known is not None:
-            return known
+            return known[0]
         if command.command_id in self._running:
             return None
         if self.journal is not None and not self.journal.start_command(command.command_id):
@@ -60,9 +70,12 @@ class CommandRunner:
         finally:
             del self._running[command.command_id]
             self._cancelled.discard(command.command_id)
-        self._results[command.command_id] = result
-        while len(self._results) > REMEMBERED_RESULTS:
-            self._results.popitem(last=False)
+        size = 256 + encoded_size(result.result)
+        self._results[command.command_id] = (result, size)
+        self._results_bytes += size
+        while len(self._results) > REMEMBERED_RESULTS or self._results_bytes > REMEMBERED_BYTES:
+            _, (_, dropped) = self._results.popitem(last=False)
+            self._results_bytes -= dropped
         return result
 
     def cancel(self, command_id: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -27,6 +27,7 @@ from .presence import RedisRegistry
 from .records import RedisRecords
 from .replay import RedisReplayWindow
 from .routing import NodeRouter
+from .sealing import NodeSeal
 
 __all__ = ["Cluster", "ClusterError", "default_node_id", "redacted", "serve_node"]
 
@@ -60,6 +61,8 @@ class Cluster:
     keeps them working."""
 
     client: coredis.Redis[str]
+    #: The node's master secrets: the gateway's keyring and the cluster key come from them.
+    master_secrets: tuple[str, ...] = attrs.field(repr=False)
     #: The Redis URL without its password, for messages.
     where: str
     node: str
@@ -75,22 +78,24 @@ class Cluster:
             config.redis_url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
         )
         node = config.node_id or default_node_id(config.worker_index)
+        secrets = resolve_master_secrets(config)
         registry: RedisRegistry[AgentConnection] = RedisRegistry(
-            client, node, ttl_ms=3 * config.heartbeat_interval_ms
+            client, node, NodeSeal(secrets), ttl_ms=3 * config.heartbeat_interval_ms
         )
         return cls(
             client=client,
+            master_secrets=secrets,
             where=redacted(config.redis_url),
             node=node,
             registry=registry,
-            window=RedisReplayWindow(client),
+            window=RedisReplayWindow(client, fail_open_s=config.replay_fail_open_s),
             router=NodeRouter(client, node, registry),
             records=RedisRecords(client, node, retention_ms=config.command_retention_s * 1000),
         )
 
     def gateway(self, config: GatewayConfig) -> Gateway:
         """A gateway whose presence, replay window, commands and records are shared."""
-        keyring = Keyring(resolve_master_secrets(config), seed_compatible=config.seed_compatible)
+        keyring = Keyring(self.master_secrets, seed_compatible=config.seed_compatible)
         gateway = Gateway(
             config, keyring, registry=self.registry, shared_replay=self.window, node=self.node
         )
@@ -131,6 +136,7 @@ async def serve_node(
     handle_signals: bool = True,
     transports: Sequence[Transport] | None = None,
     blueprints: Sequence[Blueprint] = (),
+    reload: Callable[[], GatewayConfig] | None = None,
 ) -> None:
     """``serve``, as one node of the cluster behind ``config.redis_url``."""
     cluster = Cluster.build(config)
@@ -143,4 +149,5 @@ async def serve_node(
             gateway=gateway,
             transports=transports,
             blueprints=blueprints,
+            reload=reload,
         )

@@ -10,7 +10,6 @@ with 4409. Redis unreachable: each node still knows and serves its own agents.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,8 +20,10 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
+from ..clock import wall_ms
 from ..gateway.registry import AgentInfo, C, MemoryRegistry
 from ..transports import ClusterUnavailableError
+from .sealing import NodeSeal
 
 __all__ = ["RedisRegistry", "agent_info_from_json"]
 
@@ -34,7 +35,7 @@ _WARN_EVERY_S = 60.0
 # Delete the presence key only if it still names this session (a newer one may own it).
 _UNREGISTER = """
 local value = redis.call('GET', KEYS[1])
-if value and cjson.decode(value)['sessionId'] == ARGV[1] then
+if value and cjson.decode(value)['m']['sessionId'] == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -62,10 +63,18 @@ class RedisRegistry(Generic[C]):
     """A ``Registry`` whose listing and lookups span every node."""
 
     def __init__(
-        self, client: coredis.Redis[str], node: str, *, ttl_ms: int, prefix: str = "mws:"
+        self,
+        client: coredis.Redis[str],
+        node: str,
+        seal: NodeSeal,
+        *,
+        ttl_ms: int,
+        prefix: str = "mws:",
     ) -> None:
         self.client = client
         self.node = node
+        #: Signs what this node writes and publishes; what others wrote is opened with it.
+        self.seal = seal
         self.ttl_ms = ttl_ms
         self.prefix = prefix
         self._local: MemoryRegistry[C] = MemoryRegistry()
@@ -76,6 +85,7 @@ class RedisRegistry(Generic[C]):
         self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._stale = False  # a Redis operation failed since the last full refresh
         self._warned_at = -_WARN_EVERY_S
+        self._refused_warned_at = -_WARN_EVERY_S
 
     @property
     def channel(self) -> str:
@@ -93,15 +103,14 @@ class RedisRegistry(Generic[C]):
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
                 previous = await self.client.set(
-                    self._key(info.agent_id), _dump(info), px=self.ttl_ms, get=True
+                    self._key(info.agent_id), self._dump(info), px=self.ttl_ms, get=True
                 )
-                if previous:
-                    held = json.loads(previous)
-                    if held.get("node") != self.node:
-                        replace = {"replace": info.agent_id, "sessionId": held.get("sessionId")}
-                        await self.client.publish(
-                            f"{self.prefix}node:{held.get('node')}", json.dumps(replace)
-                        )
+                held = None if not previous else self._info(previous)
+                if held is not None and held.node != self.node:
+                    replace = {"replace": info.agent_id, "sessionId": held.session_id}
+                    await self.client.publish(
+                        f"{self.prefix}node:{held.node}", self.seal.seal(replace, wall_ms())
+                    )
         except (RedisError, OSError, trio.TooSlowError, ValueError) as exc:
             self._failed("register", exc)
 
@@ -142,8 +151,9 @@ class RedisRegistry(Generic[C]):
             cursor, keys = await self.client.scan(cursor, match=self._key("*"), count=1000)
             if keys:
                 for value in await self.client.mget(keys):
-                    if value is not None:
-                        yield agent_info_from_json(json.loads(value))
+                    info = None if value is None else self._info(value)
+                    if info is not None:
+                        yield info
             if not cursor:
                 return
 
@@ -161,7 +171,7 @@ class RedisRegistry(Generic[C]):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for connection in connections:
                         info = connection.info()
-                        pipe.set(self._key(info.agent_id), _dump(info), px=self.ttl_ms)
+                        pipe.set(self._key(info.agent_id), self._dump(info), px=self.ttl_ms)
             self._stale = False
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._failed("refresh", exc)
@@ -180,17 +190,39 @@ class RedisRegistry(Generic[C]):
                 f"cannot tell which node holds agent {agent_id}: Redis is unreachable "
                 f"({type(exc).__name__}); agents of this node still answer"
             ) from None
-        return None if value is None else agent_info_from_json(json.loads(value))
+        return None if value is None else self._info(value)
+
+    def _dump(self, info: AgentInfo) -> str:
+        return self.seal.seal(info.to_json(), wall_ms())
+
+    def _info(self, value: str) -> AgentInfo | None:
+        """A presence value another node sealed; None (logged) for anything else."""
+        fields = self.seal.open(value, wall_ms(), once=False)
+        if fields is not None:
+            try:
+                return agent_info_from_json(fields)
+            except (KeyError, TypeError, ValueError):
+                pass
+        self._refused("a presence value")
+        return None
+
+    def _refused(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._refused_warned_at >= _WARN_EVERY_S:
+            self._refused_warned_at = now
+            log.warning(
+                "ignored %s in Redis that this cluster did not sign (%d so far): someone "
+                "else writes to this Redis, or a node has another master secret",
+                what,
+                self.seal.refused,
+            )
 
     def on_message(self, data: str) -> None:
         """A message on this node's channel: "close your older connection", or one for a
         handler another part registered in ``handlers`` (by its ``type``)."""
-        try:
-            message = json.loads(data)
-        except ValueError:
-            message = None
-        if not isinstance(message, dict):
-            log.warning("ignored a malformed message on %s", self.channel)
+        message = self.seal.open(data, wall_ms())
+        if message is None:
+            self._refused(f"a message on {self.channel}")
             return
         handler = self.handlers.get(str(message.get("type")))
         if handler is not None:
@@ -262,7 +294,3 @@ class RedisRegistry(Generic[C]):
                 exc,
                 self.failures,
             )
-
-
-def _dump(info: AgentInfo) -> str:
-    return json.dumps(info.to_json(), separators=(",", ":"))

@@ -63,13 +63,20 @@ class RedisReplayWindow:
         *,
         window_ms: int = TIMESTAMP_WINDOW_MS,
         prefix: str = "mws:nonce:",
+        fail_open_s: float = 30.0,
     ) -> None:
         self.client = client
         self.window_ms = window_ms
+        #: For how long after Redis stops answering this node's own window decides alone
+        #: (counted in ``unshared``); after that checks fail closed (1013). 0: at once.
+        self.fail_open_s = fail_open_s
+        self._failing_since: float | None = None
         self.prefix = prefix
         self.local = MemoryReplayWindow(window_ms)
         #: Checks Redis could not answer (the local window decided alone).
         self.unshared = 0
+        #: Checks refused because Redis had been away longer than ``fail_open_s``.
+        self.refused = 0
         self._warned_at = -_WARN_EVERY_S
         self._script = client.register_script(_SET_MANY)
         self._pending: list[_Check] | None = None
@@ -95,8 +102,8 @@ class RedisReplayWindow:
             with trio.fail_after(REDIS_TIMEOUT_S):
                 stored = await self.client.set(key, "1", condition=PureToken.NX, pxat=expires_at_ms)
         except (RedisError, OSError, trio.TooSlowError) as exc:
-            self._unshared(exc)
-            return ReplayVerdict.NEW
+            return self._unshared(exc)
+        self._failing_since = None
         return ReplayVerdict.NEW if stored else ReplayVerdict.DUPLICATE
 
     async def run(self) -> None:
@@ -124,20 +131,38 @@ class RedisReplayWindow:
                 )
             for check, new in zip(batch, stored, strict=True):
                 check.verdict = ReplayVerdict.NEW if new else ReplayVerdict.DUPLICATE
+            self._failing_since = None
         except (RedisError, OSError, trio.TooSlowError, ValueError) as exc:
-            self._unshared(exc)
+            verdict = self._unshared(exc)
+            for check in batch:
+                check.verdict = verdict
         for check in batch:
             check.done.set()
 
-    def _unshared(self, exc: BaseException) -> None:
-        self.unshared += 1
+    def _unshared(self, exc: BaseException) -> ReplayVerdict:
+        """The verdict when Redis did not answer: the local window's (NEW), while the
+        outage is younger than ``fail_open_s``; UNAVAILABLE after."""
         now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since >= self.fail_open_s:
+            self.refused += 1
+            self._warn(exc, now)
+            return ReplayVerdict.UNAVAILABLE
+        self.unshared += 1
+        self._warn(exc, now)
+        return ReplayVerdict.NEW
+
+    def _warn(self, exc: BaseException, now: float) -> None:
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
             log.warning(
                 "Redis did not answer a nonce check (%s: %s); this node's own window decides "
-                "until it does (%d checks so far)",
+                "for the first %g s of an outage, then frames wait (1013) until Redis is back "
+                "(%d checks decided alone, %d refused so far)",
                 type(exc).__name__,
                 exc,
+                self.fail_open_s,
                 self.unshared,
+                self.refused,
             )

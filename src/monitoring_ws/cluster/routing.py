@@ -11,7 +11,6 @@ once with ``ClusterUnavailableError`` (503); no answer in time: ``CommandTimeout
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import uuid
@@ -21,6 +20,7 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
+from ..clock import wall_ms
 from ..gateway.store import StoreError
 from ..transports import (
     REQUESTER,
@@ -133,7 +133,9 @@ class NodeRouter:
         try:
             try:
                 with trio.fail_after(PUBLISH_TIMEOUT_S):
-                    receivers = await self.client.publish(self._channel(node), json.dumps(request))
+                    receivers = await self.client.publish(
+                        self._channel(node), self.presence.seal.seal(request, wall_ms())
+                    )
             except (RedisError, OSError, trio.TooSlowError) as exc:
                 raise ClusterUnavailableError(
                     f"agent {agent_id} is on node {node}, and Redis cannot reach it now "
@@ -177,7 +179,10 @@ class NodeRouter:
                 if message.get("wait") is False:
                     record = self.local.submit(*args, timeout_s)
                     await self.local.gateway.spool.durable()
-                    reply["accepted"] = {"commandId": record.command_id, "state": record.state}
+                    reply["accepted"] = {
+                        "commandId": record.command_id,
+                        "state": record.state.value,
+                    }
                 else:
                     reply["outcome"] = (await self.local.send_here(*args, timeout_s)).to_json()
             finally:
@@ -195,9 +200,10 @@ class NodeRouter:
         try:
             with trio.fail_after(PUBLISH_TIMEOUT_S):
                 await self.client.publish(
-                    self._channel(str(message.get("replyTo"))), json.dumps(reply)
+                    self._channel(str(message.get("replyTo"))),
+                    self.presence.seal.seal(reply, wall_ms()),
                 )
-        except (RedisError, OSError, trio.TooSlowError) as exc:
+        except (RedisError, OSError, trio.TooSlowError, ValueError) as exc:  # ValueError: seal
             log.warning("could not answer node %s: %s", message.get("replyTo"), exc)
 
     async def run(self) -> None:

@@ -9,6 +9,7 @@ supervises: it starts them, restarts one that dies, and passes SIGTERM/SIGINT on
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from ..gateway.config import ConfigError, GatewayConfig, parse_hostport
+from ..gateway.config import REDIS_URL_ENV, ConfigError, GatewayConfig, parse_hostport
 from ..gateway.tls import ensure_self_signed
 
 __all__ = ["run_workers", "worker_argv"]
@@ -41,16 +42,17 @@ def _fixed(listen: str) -> str:
 def worker_argv(
     argv: Sequence[str], index: int, listen: str, agent_listen: str | None
 ) -> list[str]:
-    """The command line of worker ``index``: the parent's, without ``--workers``."""
+    """The command line of worker ``index``: the parent's, without ``--workers`` and
+    without ``--redis-url`` (it may hold a password: workers get it in the environment)."""
     args, skip = [], False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg == "--workers":
+        if arg in {"--workers", "--redis-url"}:
             skip = True
             continue
-        if arg.startswith("--workers="):
+        if arg.startswith(("--workers=", "--redis-url=")):
             continue
         args.append(arg)
     extra = ["--listen", listen, "--worker-index", str(index)]
@@ -77,9 +79,21 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
         nonlocal stopping
         stopping = True
 
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    processes = [subprocess.Popen(command) for command in commands]  # noqa: S603 - our own
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its settings
+    # The Redis URL goes to the workers through their environment, never their argv.
+    environment = {**os.environ, REDIS_URL_ENV: config.redis_url}
+
+    def start(index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(commands[index], env=environment)  # noqa: S603 - our own
+
+    processes = [start(i) for i in range(workers)]
     log.info("%d workers on %s: pids %s", workers, listen, [p.pid for p in processes])
     try:
         while not stopping:
@@ -93,7 +107,7 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
                         process.returncode,
                     )
                     time.sleep(RESTART_DELAY_S)
-                    processes[index] = subprocess.Popen(commands[index])  # noqa: S603
+                    processes[index] = start(index)
     finally:
         for process in processes:
             if process.poll() is None:

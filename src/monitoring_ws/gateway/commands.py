@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from ..clock import wall_ms
-from ..protocol import FEATURE_CANCEL, Command, CommandError, CommandResult
+from ..protocol import FEATURE_CANCEL, Command, CommandError, CommandResult, encoded_size
 from ..transports import (
     AgentGoneError,
     CommandOutcome,
@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CommandBook", "CommandCancelledError"]
 
-#: Finished records kept in memory, so a late result needs no database read.
+#: Finished records kept in memory, so a late result needs no database read: at most this
+#: many, and about this many bytes of results (the database has them all).
 RECENT = 10_000
+RECENT_BYTES = 64 << 20
 
 
 class CommandCancelledError(AgentGoneError):
@@ -62,7 +64,8 @@ class CommandBook:
         self._store = store
         self._live: dict[str, _Live] = {}
         self._by_agent: dict[str, set[str]] = {}
-        self._recent: OrderedDict[str, CommandRecord] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[CommandRecord, int]] = OrderedDict()
+        self._recent_bytes = 0
         self.unmatched_results = 0
         #: In a cluster: records other nodes keep, by id -> (record, node).
         self.elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None
@@ -183,7 +186,7 @@ class CommandBook:
                 self._drop(live)
                 self._store.put_command(live.record)
             return
-        record = self._recent.get(result.command_id)
+        record = self._recent_record(result.command_id)
         if record is None:
             record = await self._store.get_command(result.command_id)
         if record is None or record.agent_id != connection.agent_id:
@@ -282,7 +285,7 @@ class CommandBook:
         live = self._live.get(command_id)
         if live is not None:
             return live.record, None
-        record = self._recent.get(command_id)
+        record = self._recent_record(command_id)
         if record is None:
             record = await self._store.get_command(command_id)
         if record is None and self.elsewhere is not None:
@@ -313,9 +316,20 @@ class CommandBook:
         self._remember(record)
 
     def _remember(self, record: CommandRecord) -> None:
-        self._recent[record.command_id] = record
-        while len(self._recent) > RECENT:
-            self._recent.popitem(last=False)
+        result = record.result
+        size = 256 + (0 if result is None else encoded_size(result.result))
+        previous = self._recent.pop(record.command_id, None)
+        if previous is not None:
+            self._recent_bytes -= previous[1]
+        self._recent[record.command_id] = (record, size)
+        self._recent_bytes += size
+        while len(self._recent) > RECENT or self._recent_bytes > RECENT_BYTES:
+            _, (_, dropped) = self._recent.popitem(last=False)
+            self._recent_bytes -= dropped
+
+    def _recent_record(self, command_id: str) -> CommandRecord | None:
+        kept = self._recent.get(command_id)
+        return None if kept is None else kept[0]
 
 
 def _trio_time(deadline_ms: int) -> float:

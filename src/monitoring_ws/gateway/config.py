@@ -15,9 +15,18 @@ if TYPE_CHECKING:
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-__all__ = ["ConfigError", "GatewayConfig", "is_loopback", "load_config", "parse_hostport"]
+__all__ = [
+    "REDIS_URL_ENV",
+    "ConfigError",
+    "GatewayConfig",
+    "is_loopback",
+    "load_config",
+    "parse_hostport",
+]
 
 DEFAULT_LISTEN = "127.0.0.1:4000"
+#: The cluster's Redis URL (it may hold a password: the environment, not argv, carries it).
+REDIS_URL_ENV = "MONITORING_WS_REDIS_URL"
 
 
 class ConfigError(ValueError):
@@ -96,6 +105,16 @@ class GatewayConfig:
     auth_failures_per_minute: int = attrs.field(default=30, validator=_positive)
     #: Failed first frames one address may have per minute, whatever the agent ids.
     address_failures_per_minute: int = attrs.field(default=300, validator=_positive)
+    #: Each agent's sustained messages and bytes per second, and how many seconds' worth
+    #: may come at once (an outbox replayed after an outage); past them 4429.
+    agent_messages_per_s: float = attrs.field(default=1000.0, validator=_positive)
+    agent_bytes_per_s: float = attrs.field(default=float(8 << 20), validator=_positive)
+    agent_burst_s: float = attrs.field(default=10.0, validator=_positive)
+    #: Agents refused (4401) and disconnected; re-read on SIGHUP without a restart.
+    revoked_agents: tuple[str, ...] = ()
+    #: An agent's session ends after this long (1001 with a retry hint; it reconnects),
+    #: so that a rotated secret or a revocation reaches every agent.
+    max_session_s: int = attrs.field(default=86_400, validator=_positive)
     #: Proxies or load balancers whose ``X-Forwarded-For`` names the agent's address
     #: (addresses or networks, e.g. "10.0.0.0/8"); from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = ()
@@ -111,6 +130,8 @@ class GatewayConfig:
     command_retention_s: int = attrs.field(default=7 * 86_400, validator=_positive)
     #: Accepted metrics and logs stay in the telemetry spool this long.
     telemetry_retention_s: int = attrs.field(default=86_400, validator=_positive)
+    #: ... and while they take at most this much (the oldest go first; checked each minute).
+    telemetry_max_bytes: int = attrs.field(default=1 << 30, validator=_positive)
     #: Writes to the state database are grouped; acks follow each commit.
     commit_interval_ms: int = attrs.field(default=20, validator=_positive)
     #: Acks are cumulative: each agent gets at most one per interval, covering every commit.
@@ -131,6 +152,9 @@ class GatewayConfig:
     ssm_shell_allowed: tuple[str, ...] = ()
     #: Several nodes share presence and the replay window through this Redis (step 6).
     redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
+    #: When Redis stops answering nonce checks, this node's own window decides for this
+    #: long (counted), then frames are refused with 1013 until Redis is back (0: at once).
+    replay_fail_open_s: float = 30.0
     #: This node's name in listings (default host:pid, or host:w<i> for worker i).
     node_id: str | None = None
     #: Set in the processes of ``serve --workers N``: they share the port and the state dir.
@@ -194,7 +218,7 @@ class GatewayConfig:
 
 _FIELDS = {field.name: field for field in attrs.fields(GatewayConfig)}
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
-_CLUSTER = {"redis_url", "node_id"}
+_CLUSTER = {"redis_url", "node_id", "replay_fail_open_s"}
 _TUPLES = {
     "master_secrets",
     "api_tokens",
@@ -204,6 +228,7 @@ _TUPLES = {
     "ssm_safe_commands",
     "ssm_shell_allowed",
     "trusted_proxies",
+    "revoked_agents",
 }
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections import Counter
+from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
@@ -18,6 +21,8 @@ from ..protocol import (
     Keyring,
     Limits,
     MemoryReplayWindow,
+    ProtocolError,
+    RateLimit,
     ReplayVerdict,
     ReplayWindow,
     ServerConfig,
@@ -108,6 +113,8 @@ class Gateway:
             address_failures_per_minute=config.address_failures_per_minute,
         )
         self._proxies = config.proxy_networks()
+        #: Agents refused at once (``revoked_agents``; replaced on reload).
+        self.revoked: frozenset[str] = frozenset(config.revoked_agents)
         self.stats: Counter[str] = Counter()
         self.shutting_down = False
         #: Set once the background work has made its last commit and closed the store.
@@ -116,6 +123,9 @@ class Gateway:
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             features=frozenset({FEATURE_ACK, FEATURE_CANCEL}),
+            rate_limit=RateLimit(
+                config.agent_messages_per_s, config.agent_bytes_per_s, config.agent_burst_s
+            ),
             limits=Limits(
                 max_frame_bytes=config.max_frame_bytes,
                 max_auth_frame_bytes=config.max_auth_frame_bytes,
@@ -154,18 +164,42 @@ class Gateway:
             reason = close_reason(code, retry)
             await send({"type": "websocket.close", "code": code, "reason": reason})
             return
-        admission = self.admission
+        lifetime_ms = self.config.max_session_s * 1000
         session = ServerSession(
             self.keyring,
             opened_at_ms=wall_ms(),
             session_id=str(uuid.uuid4()),
             config=self._session_config,
-            gate=lambda agent_id: admission.agent_gate(address, agent_id, trio.current_time()),
+            gate=partial(self._gate, address),
+            # Spread over the last tenth, so a fleet that connected at once does not
+            # reconnect at once.
+            lifetime_ms=lifetime_ms - random.randrange(lifetime_ms // 10 + 1),  # noqa: S311
         )
         connection = AgentConnection(self, session, receive, send, address=address, port=port)
         self._connections.add(connection)
         self.stats["connections"] += 1
         await connection.run()
+
+    def _gate(self, address: str, agent_id: str) -> ProtocolError | None:
+        """Whether a first frame claiming ``agent_id`` may be verified at all."""
+        if agent_id in self.revoked:
+            return ProtocolError(CloseCode.AUTH_FAILED, f"{agent_id} is revoked")
+        retry = self.admission.agent_gate(address, agent_id, trio.current_time())
+        if retry is None:
+            return None
+        return ProtocolError(CloseCode.TOO_MANY_ATTEMPTS, f"{agent_id} failed too often", retry)
+
+    def revoke(self, agent_ids: Iterable[str]) -> int:
+        """Refuse these agents from now on (4401) and close their open sessions; returns
+        how many sessions were closed. The list replaces the previous one."""
+        self.revoked = frozenset(agent_ids)
+        closed = 0
+        for connection in list(self._connections):
+            if connection.agent_id in self.revoked:
+                error = ProtocolError(CloseCode.AUTH_FAILED, f"{connection.agent_id} was revoked")
+                connection.close(connection.session.fail(error))
+                closed += 1
+        return closed
 
     async def authenticated(self, connection: AgentConnection) -> None:
         self.admission.authenticated(connection.address)

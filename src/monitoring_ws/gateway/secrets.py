@@ -4,16 +4,20 @@ in the config (AWS Secrets Manager or SSM Parameter Store), else boto3's credent
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, GatewayConfig
 
-__all__ = ["SECRETS_ENV", "fetch_secret", "resolve_master_secrets"]
+__all__ = ["CREDENTIAL_NAME", "SECRETS_ENV", "fetch_secret", "resolve_master_secrets"]
 
 #: Comma-separated master secrets, current first (overrides boto3's chain).
 SECRETS_ENV = "MONITORING_WS_MASTER_SECRETS"
+#: The systemd credential (``LoadCredential=NAME:FILE``) read when the variable is unset.
+CREDENTIAL_NAME = "monitoring-ws-master-secrets"
 _HOW = (
-    f"{SECRETS_ENV}=secret[,old-secret] in the environment (or systemd's LoadCredential=), "
+    f"{SECRETS_ENV}=secret[,old-secret] in the environment, systemd's "
+    f"LoadCredential={CREDENTIAL_NAME}:FILE (one secret a line), "
     "master_secrets = [...] in the config file, or master_secret_from = "
     '"secretsmanager:NAME" or "ssm:/parameter/name" to fetch one at start'
 )
@@ -36,6 +40,23 @@ def _from_boto3() -> str | None:
         )
     secret: str | None = frozen.secret_key
     return secret or None
+
+
+def _from_systemd_credential() -> tuple[str, ...]:
+    """Secrets, one a line (current first), from systemd's ``LoadCredential=`` file
+    ``monitoring-ws-master-secrets``: readable by a ``DynamicUser=`` service, never in
+    its environment or argv."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return ()
+    path = Path(directory) / CREDENTIAL_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the master secrets credential {path}: {exc}") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def fetch_secret(source: str) -> str:
@@ -72,6 +93,9 @@ def resolve_master_secrets(config: GatewayConfig) -> tuple[str, ...]:
     from_env = tuple(s for s in os.environ.get(SECRETS_ENV, "").split(",") if s)
     if from_env:
         return from_env
+    from_credential = _from_systemd_credential()
+    if from_credential:
+        return from_credential
     if config.master_secret_from is not None:
         return (fetch_secret(config.master_secret_from),)
     secret = _from_boto3()

@@ -20,12 +20,12 @@ from ..protocol import Keyring
 from ..transports import Transport
 from .api import create_api
 from .asgi import AgentOnlyApp, GatewayApp, adapt_hypercorn_websockets
-from .config import GatewayConfig
+from .config import ConfigError, GatewayConfig
 from .gateway import AGENT_PATH, Gateway
 from .secrets import resolve_master_secrets
 from .tls import certificate_fingerprint, ensure_self_signed
 
-__all__ = ["Running", "raise_open_file_limit", "serve", "tune_gc"]
+__all__ = ["Running", "apply_reload", "raise_open_file_limit", "serve", "tune_gc"]
 
 log = logging.getLogger("monitoring_ws.serve")
 
@@ -97,11 +97,13 @@ async def serve(
     gateway: Gateway | None = None,
     transports: Sequence[Transport] | None = None,
     blueprints: Sequence[Blueprint] = (),
+    reload: Callable[[], GatewayConfig] | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``Running.stop``), then close agents with 1001.
 
     ``gateway``, ``transports`` and other plugins' ``blueprints`` come from the
-    monitoring-module host when it runs the gateway as its ``websocket`` plugin.
+    monitoring-module host when it runs the gateway as its ``websocket`` plugin. On
+    SIGHUP, ``reload`` reads the settings again and ``revoked_agents`` takes effect.
     """
     if gateway is None and config.redis_url is not None:
         from ..cluster.node import serve_node  # noqa: PLC0415 - coredis only for clusters
@@ -112,6 +114,7 @@ async def serve(
             handle_signals=handle_signals,
             transports=transports,
             blueprints=blueprints,
+            reload=reload,
         )
         return
     adapt_hypercorn_websockets()
@@ -164,6 +167,8 @@ async def serve(
             task_status.started(Running(gateway, api_url, agent_urls, fingerprint, stop.set))
             if handle_signals:
                 nursery.start_soon(_stop_on_signal, stop)
+                if reload is not None:  # lives until the background work is cancelled
+                    background.start_soon(_reload_on_sighup, gateway, reload)
             await stop.wait()
             log.info(
                 "shutting down: closing %d agent connection(s) with 1001", gateway.open_connections
@@ -180,3 +185,25 @@ async def _stop_on_signal(stop: trio.Event) -> None:
         async for _ in signals:
             stop.set()
             return
+
+
+async def _reload_on_sighup(gateway: Gateway, reload: Callable[[], GatewayConfig]) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            apply_reload(gateway, reload)
+
+
+def apply_reload(gateway: Gateway, reload: Callable[[], GatewayConfig]) -> None:
+    """Read the settings again; what can change without a restart takes effect
+    (``revoked_agents``). A file that no longer reads is logged and changes nothing."""
+    try:
+        config = reload()
+    except ConfigError as exc:
+        log.error("reload refused, the running settings stay: %s", exc)  # noqa: TRY400 - no traceback: the message says it
+        return
+    closed = gateway.revoke(config.revoked_agents)
+    log.info(
+        "reloaded: %d agent(s) revoked, %d open session(s) closed",
+        len(config.revoked_agents),
+        closed,
+    )

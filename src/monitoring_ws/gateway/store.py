@@ -75,6 +75,12 @@ class StateStore:
         self._limiter = trio.CapacityLimiter(1)
         self._writing = trio.Lock()  # one commit or prune at a time
         self._db = self._connect()
+        #: Characters of spooled frames on disk (kept by commits and prunes).
+        self.telemetry_bytes = int(
+            self._db.execute("SELECT coalesce(sum(length(envelope)), 0) FROM telemetry").fetchone()[
+                0
+            ]
+        )
         self._telemetry: list[tuple[str, str, str]] = []
         self._commands: dict[str, CommandRecord] = {}
         self._marks: dict[str, tuple[str, int]] = {}
@@ -154,6 +160,7 @@ class StateStore:
                 self._marks = marks | self._marks
                 raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
             self.commits += 1
+            self.telemetry_bytes += sum(len(frame) for _, _, frame in telemetry)
         if self.on_commit is not None and rows:
             await self.on_commit([(row[0], row[5]) for row in rows])
 
@@ -244,17 +251,41 @@ class StateStore:
         ]
 
     async def prune(
-        self, now_ms: int, command_retention_ms: int, telemetry_retention_ms: int
+        self,
+        now_ms: int,
+        command_retention_ms: int,
+        telemetry_retention_ms: int,
+        telemetry_max_bytes: int | None = None,
     ) -> int:
-        """Delete finished records and spooled messages past retention; rows deleted."""
+        """Delete finished records and spooled messages past retention, and the oldest
+        spooled messages past ``telemetry_max_bytes``; rows deleted."""
+
+        def delete_telemetry_through(cutoff: int) -> int:
+            freed = self._db.execute(
+                "DELETE FROM telemetry WHERE id <= ? RETURNING length(envelope)", (cutoff,)
+            ).fetchall()
+            self.telemetry_bytes -= sum(size for (size,) in freed)
+            return len(freed)
 
         def delete() -> int:  # in a worker thread, under the write lock
             db = self._db
             deleted = db.execute(
                 "DELETE FROM commands WHERE finished_ms < ?", (now_ms - command_retention_ms,)
             ).rowcount
-            cutoff = _last_id_before(db, now_ms - telemetry_retention_ms)
-            deleted += db.execute("DELETE FROM telemetry WHERE id <= ?", (cutoff,)).rowcount
+            deleted += delete_telemetry_through(
+                _last_id_before(db, now_ms - telemetry_retention_ms)
+            )
+            while telemetry_max_bytes is not None and self.telemetry_bytes > telemetry_max_bytes:
+                excess, cutoff = self.telemetry_bytes - telemetry_max_bytes, 0
+                for row_id, size in db.execute(
+                    "SELECT id, length(envelope) FROM telemetry ORDER BY id LIMIT 10000"
+                ):
+                    cutoff, excess = row_id, excess - size
+                    if excess <= 0:
+                        break
+                if not cutoff:
+                    break
+                deleted += delete_telemetry_through(cutoff)
             # A mark older than any command retention belongs to an agent long gone.
             deleted += db.execute(
                 "DELETE FROM delivery WHERE updated_ms < ?", (now_ms - command_retention_ms,)

@@ -65,6 +65,7 @@ from .payloads import (
     Metrics,
     delivery_of,
 )
+from .ratelimit import RateLimit, RateMeter
 from .replay import MemoryReplayWindow, ReplayVerdict, ReplayWindow
 from .server_session import ServerConfig, ServerSession, ServerState
 from .session_base import Limits, Verified
@@ -122,6 +123,8 @@ __all__ = [
     "Metrics",
     "MetricsReceived",
     "ProtocolError",
+    "RateLimit",
+    "RateMeter",
     "ReplayVerdict",
     "ReplayWindow",
     "SendFrame",

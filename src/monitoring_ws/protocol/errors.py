@@ -24,7 +24,8 @@ class CloseCode(enum.IntEnum):
     UNSUPPORTED_DATA = 1003
     #: RFC 6455 7.4.1: a frame over the size limit.
     MESSAGE_TOO_BIG = 1009
-    #: IANA registry: the agent read too slowly (its outgoing queue overflowed); retry hint.
+    #: IANA registry: try again later (the agent read too slowly, or the server cannot
+    #: check nonces now); retry hint.
     TRY_AGAIN_LATER = 1013
     #: Not valid JSON, or not the envelope/payload schema.
     MALFORMED = 4400
@@ -46,7 +47,7 @@ _PUBLIC_REASONS: dict[CloseCode, str] = {
     CloseCode.GOING_AWAY: "server shutting down",
     CloseCode.UNSUPPORTED_DATA: "binary frames are not accepted",
     CloseCode.MESSAGE_TOO_BIG: "frame too big",
-    CloseCode.TRY_AGAIN_LATER: "too slow to read: outgoing queue full",
+    CloseCode.TRY_AGAIN_LATER: "try again later",
     CloseCode.MALFORMED: "malformed message",
     CloseCode.AUTH_FAILED: "authentication failed",
     CloseCode.AGENT_MISMATCH: "agentId does not match the authenticated agent",

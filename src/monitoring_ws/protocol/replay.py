@@ -16,6 +16,7 @@ class ReplayVerdict(enum.Enum):
     NEW = "new"  # first sighting: process it
     DUPLICATE = "duplicate"  # seen within the window: drop it without effect
     STALE = "stale"  # ts outside the window: it cannot be checked, refuse it
+    UNAVAILABLE = "unavailable"  # a shared window cannot answer: try again later (1013)
 
 
 class ReplayWindow(Protocol):

@@ -39,6 +39,7 @@ from .payloads import (
     Metrics,
     delivery_of,
 )
+from .ratelimit import RateLimit, RateMeter
 from .replay import ReplayVerdict, ReplayWindow
 from .session_base import Limits, SessionBase, Verified
 
@@ -47,6 +48,11 @@ __all__ = ["ServerConfig", "ServerSession", "ServerState"]
 
 #: The types that carry a ``delivery`` number under the ``ack`` extension.
 _NUMBERED = frozenset({MessageType.METRICS, MessageType.LOG, MessageType.COMMAND_RESULT})
+
+
+#: The shared replay window cannot answer and fails closed: the agent comes back later
+#: (its unacknowledged messages wait in its outbox).
+_UNCHECKABLE = ProtocolError(CloseCode.TRY_AGAIN_LATER, "the replay window is unavailable", 5)
 
 
 class ServerState(enum.Enum):
@@ -68,6 +74,8 @@ class ServerConfig:
     #: Protocol extensions this server speaks; the reply lists those the agent also asked for.
     features: frozenset[str] = frozenset()
     limits: Limits = attrs.field(factory=Limits)
+    #: Each agent's messages and bytes per second after auth (None: unlimited).
+    rate_limit: RateLimit | None = None
 
 
 class ServerSession(SessionBase):
@@ -75,11 +83,13 @@ class ServerSession(SessionBase):
 
     __slots__ = (
         "_gate",
+        "_meter",
         "_numbered",
         "_stream",
         "acked",
         "agent_id",
         "claimed_agent_id",
+        "closes_at_ms",
         "config",
         "features",
         "hello",
@@ -98,14 +108,20 @@ class ServerSession(SessionBase):
         session_id: str,
         config: ServerConfig = ServerConfig(),
         new_nonce: Callable[[], str] = random_nonce,
-        gate: Callable[[str], int | None] | None = None,
+        gate: Callable[[str], ProtocolError | None] | None = None,
+        lifetime_ms: int | None = None,
     ) -> None:
         super().__init__(config.limits, new_nonce)
-        #: Asked with the agentId a first frame claims, before its signature is checked:
-        #: a retry hint closes with 4429 (an agent id that failed too often from here).
+        #: Asked with the agentId a first frame claims, before its signature is checked: an
+        #: error closes the connection (4429 for an agent id that failed too often from
+        #: this address, 4401 for a revoked one).
         self._gate = gate
+        #: When an open session ends with 1001 and a retry hint, so that rotated secrets
+        #: and revocations reach every agent (None: never).
+        self.closes_at_ms = None if lifetime_ms is None else opened_at_ms + lifetime_ms
         #: The agentId the first frame claimed, once it decoded (for failure accounting).
         self.claimed_agent_id: str | None = None
+        self._meter: RateMeter | None = None
         self.keyring = keyring
         self.config = config
         self.session_id = session_id
@@ -132,7 +148,9 @@ class ServerSession(SessionBase):
             return self.opened_at_ms + self.limits.auth_timeout_ms
         if state is ServerState.OPEN:
             silence = self.limits.missed_heartbeats * self.config.heartbeat_interval_ms
-            return self.last_heard_ms + silence
+            if self.closes_at_ms is None:
+                return self.last_heard_ms + silence
+            return min(self.last_heard_ms + silence, self.closes_at_ms)
         return None
 
     def on_deadline(self, now_ms: int) -> list[Event]:
@@ -140,6 +158,10 @@ class ServerSession(SessionBase):
         deadline = self.deadline_ms()
         if deadline is None or now_ms < deadline:
             return []
+        closes_at = self.closes_at_ms
+        if self.agent_id is not None and closes_at is not None and now_ms >= closes_at:
+            # The agent reconnects at once (after its jitter) and authenticates afresh.
+            return [self.close(CloseCode.GOING_AWAY, retry_after_s=1)]
         what = "no auth frame" if self.agent_id is None else "no message"
         waited = now_ms - (self.opened_at_ms if self.agent_id is None else self.last_heard_ms)
         return [self.fail(ProtocolError(CloseCode.TIMEOUT, f"{what} for {waited} ms"))]
@@ -165,17 +187,20 @@ class ServerSession(SessionBase):
                 self._candidate_keys,
                 max_bytes=min(limits.max_auth_frame_bytes, limits.max_frame_bytes),
             )
+        meter = self._meter
+        if meter is not None:
+            retry = meter.take(len(data), now_ms)
+            if retry is not None:
+                raise ProtocolError(CloseCode.TOO_MANY_ATTEMPTS, "over the rate limit", retry)
         return self._decode_and_verify(data, now_ms, self.agent_id, self._session_key)
 
     def _candidate_keys(self, message: Message) -> tuple[bytes, ...]:
         agent_id = message.envelope.agent_id
         self.claimed_agent_id = agent_id
         if self._gate is not None:
-            retry = self._gate(agent_id)
-            if retry is not None:
-                raise ProtocolError(
-                    CloseCode.TOO_MANY_ATTEMPTS, f"{agent_id} failed too often", retry
-                )
+            refused = self._gate(agent_id)
+            if refused is not None:
+                raise refused
         return self.keyring.keys_for(agent_id)
 
     def _session_key(self, _message: Message) -> tuple[bytes, ...]:
@@ -188,6 +213,8 @@ class ServerSession(SessionBase):
             return self._handshake(verified, verdict, now_ms)
         message = verified.message
         envelope, body = message.envelope, message.body
+        if verdict is ReplayVerdict.UNAVAILABLE:
+            return [self.fail(_UNCHECKABLE)]
         if verdict is ReplayVerdict.DUPLICATE:
             self.duplicates += 1
             return [DuplicateDropped(envelope)]
@@ -222,6 +249,8 @@ class ServerSession(SessionBase):
 
     def _handshake(self, verified: Verified, verdict: ReplayVerdict, now_ms: int) -> list[Event]:
         envelope, hello = verified.message.envelope, verified.message.body
+        if verdict is ReplayVerdict.UNAVAILABLE:
+            return [self.fail(_UNCHECKABLE)]
         if verdict is not ReplayVerdict.NEW:
             return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, f"auth nonce {verdict.value}"))]
         if not isinstance(hello, AuthHello):
@@ -233,6 +262,8 @@ class ServerSession(SessionBase):
         )
         self._numbered = FEATURE_ACK in self.features
         self.last_heard_ms = now_ms
+        if self.config.rate_limit is not None:
+            self._meter = RateMeter(self.config.rate_limit, now_ms)
         reply = AuthReply(
             session_id=self.session_id,
             server_time=now_ms,

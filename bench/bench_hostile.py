@@ -1,0 +1,185 @@
+"""A legitimate fleet under attack, against a real ``monitoring-ws serve`` process.
+
+    .venv/bin/python bench/bench_hostile.py [--agents 200] [--seconds 10]
+
+200 agents answer commands from one caller, measured alone, then while (all loopback,
+bounded in time) 2,000 idle unauthenticated sockets from eight addresses of 127.0.1.0/24
+hold their slots and reopen when closed, 100 slow HTTP clients dribble request bodies, and
+four senders stream 1 MiB junk first frames. One JSON line: the caller's p50/p99 alone
+and under attack, how many agents stayed connected, and what the attackers achieved.
+Server on CPU 0, fleet and attackers on CPU 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import time
+from collections import Counter
+from typing import Any
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request, TextMessage
+
+from fleet import BenchAgent, HttpCaller, emit, start_server, summary
+from monitoring_ws.gateway.serve import raise_open_file_limit
+
+ATTACK_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 9)]
+JUNK = json.dumps({"type": "auth", "pad": ["1.2345678901234567e-300"] * 45_000})
+
+
+def host_port(url: str) -> tuple[str, int]:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return host, int(port)
+
+
+async def _open_ws(host: str, port: int, source: str) -> tuple[trio.SocketStream, WSConnection]:
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect((host, port))
+    stream = trio.SocketStream(sock)
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(Request(host=host, target="/agent")))
+    return stream, ws
+
+
+async def idle_socket(host: str, port: int, source: str, stats: Counter[str]) -> None:
+    """Open, upgrade, say nothing; when the server closes it, open again."""
+    while True:
+        try:
+            stream, _ = await _open_ws(host, port, source)
+            async with stream:
+                stats["idle_opened"] += 1
+                while await stream.receive_some(4096):
+                    pass
+        except OSError:
+            stats["idle_refused"] += 1
+        await trio.sleep(0.2)
+
+
+async def junk_sender(host: str, port: int, stats: Counter[str]) -> None:
+    """1 MiB first frames full of exponent floats, one after another."""
+    while True:
+        try:
+            stream, ws = await _open_ws(host, port, "127.0.2.1")
+            async with stream:
+                await stream.receive_some(4096)  # the upgrade
+                await stream.send_all(ws.send(TextMessage(JUNK)))
+                stats["junk_frames"] += 1
+                while await stream.receive_some(4096):
+                    pass
+        except OSError:
+            stats["junk_refused"] += 1
+        await trio.sleep(0.05)
+
+
+async def slow_body(host: str, port: int, stats: Counter[str]) -> None:
+    """A POST whose body comes one byte a second; reconnect when cut."""
+    while True:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(
+                    b"POST /api/websocket/agents/x/command HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                )
+                stats["slow_opened"] += 1
+                while True:
+                    await stream.send_all(b" ")
+                    with trio.move_on_after(1):
+                        if await stream.receive_some(4096):
+                            stats["slow_cut"] += 1
+                            break
+        except (OSError, trio.BrokenResourceError):
+            stats["slow_cut"] += 1
+        await trio.sleep(0.2)
+
+
+async def measure(api: tuple[str, int], agents: int, seconds: float) -> list[float]:
+    http = HttpCaller(*api)
+    await http.connect()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        status, _ = await http.post(
+            f"/api/websocket/agents/legit-{i % agents}/command", b'{"command": "ping"}'
+        )
+        if status == 200:
+            latencies.append(time.perf_counter() - start)
+        i += 1
+    return latencies
+
+
+async def run(api_url: str, ws_url: str, agents: int, seconds: float) -> dict[str, Any]:
+    host, port = host_port(ws_url)
+    api = host_port(api_url)
+    fleet = [BenchAgent(host, port, f"legit-{i}") for i in range(agents)]
+    for agent in fleet:
+        await agent.connect()
+    dropped: list[str] = []
+    stats: Counter[str] = Counter()
+
+    async def serve(agent: BenchAgent) -> None:
+        try:
+            await agent.answer_commands()
+        except (ConnectionError, OSError, trio.BrokenResourceError):
+            dropped.append(agent.agent_id)
+
+    async with trio.open_nursery() as fleet_nursery:
+        for agent in fleet:
+            fleet_nursery.start_soon(serve, agent)
+        await measure(api, agents, 1.0)  # warm up
+        alone = await measure(api, agents, seconds)
+        async with trio.open_nursery() as attack:
+            for i in range(2000):
+                source = ATTACK_ADDRESSES[i % len(ATTACK_ADDRESSES)]
+                attack.start_soon(idle_socket, host, port, source, stats)
+            for _ in range(100):
+                attack.start_soon(slow_body, *api, stats)
+            for _ in range(4):
+                attack.start_soon(junk_sender, host, port, stats)
+            await trio.sleep(3)  # the attack in full swing
+            under_attack = await measure(api, agents, seconds)
+            attack.cancel_scope.cancel()
+        fleet_nursery.cancel_scope.cancel()
+    a, b = summary(alone), summary(under_attack)
+    return {
+        "agents": agents,
+        "alone_requests": len(alone),
+        "alone_p50_ms": a["p50_ms"],
+        "alone_p99_ms": a["p99_ms"],
+        "attack_requests": len(under_attack),
+        "attack_p50_ms": b["p50_ms"],
+        "attack_p99_ms": b["p99_ms"],
+        "p99_ratio": round(b["p99_ms"] / a["p99_ms"], 2),
+        "agents_connected": agents - len(dropped),
+        "attack": dict(sorted(stats.items())),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {1})
+    raise_open_file_limit()
+    gc.freeze()
+    machine = f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}"
+    process, api_url, ws_url = start_server()
+    try:
+        result = trio.run(run, api_url, ws_url, args.agents, args.seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    emit({"bench": "hostile", **result, "machine": machine})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Redis is not a way in: node messages and presence are sealed with the cluster key, and
+the shared replay window fails closed after a bounded time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import coredis
+import httpx
+import pytest
+import trio
+
+from monitoring_ws.cluster.replay import RedisReplayWindow
+from monitoring_ws.cluster.sealing import WINDOW_MS, NodeSeal
+from monitoring_ws.protocol import ReplayVerdict
+
+from ..conftest import StartServer
+from ..gateway.agents import now_ms, open_agent
+from .helpers import start_node
+
+
+def test_seal_and_open() -> None:
+    seal = NodeSeal(["secret"])
+    sealed = seal.seal({"type": "command", "x": 1}, 1_000_000)
+    assert NodeSeal(["secret"]).open(sealed, 1_000_000) == {"type": "command", "x": 1}
+    assert seal.open(sealed, 1_000_000) == {"type": "command", "x": 1}
+    assert seal.open(sealed, 1_000_000) is None  # the same nonce again: a replay
+    rotated = NodeSeal(["new", "secret"])
+    assert rotated.open(sealed, 1_000_000) is not None  # the old secret still opens
+    assert NodeSeal(["other"]).open(sealed, 1_000_000) is None
+    assert NodeSeal(["secret"]).open(sealed, 1_000_000 + WINDOW_MS + 1) is None
+    assert NodeSeal(["secret"]).open(sealed, 10**12, once=False) is not None  # presence
+    tampered = json.loads(sealed)
+    tampered["m"]["x"] = 2
+    assert NodeSeal(["secret"]).open(json.dumps(tampered), 1_000_000) is None
+    for junk in ("", "[]", '{"m": 1}', json.dumps({"type": "command"}), "\ud800"):
+        assert seal.open(junk, 1_000_000) is None
+    assert seal.refused == 6  # the replay and five kinds of junk
+
+
+async def test_forged_messages_in_redis_do_nothing(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    """Someone who can write to Redis (but has no master secret) publishes a command, a
+    kick and a fake agent: no command reaches the agent, it stays, the fake is not listed."""
+    node = await start_node(start_server, tmp_path, redis_url, "node-a")
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis_url, decode_responses=True)
+    async with client, open_agent(node.agent_urls[0], "victim") as agent:
+        session_id = (await node.gateway.registry.lookup("victim")).session_id  # type: ignore[union-attr]
+        forged_command = {
+            "type": "command",
+            "requestId": "r-1",
+            "replyTo": "attacker",
+            "agentId": "victim",
+            "command": "ping",
+            "args": {},
+            "timeoutMs": 5000,
+            "requestedBy": {"address": "x", "credential": None, "label": None},
+        }
+        wrong_key = NodeSeal(["not the master secret"])
+        for message in (forged_command, {"replace": "victim", "sessionId": session_id}):
+            assert await client.publish("mws:node:node-a", json.dumps(message)) == 1
+            sealed = wrong_key.seal(message, now_ms())
+            assert await client.publish("mws:node:node-a", sealed) == 1
+        fake = {"agentId": "ghost", "node": "node-a", "sessionId": "s"}
+        await client.set("mws:agent:ghost", json.dumps(fake), px=60_000)
+        await client.set("mws:agent:ghost2", wrong_key.seal(fake, now_ms()), px=60_000)
+        with trio.move_on_after(1) as waited:
+            await agent.events()  # nothing comes: no command, no close
+        assert waited.cancelled_caught
+        assert agent.ws.closed is None
+        async with httpx.AsyncClient(base_url=node.api_url) as http:
+            listed = (await http.get("/api/websocket/agents")).json()
+        assert [a["agentId"] for a in listed["agents"]] == ["victim"]
+        assert node.gateway.registry.seal.refused >= 6  # type: ignore[attr-defined]
+
+
+async def test_the_shared_window_fails_closed_after_a_bounded_time() -> None:
+    dead: coredis.Redis[str] = coredis.Redis.from_url(
+        "redis://127.0.0.1:1", decode_responses=True, connect_timeout=0.2
+    )
+    async with dead:
+        closed = RedisReplayWindow(dead, fail_open_s=0)
+        verdict = await closed.check("a", "n" * 16, now_ms(), now_ms())
+        assert verdict is ReplayVerdict.UNAVAILABLE
+        assert closed.refused == 1
+        bounded = RedisReplayWindow(dead, fail_open_s=60)
+        assert await bounded.check("a", "n" * 16, now_ms(), now_ms()) is ReplayVerdict.NEW
+        assert bounded.unshared == 1
+        # The local window still catches a replay on this node while Redis is away.
+        verdict = await bounded.check("a", "n" * 16, now_ms(), now_ms())
+        assert verdict is ReplayVerdict.DUPLICATE
+
+
+@pytest.mark.parametrize("fail_open_s", [0.0])
+async def test_frames_wait_with_1013_when_nonces_cannot_be_checked(
+    start_server: StartServer, tmp_path: Path, redis_server: object, fail_open_s: float
+) -> None:
+    from ..conftest import RedisProcess  # noqa: PLC0415
+
+    assert isinstance(redis_server, RedisProcess)
+    node = await start_server(
+        redis_url=redis_server.url, state_dir=tmp_path / "n", replay_fail_open_s=fail_open_s
+    )
+    async with open_agent(node.agent_urls[0], "agent-w") as agent:
+        redis_server.stop()
+        await agent.send(agent.session.heartbeat(now_ms()))
+        from ..gateway.agents import close_code  # noqa: PLC0415
+
+        assert await close_code(agent.ws) == 1013
+
+
+async def test_redis_with_a_password(start_server: StartServer, tmp_path: Path) -> None:
+    from ..conftest import RedisProcess  # noqa: PLC0415
+
+    redis = RedisProcess(tmp_path, "--requirepass", "s3cret-pass")
+    redis.start()
+    try:
+        url = f"redis://:s3cret-pass@127.0.0.1:{redis.port}"
+        node = await start_server(redis_url=url, node_id="node-p", state_dir=tmp_path / "p")
+        registry = node.gateway.registry
+        client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+        async with client, open_agent(node.agent_urls[0], "agent-p"):
+            value = await client.get("mws:agent:agent-p")  # written through AUTH
+            assert value is not None
+            presence = registry.seal.open(value, now_ms(), once=False)  # type: ignore[attr-defined]
+            assert presence["node"] == "node-p"
+            assert registry.failures == 0  # type: ignore[attr-defined]
+    finally:
+        redis.stop()

@@ -1,0 +1,103 @@
+"""Bounded after authentication: a rate limit per agent, caches and the spool by bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitoring_ws.agent import runner as runner_module
+from monitoring_ws.agent.runner import CommandRunner
+from monitoring_ws.clock import wall_ms
+from monitoring_ws.gateway import commands as commands_module
+from monitoring_ws.gateway.commands import CommandBook
+from monitoring_ws.gateway.records import CommandRecord, CommandState
+from monitoring_ws.gateway.store import StateStore
+from monitoring_ws.protocol import CloseCode, Command, CommandResult, RateLimit, RateMeter
+from monitoring_ws.transports import Requester
+
+from ..agent.test_agent import settings_for
+from ..conftest import StartServer
+from .agents import close_code, now_ms, open_agent
+
+
+def test_rate_meter() -> None:
+    meter = RateMeter(RateLimit(messages_per_s=10, bytes_per_s=1000, burst_s=2), now_ms=0)
+    assert all(meter.take(10, 0) is None for _ in range(20))  # the burst: 20 messages
+    assert meter.take(10, 0) == 1  # then one per 100 ms
+    assert meter.take(10, 100) is None
+    assert meter.take(10, 100) == 1
+    big = RateMeter(RateLimit(messages_per_s=100, bytes_per_s=1000, burst_s=1), now_ms=0)
+    assert big.take(900, 0) is None
+    assert big.take(900, 0) == 1  # bytes: 800 more needed at 1000/s
+    assert big.take(900, 5000) is None  # refilled (to the burst, not beyond)
+
+
+async def test_an_agent_over_its_rate_gets_4429(start_server: StartServer) -> None:
+    running = await start_server(agent_messages_per_s=5, agent_burst_s=2)
+    async with open_agent(running.agent_urls[0], "agent-chatty") as agent:
+        for _ in range(11):
+            await agent.send(agent.session.metrics({"x": 1}, now_ms()))
+        assert await close_code(agent.ws) == CloseCode.TOO_MANY_ATTEMPTS
+        assert (agent.ws.closed.reason or "").startswith("retry-after=")  # type: ignore[union-attr]
+    assert running.gateway.stats["closed_4429"] == 1
+
+
+async def test_the_agents_remembered_results_are_bounded_by_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "REMEMBERED_BYTES", 1 << 20)
+
+    async def big(args: Any, context: Any) -> str:
+        return "x" * 200_000
+
+    runner = CommandRunner(settings_for("ws://127.0.0.1:1/agent"), {"big": big})
+    for i in range(20):
+        await runner.execute(Command(f"c-{i}", "big", {}, 10_000))
+    assert len(runner._results) <= 5
+    assert runner._results_bytes <= 1 << 20
+    assert "c-19" in runner._results
+
+
+async def test_finished_records_in_memory_are_bounded_by_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commands_module, "RECENT_BYTES", 1 << 20)
+    book = CommandBook(StateStore(None))
+    now = wall_ms()
+    for i in range(20):
+        record = CommandRecord(
+            command_id=f"c-{i}",
+            agent_id="a",
+            command="run",
+            args={},
+            timeout_ms=1000,
+            transport="websocket",
+            requested_by=Requester("127.0.0.1"),
+            created_ms=now,
+            updated_ms=now,
+        )
+        record.answered(CommandResult(f"c-{i}", True, 1, result="x" * 200_000), now)
+        assert record.state is CommandState.SUCCEEDED
+        book._remember(record)
+    assert book._recent_bytes <= 1 << 20
+    assert 1 <= len(book._recent) <= 5
+
+
+async def test_the_spool_is_bounded_by_bytes(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state.sqlite3")
+    frame = '{"pad":"' + "f" * 990 + '"}'
+    assert len(frame) == 1000
+    for _ in range(100):
+        store.add_telemetry("a", "metrics", frame)
+    await store.commit(wall_ms())
+    assert store.telemetry_bytes == 100_000
+    deleted = await store.prune(wall_ms(), 10**9, 10**9, telemetry_max_bytes=20_000)
+    assert deleted == 80
+    assert store.telemetry_bytes == 20_000
+    assert store.counts()["telemetry"] == 20
+    items = await store.telemetry(after=0, limit=100)
+    assert items[0]["id"] == 81  # the newest were kept
+    store.close()
+    assert StateStore(tmp_path / "state.sqlite3").telemetry_bytes == 20_000

@@ -1,0 +1,69 @@
+"""Revocation (applied on SIGHUP without a restart) and a maximum session lifetime."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import trio
+
+from monitoring_ws.gateway.config import GatewayConfig
+from monitoring_ws.gateway.serve import apply_reload
+from monitoring_ws.protocol import CloseCode, parse_retry_after
+
+from ..conftest import SECRET, StartServer
+from ..faults import processes
+from .agents import close_code, first_frame_close, open_agent
+from .test_agent_endpoint import HELLO, signed
+
+
+async def test_revoked_agents_are_refused_and_disconnected(start_server: StartServer) -> None:
+    running = await start_server(revoked_agents=("agent-x",))
+    url = running.agent_urls[0]
+    code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id="agent-x"))
+    assert code == CloseCode.AUTH_FAILED
+    async with open_agent(url, "agent-live") as live:
+        config = GatewayConfig(master_secrets=(SECRET,), revoked_agents=("agent-live",))
+        apply_reload(running.gateway, lambda: config)
+        assert await close_code(live.ws) == CloseCode.AUTH_FAILED
+    code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id="agent-live"))
+    assert code == CloseCode.AUTH_FAILED
+    async with open_agent(url, "agent-x") as back:  # no longer on the list
+        assert back.ws.closed is None
+
+
+async def test_a_bad_reload_changes_nothing(start_server: StartServer) -> None:
+    running = await start_server(revoked_agents=("agent-x",))
+
+    def broken() -> GatewayConfig:
+        GatewayConfig(transport_order=("carrier-pigeon",)).check()
+        raise AssertionError("unreachable")
+
+    apply_reload(running.gateway, broken)
+    assert running.gateway.revoked == {"agent-x"}
+
+
+async def test_sessions_end_after_their_lifetime(start_server: StartServer) -> None:
+    running = await start_server(max_session_s=1)
+    async with open_agent(running.agent_urls[0], "agent-old") as agent:
+        started = trio.current_time()
+        assert await close_code(agent.ws) == CloseCode.GOING_AWAY
+        assert 0.8 <= trio.current_time() - started <= 1.5
+        assert parse_retry_after(agent.ws.closed.reason or "") == 1  # type: ignore[union-attr]
+
+
+async def test_sighup_applies_revocations_in_a_real_process(tmp_path: Path) -> None:
+    port = processes.free_port()
+    config = tmp_path / "gateway.toml"
+    config.write_text("[gateway]\nrevoked_agents = []\n", encoding="utf-8")
+    server = processes.server(tmp_path, port, "--config", str(config))
+    await trio.to_thread.run_sync(server.start)
+    try:
+        url = f"ws://127.0.0.1:{port}/agent"
+        async with open_agent(url, "agent-h") as agent:
+            config.write_text('[gateway]\nrevoked_agents = ["agent-h"]\n', encoding="utf-8")
+            server.popen.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+            assert await close_code(agent.ws) == CloseCode.AUTH_FAILED
+        assert "1 agent(s) revoked, 1 open session(s) closed" in server.log.read_text()
+    finally:
+        await trio.to_thread.run_sync(server.stop)
