@@ -17,19 +17,27 @@ import gc
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request, TextMessage
+from wsproto.events import AcceptConnection, Request
+from wsproto.frame_protocol import FrameProtocol
 
 from fleet import BenchAgent, HttpCaller, emit, start_server, summary
 from monitoring_ws.gateway.serve import raise_open_file_limit
 
 ATTACK_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 9)]
-JUNK = json.dumps({"type": "auth", "pad": ["1.2345678901234567e-300"] * 45_000})
+#: One masked frame of 1 MiB of exponent floats, encoded once: the attackers spend their
+#: CPU on sending, not on masking in Python.
+JUNK = FrameProtocol(client=True, extensions=[]).send_data(
+    json.dumps({"type": "auth", "pad": ["1.2345678901234567e-300"] * 41_000}), fin=True
+)
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -56,7 +64,7 @@ async def idle_socket(host: str, port: int, source: str, stats: Counter[str]) ->
                 stats["idle_opened"] += 1
                 while await stream.receive_some(4096):
                     pass
-        except OSError:
+        except (OSError, trio.BrokenResourceError):
             stats["idle_refused"] += 1
         await trio.sleep(0.2)
 
@@ -67,14 +75,36 @@ async def junk_sender(host: str, port: int, stats: Counter[str]) -> None:
         try:
             stream, ws = await _open_ws(host, port, "127.0.2.1")
             async with stream:
-                await stream.receive_some(4096)  # the upgrade
-                await stream.send_all(ws.send(TextMessage(JUNK)))
+                ws.receive_data(await stream.receive_some(4096))  # the upgrade's answer
+                if not any(isinstance(e, AcceptConnection) for e in ws.events()):
+                    stats["junk_refused"] += 1
+                    continue
+                await stream.send_all(JUNK)
                 stats["junk_frames"] += 1
                 while await stream.receive_some(4096):
                     pass
-        except OSError:
-            stats["junk_refused"] += 1
+        except (OSError, trio.BrokenResourceError):
+            stats["junk_cut"] += 1
         await trio.sleep(0.05)
+
+
+async def control_sender(stats: Counter[str]) -> None:
+    """The control: the same 1 MiB frames to a sink that only discards them, in this
+    process, on the same CPU. What it costs the caller is the traffic's, not the server's."""
+
+    async def discard(stream: trio.SocketStream) -> None:
+        while await stream.receive_some(1 << 16):
+            pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, discard, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        while True:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(JUNK)
+                stats["control_frames"] += 1
+            await trio.sleep(0.05)
 
 
 async def slow_body(host: str, port: int, stats: Counter[str]) -> None:
@@ -136,17 +166,20 @@ async def run(api_url: str, ws_url: str, agents: int, seconds: float) -> dict[st
             fleet_nursery.start_soon(serve, agent)
         await measure(api, agents, 1.0)  # warm up
         alone = await measure(api, agents, seconds)
-        async with trio.open_nursery() as attack:
-            for i in range(2000):
-                source = ATTACK_ADDRESSES[i % len(ATTACK_ADDRESSES)]
-                attack.start_soon(idle_socket, host, port, source, stats)
-            for _ in range(100):
-                attack.start_soon(slow_body, *api, stats)
-            for _ in range(4):
-                attack.start_soon(junk_sender, host, port, stats)
-            await trio.sleep(3)  # the attack in full swing
-            under_attack = await measure(api, agents, seconds)
-            attack.cancel_scope.cancel()
+        # The attackers run in their own process, so that their work never stalls the
+        # caller's event loop (which would be measured as the server's latency).
+        attacker = await trio.lowlevel.open_process(
+            [sys.executable, __file__, "--attack", ws_url, api_url, str(seconds + 4)],
+            stdout=subprocess.PIPE,
+        )
+        await trio.sleep(3)  # the attack in full swing
+        under_attack = await measure(api, agents, seconds)
+        assert attacker.stdout is not None
+        output = b""
+        async for chunk in attacker.stdout:
+            output += chunk
+        await attacker.wait()
+        stats.update(json.loads(output))
         fleet_nursery.cancel_scope.cancel()
     a, b = summary(alone), summary(under_attack)
     return {
@@ -163,7 +196,36 @@ async def run(api_url: str, ws_url: str, agents: int, seconds: float) -> dict[st
     }
 
 
+async def attack(ws_url: str, api_url: str, seconds: float) -> None:
+    """The attackers alone, for ``seconds``; their counts as one JSON line."""
+    host, port = host_port(ws_url)
+    api = host_port(api_url)
+    stats: Counter[str] = Counter()
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as nursery:
+            kinds = os.environ.get("HOSTILE_ATTACKS", "idle,slow,junk").split(",")
+            for i in range(2000 * ("idle" in kinds)):
+                source = ATTACK_ADDRESSES[i % len(ATTACK_ADDRESSES)]
+                nursery.start_soon(idle_socket, host, port, source, stats)
+            for _ in range(100 * ("slow" in kinds)):
+                nursery.start_soon(slow_body, *api, stats)
+            senders = int(os.environ.get("HOSTILE_JUNK_SENDERS", "4"))
+            for _ in range(senders * ("junk" in kinds)):
+                nursery.start_soon(junk_sender, host, port, stats)
+            for _ in range(senders * ("control" in kinds)):
+                nursery.start_soon(control_sender, stats)
+    print(json.dumps(stats), flush=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--attack"]:
+        # The attackers share the server's CPU, not the caller's: on loopback the sender's
+        # CPU also does the receiving side's TCP work, which would otherwise be charged to
+        # the measured caller (docs/security.md).
+        os.sched_setaffinity(0, {int(os.environ.get("HOSTILE_ATTACK_CPU", "0"))})
+        raise_open_file_limit()
+        trio.run(attack, sys.argv[2], sys.argv[3], float(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)

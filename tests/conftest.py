@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -81,16 +83,27 @@ async def http(server: Running) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-def imds() -> Iterator[str]:
-    """Instance metadata served by moto's server mode on loopback."""
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server mode on loopback, its state reset (moto keeps state per process,
+    across servers); yields its endpoint URL."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - our loopback moto
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    """Instance metadata served by moto's server mode on loopback."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 class RedisProcess:

@@ -2,40 +2,32 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from monitoring_ws.gateway.config import ConfigError, GatewayConfig
 from monitoring_ws.gateway.secrets import SECRETS_ENV, resolve_master_secrets
+
+from ..conftest import moto_server
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """moto's server on loopback for Secrets Manager and SSM, and no other credentials."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
-    urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - our loopback moto
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", SECRETS_ENV):
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "CREDENTIALS_DIRECTORY", SECRETS_ENV):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "static-user-secret")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    try:
+    with moto_server() as endpoint:
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "static-user-secret")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         yield endpoint
-    finally:
-        server.stop()
 
 
 def test_static_iam_keys_still_work(aws: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +9,6 @@ import boto3
 import pytest
 import trio
 from botocore.stub import ANY, Stubber
-from moto.server import ThreadedMotoServer
 
 from monitoring_ws.transports import (
     AgentNotConnectedError,
@@ -20,6 +18,8 @@ from monitoring_ws.transports import (
 )
 from monitoring_ws.transports.ssm import SSM_SHELL, SSMPolicy, SSMTransport, is_instance_id
 
+from ..conftest import moto_server
+
 INSTANCE = "i-0abc123def4567890"
 COMMAND_ID = "8f0c9a3e-1d2b-4c5d-9e6f-0a1b2c3d4e5f"
 
@@ -27,22 +27,13 @@ COMMAND_ID = "8f0c9a3e-1d2b-4c5d-9e6f-0a1b2c3d4e5f"
 @pytest.fixture
 def moto_ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """moto in server mode on loopback, reached through boto3's own configuration."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto keeps its state per process, across servers: start every test from nothing.
-    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
-    urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 - our loopback moto
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    try:
+    with moto_server() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         yield endpoint
-    finally:
-        server.stop()
 
 
 async def test_send_and_poll_against_moto(moto_ssm: str) -> None:

@@ -32,10 +32,14 @@ REDIS_TIMEOUT_S = 1.0
 #: Pause before subscribing again after the subscription's connection was lost.
 RESUBSCRIBE_S = 0.5
 _WARN_EVERY_S = 60.0
-# Delete the presence key only if it still names this session (a newer one may own it).
+# Delete the presence key only if it still names this session (a newer one may own it);
+# the value is sealed (sealing.py): the session is in its message, ``m``.
 _UNREGISTER = """
 local value = redis.call('GET', KEYS[1])
-if value and cjson.decode(value)['m']['sessionId'] == ARGV[1] then
+if not value then return 0 end
+local ok, sealed = pcall(cjson.decode, value)
+if ok and type(sealed) == 'table' and type(sealed['m']) == 'table'
+    and sealed['m']['sessionId'] == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0

@@ -262,6 +262,7 @@ class ServerSession(SessionBase):
         )
         self._numbered = FEATURE_ACK in self.features
         self.last_heard_ms = now_ms
+        self._gate = None  # only first frames pass it; an open session holds no more
         if self.config.rate_limit is not None:
             self._meter = RateMeter(self.config.rate_limit, now_ms)
         reply = AuthReply(
