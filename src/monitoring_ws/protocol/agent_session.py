@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from .delivery import Cancel
-from .envelope import BODIES, Message, MessageType, Sender
+from .envelope import BODIES, Message, MessageType, Sender, check_timestamp
 from .errors import CloseCode, ProtocolError
 from .events import (
     AckReceived,
@@ -189,9 +189,21 @@ class AgentSession(SessionBase):
     def _accept(self, verified: Verified, verdict: ReplayVerdict, now_ms: int) -> list[Event]:
         envelope, body = verified.message.envelope, verified.message.body
         if self.reply is None:
-            if not isinstance(body, AuthReply) or body.auth_nonce != self._auth_nonce:
+            if not isinstance(body, AuthReply) or body.auth_nonce not in {None, self._auth_nonce}:
                 reason = "first server frame is not the reply to our auth"
                 return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, reason))]
+            if body.auth_nonce is None:
+                # A protocol v1 server that does not echo our nonce: the reply is fresh
+                # only if its ts is, like any frame's (and its nonce new, checked below).
+                try:
+                    check_timestamp(
+                        envelope.ts, now_ms + self.clock_offset_ms, self.limits.timestamp_window_ms
+                    )
+                except ProtocolError as error:
+                    return [self.fail(error)]
+                if verdict is not ReplayVerdict.NEW:
+                    reason = f"auth reply nonce {verdict.value}"
+                    return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, reason))]
             self.reply = body
             self.clock_offset_ms = body.server_time - now_ms
             self.last_heard_ms = now_ms

@@ -78,6 +78,10 @@ def _text(payload: Mapping[str, Any], member: str, limit: int = _SHORT_TEXT) -> 
     return str(value)
 
 
+def _optional_text(payload: Mapping[str, Any], member: str) -> str | None:
+    return None if payload.get(member) is None else _text(payload, member)
+
+
 def _non_negative(payload: Mapping[str, Any], member: str, minimum: int = 0) -> int:
     value = _member(payload, member, int)
     if value < minimum:
@@ -160,7 +164,9 @@ class AuthReply:
     server_time: int
     heartbeat_interval_ms: int
     features: tuple[str, ...]
-    auth_nonce: str
+    #: Optional (servers written from protocol v1 alone do not echo it); without it the
+    #: agent checks the reply's ``ts`` like any frame's.
+    auth_nonce: str | None = None
     #: The largest frame the server takes (optional; agents assume 1 MiB without it).
     max_frame_bytes: int | None = None
 
@@ -176,7 +182,7 @@ class AuthReply:
             server_time=_non_negative(payload, "serverTime"),
             heartbeat_interval_ms=_non_negative(payload, "heartbeatIntervalMs", 1),
             features=_names(payload, "features"),
-            auth_nonce=_text(payload, "authNonce"),
+            auth_nonce=_optional_text(payload, "authNonce"),
             max_frame_bytes=max_frame,
         )
 
@@ -187,8 +193,9 @@ class AuthReply:
             "serverTime": self.server_time,
             "heartbeatIntervalMs": self.heartbeat_interval_ms,
             "features": list(self.features),
-            "authNonce": self.auth_nonce,
         }
+        if self.auth_nonce is not None:
+            payload["authNonce"] = self.auth_nonce
         if self.max_frame_bytes is not None:
             payload["maxFrameBytes"] = self.max_frame_bytes
         return payload
