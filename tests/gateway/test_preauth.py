@@ -7,6 +7,7 @@ import json
 import socket
 import time
 
+import httpx
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -155,3 +156,24 @@ async def test_stalled_tls_handshake_is_cut(start_server: StartServer) -> None:
     started = time.monotonic()
     assert await trio.to_thread.run_sync(stall) == b""
     assert time.monotonic() - started < 3
+
+
+async def test_records_name_the_address_a_trusted_proxy_forwarded(
+    start_server: StartServer,
+) -> None:
+    running = await start_server(trusted_proxies=("127.0.0.1",))
+    async with (
+        httpx.AsyncClient(base_url=running.api_url) as http,
+        open_agent(running.agent_urls[0], "agent-fwd") as agent,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(agent.serve_commands)
+        answer = await http.post(
+            "/api/websocket/agents/agent-fwd/command",
+            json={"command": "ping"},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+        )
+        assert answer.status_code == 200, answer.text
+        record = (await http.get(f"/api/websocket/commands/{answer.json()['commandId']}")).json()
+        assert record["requestedBy"]["address"] == "203.0.113.7"
+        nursery.cancel_scope.cancel()

@@ -18,6 +18,7 @@ from ..transports import ShuttingDownError, Transport
 from ..transports.router import TransportRouter
 from ..transports.ssm import SSMTransport
 from ..transports.websocket import WebSocketTransport
+from .admission import client_address
 from .agent_config import agent_config
 from .guard import check_browser_rules, check_content_type
 from .http import (
@@ -131,11 +132,16 @@ def _add_guard(app: Quart, config: GatewayConfig) -> None:
     tokens = [token.encode() for token in config.api_tokens]
     # Records name the token a caller used by this, never by the token itself.
     fingerprints = [f"token:{hashlib.sha256(token).hexdigest()[:12]}" for token in tokens]
+    proxies = config.proxy_networks()
 
     @app.before_request
     async def guard() -> Response | None:
         """Browser rules (403), then the token (401), then the body type (415)."""
         headers = {name.lower(): value for name, value in request.headers.items()}
+        if proxies:  # who asked, as a trusted proxy says (records name it)
+            g.address = client_address(
+                request.remote_addr or "unknown", headers.get("x-forwarded-for"), proxies
+            )
         refusal = check_browser_rules(
             headers, tokens_configured=bool(tokens), allowed_hosts=config.allowed_hosts
         )

@@ -152,8 +152,10 @@ async def run_command_request(
 
 
 def requester(label: str | None) -> Requester:
-    """Who is asking, from the current request (the API's guard set the credential)."""
-    return Requester(request.remote_addr or "unknown", g.get("credential"), label)
+    """Who is asking, from the current request (the API's guard set the credential, and
+    the address a trusted proxy forwarded)."""
+    address = g.get("address") or request.remote_addr or "unknown"
+    return Requester(address, g.get("credential"), label)
 
 
 async def accept_command(
