@@ -11,7 +11,6 @@ with 4409. Redis unreachable: each node still knows and serves its own agents.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Generic
 
@@ -24,6 +23,7 @@ from ..clock import wall_ms
 from ..gateway.registry import AgentInfo, C, MemoryRegistry
 from ..transports import ClusterUnavailableError
 from .sealing import NodeSeal
+from .throttle import Throttle
 
 __all__ = ["RedisRegistry", "agent_info_from_json"]
 
@@ -31,7 +31,6 @@ log = logging.getLogger("monitoring_ws.cluster")
 REDIS_TIMEOUT_S = 1.0
 #: Pause before subscribing again after the subscription's connection was lost.
 RESUBSCRIBE_S = 0.5
-_WARN_EVERY_S = 60.0
 # Delete the presence key only if it still names this session (a newer one may own it);
 # the value is sealed (sealing.py): the session is in its message, ``m``.
 _UNREGISTER = """
@@ -88,8 +87,8 @@ class RedisRegistry(Generic[C]):
         #: Handlers of other messages on this node's channel, by their ``type``.
         self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._stale = False  # a Redis operation failed since the last full refresh
-        self._warned_at = -_WARN_EVERY_S
-        self._refused_warned_at = -_WARN_EVERY_S
+        self._failure_warning = Throttle()
+        self._refused_warning = Throttle()
 
     @property
     def channel(self) -> str:
@@ -211,9 +210,7 @@ class RedisRegistry(Generic[C]):
         return None
 
     def _refused(self, what: str) -> None:
-        now = time.monotonic()
-        if now - self._refused_warned_at >= _WARN_EVERY_S:
-            self._refused_warned_at = now
+        if self._refused_warning.due():
             log.warning(
                 "ignored %s in Redis that this cluster did not sign (%d so far): someone "
                 "else writes to this Redis, or a node has another master secret",
@@ -287,9 +284,7 @@ class RedisRegistry(Generic[C]):
     def _failed(self, what: str, exc: BaseException) -> None:
         self.failures += 1
         self._stale = True
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
+        if self._failure_warning.due():
             log.warning(
                 "Redis failed a presence %s (%s: %s); this node answers for its own agents "
                 "until it is back (%d failures so far)",

@@ -20,13 +20,13 @@ from coredis.exceptions import RedisError
 from coredis.tokens import PureToken
 
 from ..protocol import TIMESTAMP_WINDOW_MS, MemoryReplayWindow, ReplayVerdict
+from .throttle import Throttle
 
 __all__ = ["RedisReplayWindow"]
 
 log = logging.getLogger("monitoring_ws.cluster")
 #: How long a check may wait for Redis before the local window decides alone.
 REDIS_TIMEOUT_S = 0.5
-_WARN_EVERY_S = 60.0
 #: Checks per script call (one Redis command) at most.
 MAX_BATCH = 1000
 # SET NX PXAT for each key; 1 where it was new. One node's keys, on one Redis (not a
@@ -77,7 +77,7 @@ class RedisReplayWindow:
         self.unshared = 0
         #: Checks refused because Redis had been away longer than ``fail_open_s``.
         self.refused = 0
-        self._warned_at = -_WARN_EVERY_S
+        self._warning = Throttle()
         self._script = client.register_script(_SET_MANY)
         self._pending: list[_Check] | None = None
         self._wake = trio.Event()
@@ -147,15 +147,14 @@ class RedisReplayWindow:
             self._failing_since = now
         if now - self._failing_since >= self.fail_open_s:
             self.refused += 1
-            self._warn(exc, now)
+            self._warn(exc)
             return ReplayVerdict.UNAVAILABLE
         self.unshared += 1
-        self._warn(exc, now)
+        self._warn(exc)
         return ReplayVerdict.NEW
 
-    def _warn(self, exc: BaseException, now: float) -> None:
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
+    def _warn(self, exc: BaseException) -> None:
+        if self._warning.due():
             log.warning(
                 "Redis did not answer a nonce check (%s: %s); this node's own window decides "
                 "for the first %g s of an outage, then frames wait (1013) until Redis is back "
