@@ -78,3 +78,22 @@ def test_settings_file_and_environment_switches(tmp_path: Path) -> None:
     assert switched["websocket"]["enabled"] is False
     with pytest.raises(ValueError, match="on or off"):
         load_plugin_settings(None, environ={"MONITORING_WS_PLUGIN_X": "maybe"})
+
+
+def test_the_annotated_example_config_reads() -> None:
+    """docs/monitoring.example.toml is what operators copy: it must load as written."""
+    from monitoring_ws.gateway.config import load_config  # noqa: PLC0415
+    from monitoring_ws.host.config import (  # noqa: PLC0415
+        load_plugin_settings,
+        load_transport_options,
+    )
+    from monitoring_ws.host.run import transports_in_order  # noqa: PLC0415
+
+    example = Path(__file__).resolve().parents[1] / "docs" / "monitoring.example.toml"
+    settings = load_plugin_settings(example, environ={})
+    websocket = {k: v for k, v in settings["websocket"].items() if k != "enabled"}
+    assert load_config(None, **websocket).listen == "127.0.0.1:4000"
+    options = load_transport_options(example)
+    [ssm] = transports_in_order([], {**options, "ssm": True})
+    assert ssm.name == "ssm"
+    assert ssm.health()["commands"] == ["ping"]
