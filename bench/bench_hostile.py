@@ -223,6 +223,9 @@ def main() -> None:
         # CPU also does the receiving side's TCP work, which would otherwise be charged to
         # the measured caller (docs/security.md).
         os.sched_setaffinity(0, {int(os.environ.get("HOSTILE_ATTACK_CPU", "0"))})
+        # At the lowest priority: a real attacker's own work runs on its own machines, so
+        # here it should take only what the server leaves (HOSTILE_ATTACK_NICE=0: equal).
+        os.nice(int(os.environ.get("HOSTILE_ATTACK_NICE", "19")))
         raise_open_file_limit()
         trio.run(attack, sys.argv[2], sys.argv[3], float(sys.argv[4]))
         return
