@@ -2,12 +2,16 @@
 
     .venv/bin/python bench/bench_hostile.py [--agents 200] [--seconds 10]
 
-200 agents answer commands from one caller, measured alone, then while (all loopback,
-bounded in time) 2,000 idle unauthenticated sockets from eight addresses of 127.0.1.0/24
-hold their slots and reopen when closed, 100 slow HTTP clients dribble request bodies, and
-four senders stream 1 MiB junk first frames. One JSON line: the caller's p50/p99 alone
-and under attack, how many agents stayed connected, and what the attackers achieved.
-Server on CPU 0, fleet and attackers on CPU 1.
+200 agents answer commands from one caller, measured alone, then while an attacker
+process (all loopback, bounded in time) holds 2,000 idle unauthenticated sockets from eight
+addresses of 127.0.1.0/24 that reopen when closed, 100 slow HTTP clients dribble request
+bodies, and four senders stream 1 MiB junk first frames. One JSON line: the caller's
+p50/p99 alone and under attack, how many agents stayed connected, what the attackers did.
+
+Server and attackers on CPU 0 (attackers at nice 19: their own work is not the server's),
+fleet and caller on CPU 1. Environment: ``HOSTILE_ATTACKS=idle,slow,junk`` picks attacks
+(``control`` sends the junk to a discarding sink instead of the server),
+``HOSTILE_JUNK_SENDERS`` (4), ``HOSTILE_ATTACK_CPU`` (0), ``HOSTILE_ATTACK_NICE`` (19).
 """
 
 from __future__ import annotations
