@@ -101,3 +101,11 @@ async def test_the_spool_is_bounded_by_bytes(tmp_path: Path) -> None:
     assert items[0]["id"] == 81  # the newest were kept
     store.close()
     assert StateStore(tmp_path / "state.sqlite3").telemetry_bytes == 20_000
+
+
+def test_a_rate_limit_that_no_full_frame_could_pass_is_refused() -> None:
+    from monitoring_ws.gateway.config import ConfigError, GatewayConfig  # noqa: PLC0415
+
+    with pytest.raises(ConfigError, match="agent_burst_s"):
+        GatewayConfig(agent_bytes_per_s=10_000, agent_burst_s=1).check()
+    GatewayConfig(agent_bytes_per_s=1 << 20, agent_burst_s=1).check()

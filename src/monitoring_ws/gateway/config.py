@@ -212,6 +212,11 @@ class GatewayConfig:
             raise ConfigError("transport_order names no enabled transport (ssm needs ssm = true)")
         self.ssm_policy()
         self.proxy_networks()
+        if self.agent_bytes_per_s * self.agent_burst_s < self.max_frame_bytes:
+            raise ConfigError(
+                "agent_bytes_per_s x agent_burst_s must be at least max_frame_bytes, or a "
+                "frame of the largest allowed size could never pass the rate limit"
+            )
         if any(not token or len(token) < 16 for token in self.api_tokens):
             raise ConfigError("api_tokens must be at least 16 characters each")
 
