@@ -1,0 +1,63 @@
+"""``agent``: run the agent."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import setup_logging, warn_secret_in_argv
+
+__all__ = ["add"]
+
+
+def add(commands: Any) -> None:
+    agent = commands.add_parser(
+        "agent",
+        help="run the agent: dial out to the server, stream metrics and logs, run commands",
+        description="Settings: --config FILE (JSON, the seed's shape), MONITORING_WS_* "
+        "variables, then these flags (docs/agent.md).",
+    )
+    agent.add_argument("--config", type=Path, metavar="FILE", help="JSON settings file")
+    agent.add_argument("--url", help="server URL, e.g. wss://gateway.example.com/agent")
+    agent.add_argument(
+        "--secret", help="master secret (visible to other users in ps: prefer the file)"
+    )
+    agent.add_argument("--agent-key", metavar="HEX", help="this agent's derived key")
+    agent.add_argument("--agent-id", metavar="ID", help="default: EC2 instance id, else hostname")
+    agent.add_argument("--insecure", action="store_true", help="allow ws:// beyond loopback")
+    agent.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the outbox is kept (default: $STATE_DIRECTORY or "
+        "~/.local/state/monitoring-ws-agent)",
+    )
+    agent.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    agent.set_defaults(run=_agent)
+
+
+def _agent(args: argparse.Namespace) -> int:
+
+    from ..agent.main import run_agent  # noqa: PLC0415
+    from ..agent.outbox import OutboxError  # noqa: PLC0415
+    from ..agent.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    setup_logging(verbose=args.verbose)
+    if args.agent_key:
+        warn_secret_in_argv("--agent-key", "MONITORING_WS_AGENT_KEY or wsAgentKey in the file")
+    if args.secret:
+        warn_secret_in_argv("--secret", "MONITORING_WS_SECRET or the config file")
+    try:
+        settings = load_settings(
+            args.config,
+            wsApiUrl=args.url,
+            wsSecret=args.secret,
+            wsAgentKey=args.agent_key,
+            agentId=args.agent_id,
+            insecure=args.insecure or None,
+            stateDir=args.state_dir,
+        )
+        run_agent(settings)
+    except (SettingsError, OutboxError) as exc:
+        raise SystemExit(f"monitoring-ws agent: {exc}") from None
+    return 0

@@ -1,0 +1,75 @@
+"""What the commands share: secrets from the environment, warnings, logging, running a
+server with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "API_TOKENS_ENV",
+    "SECRET_ENV",
+    "run_server",
+    "secret_from_env",
+    "setup_logging",
+    "warn_secret_in_argv",
+]
+
+SECRET_ENV = "MONITORING_WS_SECRET"  # noqa: S105 - a variable name, not a secret
+API_TOKENS_ENV = "MONITORING_WS_API_TOKENS"
+
+
+def secret_from_env() -> str:
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        raise SystemExit(
+            f"monitoring-ws: no master secret: set {SECRET_ENV} in the environment "
+            "(it is never read from the command line, where other users could see it)"
+        )
+    return secret
+
+
+def warn_secret_in_argv(flag: str, instead: str) -> None:
+    """A secret given as a flag is visible to every user in ``ps``: say so, and how not to."""
+    print(
+        f"monitoring-ws: warning: {flag} on the command line is visible to other users "
+        f"(ps, /proc); use {instead} instead",
+        file=sys.stderr,
+    )
+
+
+def setup_logging(*, verbose: bool) -> None:
+    import logging  # noqa: PLC0415 - the server's imports stay out of the light commands
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run_server(run: Callable[[], None]) -> None:
+    """Run; a failure to bind or to open the state database (inside trio's exception
+    groups) becomes a one-line message."""
+    from ..cluster.node import ClusterError  # noqa: PLC0415
+    from ..gateway.store import StoreError  # noqa: PLC0415
+
+    try:
+        run()
+    except* StoreError as group:
+        raise SystemExit(f"monitoring-ws: {_leaf(group)} (see --state-dir)") from None
+    except* ClusterError as group:
+        raise SystemExit(f"monitoring-ws: {_leaf(group)}") from None
+    except* OSError as group:
+        raise SystemExit(
+            f"monitoring-ws: cannot listen: {_leaf(group)} (is another server on that port? "
+            "choose another with --listen HOST:PORT)"
+        ) from None
+
+
+def _leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
