@@ -12,6 +12,7 @@ import json
 import logging
 from typing import Any
 
+import anyio
 import coredis
 import trio
 from coredis.exceptions import RedisError
@@ -49,7 +50,9 @@ class RedisRecords:
                     for command_id, text in rows:
                         value = {**json.loads(text), "node": self.node}
                         pipe.set(self._key(command_id), json.dumps(value), px=self.retention_ms)
-        except (RedisError, OSError, trio.TooSlowError) as exc:
+        # coredis raises anyio's ClosedResourceError when its connection closed under it
+        # (Redis lost, or the node shutting down): the copy is best effort either way.
+        except (RedisError, OSError, trio.TooSlowError, anyio.ClosedResourceError) as exc:
             self.failures += 1
             if self.failures in (1, 10) or self.failures % 500 == 0:
                 log.warning("could not mirror command records to Redis (%s)", exc)
