@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from monitoring_ws.gateway.records import CommandRecord, CommandState
 from monitoring_ws.gateway.store import StateStore, StoreError
@@ -176,3 +177,29 @@ async def test_the_spool_cut_is_found_without_an_index(tmp_path: Path, cut: int)
     await store.prune(NOW + cut * 1000, 10**9, 0)  # everything received before the cut
     rows = await store.telemetry(0, 1000)
     assert [row["receivedAt"] for row in rows] == [NOW + n * 1000 for n in range(cut, 100)]
+
+
+async def test_marks_cover_exactly_the_rows_of_their_commit(tmp_path: Path) -> None:
+    """A message admitted while a commit waits for the store (a prune holds it, or just
+    the lock's checkpoint) is committed with its mark, or not at all: a row stored without
+    its mark would be stored again when the agent re-sends it after a crash."""
+    from monitoring_ws.gateway.commands import CommandBook  # noqa: PLC0415
+    from monitoring_ws.gateway.config import GatewayConfig  # noqa: PLC0415
+    from monitoring_ws.gateway.spool import Spool  # noqa: PLC0415
+
+    path = tmp_path / "state.sqlite3"
+    store = StateStore(path)
+    spool = Spool(GatewayConfig(state_dir=tmp_path), store, CommandBook(store), lambda _: None)
+    assert spool.admit("a", Delivery("s", 1))
+    spool.keep("a", "metrics", '{"n": 1}')
+    # The commit has to wait for the store, as behind a prune.
+    async with trio.open_nursery() as nursery, store._writing:
+        nursery.start_soon(spool.commit)
+        await trio.testing.wait_all_tasks_blocked()
+        assert spool.admit("a", Delivery("s", 2))  # arrives meanwhile
+        spool.keep("a", "metrics", '{"n": 2}')
+    store.close()
+    reopened = StateStore(path)
+    rows = reopened.counts()["telemetry"]
+    assert reopened.load_marks()["a"].seq == rows == 2  # both rows, and the mark of both
+    reopened.close()

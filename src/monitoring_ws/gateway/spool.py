@@ -89,12 +89,20 @@ class Spool:
 
     async def commit(self) -> None:
         """Commit what is buffered, then send the acks it covers."""
-        to_ack, self._to_ack = self._to_ack, {}
-        for agent_id, mark in to_ack.items():
-            self.store.put_mark(agent_id, mark)
+        to_ack: dict[str, Delivery] = {}
+
+        def take_marks() -> None:
+            # Inside the store's commit, where it takes its buffers: the marks written are
+            # those of exactly the rows written (messages admitted while the commit waited
+            # for its lock are in both, or in neither).
+            nonlocal to_ack
+            to_ack, self._to_ack = self._to_ack, {}
+            for agent_id, mark in to_ack.items():
+                self.store.put_mark(agent_id, mark)
+
         round_done, self._round = self._round, trio.Event()
         try:
-            await self.store.commit()
+            await self.store.commit(before=take_marks)
         except StoreError as exc:
             # Nothing is acknowledged, so agents keep it all; retried at the next round.
             self._to_ack = to_ack | self._to_ack

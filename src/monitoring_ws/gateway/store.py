@@ -133,15 +133,25 @@ class StateStore:
     def put_mark(self, agent_id: str, mark: Delivery) -> None:
         self._marks[agent_id] = (mark.stream, mark.seq)
 
-    async def commit(self, now_ms: int | None = None) -> None:
+    async def commit(
+        self, now_ms: int | None = None, before: Callable[[], None] | None = None
+    ) -> None:
         """Write everything buffered so far in one transaction.
+
+        ``before`` is called right before the buffers are taken, with no checkpoint in
+        between, so that what it puts (the delivery marks) covers exactly the rows taken:
+        a row stored without its mark would be stored again after a crash.
 
         The rows go in on the event loop (CPU only, ~2 us a row; a worker thread would hand
         the GIL back and forth on every row); the COMMIT, which writes the WAL and may
         checkpoint and fsync, runs in a worker thread."""
-        if not self.pending:
+        if not self.pending and before is None:
             return
         async with self._writing:
+            if before is not None:
+                before()
+            if not self.pending:
+                return
             telemetry, self._telemetry = self._telemetry, []
             records, self._commands = self._commands, {}
             marks, self._marks = self._marks, {}
