@@ -167,3 +167,22 @@ def test_the_monitoring_host_runs_a_cluster_node(tmp_path: Path, redis_url: str)
 
         trio.run(scenario)
         assert process.wait(timeout=15) == 0
+
+
+async def test_an_agent_that_got_its_reply_is_listed_on_every_node(
+    start_server: StartServer, tmp_path: Path, redis_url: str, monkeypatch: Any
+) -> None:
+    """The auth reply waits for the registration in Redis, however slow: no window where
+    the agent thinks it is connected and another node says it is not."""
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
+    registry = node_a.gateway.registry
+    register = registry.register
+
+    async def slow_register(connection: Any) -> None:
+        await trio.sleep(0.3)  # a slow Redis
+        await register(connection)
+
+    monkeypatch.setattr(registry, "register", slow_register)
+    async with open_agent(node_a.agent_urls[0], "prompt"):
+        assert "prompt" in await _agents(node_b)  # at once, no waiting

@@ -267,6 +267,24 @@ class AgentConnection:
 
     async def _act(self, events: list[Event], frame: str = "") -> None:
         """Act on what the session reported about ``frame`` (the text it was fed)."""
+        # The handshake: the auth reply (and what follows it) waits until the agent is
+        # registered (in a cluster, in Redis), so that an agent that got its reply is
+        # listed on every node. Holding the writer queues the frames, in order.
+        hold = (
+            not self._authenticated
+            and not self._writing
+            and any(isinstance(event, Authenticated) for event in events)
+        )
+        if hold:
+            self._writing = True
+        try:
+            await self._act_on(events, frame)
+        finally:
+            if hold:
+                self._writing = False
+                self._wake_writer()
+
+    async def _act_on(self, events: list[Event], frame: str) -> None:
         gateway = self._gateway
         spool = gateway.spool
         for event in events:
