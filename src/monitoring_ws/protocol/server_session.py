@@ -209,12 +209,12 @@ class ServerSession(SessionBase):
 
     def accept(self, verified: Verified, verdict: ReplayVerdict, now_ms: int) -> list[Event]:
         """Act on a verified frame given the replay window's verdict on its nonce."""
+        if verdict is ReplayVerdict.UNAVAILABLE:
+            return [self.fail(_UNCHECKABLE)]
         if self.agent_id is None:
             return self._handshake(verified, verdict, now_ms)
         message = verified.message
         envelope, body = message.envelope, message.body
-        if verdict is ReplayVerdict.UNAVAILABLE:
-            return [self.fail(_UNCHECKABLE)]
         if verdict is ReplayVerdict.DUPLICATE:
             self.duplicates += 1
             return [DuplicateDropped(envelope)]
@@ -249,8 +249,6 @@ class ServerSession(SessionBase):
 
     def _handshake(self, verified: Verified, verdict: ReplayVerdict, now_ms: int) -> list[Event]:
         envelope, hello = verified.message.envelope, verified.message.body
-        if verdict is ReplayVerdict.UNAVAILABLE:
-            return [self.fail(_UNCHECKABLE)]
         if verdict is not ReplayVerdict.NEW:
             return [self.fail(ProtocolError(CloseCode.AUTH_FAILED, f"auth nonce {verdict.value}"))]
         if not isinstance(hello, AuthHello):
