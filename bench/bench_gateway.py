@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from fleet import BenchAgent, HttpCaller, emit, now_ms, rss_bytes, start_server, summary
-from monitoring_ws.gateway.serve import raise_open_file_limit
+from monitoring_ws.host.server import raise_open_file_limit
 from monitoring_ws.protocol import FEATURE_ACK, HeartbeatAnswered
 
 METRICS = {

@@ -34,7 +34,7 @@ from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import FrameProtocol
 
 from fleet import BenchAgent, HttpCaller, emit, start_server, summary
-from monitoring_ws.gateway.serve import raise_open_file_limit
+from monitoring_ws.host.server import raise_open_file_limit
 
 ATTACK_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 9)]
 #: One masked frame of 1 MiB of exponent floats, encoded once: the attackers spend their

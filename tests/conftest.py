@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ import trio
 from hypothesis import HealthCheck, settings
 from moto.server import ThreadedMotoServer
 
-from monitoring_ws.gateway.config import GatewayConfig
-from monitoring_ws.gateway.serve import Running, serve
+from .support.served import Served, config_from_flat, serve_in
 
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
@@ -49,36 +47,35 @@ def vectors() -> list[dict[str, Any]]:
     return data
 
 
-# A real gateway (Hypercorn trio worker) on an ephemeral loopback port, per test.
-StartServer = Callable[..., Awaitable[Running]]
+# A real server (the host, Hypercorn trio worker) on an ephemeral loopback port, per test.
+StartServer = Callable[..., Awaitable[Served]]
+Running = Served  # what tests annotate a started server with
 
 
 @pytest.fixture
 async def start_server(nursery: trio.Nursery, tmp_path: Path) -> StartServer:
-    """Start a server with config overrides; it stops when the test ends."""
+    """Start a server with flat gateway settings as overrides (docs/gateway.md); it stops
+    when the test ends."""
 
-    async def start(**overrides: Any) -> Running:
+    async def start(**overrides: Any) -> Served:
         settings: dict[str, Any] = {
             "listen": "127.0.0.1:0",
             "master_secrets": (SECRET,),
             "state_dir": tmp_path / "state",
         }
         settings.update(overrides)
-        config = GatewayConfig(**settings)
-        config.check()
-        running: Running = await nursery.start(partial(serve, config, handle_signals=False))
-        return running
+        return await serve_in(nursery, config_from_flat(settings))
 
     return start
 
 
 @pytest.fixture
-async def server(start_server: StartServer) -> Running:
+async def server(start_server: StartServer) -> Served:
     return await start_server()
 
 
 @pytest.fixture
-async def http(server: Running) -> AsyncIterator[httpx.AsyncClient]:
+async def http(server: Served) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as client:
         yield client
 

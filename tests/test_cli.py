@@ -84,7 +84,11 @@ def test_plugins_lists_what_is_installed_and_enabled(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert any(line.split()[:2] == ["websocket", "enabled"] for line in lines)
     assert any(line.split()[:2] == ["uptime", "monitoring-ws-uptime"] for line in lines)
-    disabled = run("plugins")
+    assert any(
+        line.split()[:2] == ["websocket", "enabled"] for line in run("plugins").stdout.splitlines()
+    )
+    config.write_text("[plugins.websocket]\nenabled = false\n")
+    disabled = run("plugins", "--config", str(config))
     assert any(
         line.split()[:2] == ["websocket", "disabled"] for line in disabled.stdout.splitlines()
     )

@@ -5,11 +5,27 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
-from monitoring_ws.host.config import load_plugin_settings
-from monitoring_ws.host.plugins import PluginError, discover, load_enabled
+from monitoring_ws.configbase import ConfigError
+from monitoring_ws.host.config import (
+    MonitoringConfig,
+    config_from_document,
+    load_monitoring_config,
+)
+from monitoring_ws.host.plugins import (
+    Plugin,
+    PluginContext,
+    PluginError,
+    discover,
+    load_enabled,
+    validate_enabled,
+)
+from monitoring_ws.host.server import transports_in_order
+from monitoring_ws.host.telemetry import TelemetryBus
 
 
 @pytest.fixture
@@ -29,71 +45,83 @@ def extra_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     sys.modules.pop("explosive_plugin", None)
 
 
+def _config(plugins: dict[str, Any], **tables: Any) -> MonitoringConfig:
+    return config_from_document({"plugins": plugins, **tables}, "monitoring.toml", environ={})
+
+
+def _context(config: MonitoringConfig) -> PluginContext:
+    return PluginContext(config.server, config.cluster, TelemetryBus())
+
+
+def _load(plugins: dict[str, Any]) -> list[Plugin]:
+    config = _config(plugins)
+    return load_enabled(config, _context(config))
+
+
 def test_discovery_lists_installed_plugins_and_their_state(extra_plugins: Path) -> None:
-    found = {p.name: p for p in discover({"websocket": {"enabled": True}})}
+    found = {p.name: p for p in discover(_config({}))}
     assert {"websocket", "broken", "explosive"} <= set(found)
-    assert found["websocket"].enabled
+    assert found["websocket"].enabled  # built in: on unless disabled
     assert found["websocket"].distribution == "monitoring-ws"
     assert not found["broken"].enabled
 
 
 def test_a_disabled_plugin_is_never_imported(extra_plugins: Path) -> None:
-    assert load_enabled({"explosive": {"enabled": False}}) == []
+    assert _load({"explosive": {"enabled": False}, "websocket": {"enabled": False}}) == []
     assert "explosive_plugin" not in sys.modules
 
 
 def test_an_enabled_plugin_that_fails_stops_start_up_clearly(extra_plugins: Path) -> None:
+    off = {"websocket": {"enabled": False}}
     with pytest.raises(PluginError, match=r"plugin 'broken' .* failed to load: ModuleNotFound"):
-        load_enabled({"broken": {"enabled": True}})
+        _load({"broken": {"enabled": True}, **off})
     with pytest.raises(PluginError, match=r"plugin 'explosive' .* RuntimeError: imported!"):
-        load_enabled({"explosive": {"enabled": True}})
+        _load({"explosive": {"enabled": True}, **off})
     with pytest.raises(PluginError, match="not installed: nowhere"):
-        load_enabled({"nowhere": {"enabled": True}})
-    with pytest.raises(PluginError, match="true or false"):
-        load_enabled({"websocket": {"enabled": "yes"}})
+        _load({"nowhere": {"enabled": True}})
+    with pytest.raises(ConfigError, match="true or false"):
+        _load({"websocket": {"enabled": "yes"}})
 
 
-def test_the_websocket_plugin_provides_its_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_websocket_plugin_provides_its_parts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("MONITORING_WS_MASTER_SECRETS", raising=False)
-    [plugin] = load_enabled(
-        {
-            "websocket": {
-                "enabled": True,
-                "master_secrets": ["s3cret"],
-                "heartbeat_interval_ms": 5000,
-            }
-        }
+    config = _config(
+        {"websocket": {"master_secrets": ["s3cret"], "heartbeat_interval_ms": 5000}},
+        server={"state_dir": str(tmp_path)},
     )
+    [plugin] = load_enabled(config, _context(config))
     assert plugin.name == "websocket"
     assert [t.name for t in plugin.transports()] == ["websocket"]
+    assert [r.path for r in plugin.websocket_routes()] == ["/agent"]
+    assert [b.url_prefix for b in plugin.blueprints()] == ["/api/websocket"]
 
 
-def test_settings_file_and_environment_switches(tmp_path: Path) -> None:
+def test_a_plugin_table_with_an_unknown_key_names_it_and_the_file(tmp_path: Path) -> None:
+    config = _config({"websocket": {"master_secrets": ["s"], "heartbeet_interval_ms": 1}})
+    with pytest.raises(PluginError, match=r"monitoring.toml: \[plugins.websocket\] unknown key"):
+        validate_enabled(config, _context(config))
+
+
+def test_environment_switches(tmp_path: Path) -> None:
     path = tmp_path / "monitoring.toml"
     path.write_text("[plugins.websocket]\nenabled = true\nheartbeat_interval_ms = 5000\n")
-    assert load_plugin_settings(path, environ={}) == {
-        "websocket": {"enabled": True, "heartbeat_interval_ms": 5000}
-    }
-    switched = load_plugin_settings(path, environ={"MONITORING_WS_PLUGIN_WEBSOCKET": "off"})
-    assert switched["websocket"]["enabled"] is False
-    with pytest.raises(ValueError, match="on or off"):
-        load_plugin_settings(None, environ={"MONITORING_WS_PLUGIN_X": "maybe"})
+    assert load_monitoring_config(path, environ={}).enabled("websocket")
+    off = load_monitoring_config(path, environ={"MONITORING_WS_PLUGIN_WEBSOCKET": "off"})
+    assert not off.enabled("websocket")
+    with pytest.raises(ConfigError, match="on or off"):
+        load_monitoring_config(None, environ={"MONITORING_WS_PLUGIN_X": "maybe"})
 
 
 def test_the_annotated_example_config_reads() -> None:
     """docs/monitoring.example.toml is what operators copy: it must load as written."""
-    from monitoring_ws.gateway.config import load_config  # noqa: PLC0415
-    from monitoring_ws.host.config import (  # noqa: PLC0415
-        load_plugin_settings,
-        load_transport_options,
-    )
-    from monitoring_ws.host.run import transports_in_order  # noqa: PLC0415
-
     example = Path(__file__).resolve().parents[1] / "docs" / "monitoring.example.toml"
-    settings = load_plugin_settings(example, environ={})
-    websocket = {k: v for k, v in settings["websocket"].items() if k != "enabled"}
-    assert load_config(None, **websocket).listen == "127.0.0.1:4000"
-    options = load_transport_options(example)
-    [ssm] = transports_in_order([], {**options, "ssm": True})
+    config = load_monitoring_config(example, environ={})
+    assert config.warnings == ()
+    assert config.server.listen == "127.0.0.1:4000"
+    assert validate_enabled(config, _context(config)) == ["websocket"]
+    with_ssm = attrs.evolve(config, transports=attrs.evolve(config.transports, ssm=True))
+    [ssm] = transports_in_order([], with_ssm.transports)
     assert ssm.name == "ssm"
     assert ssm.health()["commands"] == ["ping"]

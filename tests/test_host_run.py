@@ -1,4 +1,4 @@
-"""The host in-process: another plugin's transport and routes join the gateway's server."""
+"""The host in-process: another plugin's transport and routes join the host's server."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.host.run import run_host, transports_in_order
+from monitoring_ws.host.config import TransportSettings, config_from_document
+from monitoring_ws.host.server import Running, serve_host, transports_in_order
 
 from .conftest import SECRET
 
 PLUGIN = """
 from quart import Blueprint
+from monitoring_ws.host.plugins import PluginBase
 from monitoring_ws.transports import CommandOutcome
 
 
@@ -31,12 +33,13 @@ class EchoTransport:
         return {"ok": True}
 
 
-class EchoPlugin:
+class EchoPlugin(PluginBase):
     name = "echo"
 
-    def __init__(self, settings):
+    def __init__(self, settings, context):
         self.greeting = settings.get("greeting", "hi")
-        self.stopped = False
+        self.state_dir = context.server.state_dir
+        self.drained = False
 
     def transports(self):
         return (EchoTransport(),)
@@ -50,11 +53,8 @@ class EchoPlugin:
 
         return (blueprint,)
 
-    async def run(self, host, *, task_status):
-        task_status.started()
-
-    async def shutdown(self):
-        self.stopped = True
+    async def drain(self):
+        self.drained = True
 """
 
 
@@ -71,17 +71,21 @@ def echo_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_plugins_share_transports_and_routes(
-    echo_plugin: None, nursery: trio.Nursery
+    echo_plugin: None, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    settings = {
-        "websocket": {"enabled": True, "listen": "127.0.0.1:0", "master_secrets": [SECRET]},
-        "echo": {"enabled": True, "greeting": "hello from a plugin"},
+    document = {
+        "server": {"listen": "127.0.0.1:0", "state_dir": str(tmp_path)},
+        "transports": {"order": ["websocket"]},
+        "plugins": {
+            "websocket": {"master_secrets": [SECRET]},
+            "echo": {"enabled": True, "greeting": "hello from a plugin"},
+        },
     }
-    stop = trio.Event()
-    plugins = await nursery.start(partial(run_host, settings, {"order": ["websocket"]}, stop=stop))
-    by_name = {plugin.name: plugin for plugin in plugins}
-    api = by_name["websocket"].running.api_url  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(base_url=api) as http:
+    config = config_from_document(document, "monitoring.toml", environ={})
+    running: Running = await nursery.start(partial(serve_host, config, handle_signals=False))
+    echo = running.plugins["echo"]
+    assert echo.state_dir == tmp_path  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
         transports = (await http.get("/api/transports")).json()["transports"]
         assert [t["name"] for t in transports] == ["websocket", "echo"]  # order, then the rest
         assert (await http.get("/api/echo/hello")).json() == {"greeting": "hello from a plugin"}
@@ -90,12 +94,17 @@ async def test_plugins_share_transports_and_routes(
         )
         assert routed.json()["transport"] == "echo"
         assert routed.json()["result"] == {"echoed": {"a": 1}}
-    stop.set()
+        # The host keeps the record of a transport that keeps none.
+        record = (await http.get("/api/commands/echo-1")).json()
+        assert record["transport"] == "echo"
+        assert record["state"] == "succeeded"
+        assert record["requestedBy"]["address"] == "127.0.0.1"
+    running.stop()
     with trio.fail_after(10):
-        while not by_name["echo"].stopped:  # type: ignore[attr-defined]
+        while not echo.drained:  # type: ignore[attr-defined]
             await trio.sleep(0.05)
 
 
 def test_ssm_joins_in_the_configured_order() -> None:
-    assert [t.name for t in transports_in_order([], {"ssm": True})] == ["ssm"]
-    assert transports_in_order([], {}) == ()
+    assert [t.name for t in transports_in_order([], TransportSettings(ssm=True))] == ["ssm"]
+    assert transports_in_order([], TransportSettings()) == ()

@@ -16,9 +16,11 @@ from .gateway.agents import close_code, open_agent
 from .gateway.test_serve_process import isolated_env, run_cli, server_process
 
 CONFIG = f"""
+[server]
+listen = "127.0.0.1:0"
+
 [plugins.websocket]
 enabled = true
-listen = "127.0.0.1:0"
 master_secrets = ["{SECRET}"]
 
 [transports]
@@ -41,6 +43,7 @@ def test_the_host_runs_the_websocket_plugin(tmp_path: Path) -> None:
                     listing = (await http.get("/api/agents")).json()
                     assert listing["transports"] == ["websocket"]
                     assert listing["agents"][0]["agentId"] == "hosted"
+                    assert listing["agents"][0]["connected"] is True
                 process.send_signal(signal.SIGTERM)
                 assert await close_code(agent.ws, timeout=10) == CloseCode.GOING_AWAY
 
@@ -57,7 +60,7 @@ def run_serve(tmp_path: Path, config: str, **env: str) -> subprocess.CompletedPr
 def test_nothing_enabled_is_a_clear_error(tmp_path: Path) -> None:
     result = run_serve(tmp_path, CONFIG, MONITORING_WS_PLUGIN_WEBSOCKET="off")
     assert result.returncode != 0
-    assert "no plugin is enabled" in result.stderr
+    assert "no transport is enabled" in result.stderr
 
 
 def test_an_enabled_broken_plugin_stops_start_up(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import trio
 
 from monitoring_ws.agent.handlers import ENTRY_POINT_GROUP, discover
 from monitoring_ws.agent.main import build_agent
-from monitoring_ws.gateway.serve import Running
+from tests.support.served import Served as Running
 
 from .agent.test_agent import settings_for
 

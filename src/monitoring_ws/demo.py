@@ -8,15 +8,14 @@ import tempfile
 import time
 import urllib.request
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from .agent.main import build_agent
 from .agent.settings import AgentSettings
-from .gateway.config import GatewayConfig
-from .gateway.serve import Running, serve
+from .host.config import config_from_document
+from .host.server import Running, serve_host
 from .protocol import derive_agent_key
 
 __all__ = ["run_demo"]
@@ -45,9 +44,15 @@ async def _call(
 async def _demo(agents: int, keep: bool, listen: str, say: Any) -> None:
     secret = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="monitoring-ws-demo-") as state:
-        config = GatewayConfig(listen=listen, master_secrets=(secret,), state_dir=Path(state))
+        document = {
+            "server": {"listen": listen, "state_dir": state},
+            "plugins": {"websocket": {"master_secrets": [secret]}},
+        }
+        config = config_from_document(document, "the demo's settings")
         async with trio.open_nursery() as nursery:
-            running: Running = await nursery.start(partial(serve, config, handle_signals=False))
+            running: Running = await nursery.start(
+                partial(serve_host, config, handle_signals=False)
+            )
             api = running.api_url
             say(f"server:  {api}  (agents connect to {running.agent_urls[0]})")
             fleet = []

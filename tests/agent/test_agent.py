@@ -25,9 +25,9 @@ from monitoring_ws.agent.settings import (
     imds_instance_id,
     load_settings,
 )
-from monitoring_ws.gateway.serve import Running
-from monitoring_ws.gateway.tls import certificate_fingerprint
 from monitoring_ws.protocol import CloseCode, Command, derive_agent_key
+from monitoring_ws.tls import certificate_fingerprint
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import SECRET

@@ -18,8 +18,8 @@ import trio
 from monitoring_ws.agent import client
 from monitoring_ws.agent.logtail import TailedFile
 from monitoring_ws.agent.main import ShippingHandler, build_agent
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import MessageType
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import SECRET

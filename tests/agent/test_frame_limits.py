@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from monitoring_ws.agent.main import build_agent
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import AuthReply, CloseCode
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import now_ms, open_agent

@@ -13,7 +13,7 @@ import trio
 
 from monitoring_ws.agent.dial import proxy_for
 from monitoring_ws.agent.main import build_agent
-from monitoring_ws.gateway.serve import Running
+from tests.support.served import Served as Running
 
 from .test_agent import settings_for
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import trio
 
-from monitoring_ws.gateway.serve import Running
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import open_agent

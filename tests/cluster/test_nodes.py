@@ -13,7 +13,7 @@ import coredis
 import httpx
 import trio
 
-from monitoring_ws.gateway.serve import Running
+from tests.support.served import Served as Running
 
 from ..conftest import SECRET, StartServer
 from ..faults import processes

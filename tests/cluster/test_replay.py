@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import coredis
@@ -12,13 +11,11 @@ import pytest
 import trio
 
 from monitoring_ws.cluster import RedisReplayWindow
-from monitoring_ws.gateway.config import GatewayConfig
-from monitoring_ws.gateway.gateway import Gateway
-from monitoring_ws.gateway.serve import Running, serve
-from monitoring_ws.protocol import Keyring, MessageType, ReplayVerdict
+from monitoring_ws.protocol import MessageType, ReplayVerdict
 
-from ..conftest import SECRET
+from ..conftest import StartServer
 from ..gateway.agents import now_ms, open_agent
+from .helpers import start_node
 
 NOW = 1_764_100_000_000
 
@@ -68,24 +65,11 @@ async def test_without_redis_the_local_window_decides() -> None:
     assert window.unshared == 1
 
 
-async def _node(
-    nursery: trio.Nursery, tmp_path: Path, name: str, window: RedisReplayWindow
-) -> Running:
-    config = GatewayConfig(
-        listen="127.0.0.1:0", master_secrets=(SECRET,), state_dir=tmp_path / name
-    )
-    gateway = Gateway(config, Keyring([SECRET]), shared_replay=window, node=name)
-    running: Running = await nursery.start(
-        partial(serve, config, handle_signals=False, gateway=gateway)
-    )
-    return running
-
-
 async def test_a_frame_replayed_to_another_node_is_dropped(
-    redis: coredis.Redis[str], tmp_path: Path, nursery: trio.Nursery
+    redis_url: str, start_server: StartServer, tmp_path: Path
 ) -> None:
-    node_a = await _node(nursery, tmp_path, "a", RedisReplayWindow(redis))
-    node_b = await _node(nursery, tmp_path, "b", RedisReplayWindow(redis))
+    node_a = await start_node(start_server, tmp_path, redis_url, "a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "b")
     async with open_agent(node_a.agent_urls[0], "roamer") as agent:
         frame = agent.session.message(MessageType.METRICS, {"cpu": 42}, now_ms())
         await agent.send(frame)

@@ -37,10 +37,15 @@ def _start_workers(tmp_path: Path, port: int, redis_url: str) -> subprocess.Pope
         cwd=tmp_path,
     )
     deadline = time.monotonic() + 30
-    while (tmp_path / "workers.log").read_text().count("API on http://") < 2:
-        assert process.poll() is None, (tmp_path / "workers.log").read_text()
-        assert time.monotonic() < deadline, "the workers did not start"
-        time.sleep(0.1)
+    try:
+        while (tmp_path / "workers.log").read_text().count("API on http://") < 2:
+            assert process.poll() is None, (tmp_path / "workers.log").read_text()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+    except BaseException:
+        process.terminate()  # the supervisor stops its workers, then itself
+        process.wait(timeout=30)
+        raise
     return process
 
 
@@ -86,7 +91,7 @@ def test_workers_without_redis_say_so(tmp_path: Path) -> None:
         env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
     )
     assert result.returncode != 0
-    assert "--workers 2 needs Redis" in result.stderr
+    assert "workers = 2 needs Redis" in result.stderr
 
 
 async def test_a_killed_workers_agents_come_back_and_commands_follow(

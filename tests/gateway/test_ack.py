@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import trio
 
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import (
     FEATURE_ACK,
     AckReceived,
@@ -17,6 +16,7 @@ from monitoring_ws.protocol import (
     Delivery,
     MessageType,
 )
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from .agents import TestAgent, close_code, now_ms, open_agent

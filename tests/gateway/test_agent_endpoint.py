@@ -14,13 +14,13 @@ import rfc8785
 import trio
 from trio_websocket import HandshakeError, open_websocket_url
 
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import (
     CloseCode,
     derive_agent_key,
     parse_retry_after,
     random_nonce,
 )
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..support import frame as signed_frame

@@ -7,8 +7,8 @@ import pytest
 import trio
 
 from monitoring_ws.gateway.config import ConfigError, GatewayConfig
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import CommandError, LogEntry
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from .agents import now_ms, open_agent

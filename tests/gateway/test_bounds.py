@@ -12,10 +12,10 @@ from monitoring_ws.agent.runner import CommandRunner
 from monitoring_ws.clock import wall_ms
 from monitoring_ws.gateway import commands as commands_module
 from monitoring_ws.gateway.commands import CommandBook
-from monitoring_ws.gateway.records import CommandRecord, CommandState
 from monitoring_ws.gateway.store import StateStore
 from monitoring_ws.protocol import CloseCode, Command, CommandResult, RateLimit, RateMeter
 from monitoring_ws.transports import Requester
+from monitoring_ws.transports.records import CommandRecord, CommandState
 
 from ..agent.test_agent import settings_for
 from ..conftest import StartServer

@@ -6,8 +6,8 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.gateway.guard import check_browser_rules, check_content_type, host_name
-from monitoring_ws.gateway.serve import Running
+from monitoring_ws.host.api.guard import check_browser_rules, check_content_type, host_name
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from .agents import open_agent

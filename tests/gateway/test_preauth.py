@@ -12,7 +12,8 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from monitoring_ws.gateway.admission import Admission, client_address
+from monitoring_ws.forwarded import client_address
+from monitoring_ws.gateway.admission import Admission
 from monitoring_ws.gateway.config import ConfigError, GatewayConfig
 from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_after
 

@@ -14,8 +14,8 @@ import trio
 from monitoring_ws.agent.client import Agent
 from monitoring_ws.agent.handlers import CommandContext
 from monitoring_ws.agent.runner import CommandRunner
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.protocol import CommandReceived
+from tests.support.served import Served as Running
 
 from ..agent.test_agent import settings_for
 from ..conftest import StartServer

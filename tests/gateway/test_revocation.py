@@ -7,12 +7,14 @@ from pathlib import Path
 
 import trio
 
-from monitoring_ws.gateway.config import GatewayConfig
-from monitoring_ws.gateway.serve import apply_reload
+from monitoring_ws.configbase import ConfigError
+from monitoring_ws.host.config import MonitoringConfig
+from monitoring_ws.host.server import apply_reload
 from monitoring_ws.protocol import CloseCode, parse_retry_after
 
 from ..conftest import SECRET, StartServer
 from ..faults import processes
+from ..support.served import config_from_flat
 from .agents import close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
 
@@ -23,8 +25,8 @@ async def test_revoked_agents_are_refused_and_disconnected(start_server: StartSe
     code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id="agent-x"))
     assert code == CloseCode.AUTH_FAILED
     async with open_agent(url, "agent-live") as live:
-        config = GatewayConfig(master_secrets=(SECRET,), revoked_agents=("agent-live",))
-        apply_reload(running.gateway, lambda: config)
+        config = config_from_flat({"master_secrets": (SECRET,), "revoked_agents": ("agent-live",)})
+        apply_reload(list(running.running.plugins.values()), lambda: config)
         assert await close_code(live.ws) == CloseCode.AUTH_FAILED
     code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id="agent-live"))
     assert code == CloseCode.AUTH_FAILED
@@ -35,11 +37,10 @@ async def test_revoked_agents_are_refused_and_disconnected(start_server: StartSe
 async def test_a_bad_reload_changes_nothing(start_server: StartServer) -> None:
     running = await start_server(revoked_agents=("agent-x",))
 
-    def broken() -> GatewayConfig:
-        GatewayConfig(transport_order=("carrier-pigeon",)).check()
-        raise AssertionError("unreachable")
+    def broken() -> MonitoringConfig:
+        raise ConfigError("monitoring.toml: unknown key carrier_pigeon in [server]")
 
-    apply_reload(running.gateway, broken)
+    apply_reload(list(running.running.plugins.values()), broken)
     assert running.gateway.revoked == {"agent-x"}
 
 

@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from monitoring_ws.gateway.records import CommandRecord, CommandState
 from monitoring_ws.gateway.store import StateStore, StoreError
 from monitoring_ws.protocol import CommandError, CommandResult, Delivery
 from monitoring_ws.transports import Requester
+from monitoring_ws.transports.records import CommandRecord, CommandState
 
 NOW = 1_764_100_000_000
 

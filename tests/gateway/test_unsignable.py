@@ -10,10 +10,10 @@ import pytest
 import trio
 
 from monitoring_ws.clock import wall_ms
-from monitoring_ws.gateway.records import CommandRecord
-from monitoring_ws.gateway.serve import Running
 from monitoring_ws.gateway.store import StateStore
 from monitoring_ws.transports import Requester
+from monitoring_ws.transports.records import CommandRecord
+from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from .agents import open_agent

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.transports.router import TransportRouter
+from monitoring_ws.host.router import TransportRouter
 
 from ..conftest import StartServer
 from ..gateway.agents import open_agent

@@ -37,13 +37,16 @@ def add(commands: Any) -> None:
 def _agent_config(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
+    from ..configbase import ConfigError  # noqa: PLC0415
     from ..gateway.agent_config import agent_config, write_private  # noqa: PLC0415
-    from ..gateway.config import ConfigError, load_config  # noqa: PLC0415
+    from ..gateway.plugin import gateway_config_of  # noqa: PLC0415
     from ..gateway.secrets import resolve_master_secrets  # noqa: PLC0415
+    from ..host.config import load_monitoring_config  # noqa: PLC0415
 
     setup_logging(verbose=False)
     try:
-        config = load_config(args.config, state_dir=args.state_dir)
+        whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
+        config = gateway_config_of(whole)
         secret = resolve_master_secrets(config)[0]
         settings = agent_config(
             config,

@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 SECRET_ENV = "MONITORING_WS_SECRET"  # noqa: S105 - a variable name, not a secret
-API_TOKENS_ENV = "MONITORING_WS_API_TOKENS"
+API_TOKENS_ENV = "MONITORING_WS_API_TOKENS"  # as monitoring_ws.host.config says
 
 
 def secret_from_env() -> str:
@@ -53,10 +53,14 @@ def run_server(run: Callable[[], None]) -> None:
     """Run; a failure to bind or to open the state database (inside trio's exception
     groups) becomes a one-line message."""
     from ..cluster.node import ClusterError  # noqa: PLC0415
+    from ..configbase import ConfigError  # noqa: PLC0415
     from ..gateway.store import StoreError  # noqa: PLC0415
+    from ..host.plugins import PluginError  # noqa: PLC0415
 
     try:
         run()
+    except* (ConfigError, PluginError) as group:
+        raise SystemExit(f"monitoring-ws: {_leaf(group)}") from None
     except* StoreError as group:
         raise SystemExit(f"monitoring-ws: {_leaf(group)} (see --state-dir)") from None
     except* ClusterError as group:

@@ -19,11 +19,11 @@ def add(commands: Any) -> None:
 
 def _plugins(args: argparse.Namespace) -> int:
     from ..agent.handlers import ENTRY_POINT_GROUP  # noqa: PLC0415
-    from ..host.config import load_plugin_settings  # noqa: PLC0415
+    from ..host.config import load_monitoring_config  # noqa: PLC0415
     from ..host.plugins import PLUGIN_GROUP, PluginError, discover  # noqa: PLC0415
 
     try:
-        found = discover(load_plugin_settings(args.config))
+        found = discover(load_monitoring_config(args.config))
     except (PluginError, ValueError) as exc:
         raise SystemExit(f"monitoring-ws plugins: {exc}") from None
     print(f"monitoring-module plugins ({PLUGIN_GROUP}):")

@@ -1,35 +1,30 @@
-"""A server node of a cluster: the gateway with presence, the replay window and command
-routing between nodes in Redis."""
+"""A server node of a cluster: the gateway with presence, the replay window, command
+routing and command records shared between nodes through Redis."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import attrs
 import coredis
 import trio
 from coredis.exceptions import RedisError
-from quart import Blueprint
 
 from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
-from ..gateway.gateway import Gateway
-from ..gateway.secrets import resolve_master_secrets
-from ..gateway.serve import Running, serve
+from ..gateway.gateway import Gateway, TelemetryOut
 from ..protocol import Keyring
-from ..transports import Transport
-from ..transports.websocket import WebSocketTransport
 from .presence import RedisRegistry
 from .records import RedisRecords
 from .replay import RedisReplayWindow
-from .routing import NodeRouter
+from .routing import LocalCommands, NodeRouter
 from .sealing import NodeSeal
 
-__all__ = ["Cluster", "ClusterError", "default_node_id", "redacted", "serve_node"]
+__all__ = ["Cluster", "ClusterError", "default_node_id", "redacted"]
 
 #: How long start-up waits for Redis before it gives up with a clear error.
 CONNECT_TIMEOUT_S = 5.0
@@ -55,14 +50,12 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
-@attrs.define
+@attrs.frozen
 class Cluster:
-    """This node's Redis-backed parts. ``build`` does no I/O; ``running`` connects and
-    keeps them working."""
+    """This node's Redis-backed parts and the gateway built on them. ``build`` does no
+    I/O; ``running`` connects and keeps them working."""
 
     client: coredis.Redis[str]
-    #: The node's master secrets: the gateway's keyring and the cluster key come from them.
-    master_secrets: tuple[str, ...] = attrs.field(repr=False)
     #: The Redis URL without its password, for messages.
     where: str
     node: str
@@ -70,48 +63,44 @@ class Cluster:
     window: RedisReplayWindow
     router: NodeRouter
     records: RedisRecords
+    gateway: Gateway
 
     @classmethod
-    def build(cls, config: GatewayConfig) -> Cluster:
+    def build(
+        cls, config: GatewayConfig, master_secrets: tuple[str, ...], sink: TelemetryOut | None
+    ) -> Cluster:
+        """Every part, each given what it uses when it is made."""
         assert config.redis_url is not None  # noqa: S101 - the caller checked
         client: coredis.Redis[str] = coredis.Redis.from_url(
             config.redis_url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
         )
         node = config.node_id or default_node_id(config.worker_index)
-        secrets = resolve_master_secrets(config)
         registry: RedisRegistry[AgentConnection] = RedisRegistry(
-            client, node, NodeSeal(secrets), ttl_ms=3 * config.heartbeat_interval_ms
+            client, node, NodeSeal(master_secrets), ttl_ms=3 * config.heartbeat_interval_ms
+        )
+        window = RedisReplayWindow(client, fail_open_s=config.replay_fail_open_s)
+        router = NodeRouter(client, node, registry)
+        records = RedisRecords(client, node, retention_ms=config.command_retention_s * 1000)
+        gateway = Gateway(
+            config,
+            Keyring(master_secrets, seed_compatible=config.seed_compatible),
+            registry=registry,
+            sink=sink,
+            shared_replay=window,
+            node=node,
+            remote=router,
+            records=records,
         )
         return cls(
-            client=client,
-            master_secrets=secrets,
-            where=redacted(config.redis_url),
-            node=node,
-            registry=registry,
-            window=RedisReplayWindow(client, fail_open_s=config.replay_fail_open_s),
-            router=NodeRouter(client, node, registry),
-            records=RedisRecords(client, node, retention_ms=config.command_retention_s * 1000),
+            client, redacted(config.redis_url), node, registry, window, router, records, gateway
         )
-
-    def gateway(self, config: GatewayConfig) -> Gateway:
-        """A gateway whose presence, replay window, commands and records are shared."""
-        keyring = Keyring(self.master_secrets, seed_compatible=config.seed_compatible)
-        gateway = Gateway(
-            config, keyring, registry=self.registry, shared_replay=self.window, node=self.node
-        )
-        self.router.local = WebSocketTransport(gateway)
-        self.registry.handlers["command"] = self.router.on_command
-        self.registry.handlers["result"] = self.router.on_result
-        gateway.remote = self.router
-        gateway.store.on_commit = self.records.mirror
-        gateway.commands.elsewhere = self.records.get
-        return gateway
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
+    async def running(self, local: LocalCommands) -> AsyncIterator[None]:
         """Connected and working inside the block (a ``ClusterError`` when Redis does not
-        answer); serve the gateway inside it, so that the gateway's last writes to Redis
-        (unregistering its agents) happen before the connection closes."""
+        answer); ``local`` serves the commands other nodes send here. Run the gateway
+        inside it, so that its last writes to Redis (unregistering its agents) happen
+        before the connection closes."""
         async with self.client:
             try:
                 with trio.fail_after(CONNECT_TIMEOUT_S):
@@ -121,33 +110,10 @@ class Cluster:
                     f"cannot reach Redis at {self.where} ({type(exc).__name__}: {exc}); start "
                     "it, fix redis_url, or run without it for a single node"
                 ) from None
+            handlers = {"command": self.router.on_command, "result": self.router.on_result}
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.registry.run)
-                nursery.start_soon(self.router.run)
+                nursery.start_soon(self.registry.run, handlers)
+                nursery.start_soon(self.router.run, local)
                 nursery.start_soon(self.window.run)
                 yield
                 nursery.cancel_scope.cancel()
-
-
-async def serve_node(
-    config: GatewayConfig,
-    *,
-    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
-    handle_signals: bool = True,
-    transports: Sequence[Transport] | None = None,
-    blueprints: Sequence[Blueprint] = (),
-    reload: Callable[[], GatewayConfig] | None = None,
-) -> None:
-    """``serve``, as one node of the cluster behind ``config.redis_url``."""
-    cluster = Cluster.build(config)
-    gateway = cluster.gateway(config)
-    async with cluster.running():
-        await serve(
-            config,
-            task_status=task_status,
-            handle_signals=handle_signals,
-            gateway=gateway,
-            transports=transports,
-            blueprints=blueprints,
-            reload=reload,
-        )

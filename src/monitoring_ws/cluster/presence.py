@@ -11,7 +11,7 @@ with 4409. Redis unreachable: each node still knows and serves its own agents.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic
 
 import anyio
@@ -84,8 +84,8 @@ class RedisRegistry(Generic[C]):
         self._unregister = client.register_script(_UNREGISTER)
         #: Redis operations that failed (this node then answered from what it holds).
         self.failures = 0
-        #: Handlers of other messages on this node's channel, by their ``type``.
-        self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
+        #: Handlers of other messages on this node's channel, by their ``type`` (``run``).
+        self._handlers: Mapping[str, Callable[[dict[str, Any]], None]] = {}
         self._stale = False  # a Redis operation failed since the last full refresh
         self._failure_warning = Throttle()
         self._refused_warning = Throttle()
@@ -220,12 +220,12 @@ class RedisRegistry(Generic[C]):
 
     def on_message(self, data: str) -> None:
         """A message on this node's channel: "close your older connection", or one for a
-        handler another part registered in ``handlers`` (by its ``type``)."""
+        handler given to ``run`` (by its ``type``)."""
         message = self.seal.open(data, wall_ms())
         if message is None:
             self._refused(f"a message on {self.channel}")
             return
-        handler = self.handlers.get(str(message.get("type")))
+        handler = self._handlers.get(str(message.get("type")))
         if handler is not None:
             handler(message)
             return
@@ -234,9 +234,11 @@ class RedisRegistry(Generic[C]):
         if connection is not None and connection.info().session_id == message.get("sessionId"):
             connection.replace()  # 4409: a newer connection of the agent is on another node
 
-    async def run(self) -> None:
-        """Listen on this node's channel (subscribing again whenever Redis comes back) and
-        keep presence fresh."""
+    async def run(self, handlers: Mapping[str, Callable[[dict[str, Any]], None]]) -> None:
+        """Listen on this node's channel (subscribing again whenever Redis comes back),
+        pass messages of other parts to ``handlers`` by their ``type``, and keep presence
+        fresh."""
+        self._handlers = handlers
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._refresh_loop)
             while True:

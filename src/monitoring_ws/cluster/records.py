@@ -17,7 +17,7 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
-from ..gateway.records import CommandRecord
+from ..transports.records import CommandRecord
 
 __all__ = ["RedisRecords"]
 

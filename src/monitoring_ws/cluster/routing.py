@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import coredis
 import trio
 from coredis.exceptions import RedisError
 
 from ..clock import wall_ms
-from ..gateway.store import StoreError
 from ..transports import (
     REQUESTER,
     AgentGoneError,
@@ -40,7 +40,6 @@ from ..transports import (
 
 if TYPE_CHECKING:
     from ..gateway.registry import AgentInfo
-    from ..transports.websocket import WebSocketTransport
     from .presence import RedisRegistry
 
 __all__ = ["NodeRouter"]
@@ -63,6 +62,20 @@ _ERRORS: dict[str, type[TransportError]] = {
 }
 
 
+class LocalCommands(Protocol):
+    """This node's own way to its agents (the gateway's ``WebSocketTransport``)."""
+
+    async def submit_here(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> tuple[str, str]:
+        """Send without waiting; the command's id and state once its record is durable."""
+        ...
+
+    async def send_here(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> CommandOutcome: ...
+
+
 class NodeRouter:
     """Sends commands to other nodes and answers theirs."""
 
@@ -78,9 +91,8 @@ class NodeRouter:
         self.node = node
         self.presence = presence
         self.prefix = prefix
-        self.local: WebSocketTransport | None = None  # set when the API is built
         self._waiting: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}
-        self._nursery: trio.Nursery | None = None
+        self._serving: tuple[trio.Nursery, LocalCommands] | None = None
 
     async def locate(self, agent_id: str) -> AgentInfo | None:
         return await self.presence.locate(agent_id)
@@ -161,14 +173,14 @@ class NodeRouter:
             done.set()
 
     def on_command(self, message: dict[str, Any]) -> None:
-        if self._nursery is None:
+        if self._serving is None:
             return
-        self._nursery.start_soon(self._serve_request, message)
+        nursery, local = self._serving
+        nursery.start_soon(self._serve_request, local, message)
 
-    async def _serve_request(self, message: dict[str, Any]) -> None:
+    async def _serve_request(self, local: LocalCommands, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"type": "result", "requestId": message.get("requestId")}
         try:
-            assert self.local is not None  # noqa: S101 - set before requests are served
             asked_by = Requester.from_json(message["requestedBy"])
             token = REQUESTER.set(
                 Requester(f"{asked_by.address} via {message['replyTo']}", *_rest(asked_by))
@@ -177,24 +189,14 @@ class NodeRouter:
                 args = (message["agentId"], message["command"], dict(message["args"]))
                 timeout_s = int(message["timeoutMs"]) / 1000
                 if message.get("wait") is False:
-                    record = self.local.submit(*args, timeout_s)
-                    await self.local.gateway.spool.durable()
-                    reply["accepted"] = {
-                        "commandId": record.command_id,
-                        "state": record.state.value,
-                    }
+                    command_id, state = await local.submit_here(*args, timeout_s)
+                    reply["accepted"] = {"commandId": command_id, "state": state}
                 else:
-                    reply["outcome"] = (await self.local.send_here(*args, timeout_s)).to_json()
+                    reply["outcome"] = (await local.send_here(*args, timeout_s)).to_json()
             finally:
                 REQUESTER.reset(token)
-        except StoreError as exc:
-            reply["error"] = {"code": "state_unavailable", "message": str(exc)}
         except TransportError as exc:
-            error = {"code": exc.code, "message": str(exc)}
-            command_id = getattr(exc, "command_id", None)
-            if command_id is not None:
-                error["commandId"] = command_id
-            reply["error"] = error
+            reply["error"] = {"code": exc.code, "message": str(exc), **exc.extra}
         except (KeyError, TypeError, ValueError) as exc:
             reply["error"] = {"code": "bad_request", "message": f"malformed request: {exc}"}
         try:
@@ -206,14 +208,14 @@ class NodeRouter:
         except (RedisError, OSError, trio.TooSlowError, ValueError) as exc:  # ValueError: seal
             log.warning("could not answer node %s: %s", message.get("replyTo"), exc)
 
-    async def run(self) -> None:
-        """Serve other nodes' requests until cancelled."""
+    async def run(self, local: LocalCommands) -> None:
+        """Serve other nodes' requests through ``local`` until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self._serving = nursery, local
             try:
                 await trio.sleep_forever()
             finally:
-                self._nursery = None
+                self._serving = None
 
 
 def _rest(requester: Requester) -> tuple[str | None, str | None]:

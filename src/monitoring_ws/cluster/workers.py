@@ -1,6 +1,6 @@
-"""``monitoring-ws serve --workers N``: N node processes on one host sharing the listen port.
+"""``monitoring-ws serve --workers N``: N server processes on one host sharing the port.
 
-Each worker is a full node (``--redis-url`` is required: Redis is how they share agents)
+Each worker is a full node (Redis is required: it is how they share agents)
 with its own state database (``state-w<i>.sqlite3``) in the shared state directory. The
 kernel spreads connections over the workers (``SO_REUSEPORT``). This process only
 supervises: it starts them, restarts one that dies, and passes SIGTERM/SIGINT on.
@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from ..gateway.config import REDIS_URL_ENV, ConfigError, GatewayConfig, parse_hostport
-from ..gateway.tls import ensure_self_signed
+from ..configbase import ConfigError, parse_hostport
+from ..host.config import REDIS_URL_ENV, MonitoringConfig
+from ..tls import ensure_self_signed
 
 __all__ = ["run_workers", "worker_argv"]
 
@@ -61,17 +62,18 @@ def worker_argv(
     return [sys.executable, "-m", "monitoring_ws", *args, *extra]
 
 
-def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int:
-    """Start ``workers`` node processes and supervise them until SIGTERM/SIGINT."""
-    if config.redis_url is None:
+def run_workers(config: MonitoringConfig, argv: Sequence[str]) -> int:
+    """Start ``[cluster] workers`` server processes and supervise them until SIGTERM/SIGINT."""
+    workers, redis_url, server = config.cluster.workers, config.cluster.redis_url, config.server
+    if redis_url is None:
         raise ConfigError(
             f"--workers {workers} needs Redis, which is how the workers share agents: "
             "set --redis-url (or [cluster] redis_url), or run one process without --workers"
         )
-    listen = _fixed(config.listen)
-    agent_listen = None if config.agent_listen is None else _fixed(config.agent_listen)
-    if config.tls_self_signed:  # made once here, so that every worker serves the same one
-        ensure_self_signed(config.state_dir, config.tls_hostnames)
+    listen = _fixed(server.listen)
+    agent_listen = None if server.agent_listen is None else _fixed(server.agent_listen)
+    if server.tls_self_signed:  # made once here, so that every worker serves the same one
+        ensure_self_signed(server.state_dir, server.tls_hostnames)
     commands = [worker_argv(argv, i, listen, agent_listen) for i in range(workers)]
     stopping = False
 
@@ -88,7 +90,7 @@ def run_workers(config: GatewayConfig, argv: Sequence[str], workers: int) -> int
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, forward)  # each worker reloads its settings
     # The Redis URL goes to the workers through their environment, never their argv.
-    environment = {**os.environ, REDIS_URL_ENV: config.redis_url}
+    environment = {**os.environ, REDIS_URL_ENV: redis_url}
 
     def start(index: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(commands[index], env=environment)  # noqa: S603 - our own

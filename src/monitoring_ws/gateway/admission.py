@@ -8,14 +8,12 @@ a whole, at a higher threshold. Every table is bounded.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections import deque
-from collections.abc import Sequence
 
 from ..protocol import CloseCode
 
-__all__ = ["FAILURE_CODES", "Admission", "client_address"]
+__all__ = ["FAILURE_CODES", "Admission"]
 
 _WINDOW_S = 60.0
 #: Keys (addresses, address and agent pairs) remembered at most; the oldest go first.
@@ -124,36 +122,3 @@ class Admission:
             self._by_address[address] = left
         else:
             self._by_address.pop(address, None)
-
-
-def _trusted(
-    address: str, proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in proxies)
-
-
-def client_address(
-    peer: str,
-    forwarded_for: str | None,
-    proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
-) -> str:
-    """The address to count a connection against: ``peer``, or when ``peer`` is a trusted
-    proxy, the right-most ``X-Forwarded-For`` entry that is not one (entries left of it
-    are the client's own say and could be forged)."""
-    if not proxies or forwarded_for is None or not _trusted(peer, proxies):
-        return peer
-    for entry in reversed(forwarded_for.split(",")):
-        candidate = entry.strip()
-        if not candidate:
-            continue
-        try:
-            ipaddress.ip_address(candidate)
-        except ValueError:
-            return peer  # a proxy we trust wrote nonsense: count the proxy itself
-        if not _trusted(candidate, proxies):
-            return candidate
-    return peer

@@ -9,8 +9,8 @@ from typing import Any
 
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
+from ..tls import certificate_fingerprint
 from .config import GatewayConfig, parse_hostport
-from .tls import certificate_fingerprint
 
 __all__ = ["IMDS_ENDPOINT", "agent_config", "public_ipv4", "write_private"]
 

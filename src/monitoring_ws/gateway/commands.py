@@ -10,7 +10,6 @@ A result that arrives after the server stopped waiting is still recorded (``late
 from __future__ import annotations
 
 import math
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -26,9 +25,8 @@ from ..transports import (
     CommandTimeoutError,
     InvalidCommandError,
     Requester,
-    TransportError,
 )
-from .records import CommandRecord, CommandState
+from ..transports.records import CommandRecord, CommandState
 
 if TYPE_CHECKING:
     from .connection import AgentConnection
@@ -46,6 +44,7 @@ class CommandCancelledError(AgentGoneError):
     """The command was cancelled through the API while a caller waited for it."""
 
     code = "command_cancelled"
+    status = 409
 
 
 @attrs.define
@@ -60,7 +59,12 @@ class _Live:
 class CommandBook:
     """Live commands by id and by agent, recently finished ones, and the store behind them."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None,
+    ) -> None:
         self._store = store
         self._live: dict[str, _Live] = {}
         self._by_agent: dict[str, set[str]] = {}
@@ -68,7 +72,7 @@ class CommandBook:
         self._recent_bytes = 0
         self.unmatched_results = 0
         #: In a cluster: records other nodes keep, by id -> (record, node).
-        self.elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None
+        self._elsewhere = elsewhere
 
     def __len__(self) -> int:
         return len(self._live)
@@ -207,9 +211,9 @@ class CommandBook:
         if (
             connection is not None
             and live.record.state is CommandState.SENT
-            and FEATURE_CANCEL in connection.session.features
+            and connection.speaks(FEATURE_CANCEL)
         ):
-            connection.send_frame(connection.session.cancel(command_id, now))
+            connection.send_cancel(command_id, now)
         live.record.finish(CommandState.CANCELLED, now)
         self._drop(live)
         self._store.put_command(live.record)
@@ -231,51 +235,6 @@ class CommandBook:
         self._drop(live)
         self._store.put_command(record)
 
-    def record_elsewhere(
-        self,
-        transport: str,
-        agent_id: str,
-        command: str,
-        args: dict[str, object],
-        timeout_ms: int,
-        *,
-        requested_by: Requester,
-        created_ms: int,
-        answer: CommandOutcome | TransportError,
-    ) -> None:
-        """Record a command another transport (SSM) carried, once it has answered."""
-        now = wall_ms()
-        if isinstance(answer, CommandOutcome):
-            command_id = answer.command_id
-        else:
-            command_id = getattr(answer, "command_id", None) or str(uuid.uuid4())
-        record = CommandRecord(
-            command_id=command_id,
-            agent_id=agent_id,
-            command=command,
-            args=args,
-            timeout_ms=timeout_ms,
-            transport=transport,
-            requested_by=requested_by,
-            created_ms=created_ms,
-            sent_ms=created_ms,
-            attempts=1,
-        )
-        if isinstance(answer, CommandOutcome):
-            error = None
-            if answer.error_code is not None:
-                error = CommandError(answer.error_code, answer.error_message or "")
-            result = CommandResult(command_id, answer.ok, answer.duration_ms, answer.result, error)
-            record.answered(result, now)
-        elif isinstance(answer, CommandTimeoutError):
-            record.finish(CommandState.TIMED_OUT, now)
-        else:
-            failure = CommandError(answer.code, str(answer))
-            record.result = CommandResult(command_id, False, now - created_ms, error=failure)
-            record.finish(CommandState.FAILED, now)
-        self._remember(record)
-        self._store.put_command(record)
-
     async def get(self, command_id: str) -> CommandRecord | None:
         """This node's record, else (in a cluster) the copy another node shared."""
         return (await self.locate(command_id))[0]
@@ -288,8 +247,8 @@ class CommandBook:
         record = self._recent_record(command_id)
         if record is None:
             record = await self._store.get_command(command_id)
-        if record is None and self.elsewhere is not None:
-            found = await self.elsewhere(command_id)
+        if record is None and self._elsewhere is not None:
+            found = await self._elsewhere(command_id)
             if found is not None:
                 return found
         return record, None

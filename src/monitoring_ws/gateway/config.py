@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from ..configbase import ConfigError, is_loopback, parse_hostport
+from ..configbase import one_of as _one_of
+from ..configbase import positive as _positive
 
 if TYPE_CHECKING:
     from ..transports.ssm import SSMPolicy
@@ -27,40 +30,6 @@ __all__ = [
 DEFAULT_LISTEN = "127.0.0.1:4000"
 #: The cluster's Redis URL (it may hold a password: the environment, not argv, carries it).
 REDIS_URL_ENV = "MONITORING_WS_REDIS_URL"
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message says which and how to fix it."""
-
-
-def parse_hostport(value: str, what: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT``; port 0 means any free port."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{what}: expected HOST:PORT (e.g. 127.0.0.1:4000), got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{attribute.name} must be > 0, got {value}")
-
-
-def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in choices:
-            raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}: {value!r}")
-
-    return check
 
 
 def _host_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -241,7 +210,7 @@ def _coerce(name: str, value: Any) -> Any:
     if name in _PATHS:
         return Path(value).expanduser()
     if name in _TUPLES:
-        if isinstance(value, str) or not isinstance(value, list):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
             raise ConfigError(f"{name} must be a list of strings")
         return tuple(str(item) for item in value)
     return value

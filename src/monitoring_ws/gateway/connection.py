@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..asgi import TOO_BIG
 from ..clock import wall_ms
 from ..protocol import (
     Authenticated,
@@ -23,6 +24,7 @@ from ..protocol import (
     CloseConnection,
     Command,
     CommandResultReceived,
+    Delivery,
     DuplicateDropped,
     Event,
     LogsReceived,
@@ -39,11 +41,10 @@ if TYPE_CHECKING:
 
     from .gateway import Gateway, SharedReplayWindow
 
-__all__ = ["TOO_BIG", "AgentConnection"]
+__all__ = ["AgentConnection"]
 
 #: The ASGI receive message's member that says a frame went over the limit (its length);
 #: set by the frame buffer asgi.py gives Hypercorn.
-TOO_BIG = "monitoring_ws.too_big"
 #: How long queued frames and the close frame may take to leave after a close is decided.
 CLOSE_GRACE_S = 2.0
 
@@ -60,11 +61,11 @@ class AgentConnection:
         "_read_scope",
         "_receive",
         "_send",
+        "_session",
         "_writing",
         "address",
         "connected_at_ms",
         "port",
-        "session",
     )
 
     def __init__(
@@ -78,7 +79,7 @@ class AgentConnection:
         port: int,
     ) -> None:
         self._gateway = gateway
-        self.session = session
+        self._session = session
         self._receive = receive
         self._send = send
         self.address = address
@@ -104,10 +105,44 @@ class AgentConnection:
 
     @property
     def agent_id(self) -> str:
-        return self.session.agent_id or ""
+        return self._session.agent_id or ""
+
+    @property
+    def claimed_agent_id(self) -> str | None:
+        """The agentId the first frame claimed (before it was verified), if any."""
+        return self._session.claimed_agent_id
+
+    @property
+    def ready(self) -> bool:
+        """Authenticated, and not closing: it can take commands."""
+        return self._session.hello is not None and self._closing is None
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """The commands the agent offers (none before it authenticated)."""
+        hello = self._session.hello
+        return () if hello is None else tuple(hello.capabilities.commands)
+
+    def offers(self, command: str) -> bool:
+        return command in self.commands
+
+    def speaks(self, feature: str) -> bool:
+        """Whether the agent negotiated an optional protocol feature (``ack``, ``cancel``)."""
+        return feature in self._session.features
+
+    def send_ack(self, mark: Delivery, now_ms: int) -> bool:
+        return self.send_frame(self._session.ack(mark, now_ms))
+
+    def send_cancel(self, command_id: str, now_ms: int) -> bool:
+        return self.send_frame(self._session.cancel(command_id, now_ms))
+
+    def revoke(self) -> None:
+        """Close with 4401: the agent's id was revoked."""
+        error = ProtocolError(CloseCode.AUTH_FAILED, f"{self.agent_id} was revoked")
+        self.close(self._session.fail(error))
 
     def info(self) -> AgentInfo:
-        session = self.session
+        session = self._session
         hello = session.hello
         assert hello is not None  # noqa: S101 - only registered once authenticated
         return AgentInfo(
@@ -125,16 +160,16 @@ class AgentConnection:
         )
 
     def replace(self) -> None:
-        self.close(self.session.close(CloseCode.REPLACED))
+        self.close(self._session.close(CloseCode.REPLACED))
 
     def shutdown(self, retry_after_s: int) -> None:
-        self.close(self.session.close(CloseCode.GOING_AWAY, retry_after_s))
+        self.close(self._session.close(CloseCode.GOING_AWAY, retry_after_s))
 
     def command_frame(self, command: Command, now_ms: int) -> str:
         """The signed frame for ``command``; raises ``InvalidCommandError`` when it cannot be
         signed or would exceed the frame limit (nothing is sent or recorded then)."""
         try:
-            frame = self.session.command(command, now_ms)
+            frame = self._session.command(command, now_ms)
         except (ValueError, RuntimeError) as exc:
             raise InvalidCommandError(f"the command cannot be signed: {exc}") from None
         limit = self._gateway.config.max_frame_bytes
@@ -153,7 +188,7 @@ class AgentConnection:
         if len(self._outbox) >= self._gateway.config.outgoing_queue:
             # What is still queued would only delay the close: the agent cannot keep up.
             self._outbox.clear()
-            self.close(self.session.close(CloseCode.TRY_AGAIN_LATER, retry_after_s=1))
+            self.close(self._session.close(CloseCode.TRY_AGAIN_LATER, retry_after_s=1))
             return False
         self._outbox.append(text)
         self._wake_writer()
@@ -207,7 +242,7 @@ class AgentConnection:
             self._wake_writer()
 
     async def _read_loop(self) -> None:
-        session, receive, replay = self.session, self._receive, self._gateway.replay
+        session, receive, replay = self._session, self._receive, self._gateway.replay
         shared = self._gateway.shared_replay
         # Hypercorn's ``receive`` is a memory channel's: take what is already queued without
         # a scheduler round trip per frame (its queue holds at most a few frames).
@@ -250,7 +285,7 @@ class AgentConnection:
 
     async def _receive_shared(self, data: str | bytes, shared: SharedReplayWindow) -> list[Event]:
         """``ServerSession.receive`` with the nonce checked in the window all nodes share."""
-        session, now = self.session, wall_ms()
+        session, now = self._session, wall_ms()
         try:
             verified = session.verify(data, now)
         except ProtocolError as error:
@@ -260,7 +295,7 @@ class AgentConnection:
         return session.accept(verified, verdict, now)
 
     def _trio_deadline(self) -> float:
-        deadline_ms = self.session.deadline_ms()
+        deadline_ms = self._session.deadline_ms()
         if deadline_ms is None:
             return math.inf
         return trio.current_time() + (deadline_ms - wall_ms()) / 1000

@@ -6,13 +6,14 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from ..clock import wall_ms
+from ..forwarded import client_address
 from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
@@ -20,6 +21,7 @@ from ..protocol import (
     CloseConnection,
     Keyring,
     Limits,
+    LogEntry,
     MemoryReplayWindow,
     ProtocolError,
     RateLimit,
@@ -30,19 +32,28 @@ from ..protocol import (
     close_reason,
 )
 from ..transports import CommandOutcome
-from .admission import FAILURE_CODES, Admission, client_address
+from .admission import FAILURE_CODES, Admission
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
 from .registry import AgentInfo, MemoryRegistry, Registry
-from .sink import MemorySink, TelemetrySink
+from .seen import LastSeen
 from .spool import Spool
 from .store import StateStore
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-__all__ = ["AGENT_PATH", "Gateway", "RemoteCommands", "SharedReplayWindow"]
+    from ..transports.records import CommandRecord
+
+__all__ = [
+    "AGENT_PATH",
+    "Gateway",
+    "RemoteCommands",
+    "SharedRecords",
+    "SharedReplayWindow",
+    "TelemetryOut",
+]
 
 AGENT_PATH = "/agent"
 log = logging.getLogger("monitoring_ws.gateway")
@@ -58,6 +69,35 @@ class SharedReplayWindow(Protocol):
     """A replay window other nodes share (``monitoring_ws.cluster.RedisReplayWindow``)."""
 
     async def check(self, agent_id: str, nonce: str, ts_ms: int, now_ms: int) -> ReplayVerdict: ...
+
+
+class TelemetryOut(Protocol):
+    """Where accepted metrics and logs go (the host's telemetry bus): called on the event
+    loop for every message, so it must not wait."""
+
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None: ...
+
+    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None: ...
+
+
+class _Discard:
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
+        return None
+
+    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
+        return None
+
+
+class SharedRecords(Protocol):
+    """Command records other nodes can read (``monitoring_ws.cluster.RedisRecords``)."""
+
+    async def mirror(self, rows: list[tuple[str, str]]) -> None:
+        """Share ``(commandId, record JSON)`` rows this node just committed."""
+        ...
+
+    async def get(self, command_id: str) -> tuple[CommandRecord, str] | None:
+        """Another node's record and that node's name."""
+        ...
 
 
 class RemoteCommands(Protocol):
@@ -85,25 +125,32 @@ class Gateway:
         keyring: Keyring,
         *,
         registry: Registry[AgentConnection] | None = None,
-        sink: TelemetrySink | None = None,
+        sink: TelemetryOut | None = None,
         replay: ReplayWindow | None = None,
         shared_replay: SharedReplayWindow | None = None,
         node: str = "local",
-        store: StateStore | None = None,
+        remote: RemoteCommands | None = None,
+        records: SharedRecords | None = None,
     ) -> None:
+        """``registry``, ``shared_replay``, ``remote`` and ``records`` are shared with other
+        nodes in a cluster (``monitoring_ws.cluster.Cluster``); alone, the defaults."""
         self.config = config
         self.keyring = keyring
         self.node = node
         self.registry: Registry[AgentConnection] = registry or MemoryRegistry()
-        self.memory_sink = MemorySink(config.log_ring)
-        self.sink: TelemetrySink = sink or self.memory_sink
+        self.sink: TelemetryOut = sink or _Discard()
         self.replay: ReplayWindow = replay or MemoryReplayWindow()
         #: With several nodes: the window they share (asked after the signature checks).
         self.shared_replay = shared_replay
         #: With several nodes: how commands reach agents other nodes hold.
-        self.remote: RemoteCommands | None = None
-        self.store = store or StateStore(config.state_file, sync=config.state_sync)
-        self.commands = CommandBook(self.store)
+        self.remote = remote
+        self.store = StateStore(
+            config.state_file,
+            sync=config.state_sync,
+            on_commit=None if records is None else records.mirror,
+        )
+        self.commands = CommandBook(self.store, elsewhere=None if records is None else records.get)
+        self.last_seen = LastSeen(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())
         self.spool = Spool(config, self.store, self.commands, self.registry.local)
         self.admission = Admission(
@@ -196,8 +243,7 @@ class Gateway:
         closed = 0
         for connection in list(self._connections):
             if connection.agent_id in self.revoked:
-                error = ProtocolError(CloseCode.AUTH_FAILED, f"{connection.agent_id} was revoked")
-                connection.close(connection.session.fail(error))
+                connection.revoke()
                 closed += 1
         return closed
 
@@ -205,8 +251,9 @@ class Gateway:
         self.admission.authenticated(connection.address)
         self.stats["authenticated"] += 1
         await self.registry.register(connection)
+        self.last_seen.note(connection.agent_id, wall_ms())
         log.info("agent %s connected from %s", connection.agent_id, connection.remote)
-        if FEATURE_ACK in connection.session.features:
+        if connection.speaks(FEATURE_ACK):
             self.spool.greet(connection)
         self.commands.agent_connected(connection)
 
@@ -214,13 +261,14 @@ class Gateway:
         self._connections.discard(connection)
         if authenticated:
             await self.registry.unregister(connection)
+            self.last_seen.note(connection.agent_id, wall_ms())
             self.commands.connection_lost(connection)
             log.info("agent %s disconnected", connection.agent_id)
         else:
             closing = connection.closing
             self.admission.left_unauthenticated(
                 connection.address,
-                connection.session.claimed_agent_id,
+                connection.claimed_agent_id,
                 trio.current_time(),
                 failed=closing is not None and closing.code in FAILURE_CODES,
             )

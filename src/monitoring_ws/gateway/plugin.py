@@ -1,83 +1,140 @@
-"""The WebSocket gateway as a monitoring-module plugin (entry point ``websocket``)."""
+"""The WebSocket gateway as a plugin of the monitoring module (entry point ``websocket``).
+
+It contributes the ``websocket`` transport, the raw-ASGI ``/agent`` endpoint, the
+``/api/websocket/*`` blueprint, and its background work (commits, acks, deadlines; in a
+cluster the Redis parts too). Its ``[plugins.websocket]`` table holds the protocol
+settings of docs/gateway.md; ``[server]`` and ``[cluster]`` come from the host.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 from quart import Blueprint
 
+from ..configbase import ConfigError
+from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
+from ..host.plugins import HostContext, PluginBase, PluginContext, WebSocketRoute
 from ..protocol import Keyring
 from ..transports import Transport
-from ..transports.websocket import WebSocketTransport
+from .blueprint import websocket_blueprint
 from .config import GatewayConfig, load_config
-from .gateway import Gateway
+from .gateway import AGENT_PATH, Gateway
 from .secrets import resolve_master_secrets
-from .serve import Running, serve
+from .transport import WebSocketTransport
 
 if TYPE_CHECKING:
     from ..cluster.node import Cluster
-    from ..host.plugins import HostContext
 
-__all__ = ["WebSocketPlugin"]
+__all__ = ["WebSocketPlugin", "gateway_config", "gateway_config_of"]
+
+log = logging.getLogger("monitoring_ws.gateway")
+
+#: How long agents get to take their 1001 at shutdown.
+AGENT_CLOSE_TIMEOUT_S = 5.0
+_FROM_CLUSTER = ("redis_url", "node_id", "replay_fail_open_s", "worker_index")
+#: Keys of the flat ``GatewayConfig`` that the host's tables hold instead.
+_HOST_KEYS = {
+    "transport_order",
+    "ssm",
+    "ssm_safe_commands",
+    "ssm_shell_allowed",
+    *_FROM_CLUSTER,
+}
 
 
-class WebSocketPlugin:
-    """Its settings table holds ``GatewayConfig`` fields (docs/gateway.md)."""
+def gateway_config(
+    settings: Mapping[str, Any], server_settings: ServerSettings, cluster: ClusterSettings
+) -> GatewayConfig:
+    """The gateway's settings: ``[server]`` and ``[cluster]`` from the host, then its own
+    table. Raises ``ConfigError`` naming a key it does not know."""
+    server = attrs.asdict(server_settings, recurse=False)
+    own = {f.name for f in attrs.fields(GatewayConfig)} - _HOST_KEYS - set(server)
+    unknown = sorted(set(settings) - own)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {', '.join(unknown)} (the websocket plugin's settings are listed "
+            "in docs/gateway.md; listeners, TLS and tokens go in [server])"
+        )
+    shared = {key: getattr(cluster, key) for key in _FROM_CLUSTER}
+    return load_config(None, **server, **shared, **settings)
+
+
+def gateway_config_of(config: MonitoringConfig) -> GatewayConfig:
+    """The websocket plugin's settings in a whole monitoring.toml."""
+    return gateway_config(config.plugin_settings("websocket"), config.server, config.cluster)
+
+
+class WebSocketPlugin(PluginBase):
+    """Built once, complete: the gateway (alone, or as a cluster node), its transport and
+    its routes."""
 
     name = "websocket"
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.config: GatewayConfig = load_config(None, **settings)
+    def __init__(self, settings: Mapping[str, Any], context: PluginContext) -> None:
+        self._context = context
+        self.config = gateway_config(settings, context.server, context.cluster)
+        secrets = resolve_master_secrets(self.config)
         self.cluster: Cluster | None = None
         if self.config.redis_url is not None:  # one node of several (docs/scaling.md)
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
-            self.cluster = Cluster.build(self.config)
-            self.gateway = self.cluster.gateway(self.config)
+            self.cluster = Cluster.build(self.config, secrets, context.telemetry)
+            self.gateway = self.cluster.gateway
         else:
-            keyring = Keyring(
-                resolve_master_secrets(self.config), seed_compatible=self.config.seed_compatible
-            )
-            self.gateway = Gateway(self.config, keyring)
-        self._transport = WebSocketTransport(self.gateway)
-        self._stop: Callable[[], None] | None = None
-        self.running: Running | None = None
-        self._done = trio.Event()
+            keyring = Keyring(secrets, seed_compatible=self.config.seed_compatible)
+            self.gateway = Gateway(self.config, keyring, sink=context.telemetry)
+        self.transport = WebSocketTransport(self.gateway)
+        self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
+
+    @staticmethod
+    def validate(settings: Mapping[str, Any], context: PluginContext) -> None:
+        """Check the table without building anything (``monitoring-ws config check``)."""
+        gateway_config(settings, context.server, context.cluster)
+
+    def _settings(self) -> GatewayConfig:
+        return self.config
 
     def transports(self) -> Sequence[Transport]:
-        return (self._transport,)
+        return (self.transport,)
 
     def blueprints(self) -> Sequence[Blueprint]:
-        return ()  # its routes are the server's own (/api/websocket/*, /api/agents)
+        return (self._blueprint,)
+
+    def websocket_routes(self) -> Sequence[WebSocketRoute]:
+        return (
+            WebSocketRoute(AGENT_PATH, self.gateway.agent_endpoint, self.config.max_frame_bytes),
+        )
 
     async def run(
         self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Serve the API and ``/agent`` (in the host's nursery) until ``shutdown``."""
-        start = functools.partial(
-            serve,
-            self.config,
-            handle_signals=False,
-            gateway=self.gateway,
-            transports=host.transports,
-            blueprints=host.blueprints,
-        )
+        """Commits, acks and deadlines (and the cluster's Redis work) until cancelled; the
+        last commit happens on the way out."""
         async with contextlib.AsyncExitStack() as stack:
             if self.cluster is not None:
-                await stack.enter_async_context(self.cluster.running())
-            running: Running = await host.nursery.start(start)
-            self.running = running
-            self._stop = running.stop
+                await stack.enter_async_context(self.cluster.running(self.transport))
             task_status.started()
-            await self._done.wait()
-            await self.gateway.closed.wait()  # its last writes to Redis come first
+            await self.gateway.run()
 
-    async def shutdown(self) -> None:
-        """Agents get 1001 and a retry hint; the listeners stop."""
-        if self._stop is not None:
-            self._stop()
-        self._done.set()
+    async def drain(self) -> None:
+        """Refuse new agents; close open ones with 1001 and a retry hint (bounded)."""
+        log.info("closing %d agent connection(s) with 1001", self.gateway.open_connections)
+        self.gateway.shutdown()
+        await self.gateway.wait_closed(AGENT_CLOSE_TIMEOUT_S)
+
+    def reload(self, settings: Mapping[str, Any]) -> None:
+        """What may change without a restart takes effect: ``revoked_agents``."""
+        config = gateway_config(settings, self._context.server, self._context.cluster)
+        self.config = config
+        closed = self.gateway.revoke(config.revoked_agents)
+        log.info(
+            "reloaded: %d agent(s) revoked, %d open session(s) closed",
+            len(config.revoked_agents),
+            closed,
+        )

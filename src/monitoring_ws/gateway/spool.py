@@ -76,7 +76,7 @@ class Spool:
         """Tell a newly authenticated agent what is already stored of its outbox."""
         mark = self._committed.get(connection.agent_id)
         if mark is not None:
-            connection.send_frame(connection.session.ack(mark, wall_ms()))
+            connection.send_ack(mark, wall_ms())
 
     async def durable(self) -> None:
         """Return once everything buffered before the call is committed; ``StoreError``
@@ -124,7 +124,7 @@ class Spool:
         for agent_id, mark in unacked.items():
             connection = self._connection_of(agent_id)
             if connection is not None and connection.closing is None:
-                connection.send_frame(connection.session.ack(mark, now))
+                connection.send_ack(mark, now)
 
     async def run(self) -> None:
         """Commit every ``commit_interval_ms``, retire expired commands, prune old rows."""

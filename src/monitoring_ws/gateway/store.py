@@ -24,7 +24,7 @@ import trio
 from ..clock import wall_ms
 from ..private import private_file
 from ..protocol import Delivery
-from .records import CommandRecord
+from ..transports.records import CommandRecord
 
 __all__ = ["SCHEMA_VERSION", "StateStore", "StoreError"]
 
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS delivery (
     seq INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS seen (agent_id TEXT PRIMARY KEY, seen_ms INTEGER NOT NULL);
 """
 
 
@@ -65,7 +66,13 @@ class StoreError(Exception):
 class StateStore:
     """Buffered writes, one transaction per ``commit``; reads go straight to the database."""
 
-    def __init__(self, path: Path | None, *, sync: str = "normal") -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        sync: str = "normal",
+        on_commit: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None,
+    ) -> None:
         #: None keeps everything in memory (tests and benchmarks that do not restart).
         self.path = path
         if sync not in {"normal", "full"}:
@@ -84,10 +91,11 @@ class StateStore:
         self._telemetry: list[tuple[str, str, str]] = []
         self._commands: dict[str, CommandRecord] = {}
         self._marks: dict[str, tuple[str, int]] = {}
+        self._seen: dict[str, int] = {}
         self.commits = 0
         #: Called with ``(commandId, record JSON)`` of each commit's records (a cluster
         #: mirrors them); failures there are the callee's to handle.
-        self.on_commit: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None
+        self._on_commit = on_commit
 
     def _connect(self) -> sqlite3.Connection:
         target = ":memory:"
@@ -120,7 +128,7 @@ class StateStore:
 
     @property
     def pending(self) -> int:
-        return len(self._telemetry) + len(self._commands) + len(self._marks)
+        return len(self._telemetry) + len(self._commands) + len(self._marks) + len(self._seen)
 
     def add_telemetry(self, agent_id: str, kind: str, envelope: str) -> None:
         """Spool a received frame (``receivedAt`` is its commit's time)."""
@@ -132,6 +140,10 @@ class StateStore:
 
     def put_mark(self, agent_id: str, mark: Delivery) -> None:
         self._marks[agent_id] = (mark.stream, mark.seq)
+
+    def put_seen(self, agent_id: str, seen_ms: int) -> None:
+        """When the agent was last connected (kept for listings of who went offline)."""
+        self._seen[agent_id] = seen_ms
 
     async def commit(
         self, now_ms: int | None = None, before: Callable[[], None] | None = None
@@ -155,30 +167,33 @@ class StateStore:
             telemetry, self._telemetry = self._telemetry, []
             records, self._commands = self._commands, {}
             marks, self._marks = self._marks, {}
+            seen, self._seen = self._seen, {}
             now = wall_ms() if now_ms is None else now_ms
             spooled = [(agent, kind, now, frame) for agent, kind, frame in telemetry]
             rows = [_command_row(record) for record in records.values()]
             mark_rows = [(agent, stream, seq, now) for agent, (stream, seq) in marks.items()]
             try:
                 with self._lock:
-                    self._insert(spooled, rows, mark_rows)
+                    self._insert(spooled, rows, mark_rows, list(seen.items()))
                 await self._run(self._finish)
             except sqlite3.Error as exc:
                 # Keep it all for the next commit (newer writes win), and say why it failed.
                 self._telemetry[:0] = telemetry
                 self._commands = records | self._commands
                 self._marks = marks | self._marks
+                self._seen = seen | self._seen
                 raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
             self.commits += 1
             self.telemetry_bytes += sum(len(frame) for _, _, frame in telemetry)
-        if self.on_commit is not None and rows:
-            await self.on_commit([(row[0], row[5]) for row in rows])
+        if self._on_commit is not None and rows:
+            await self._on_commit([(row[0], row[5]) for row in rows])
 
     def _insert(
         self,
         telemetry: list[tuple[str, str, int, str]],
         commands: list[tuple[Any, ...]],
         marks: list[tuple[str, str, int, int]],
+        seen: list[tuple[str, int]],
     ) -> None:
         db = self._db
         db.execute("BEGIN")
@@ -189,6 +204,7 @@ class StateStore:
             )
             db.executemany("INSERT OR REPLACE INTO commands VALUES (?,?,?,?,?,?)", commands)
             db.executemany("INSERT OR REPLACE INTO delivery VALUES (?,?,?,?)", marks)
+            db.executemany("INSERT OR REPLACE INTO seen VALUES (?,?)", seen)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -216,6 +232,12 @@ class StateStore:
         with self._lock:
             rows = self._db.execute("SELECT agent_id, stream, seq FROM delivery").fetchall()
         return {agent: Delivery(stream, seq) for agent, stream, seq in rows}
+
+    def load_seen(self) -> dict[str, int]:
+        """When each agent was last connected (at start, before serving)."""
+        with self._lock:
+            rows = self._db.execute("SELECT agent_id, seen_ms FROM seen").fetchall()
+        return dict(rows)
 
     def load_open_commands(self) -> list[CommandRecord]:
         """Records a previous run left queued or sent (at start, before serving)."""

@@ -1,34 +1,51 @@
 """Plugins of the monitoring module, found at start-up through entry points.
 
-A plugin is an entry point in the ``monitoring_ws.plugins`` group naming a factory that
-takes the plugin's settings table and returns an object with the ``Plugin`` interface.
-Only enabled plugins are imported; an enabled plugin that fails to load stops start-up
-with ``PluginError`` naming it and the cause.
+A plugin is an entry point in the ``monitoring_ws.plugins`` group naming a factory
+``factory(settings, context) -> Plugin``: ``settings`` is its ``[plugins.NAME]`` table
+without ``enabled``, ``context`` what the host shares (``PluginContext``). What a plugin
+contributes (transports, HTTP routes, agent WebSocket endpoints, telemetry sinks and
+readers, background work) the host asks through the ``Plugin`` interface;
+``PluginBase`` gives every method a do-nothing default. Only enabled plugins are
+imported; one that fails to load stops start-up with ``PluginError`` naming it.
+A factory may offer ``validate(settings, context)`` for ``monitoring-ws config check``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
 from quart import Blueprint
 
+from ..configbase import ConfigError
 from ..transports import Transport
+
+if TYPE_CHECKING:
+    from .config import ClusterSettings, MonitoringConfig, ServerSettings
+    from .router import TransportRouter
+    from .telemetry import TelemetryBus, TelemetryReader, TelemetrySink
 
 __all__ = [
     "PLUGIN_GROUP",
     "Discovered",
     "HostContext",
     "Plugin",
+    "PluginBase",
+    "PluginContext",
     "PluginError",
+    "WebSocketRoute",
     "discover",
     "load_enabled",
+    "validate_enabled",
 ]
 
 PLUGIN_GROUP = "monitoring_ws.plugins"
+
+#: A raw ASGI WebSocket handler: ``(scope, receive, send)``.
+WebSocketHandler = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 class PluginError(Exception):
@@ -36,39 +53,105 @@ class PluginError(Exception):
 
 
 @attrs.frozen
-class HostContext:
-    """What the host gives each plugin's ``run``."""
+class WebSocketRoute:
+    """A WebSocket endpoint a plugin serves (``/agent``), raw ASGI for its memory cost."""
 
-    #: Every enabled transport, in preference order (the router's list).
-    transports: tuple[Transport, ...]
-    #: Where a plugin starts its long-running tasks.
-    nursery: trio.Nursery
-    #: Every plugin's HTTP routes, for the plugin that serves HTTP to mount.
-    blueprints: tuple[Blueprint, ...] = ()
+    path: str
+    handler: WebSocketHandler
+    #: Frames larger than this are refused with 1009.
+    max_message_bytes: int = 1 << 20
+
+
+@attrs.frozen
+class PluginContext:
+    """What the host shares with a plugin when it builds it."""
+
+    server: ServerSettings
+    cluster: ClusterSettings
+    #: Where the plugin publishes agents' metrics and logs, and reads them back.
+    telemetry: TelemetryBus
+
+
+@attrs.frozen
+class HostContext:
+    """What a running plugin may use: the router over every transport."""
+
+    router: TransportRouter
+    telemetry: TelemetryReader
 
 
 class Plugin(Protocol):
-    """What the host asks of a plugin."""
+    """What the host asks of a plugin (``PluginBase`` has the defaults)."""
 
     name: str
 
     def transports(self) -> Sequence[Transport]:
-        """The transports it provides (may be empty)."""
+        """The transports it provides."""
         ...
 
     def blueprints(self) -> Sequence[Blueprint]:
-        """The HTTP routes it adds under the server's API (may be empty)."""
+        """HTTP routes it adds; the host's guard (tokens, browser rules) covers them."""
+        ...
+
+    def websocket_routes(self) -> Sequence[WebSocketRoute]:
+        """WebSocket endpoints, served on ``listen`` and on ``agent_listen``."""
+        ...
+
+    def sinks(self) -> Sequence[TelemetrySink]:
+        """Telemetry consumers: each gets every sample and log batch, through its own queue."""
+        ...
+
+    def readers(self) -> Sequence[TelemetryReader]:
+        """Where else the API may read telemetry from (e.g. other nodes' agents)."""
         ...
 
     async def run(
         self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Start serving (report ``started``), then run until ``shutdown``."""
+        """Its background work: report ``started`` when ready, then run until cancelled
+        (cleanup in ``finally``). The listeners start after every plugin started."""
         ...
 
-    async def shutdown(self) -> None:
-        """Stop what it runs and release what it holds; called once, at stop."""
+    async def drain(self) -> None:
+        """At shutdown, before the listeners stop: refuse new work and close what it
+        serves (bounded; e.g. agents get 1001 and a retry hint)."""
         ...
+
+    def reload(self, settings: Mapping[str, Any]) -> None:
+        """SIGHUP: its table read again; apply what may change without a restart."""
+        ...
+
+
+class PluginBase:
+    """Defaults for every ``Plugin`` method: contributes nothing, runs nothing."""
+
+    name = "plugin"
+
+    def transports(self) -> Sequence[Transport]:
+        return ()
+
+    def blueprints(self) -> Sequence[Blueprint]:
+        return ()
+
+    def websocket_routes(self) -> Sequence[WebSocketRoute]:
+        return ()
+
+    def sinks(self) -> Sequence[TelemetrySink]:
+        return ()
+
+    def readers(self) -> Sequence[TelemetryReader]:
+        return ()
+
+    async def run(
+        self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+
+    async def drain(self) -> None:
+        return None
+
+    def reload(self, settings: Mapping[str, Any]) -> None:
+        return None
 
 
 @attrs.frozen
@@ -90,43 +173,60 @@ def _entries() -> dict[str, EntryPoint]:
     return {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
 
 
-def discover(settings: Mapping[str, Mapping[str, Any]]) -> list[Discovered]:
-    """Every installed plugin and whether ``settings`` (``[plugins.NAME]``) enables it."""
+def discover(config: MonitoringConfig) -> list[Discovered]:
+    """Every installed plugin and whether ``config`` enables it."""
     return [
-        Discovered.of(entry, _enabled(settings.get(name, {}), name))
-        for name, entry in sorted(_entries().items())
+        Discovered.of(entry, config.enabled(name)) for name, entry in sorted(_entries().items())
     ]
 
 
-def _enabled(table: Mapping[str, Any], name: str) -> bool:
-    value = table.get("enabled", False)
-    if not isinstance(value, bool):
-        raise PluginError(f"[plugins.{name}] enabled must be true or false, got {value!r}")
-    return value
-
-
-def load_enabled(settings: Mapping[str, Mapping[str, Any]]) -> list[Plugin]:
-    """Import and create every enabled plugin; a disabled one is never imported."""
+def _enabled_entries(config: MonitoringConfig) -> list[tuple[str, EntryPoint]]:
     entries = _entries()
-    unknown = sorted(name for name in settings if name not in entries)
-    enabled_unknown = [n for n in unknown if settings[n].get("enabled") is True]
-    if enabled_unknown:
+    missing = sorted(n for n in config.plugins if n not in entries and config.enabled(n))
+    if missing:
         raise PluginError(
-            f"enabled but not installed: {', '.join(enabled_unknown)} "
+            f"enabled but not installed: {', '.join(missing)} "
             f"(installed: {', '.join(sorted(entries)) or 'none'})"
         )
+    return [(name, entry) for name, entry in sorted(entries.items()) if config.enabled(name)]
+
+
+def _load(name: str, entry: EntryPoint) -> Any:
+    try:
+        return entry.load()
+    except Exception as exc:
+        raise PluginError(
+            f"plugin {name!r} ({entry.value}) failed to load: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def load_enabled(config: MonitoringConfig, context: PluginContext) -> list[Plugin]:
+    """Import and build every enabled plugin; a disabled one is never imported."""
     plugins: list[Plugin] = []
-    for name, entry in sorted(entries.items()):
-        table = dict(settings.get(name, {}))
-        if not _enabled(table, name):
-            continue
-        table.pop("enabled")
+    for name, entry in _enabled_entries(config):
+        factory = _load(name, entry)
         try:
-            factory = entry.load()
-            plugin: Plugin = factory(table)
+            plugin: Plugin = factory(config.plugin_settings(name), context)
+        except ConfigError as exc:
+            raise PluginError(f"{config.where}: [plugins.{name}] {exc}") from None
         except Exception as exc:
             raise PluginError(
-                f"plugin {name!r} ({entry.value}) failed to load: {type(exc).__name__}: {exc}"
+                f"plugin {name!r} ({entry.value}) failed to start: {type(exc).__name__}: {exc}"
             ) from exc
         plugins.append(plugin)
     return plugins
+
+
+def validate_enabled(config: MonitoringConfig, context: PluginContext) -> list[str]:
+    """Check every enabled plugin's table without building it (``config check``); the
+    names of the plugins checked. Raises ``PluginError`` naming the file and table."""
+    checked = []
+    for name, entry in _enabled_entries(config):
+        validate = getattr(_load(name, entry), "validate", None)
+        if validate is not None:
+            try:
+                validate(config.plugin_settings(name), context)
+            except (ConfigError, ValueError) as exc:
+                raise PluginError(f"{config.where}: [plugins.{name}] {exc}") from None
+        checked.append(name)
+    return checked

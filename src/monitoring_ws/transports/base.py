@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -12,18 +12,23 @@ __all__ = [
     "IN_PROCESS",
     "REQUESTER",
     "AgentGoneError",
+    "AgentListing",
     "AgentNotConnectedError",
     "ClusterUnavailableError",
+    "CommandConflictError",
     "CommandNotSupportedError",
     "CommandOutcome",
     "CommandTimeoutError",
     "CommandTooLargeError",
     "InvalidCommandError",
+    "KeepsRecords",
+    "ListsAgents",
     "Requester",
     "ShuttingDownError",
     "StateUnavailableError",
     "Transport",
     "TransportError",
+    "UnknownCommandError",
 ]
 
 
@@ -81,15 +86,21 @@ class TransportError(Exception):
     """A command could not be carried out; ``code`` is stable, for API errors."""
 
     code = "transport_error"
+    #: The HTTP status the API answers with (docs/api.md, "Errors").
+    status = 500
+    #: More members of the error body (e.g. ``commandId``).
+    extra: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
     #: Which transport failed, when a router tried one (set by ``TransportRouter``).
     transport: str | None = None
 
 
 class AgentNotConnectedError(TransportError):
+    status = 404
     code = "agent_not_connected"
 
 
 class CommandNotSupportedError(TransportError):
+    status = 400
     code = "command_not_supported"
 
 
@@ -97,47 +108,74 @@ class InvalidCommandError(TransportError):
     """The command cannot be signed or sent as asked (its arguments, its size)."""
 
     code = "invalid_command"
+    status = 400
 
 
 class CommandTooLargeError(InvalidCommandError):
     """The signed command frame would exceed the frame limit."""
 
     code = "command_too_large"
+    status = 413
 
 
 class CommandTimeoutError(TransportError):
     """No result within the command's timeout (the command may still run)."""
 
     code = "command_timeout"
+    status = 504
 
     def __init__(self, message: str, command_id: str) -> None:
         super().__init__(message)
         self.command_id = command_id
+        self.extra = {"commandId": command_id}
 
 
 class AgentGoneError(TransportError):
     """The agent disconnected after the command was sent and before it answered."""
 
     code = "agent_gone"
+    status = 502
 
     def __init__(self, message: str, command_id: str) -> None:
         super().__init__(message)
         self.command_id = command_id
+        self.extra = {"commandId": command_id}
 
 
 class ClusterUnavailableError(TransportError):
     """Another node holds the agent, and Redis cannot carry the command to it now."""
 
     code = "cluster_unavailable"
+    status = 503
 
 
 class StateUnavailableError(TransportError):
     """The command could not be recorded durably (the state database is failing)."""
 
     code = "state_unavailable"
+    status = 503
+
+
+class CommandConflictError(TransportError):
+    """The command's record says no (it already ended, or another node runs it)."""
+
+    status = 409
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.extra = extra
+
+
+class UnknownCommandError(TransportError):
+    """No record of this command id."""
+
+    code = "unknown_command"
+    status = 404
 
 
 class ShuttingDownError(TransportError):
+    status = 503
     code = "shutting_down"
 
 
@@ -162,4 +200,50 @@ class Transport(Protocol):
 
     def health(self) -> dict[str, Any]:
         """A cheap status for operators: ``{"ok": bool, ...}`` (no network calls)."""
+        ...
+
+
+@attrs.frozen
+class AgentListing:
+    """An agent a transport knows, reachable now (``connected``) or last seen then."""
+
+    agent_id: str
+    connected: bool
+    #: When it was last connected or answering (ms since the epoch), if known.
+    last_seen_ms: int | None = None
+    #: What else the transport knows (hostname, version, node...), as JSON.
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class ListsAgents(Transport, Protocol):
+    """A transport that can say which agents it knows (optional)."""
+
+    async def list_agents(self) -> Sequence[AgentListing]:
+        """Every agent it knows, connected or not (bounded by what it remembers)."""
+        ...
+
+    async def describe_agent(self, agent_id: str) -> AgentListing | None:
+        """What it knows of one agent, or None."""
+        ...
+
+
+@runtime_checkable
+class KeepsRecords(Transport, Protocol):
+    """A transport that keeps its own command records and can send without waiting
+    (optional; the host keeps records for the others)."""
+
+    async def submit_command(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> tuple[str, str]:
+        """Send without waiting; the command's id and state once its record is durable."""
+        ...
+
+    async def command_record(self, command_id: str) -> dict[str, Any] | None:
+        """The record as JSON, or None when this transport has none."""
+        ...
+
+    async def cancel_command(self, command_id: str) -> dict[str, Any]:
+        """Cancel it; the record after. Raises ``UnknownCommandError`` or
+        ``CommandConflictError`` (it ended, or another node runs it)."""
         ...

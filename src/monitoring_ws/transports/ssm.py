@@ -22,12 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..allowlist import AllowList, AllowListError
 from .base import (
+    AgentListing,
     AgentNotConnectedError,
     CommandNotSupportedError,
     CommandOutcome,
     CommandTimeoutError,
     TransportError,
 )
+from .ssm_inventory import SSMInventory
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
@@ -162,6 +164,7 @@ class SSMTransport:
         self._limiter = trio.CapacityLimiter(max_concurrent_calls)
         self.poll_first_s = poll_first_s
         self.poll_max_s = poll_max_s
+        self.inventory = SSMInventory(self._blocking)
 
     @property
     def client(self) -> SSMClient:
@@ -177,7 +180,19 @@ class SSMTransport:
         commands = sorted(self.policy.safe_commands)
         if self.policy.shell_allowed:
             commands.append(SSM_SHELL)
-        return {"ok": True, "commands": commands, "region": region}
+        health = {"ok": True, "commands": commands, "region": region}
+        if self.inventory.error is not None:
+            health["listError"] = self.inventory.error
+        return health
+
+    async def list_agents(self) -> list[AgentListing]:
+        """Managed instances SSM reports (cached a minute), and those that answered here."""
+        return await self.inventory.listing(lambda: self.client)
+
+    async def describe_agent(self, agent_id: str) -> AgentListing | None:
+        if not is_instance_id(agent_id):
+            return None
+        return next((a for a in await self.list_agents() if a.agent_id == agent_id), None)
 
     async def can_reach(self, agent_id: str, command: str) -> bool:
         return self.refusal(agent_id, command) is None
@@ -190,6 +205,9 @@ class SSMTransport:
 
     async def _call(self, fn: Callable[..., T], **kwargs: Any) -> T:
         return await trio.to_thread.run_sync(functools.partial(fn, **kwargs), limiter=self._limiter)
+
+    async def _blocking(self, fn: Callable[[], T]) -> T:
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
 
     async def send_command(
         self,
@@ -224,6 +242,7 @@ class SSMTransport:
         if invocation is None:
             await self._cancel(agent_id, command_id)
             raise CommandTimeoutError(f"no SSM result within {timeout_s:g} s", command_id)
+        self.inventory.answered(agent_id)
         return _outcome(command_id, invocation, trio.current_time() - started)
 
     async def _poll(self, agent_id: str, command_id: str, deadline: float) -> dict[str, Any] | None:

@@ -1,63 +1,33 @@
-"""What the HTTP routes share: JSON errors, the status of each failure, the command body."""
+"""What every HTTP route shares, the host's and plugins' alike: JSON errors, the command
+body, and transport failures as statuses (docs/api.md, "Errors")."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 from quart import Response, g, request
 
-from ..protocol.payloads import NAME
-from ..protocol.strictjson import JSONRejectedError, loads
-from ..transports import (
-    REQUESTER,
-    AgentGoneError,
-    AgentNotConnectedError,
-    ClusterUnavailableError,
-    CommandNotSupportedError,
-    CommandTimeoutError,
-    CommandTooLargeError,
-    InvalidCommandError,
-    Requester,
-    ShuttingDownError,
-    StateUnavailableError,
-    TransportError,
-)
-from .commands import CommandCancelledError
-from .store import StoreError
-
-if TYPE_CHECKING:
-    from ..transports.websocket import WebSocketTransport
-    from .config import GatewayConfig
+from .protocol.payloads import NAME
+from .protocol.strictjson import JSONRejectedError, loads
+from .transports import REQUESTER, Requester, TransportError
 
 __all__ = [
     "MAX_BODY_BYTES",
-    "STATUS",
     "BadBody",
     "CommandRequest",
-    "accept_command",
     "command_body",
     "error",
+    "requester",
     "run_command_request",
     "transport_error",
 ]
 
-#: HTTP status of each transport failure (docs/api.md, "Errors").
-STATUS = {
-    AgentNotConnectedError: 404,
-    CommandNotSupportedError: 400,
-    InvalidCommandError: 400,
-    CommandTooLargeError: 413,
-    CommandTimeoutError: 504,
-    AgentGoneError: 502,
-    CommandCancelledError: 409,
-    ShuttingDownError: 503,
-    StateUnavailableError: 503,
-    ClusterUnavailableError: 503,
-}
 MAX_BODY_BYTES = 1 << 20
+#: An agent id or command id in a path: 1-128 of these characters.
+ID_RULE = "1-128 chars of [A-Za-z0-9._:-]"
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> Response:
@@ -116,25 +86,20 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandReque
 
 def transport_error(exc: TransportError) -> Response:
     """The documented status and JSON error of a transport failure."""
-    command_id = getattr(exc, "command_id", None)
-    extra = {} if command_id is None else {"commandId": command_id}
-    return error(STATUS.get(type(exc), 500), exc.code, str(exc), **extra)
+    return error(exc.status, exc.code, str(exc), **exc.extra)
 
 
 Send = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
-Submit = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
 
 
 async def run_command_request(
-    config: GatewayConfig, send: Send, submit: Submit
+    default_ms: int, max_ms: int, send: Send, submit: Send
 ) -> tuple[dict[str, Any], int] | Response:
     """A command route's whole answer: parse the request's body, ``send`` (or ``submit``
     when the caller does not wait), map failures to statuses."""
     raw_body = await request.get_data()
     try:
-        body = command_body(
-            raw_body, config.default_command_timeout_ms, config.max_command_timeout_ms
-        )
+        body = command_body(raw_body, default_ms, max_ms)
     except BadBody as exc:
         return error(400, "bad_request", str(exc))
     asked_by = REQUESTER.set(requester(body.label))  # for the transport's record
@@ -156,17 +121,3 @@ def requester(label: str | None) -> Requester:
     the address a trusted proxy forwarded)."""
     address = g.get("address") or request.remote_addr or "unknown"
     return Requester(address, g.get("credential"), label)
-
-
-async def accept_command(
-    transport: WebSocketTransport, agent_id: str, body: CommandRequest, path: str
-) -> dict[str, Any]:
-    """Send without waiting; answer once the command's record is on disk."""
-    try:
-        command_id, state = await transport.submit_anywhere(
-            agent_id, body.command, body.args, body.timeout_ms / 1000
-        )
-    except StoreError as exc:
-        # The command was sent; only its record may be missing after a crash.
-        raise StateUnavailableError(f"{exc}; the command was sent") from None
-    return {"commandId": command_id, "state": state, "location": f"{path}/{command_id}"}

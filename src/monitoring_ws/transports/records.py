@@ -10,7 +10,7 @@ from typing import Any, Self
 import attrs
 
 from ..protocol import INTERRUPTED, CommandResult
-from ..transports.base import Requester
+from .base import Requester
 
 __all__ = ["FINISHED", "CommandRecord", "CommandState", "Requester"]
 

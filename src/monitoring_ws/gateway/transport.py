@@ -1,4 +1,5 @@
-"""``WebSocketTransport``: commands over the gateway's live agent connections."""
+"""``WebSocketTransport``: commands over the gateway's live agent connections, the
+records it keeps of them, and the agents it knows (the ``websocket`` plugin's transport)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,23 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .base import (
+from ..transports import (
     REQUESTER,
+    AgentListing,
     AgentNotConnectedError,
+    CommandConflictError,
     CommandNotSupportedError,
     CommandOutcome,
     ShuttingDownError,
+    StateUnavailableError,
+    UnknownCommandError,
 )
+from .store import StoreError
 
 if TYPE_CHECKING:
-    from ..gateway.connection import AgentConnection
-    from ..gateway.gateway import Gateway
-    from ..gateway.records import CommandRecord
+    from ..transports.records import CommandRecord
+    from .connection import AgentConnection
+    from .gateway import Gateway
 
 __all__ = ["WebSocketTransport"]
 
@@ -34,8 +40,7 @@ class WebSocketTransport:
     async def can_reach(self, agent_id: str, command: str) -> bool:
         connection = self.gateway.registry.local(agent_id)
         if connection is not None:
-            hello = connection.session.hello
-            return hello is not None and command in hello.capabilities.commands
+            return connection.offers(command)
         if self.gateway.remote is None:
             return False
         info = await self.gateway.registry.lookup(agent_id)  # held by another node?
@@ -70,9 +75,67 @@ class WebSocketTransport:
                 node, agent_id, command, dict(args), timeout_s
             )
             return str(accepted["commandId"]), str(accepted["state"])
+        return await self.submit_here(agent_id, command, args, timeout_s)
+
+    submit_command = submit_anywhere
+
+    async def submit_here(
+        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
+    ) -> tuple[str, str]:
+        """Send through this node's connection without waiting; id and state once the
+        record is on disk."""
         record = self.submit(agent_id, command, args, timeout_s)
-        await self.gateway.spool.durable()
+        try:
+            await self.gateway.spool.durable()
+        except StoreError as exc:
+            # The command was sent; only its record may be missing after a crash.
+            raise StateUnavailableError(f"{exc}; the command was sent") from None
         return record.command_id, record.state.value
+
+    async def command_record(self, command_id: str) -> dict[str, Any] | None:
+        record = await self.gateway.commands.get(command_id)
+        return None if record is None else record.to_json()
+
+    async def cancel_command(self, command_id: str) -> dict[str, Any]:
+        """Cancel a command this node runs (the agent is told when it speaks ``cancel``)."""
+        commands = self.gateway.commands
+        record, node = await commands.locate(command_id)
+        if record is None:
+            raise UnknownCommandError(f"no record of command {command_id}")
+        if node is not None and record.finished_ms is None:
+            raise CommandConflictError(
+                "command_elsewhere",
+                f"command {command_id} runs on node {node}: send the DELETE to that node",
+                node=node,
+            )
+        if record.finished_ms is not None:
+            raise CommandConflictError(
+                "command_finished",
+                f"command {command_id} already ended: {record.state.value}",
+                command=record.to_json(),
+            )
+        cancelled = await commands.cancel(command_id)
+        assert cancelled is not None  # noqa: S101 - it was live a moment ago
+        return cancelled.to_json()
+
+    async def list_agents(self) -> list[AgentListing]:
+        """Connected agents (every node's, in a cluster), then those seen before."""
+        gateway = self.gateway
+        listed = {
+            info.agent_id: AgentListing(info.agent_id, True, None, info.to_json())
+            for info in await gateway.registry.list()
+        }
+        for agent_id, seen in (await gateway.last_seen.all()).items():
+            if agent_id not in listed:
+                listed[agent_id] = AgentListing(agent_id, False, seen)
+        return [listed[agent_id] for agent_id in sorted(listed)]
+
+    async def describe_agent(self, agent_id: str) -> AgentListing | None:
+        info = await self.gateway.registry.lookup(agent_id)
+        if info is not None:
+            return AgentListing(agent_id, True, None, info.to_json())
+        seen = await self.gateway.last_seen.get(agent_id)
+        return None if seen is None else AgentListing(agent_id, False, seen)
 
     async def _holder(self, agent_id: str, command: str) -> str | None:
         """The other node that holds the agent, in a cluster; None to try this one."""
@@ -120,11 +183,10 @@ class WebSocketTransport:
         if gateway.shutting_down:
             raise ShuttingDownError("the server is shutting down")
         connection = gateway.registry.local(agent_id)
-        hello = None if connection is None else connection.session.hello
-        if connection is None or hello is None or connection.closing is not None:
+        if connection is None or not connection.ready:
             raise AgentNotConnectedError(f"agent {agent_id} is not connected")
-        if command not in hello.capabilities.commands:
-            offered = ", ".join(hello.capabilities.commands) or "none"
+        if not connection.offers(command):
+            offered = ", ".join(connection.commands) or "none"
             raise CommandNotSupportedError(
                 f"agent {agent_id} does not offer {command!r} (it offers: {offered})"
             )

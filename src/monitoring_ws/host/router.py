@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from .base import (
+from ..transports.base import (
     AgentNotConnectedError,
     CommandNotSupportedError,
     CommandOutcome,

@@ -1,4 +1,5 @@
-"""The ASGI apps Hypercorn serves: ``/agent`` raw, everything else through Quart."""
+"""The ASGI apps the host's Hypercorn serves: plugins' WebSocket routes raw, HTTP through
+the Quart app."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from typing import TYPE_CHECKING, Any
 from hypercorn.protocol import ws_stream
 from wsproto.extensions import Extension
 
-from .connection import TOO_BIG
-from .gateway import AGENT_PATH
+from ..asgi import TOO_BIG
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
     from quart import Quart
 
-    from .gateway import Gateway
+    from .plugins import WebSocketRoute
 
-__all__ = ["AgentOnlyApp", "GatewayApp", "adapt_hypercorn_websockets"]
+__all__ = ["AgentOnlyApp", "HostApp", "adapt_hypercorn_websockets"]
 
 
 class _NoCompression(Extension):
@@ -81,42 +83,47 @@ async def _not_found(send: ASGISendCallable) -> None:
     await send({"type": "websocket.close", "code": 1000, "reason": ""})
 
 
-class GatewayApp:
-    """The main listener: ``/agent`` and the HTTP API."""
+class HostApp:
+    """The main listener: the plugins' WebSocket routes and the HTTP API."""
 
-    def __init__(self, gateway: Gateway, api: Quart) -> None:
-        self.gateway = gateway
+    def __init__(self, api: Quart, routes: Mapping[str, WebSocketRoute]) -> None:
         self.api = api
+        self.routes = routes
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
-            if scope["path"] == AGENT_PATH:
-                await self.gateway.agent_endpoint(scope, receive, send)
+            route = self.routes.get(scope["path"])
+            if route is not None:
+                await route.handler(scope, receive, send)
             else:
                 await _not_found(send)  # before accept: Hypercorn answers 403
             return
         await self.api(scope, receive, send)
 
 
-class AgentOnlyApp:
-    """The public agent listener: ``/agent`` and nothing else."""
+_ONLY_WEBSOCKETS = (
+    b'{"error": {"code": "not_found", "message": "this listener serves agents only"}}'
+)
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+
+class AgentOnlyApp:
+    """The public agent listener (``agent_listen``): the WebSocket routes and nothing else."""
+
+    def __init__(self, routes: Mapping[str, WebSocketRoute]) -> None:
+        self.routes = routes
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] == "websocket" and scope["path"] == AGENT_PATH:
-            await self.gateway.agent_endpoint(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await _not_found(send)
+        if scope["type"] == "websocket":
+            route = self.routes.get(scope["path"])
+            if route is not None:
+                await route.handler(scope, receive, send)
+            else:
+                await _not_found(send)
         elif scope["type"] == "http":
-            body = (
-                b'{"error": {"code": "not_found", "message": "this listener serves /agent only"}}'
-            )
             await send(
                 {
                     "type": "http.response.start",
@@ -125,7 +132,7 @@ class AgentOnlyApp:
                     "trailers": False,
                 }
             )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await send({"type": "http.response.body", "body": _ONLY_WEBSOCKETS, "more_body": False})
         elif scope["type"] == "lifespan":
             while True:
                 message = await receive()

@@ -1,0 +1,49 @@
+"""``config check FILE``: validate a monitoring.toml without starting anything."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add"]
+
+
+def add(commands: Any) -> None:
+    config = commands.add_parser("config", help="check a monitoring.toml")
+    actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check",
+        help="validate the file and the enabled plugins' tables; start nothing",
+        description=(
+            "Read FILE as `serve --config FILE` would: every table and key, the enabled "
+            "plugins' own settings, the SSM policy. Exit 0 when it would start, 1 with the "
+            "reason otherwise. An old [gateway] file is translated, with a warning per move."
+        ),
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.set_defaults(run=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..configbase import ConfigError  # noqa: PLC0415
+    from ..host.config import load_monitoring_config  # noqa: PLC0415
+    from ..host.plugins import PluginContext, PluginError, validate_enabled  # noqa: PLC0415
+    from ..host.server import transports_in_order  # noqa: PLC0415
+    from ..host.telemetry import TelemetryBus  # noqa: PLC0415
+
+    try:
+        config = load_monitoring_config(args.file)
+        context = PluginContext(config.server, config.cluster, TelemetryBus())
+        plugins = validate_enabled(config, context)
+        ssm = [t.name for t in transports_in_order([], config.transports)]
+    except (ConfigError, PluginError) as exc:
+        raise SystemExit(f"monitoring-ws config check: {exc}") from None
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{args.file}: ok (plugins: {', '.join(plugins) or 'none'}; "
+        f"built-in transports: {', '.join(ssm) or 'none'}; listen {config.server.listen})"
+    )
+    return 0

@@ -1,0 +1,164 @@
+"""``/api/websocket/*``: the seed's routes over this gateway (docs/api.md)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+from quart import Blueprint, Response, request
+
+from ..protocol import AGENT_ID
+from ..protocol.payloads import NAME
+from ..transports import ShuttingDownError, TransportError, UnknownCommandError
+from ..web import ID_RULE, CommandRequest, error, run_command_request, transport_error
+from .agent_config import agent_config
+
+if TYPE_CHECKING:
+    from .config import GatewayConfig
+    from .gateway import Gateway
+    from .transport import WebSocketTransport
+
+__all__ = ["COMMANDS_PATH", "TelemetryRead", "websocket_blueprint"]
+
+COMMANDS_PATH = "/api/websocket/commands"
+MAX_TELEMETRY_PAGE = 1000
+
+
+class TelemetryRead(Protocol):
+    """The host's read side of telemetry (``monitoring_ws.host.telemetry.TelemetryBus``)."""
+
+    async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None: ...
+
+    def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+
+def _bad_agent(agent_id: str) -> Response | None:
+    if AGENT_ID.fullmatch(agent_id):
+        return None
+    return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
+
+
+def websocket_blueprint(
+    transport: WebSocketTransport,
+    telemetry: TelemetryRead,
+    config: Callable[[], GatewayConfig],
+) -> Blueprint:
+    """The routes; ``config`` gives the settings in force (they change on reload)."""
+    gateway: Gateway = transport.gateway
+    api = Blueprint("websocket", __name__, url_prefix="/api/websocket")
+
+    @api.get("/agents")
+    async def list_agents() -> dict[str, Any]:
+        agents = sorted(await gateway.registry.list(), key=lambda info: info.agent_id)
+        return {"agents": [info.to_json() for info in agents], "count": len(agents)}
+
+    @api.get("/agents/<agent_id>")
+    async def agent_status(agent_id: str) -> dict[str, Any] | Response:
+        if (bad := _bad_agent(agent_id)) is not None:
+            return bad
+        info = await gateway.registry.lookup(agent_id)
+        status = {"agentId": agent_id, "connected": False} if info is None else info.to_json()
+        status["metrics"] = await telemetry.latest_metrics(agent_id)
+        return status
+
+    @api.get("/agents/<agent_id>/logs")
+    async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
+        ring = config().log_ring
+        limit = request.args.get("limit", default=100, type=int)
+        if limit is None or not 1 <= limit <= ring:
+            return error(400, "bad_request", f"limit must be between 1 and {ring}")
+        return {"agentId": agent_id, "entries": telemetry.recent_logs(agent_id, limit)}
+
+    @api.get("/agents/<agent_id>/config")
+    async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
+        settings = config()
+        # It hands out keys: only with API tokens configured (the guard checked one).
+        if not settings.api_tokens:
+            return error(403, "forbidden", "agent configs are served only when api_tokens are set")
+        if (bad := _bad_agent(agent_id)) is not None:
+            return bad
+        make = functools.partial(
+            agent_config,
+            settings,
+            gateway.keyring.master_secrets[0],
+            agent_id,
+            public_host=request.args.get("publicHost"),
+        )
+        return await trio.to_thread.run_sync(make)
+
+    @api.post("/agents/<agent_id>/command")
+    async def send_command(agent_id: str) -> tuple[dict[str, Any], int] | Response:
+        if gateway.shutting_down:
+            return error(503, ShuttingDownError.code, "the server is shutting down")
+
+        async def send(body: CommandRequest) -> dict[str, Any]:
+            timeout_s = body.timeout_ms / 1000
+            outcome = await transport.send_command(agent_id, body.command, body.args, timeout_s)
+            return outcome.to_json()
+
+        async def submit(body: CommandRequest) -> dict[str, Any]:
+            command_id, state = await transport.submit_anywhere(
+                agent_id, body.command, body.args, body.timeout_ms / 1000
+            )
+            location = f"{COMMANDS_PATH}/{command_id}"
+            return {"commandId": command_id, "state": state, "location": location}
+
+        settings = config()
+        return await run_command_request(
+            settings.default_command_timeout_ms, settings.max_command_timeout_ms, send, submit
+        )
+
+    @api.get("/commands/<command_id>")
+    async def get_record(command_id: str) -> dict[str, Any] | Response:
+        if not NAME.fullmatch(command_id):
+            return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        record = await transport.command_record(command_id)
+        if record is None:
+            return error(404, "unknown_command", f"no record of command {command_id}")
+        return record
+
+    @api.delete("/commands/<command_id>")
+    async def cancel_record(command_id: str) -> dict[str, Any] | Response:
+        if not NAME.fullmatch(command_id):
+            return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        try:
+            return await transport.cancel_command(command_id)
+        except UnknownCommandError as exc:
+            return error(404, exc.code, str(exc))
+        except TransportError as exc:
+            return transport_error(exc)
+
+    @api.get("/stats")
+    async def stats() -> dict[str, Any]:
+        spool, store, commands = gateway.spool, gateway.store, gateway.commands
+        return {
+            "openConnections": gateway.open_connections,
+            "commandsInFlight": len(commands),
+            # connections, authenticated, closed_<code>, refused_<code>, duplicates (nonces)
+            "counters": dict(sorted(gateway.stats.items())),
+            "deliveryDuplicates": spool.duplicates,
+            "unmatchedResults": commands.unmatched_results,
+            "store": {
+                "commits": store.commits,
+                "failedCommits": spool.failed_commits,
+                "pendingWrites": store.pending,
+            },
+        }
+
+    @api.get("/telemetry")
+    async def spooled() -> dict[str, Any] | Response:
+        after = request.args.get("after", default=0, type=int)
+        limit = request.args.get("limit", default=100, type=int)
+        agent_id = request.args.get("agentId")
+        if after is None or after < 0:
+            return error(400, "bad_request", "after must be a non-negative row id")
+        if limit is None or not 1 <= limit <= MAX_TELEMETRY_PAGE:
+            return error(400, "bad_request", f"limit must be between 1 and {MAX_TELEMETRY_PAGE}")
+        if agent_id is not None and (bad := _bad_agent(agent_id)) is not None:
+            return bad
+        items = await gateway.store.telemetry(after, limit, agent_id)
+        return {"items": items, "next": items[-1]["id"] if items else after}
+
+    return api

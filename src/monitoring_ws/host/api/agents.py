@@ -1,0 +1,185 @@
+"""The transport-neutral API: agents of every transport, commands through the router,
+command records wherever they are kept (docs/api.md, "Any transport")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from quart import Quart, Response
+
+from ...clock import wall_ms
+from ...protocol import AGENT_ID
+from ...protocol.payloads import NAME
+from ...transports import (
+    REQUESTER,
+    AgentListing,
+    AgentNotConnectedError,
+    CommandConflictError,
+    CommandOutcome,
+    KeepsRecords,
+    ListsAgents,
+    TransportError,
+    UnknownCommandError,
+)
+from ...web import ID_RULE, CommandRequest, error, run_command_request, transport_error
+from ..commandlog import CommandLog
+from ..config import ServerSettings
+from ..router import TransportRouter
+from ..telemetry import TelemetryBus
+
+__all__ = ["COMMANDS_PATH", "add_agent_routes"]
+
+#: Where a command's record lives (a 202 names it in ``Location``).
+COMMANDS_PATH = "/api/commands"
+
+
+async def list_everyone(router: TransportRouter) -> list[dict[str, Any]]:
+    """Every agent any transport lists, once, with each transport's view of it."""
+    merged: dict[str, dict[str, Any]] = {}
+    for transport in router.transports:
+        if not isinstance(transport, ListsAgents):
+            continue
+        for listing in await transport.list_agents():
+            entry = merged.setdefault(
+                listing.agent_id,
+                {"agentId": listing.agent_id, "connected": False, "lastSeen": None},
+            )
+            _merge(entry, transport.name, listing)
+    return [merged[agent_id] for agent_id in sorted(merged)]
+
+
+def _merge(entry: dict[str, Any], transport: str, listing: AgentListing) -> None:
+    entry["connected"] = entry["connected"] or listing.connected
+    seen = listing.last_seen_ms
+    if seen is not None and (entry["lastSeen"] is None or seen > entry["lastSeen"]):
+        entry["lastSeen"] = seen
+    entry.setdefault("transports", {})[transport] = listing.connected
+    entry.setdefault("details", {})[transport] = {
+        "connected": listing.connected,
+        "lastSeen": listing.last_seen_ms,
+        **listing.details,
+    }
+
+
+def _keepers(router: TransportRouter) -> Sequence[KeepsRecords]:
+    return [t for t in router.transports if isinstance(t, KeepsRecords)]
+
+
+def add_agent_routes(
+    app: Quart,
+    server: ServerSettings,
+    router: TransportRouter,
+    log: CommandLog,
+    telemetry: TelemetryBus,
+) -> None:
+    keepers = {t.name for t in _keepers(router)}
+
+    @app.get("/api/agents")
+    async def list_agents() -> dict[str, Any]:
+        agents = await list_everyone(router)
+        return {
+            "agents": agents,
+            "count": len(agents),
+            "transports": [t.name for t in router.transports],
+        }
+
+    @app.get("/api/transports")
+    async def transports() -> dict[str, Any]:
+        return {"transports": [{"name": t.name, **t.health()} for t in router.transports]}
+
+    @app.get("/api/agents/<agent_id>")
+    async def agent(agent_id: str) -> dict[str, Any] | Response:
+        if not AGENT_ID.fullmatch(agent_id):
+            return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
+        answer: dict[str, Any] = {
+            "agentId": agent_id,
+            "connected": False,
+            "lastSeen": None,
+        }
+        for transport in router.transports:
+            if isinstance(transport, ListsAgents):
+                listing = await transport.describe_agent(agent_id)
+                if listing is not None:
+                    _merge(answer, transport.name, listing)
+        answer["transports"] = await router.reachability(agent_id)
+        answer["metrics"] = await telemetry.latest_metrics(agent_id)
+        return answer
+
+    @app.post("/api/agents/<agent_id>/commands")
+    async def send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
+        async def keep(
+            transport: str, body: CommandRequest, answer: CommandOutcome | TransportError
+        ) -> None:
+            await log.record(
+                transport,
+                agent_id,
+                body.command,
+                body.args,
+                body.timeout_ms,
+                requested_by=REQUESTER.get(),
+                created_ms=started,
+                answer=answer,
+            )
+
+        async def wait(body: CommandRequest) -> dict[str, Any]:
+            try:
+                routed = await router.send_command(
+                    agent_id, body.command, body.args, body.timeout_ms / 1000
+                )
+            except TransportError as exc:
+                if exc.transport is not None and exc.transport not in keepers:
+                    await keep(exc.transport, body, exc)
+                raise
+            if routed.transport not in keepers:  # the others keep their own records
+                await keep(routed.transport, body, routed.outcome)
+            return routed.to_json()
+
+        async def submit(body: CommandRequest) -> dict[str, Any]:
+            # Only a transport that keeps records can take a command and answer later.
+            for transport in _keepers(router):
+                if await transport.can_reach(agent_id, body.command):
+                    command_id, state = await transport.submit_command(
+                        agent_id, body.command, body.args, body.timeout_ms / 1000
+                    )
+                    location = f"{COMMANDS_PATH}/{command_id}"
+                    return {"commandId": command_id, "state": state, "location": location}
+            message = f"no transport that can answer later reaches {agent_id} for {body.command!r}"
+            raise AgentNotConnectedError(message + ' (send with "wait": true)')
+
+        started = wall_ms()
+        return await run_command_request(
+            server.default_command_timeout_ms, server.max_command_timeout_ms, wait, submit
+        )
+
+    @app.get(f"{COMMANDS_PATH}/<command_id>")
+    async def command_record(command_id: str) -> dict[str, Any] | Response:
+        if not NAME.fullmatch(command_id):
+            return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        record = await log.get(command_id)
+        if record is not None:
+            return record.to_json()
+        for transport in _keepers(router):
+            found = await transport.command_record(command_id)
+            if found is not None:
+                return found
+        return error(404, "unknown_command", f"no record of command {command_id}")
+
+    @app.delete(f"{COMMANDS_PATH}/<command_id>")
+    async def cancel(command_id: str) -> dict[str, Any] | Response:
+        if not NAME.fullmatch(command_id):
+            return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        record = await log.get(command_id)
+        if record is not None:  # the log keeps only commands that ended
+            message = f"command {command_id} already ended: {record.state.value}"
+            return transport_error(
+                CommandConflictError("command_finished", message, command=record.to_json())
+            )
+        for transport in _keepers(router):
+            try:
+                return await transport.cancel_command(command_id)
+            except UnknownCommandError:
+                continue
+            except TransportError as exc:
+                return transport_error(exc)
+        return error(404, "unknown_command", f"no record of command {command_id}")

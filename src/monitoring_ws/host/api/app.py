@@ -1,0 +1,87 @@
+"""The Quart-Trio app the host serves: its guard, its routes, and plugins' blueprints."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+from quart import Blueprint, Quart, Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ...forwarded import client_address
+from ...web import MAX_BODY_BYTES, error
+from ..commandlog import CommandLog
+from ..config import ServerSettings
+from ..router import TransportRouter
+from ..telemetry import TelemetryBus
+from .agents import add_agent_routes
+from .guard import check_browser_rules, check_content_type
+
+__all__ = ["create_app", "install_guard"]
+
+
+def create_app(
+    server: ServerSettings,
+    router: TransportRouter,
+    log: CommandLog,
+    telemetry: TelemetryBus,
+    blueprints: Sequence[Blueprint] = (),
+) -> Quart:
+    """The API: the neutral routes over ``router`` and every plugin's ``blueprints``, all
+    behind one guard (browser rules, bearer tokens, JSON bodies)."""
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["BODY_TIMEOUT"] = server.http_body_timeout_s  # a slow body is cut: 408
+    install_guard(app, server)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error(exc.code or 500, code, exc.description or exc.name)
+
+    add_agent_routes(app, server, router, log, telemetry)
+
+    @app.get("/api/telemetry/sinks")
+    async def sinks() -> dict[str, Any]:
+        """Per registered sink: queued, delivered, dropped (queue full), failed."""
+        return {"sinks": telemetry.stats()}
+
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    return app
+
+
+def install_guard(app: Quart, server: ServerSettings) -> None:
+    """Every route, plugins' included: browser rules (403), the token (401), JSON (415)."""
+    tokens = [token.encode() for token in server.api_tokens]
+    # Records name the token a caller used by this, never by the token itself.
+    fingerprints = [f"token:{hashlib.sha256(token).hexdigest()[:12]}" for token in tokens]
+    proxies = server.proxy_networks()
+
+    @app.before_request
+    async def guard() -> Response | None:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        if proxies:  # who asked, as a trusted proxy says (records name it)
+            g.address = client_address(
+                request.remote_addr or "unknown", headers.get("x-forwarded-for"), proxies
+            )
+        refusal = check_browser_rules(
+            headers, tokens_configured=bool(tokens), allowed_hosts=server.allowed_hosts
+        )
+        if refusal is None and tokens:
+            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+            # Compare against every token: timing says nothing of which one nearly matched.
+            matches = [hmac.compare_digest(presented.encode(), token) for token in tokens]
+            if scheme.lower() != "bearer" or not any(matches):
+                response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
+                return response
+            g.credential = fingerprints[matches.index(True)]
+        if refusal is None and request.routing_exception is None:  # else 404/405 first
+            refusal = check_content_type(request.method, headers)
+        if refusal is not None:
+            return error(refusal.status, refusal.code, refusal.message)
+        return None

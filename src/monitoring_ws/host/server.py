@@ -1,0 +1,299 @@
+"""``serve``: the monitoring module's server. Hypercorn (trio worker) on ``listen`` and
+``agent_listen``, the plugins, and one shutdown order.
+
+Lifetimes nest: telemetry delivery and the plugins' background work run outside the
+listeners, so when a stop comes the plugins drain first (agents get 1001 and a retry
+hint), then the listeners stop, then sinks get a bounded moment to flush, and last the
+background work is cancelled (the gateway makes its final commit in its ``finally``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import resource
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from ..configbase import ConfigError
+from ..tls import certificate_fingerprint, ensure_self_signed
+from ..transports import Transport
+from ..transports.ssm import SSMPolicy, SSMTransport
+from .api import create_app
+from .asgi import AgentOnlyApp, HostApp, adapt_hypercorn_websockets
+from .commandlog import CommandLog
+from .config import MonitoringConfig, ServerSettings, TransportSettings
+from .plugins import HostContext, Plugin, PluginContext, PluginError, WebSocketRoute, load_enabled
+from .router import TransportRouter
+from .telemetry import TelemetryBus
+
+__all__ = [
+    "Running",
+    "raise_open_file_limit",
+    "serve_host",
+    "transports_in_order",
+    "tune_gc",
+]
+
+log = logging.getLogger("monitoring_ws.serve")
+
+#: How long plugins get to drain (agents to take their 1001) before the listeners stop.
+DRAIN_TIMEOUT_S = 5.0
+#: How long sinks get to take what is queued for them at shutdown.
+FLUSH_TIMEOUT_S = 2.0
+
+
+@attrs.frozen
+class Running:
+    """What a started server reports."""
+
+    api_url: str
+    #: ``ws[s]://`` URLs of every plugin WebSocket route on the agent listener.
+    agent_urls: tuple[str, ...]
+    fingerprint: str | None
+    stop: Callable[[], None]
+    plugins: Mapping[str, Plugin]
+    router: TransportRouter
+    telemetry: TelemetryBus
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each agent holds a socket)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    return soft, hard
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a long-running server process.
+
+    Full collections scan every tracked object, tens of ms with a thousand agents
+    connected: they set the tail latency of commands. What is loaded at start-up is
+    frozen out of them, and young collections run less often (docs/performance.md).
+    """
+    gc.freeze()
+    gc.set_threshold(5000, 20, 100)
+
+
+def transports_in_order(
+    plugins: Sequence[Plugin], settings: TransportSettings
+) -> tuple[Transport, ...]:
+    """The plugins' transports and (``ssm = true``) SSM, in ``order``; the rest after."""
+    available: dict[str, Transport] = {}
+    for plugin in plugins:
+        for transport in plugin.transports():
+            available[transport.name] = transport
+    if settings.ssm:
+        try:
+            policy = SSMPolicy.from_settings(settings.ssm_safe_commands, settings.ssm_shell_allowed)
+        except ValueError as exc:
+            raise ConfigError(f"[transports] {exc}") from None
+        available["ssm"] = SSMTransport(policy=policy)
+    order = list(settings.order) + [name for name in available if name not in settings.order]
+    return tuple(available[name] for name in order if name in available)
+
+
+def _hypercorn_config(
+    bind: str,
+    server: ServerSettings,
+    tls: tuple[Path, Path] | None,
+    max_message_bytes: int,
+    shared_port: bool,
+) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [bind]
+    hc.websocket_max_message_size = max_message_bytes
+    hc.graceful_timeout = DRAIN_TIMEOUT_S
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through our handlers, once
+    hc.backlog = 4096  # reconnect storms arrive all at once
+    hc.ssl_handshake_timeout = server.tls_handshake_timeout_s
+    if shared_port:
+        hc.workers = 2  # only so that Hypercorn sets SO_REUSEPORT: each worker is a process
+    if tls is not None:
+        hc.certfile, hc.keyfile = str(tls[0]), str(tls[1])
+    return hc
+
+
+def _tls(server: ServerSettings) -> tuple[Path, Path] | None:
+    if server.tls_self_signed:
+        return ensure_self_signed(server.state_dir, server.tls_hostnames)
+    if server.tls_cert is not None and server.tls_key is not None:
+        return server.tls_cert, server.tls_key
+    return None
+
+
+def _state_file(config: MonitoringConfig, stem: str) -> Path:
+    """A state file of this process: one per worker when several share the directory."""
+    index = config.cluster.worker_index
+    return config.server.state_dir / (
+        f"{stem}.sqlite3" if index is None else f"{stem}-w{index}.sqlite3"
+    )
+
+
+@attrs.frozen
+class _Assembly:
+    """Everything built from the settings before anything runs."""
+
+    plugins: tuple[Plugin, ...]
+    router: TransportRouter
+    telemetry: TelemetryBus
+    commands: CommandLog
+    app: Any
+    routes: Mapping[str, WebSocketRoute]
+
+
+def _assemble(config: MonitoringConfig) -> _Assembly:
+    """Build the plugins (each given what it uses), the router over their transports and
+    SSM, and the API over both. Raises ``PluginError`` or ``ConfigError``."""
+    telemetry = TelemetryBus(log_ring=config.server.log_ring)
+    plugins = tuple(load_enabled(config, PluginContext(config.server, config.cluster, telemetry)))
+    for plugin in plugins:
+        for sink in plugin.sinks():
+            telemetry.register(sink)
+        for reader in plugin.readers():
+            telemetry.add_reader(reader)
+    transports = transports_in_order(plugins, config.transports)
+    if not transports:
+        raise PluginError(
+            "no transport is enabled: enable the websocket plugin, or set [transports] ssm = true"
+        )
+    router = TransportRouter(transports)
+    routes = {route.path: route for plugin in plugins for route in plugin.websocket_routes()}
+    commands = CommandLog(_state_file(config, "commands"))
+    blueprints = [bp for plugin in plugins for bp in plugin.blueprints()]
+    app = create_app(config.server, router, commands, telemetry, blueprints)
+    return _Assembly(plugins, router, telemetry, commands, app, routes)
+
+
+async def serve_host(
+    config: MonitoringConfig,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+    handle_signals: bool = True,
+    reload: Callable[[], MonitoringConfig] | None = None,
+) -> None:
+    """Build the enabled plugins, serve until SIGINT/SIGTERM (or ``Running.stop``), stop
+    in order. SIGHUP calls ``reload`` and hands each plugin its table again.
+
+    Raises ``PluginError`` (a plugin failed to load or start) or ``ConfigError``.
+    """
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    adapt_hypercorn_websockets()
+    built = _assemble(config)
+    try:
+        async with trio.open_nursery() as background:
+            await background.start(built.telemetry.run)
+            for plugin in built.plugins:
+                await background.start(plugin.run, HostContext(built.router, built.telemetry))
+                log.info("plugin %s started", plugin.name)
+            if handle_signals and reload is not None:  # until the background is cancelled
+                background.start_soon(_reload_on_sighup, built.plugins, reload)
+            await _listen(config, built, task_status, handle_signals=handle_signals)
+            await built.telemetry.flush(FLUSH_TIMEOUT_S)
+            background.cancel_scope.cancel()
+    finally:
+        built.commands.close()
+    log.info("stopped")
+
+
+async def _listen(
+    config: MonitoringConfig,
+    built: _Assembly,
+    task_status: trio.TaskStatus[Running],
+    *,
+    handle_signals: bool,
+) -> None:
+    """Serve on the listeners until stopped; the plugins drain before the listeners close."""
+    server = config.server
+    tls = _tls(server)
+    fingerprint = None if tls is None else certificate_fingerprint(tls[0])
+    max_bytes = max((route.max_message_bytes for route in built.routes.values()), default=1 << 20)
+    shared = config.cluster.worker_index is not None
+    listeners: list[tuple[Any, str, tuple[Path, Path] | None]] = [
+        (
+            HostApp(built.app, built.routes),
+            server.listen,
+            tls if server.agent_listen is None else None,
+        )
+    ]
+    if server.agent_listen is not None:
+        listeners.append((AgentOnlyApp(built.routes), server.agent_listen, tls))
+    stop, stopped = trio.Event(), trio.Event()
+
+    async def shutdown_trigger() -> None:
+        await stopped.wait()
+
+    async with trio.open_nursery() as serving:
+        urls = []
+        for asgi, bind, listener_tls in listeners:
+            hc = _hypercorn_config(bind, server, listener_tls, max_bytes, shared)
+            serve = partial(hypercorn_serve, asgi, hc, shutdown_trigger=shutdown_trigger)
+            urls.append(await serving.start(serve))
+        api_url = urls[0][0]
+        agent_urls = tuple(
+            url.replace("http", "ws", 1) + path for path in built.routes for url in urls[-1]
+        )
+        log.info("API on %s; agents connect to %s", api_url, ", ".join(agent_urls) or "-")
+        if fingerprint is not None:
+            log.info("TLS certificate SHA-256 fingerprint (wsCertSha256): %s", fingerprint)
+        by_name = {plugin.name: plugin for plugin in built.plugins}
+        task_status.started(
+            Running(
+                api_url, agent_urls, fingerprint, stop.set, by_name, built.router, built.telemetry
+            )
+        )
+        if handle_signals:
+            serving.start_soon(_stop_on_signal, stop)
+        await stop.wait()
+        log.info("shutting down")
+        with trio.move_on_after(DRAIN_TIMEOUT_S):
+            async with trio.open_nursery() as draining:
+                for plugin in built.plugins:
+                    draining.start_soon(plugin.drain)
+        stopped.set()
+
+
+async def _stop_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+async def _reload_on_sighup(
+    plugins: Sequence[Plugin], reload: Callable[[], MonitoringConfig]
+) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            apply_reload(plugins, reload)
+
+
+def apply_reload(plugins: Sequence[Plugin], reload: Callable[[], MonitoringConfig]) -> None:
+    """Read the settings again and hand each plugin its table; a file that no longer
+    reads is logged and changes nothing."""
+    try:
+        config = reload()
+    except ConfigError as exc:
+        log.error("reload refused, the running settings stay: %s", exc)  # noqa: TRY400 - the message says it
+        return
+    for plugin in plugins:
+        settings: dict[str, Any] = config.plugin_settings(plugin.name)
+        try:
+            plugin.reload(settings)
+        except ConfigError as exc:
+            log.error("reload of plugin %s refused: %s", plugin.name, exc)  # noqa: TRY400

@@ -1,0 +1,221 @@
+"""The telemetry bus: every accepted metrics sample and log batch, to every sink.
+
+Transports publish synchronously (``metrics``, ``logs``: a dict update and one append
+per sink, nothing that waits). Each registered sink has its own bounded queue and task:
+a slow or failing sink drops its own items (counted) and stalls nothing else. The read
+side (latest metrics, recent logs) is kept in memory here; plugins may add readers that
+know more (another node's agents).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from ..protocol import LogEntry
+
+__all__ = [
+    "LogBatch",
+    "MemoryTelemetry",
+    "MetricsSample",
+    "TelemetryBus",
+    "TelemetryItem",
+    "TelemetryReader",
+    "TelemetrySink",
+]
+
+log = logging.getLogger("monitoring_ws.telemetry")
+
+
+@attrs.frozen
+class MetricsSample:
+    """One accepted ``metrics`` message (``ts``: the agent's clock, ms since the epoch)."""
+
+    agent_id: str
+    ts: int
+    values: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "metrics", "agentId": self.agent_id, "ts": self.ts, "values": self.values}
+
+
+@attrs.frozen
+class LogBatch:
+    """One accepted ``log`` message."""
+
+    agent_id: str
+    entries: tuple[LogEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        entries = [entry.to_payload() for entry in self.entries]
+        return {"type": "log", "agentId": self.agent_id, "entries": entries}
+
+
+TelemetryItem = MetricsSample | LogBatch
+
+
+class TelemetrySink(Protocol):
+    """A consumer of telemetry that a plugin registers (a file, an exporter, a database)."""
+
+    name: str
+
+    async def write(self, items: Sequence[TelemetryItem]) -> None:
+        """Take a batch, oldest first; raising counts the batch as failed and goes on."""
+        ...
+
+
+class TelemetryReader(Protocol):
+    """Where the API reads an agent's telemetry from."""
+
+    async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
+        """``{"ts": ..., "values": {...}}`` of the newest sample, or None."""
+        ...
+
+
+class MemoryTelemetry:
+    """Each agent's latest metrics sample and its last ``log_ring`` log lines."""
+
+    def __init__(self, log_ring: int = 200) -> None:
+        self.log_ring = log_ring
+        self._metrics: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        self._logs: dict[str, deque[LogEntry]] = {}
+
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
+        self._metrics[agent_id] = (ts, values)
+
+    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
+        ring = self._logs.get(agent_id)
+        if ring is None:
+            ring = self._logs[agent_id] = deque(maxlen=self.log_ring)
+        ring.extend(entries)
+
+    async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
+        sample = self._metrics.get(agent_id)
+        return None if sample is None else {"ts": sample[0], "values": sample[1]}
+
+    def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        ring = self._logs.get(agent_id, ())
+        entries = list(ring)[-limit:] if limit else list(ring)
+        return [entry.to_payload() for entry in entries]
+
+
+class _Queue:
+    """One sink's bounded queue and its counters."""
+
+    def __init__(self, sink: TelemetrySink, limit: int) -> None:
+        self.sink, self.limit = sink, limit
+        self.items: deque[TelemetryItem] = deque()
+        self.ready = trio.Event()
+        self.delivered = self.dropped = self.failed = 0
+        self.last_complaint = 0.0
+
+    def put(self, item: TelemetryItem) -> None:
+        if len(self.items) >= self.limit:
+            self.dropped += 1
+            return
+        self.items.append(item)
+        self.ready.set()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "queued": len(self.items),
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "failed": self.failed,
+        }
+
+
+class TelemetryBus:
+    """Fans telemetry out to the read side and every registered sink."""
+
+    #: A failing sink is logged at most this often.
+    COMPLAINT_INTERVAL_S = 60.0
+
+    def __init__(self, *, log_ring: int = 200, queue_limit: int = 10_000, batch: int = 500) -> None:
+        self.memory = MemoryTelemetry(log_ring)
+        self.queue_limit, self.batch = queue_limit, batch
+        self._queues: list[_Queue] = []
+        self._readers: list[TelemetryReader] = []
+
+    def register(self, sink: TelemetrySink) -> None:
+        """Add a sink (before ``run``); it receives what is published from then on."""
+        self._queues.append(_Queue(sink, self.queue_limit))
+
+    def add_reader(self, reader: TelemetryReader) -> None:
+        """A reader asked when this process does not know an agent's telemetry."""
+        self._readers.append(reader)
+
+    # The publishing side: called on the event loop for every accepted message.
+
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
+        self.memory.metrics(agent_id, ts, values)
+        if self._queues:
+            self._put(MetricsSample(agent_id, ts, values))
+
+    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
+        self.memory.logs(agent_id, entries)
+        if self._queues:
+            self._put(LogBatch(agent_id, tuple(entries)))
+
+    def _put(self, item: TelemetryItem) -> None:
+        for queue in self._queues:
+            queue.put(item)
+
+    # The read side.
+
+    async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
+        found = await self.memory.latest_metrics(agent_id)
+        for reader in self._readers:
+            if found is not None:
+                break
+            found = await reader.latest_metrics(agent_id)
+        return found
+
+    def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.memory.recent_logs(agent_id, limit)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per sink: queued, delivered, dropped (queue full), failed (the sink raised)."""
+        return {queue.sink.name: queue.stats() for queue in self._queues}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver to every sink until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for queue in self._queues:
+                nursery.start_soon(self._deliver, queue)
+            task_status.started()
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait (bounded) until every sink has taken what was queued for it."""
+        with trio.move_on_after(timeout_s):
+            while any(queue.items for queue in self._queues):
+                await trio.sleep(0.02)
+
+    async def _deliver(self, queue: _Queue) -> None:
+        while True:
+            if not queue.items:
+                queue.ready = trio.Event()
+                await queue.ready.wait()
+            batch = [queue.items.popleft() for _ in range(min(self.batch, len(queue.items)))]
+            try:
+                await queue.sink.write(batch)
+            except Exception as exc:
+                queue.failed += len(batch)
+                now = time.monotonic()
+                if now - queue.last_complaint >= self.COMPLAINT_INTERVAL_S:
+                    queue.last_complaint = now
+                    log.warning(
+                        "telemetry sink %s failed (%d items lost so far): %s: %s",
+                        queue.sink.name,
+                        queue.failed,
+                        type(exc).__name__,
+                        exc,
+                    )
+            else:
+                queue.delivered += len(batch)

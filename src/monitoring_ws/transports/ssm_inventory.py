@@ -1,0 +1,97 @@
+"""What SSM can list: its managed instances (``DescribeInstanceInformation``, asked at
+most once a minute) and the instances that answered commands sent from here."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .base import AgentListing
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
+__all__ = ["SSMInventory"]
+
+#: How long a listing from AWS is reused (every GET /api/agents would call it otherwise).
+LIST_CACHE_S = 60.0
+#: Instances listed at most (pages of 50) and remembered from commands at most.
+MAX_LISTED = 10_000
+
+
+def _ms(value: Any) -> int | None:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else None
+
+
+class SSMInventory:
+    """Cached and bounded; a failing AWS call keeps the last listing and says why."""
+
+    def __init__(self, run: Callable[[Callable[[], Any]], Awaitable[Any]]) -> None:
+        #: Runs a blocking boto3 call in a worker thread (the transport's limiter).
+        self._run = run
+        self._listed: dict[str, AgentListing] = {}
+        self._listed_at: float | None = None
+        self._answered: OrderedDict[str, int] = OrderedDict()
+        #: Why the last listing call failed (None when it worked).
+        self.error: str | None = None
+        self._lock = trio.Lock()
+
+    def answered(self, instance_id: str) -> None:
+        """An instance answered a command: it is listed, with when."""
+        self._answered[instance_id] = int(time.time() * 1000)
+        self._answered.move_to_end(instance_id)
+        while len(self._answered) > MAX_LISTED:
+            self._answered.popitem(last=False)
+
+    async def listing(self, client: Callable[[], SSMClient]) -> list[AgentListing]:
+        async with self._lock:  # one call at a time; callers meanwhile get its answer
+            now = trio.current_time()
+            if self._listed_at is None or now - self._listed_at >= LIST_CACHE_S:
+                self._listed_at = now
+                try:
+                    self._listed = await self._run(lambda: _describe(client()))
+                    self.error = None
+                except (ClientError, BotoCoreError) as exc:
+                    self.error = f"DescribeInstanceInformation failed: {exc}"[:300]
+        listed = dict(self._listed)
+        for instance_id, seen_ms in self._answered.items():
+            known = listed.get(instance_id)
+            if known is None:
+                listed[instance_id] = AgentListing(
+                    instance_id, False, seen_ms, {"source": "answered a command"}
+                )
+            elif known.last_seen_ms is None or seen_ms > known.last_seen_ms:
+                listed[instance_id] = AgentListing(
+                    instance_id, known.connected, seen_ms, known.details
+                )
+        return [listed[key] for key in sorted(listed)]
+
+
+def _describe(client: SSMClient) -> dict[str, AgentListing]:
+    listed: dict[str, AgentListing] = {}
+    for page in client.get_paginator("describe_instance_information").paginate():
+        for info in page.get("InstanceInformationList", []):
+            instance_id = info.get("InstanceId")
+            if not instance_id:
+                continue
+            details = {
+                "pingStatus": info.get("PingStatus"),
+                "platform": info.get("PlatformName"),
+                "computerName": info.get("ComputerName"),
+                "ssmAgentVersion": info.get("AgentVersion"),
+            }
+            listed[instance_id] = AgentListing(
+                instance_id,
+                info.get("PingStatus") == "Online",
+                _ms(info.get("LastPingDateTime")),
+                {k: v for k, v in details.items() if v is not None},
+            )
+            if len(listed) >= MAX_LISTED:
+                return listed
+    return listed

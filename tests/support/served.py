@@ -1,0 +1,57 @@
+"""A real server in the test's nursery: the monitoring module's host, settings as a test
+writes them (the flat keys of docs/gateway.md, translated like an old [gateway] file)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import trio
+
+from monitoring_ws.gateway.gateway import Gateway
+from monitoring_ws.gateway.plugin import WebSocketPlugin
+from monitoring_ws.host.config import MonitoringConfig, config_from_document, translate_legacy
+from monitoring_ws.host.server import Running, serve_host
+
+__all__ = ["Served", "config_from_flat", "free_port", "serve_in"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for a server that must bind a fixed one)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class Served:
+    """A started server, and (when it runs) the websocket plugin's gateway."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.api_url = running.api_url
+        self.agent_urls = running.agent_urls
+        self.fingerprint = running.fingerprint
+        self.stop = running.stop
+
+    @property
+    def plugin(self) -> WebSocketPlugin:
+        plugin = self.running.plugins["websocket"]
+        assert isinstance(plugin, WebSocketPlugin)
+        return plugin
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.plugin.gateway
+
+
+def config_from_flat(flat: Mapping[str, Any], **tables: Any) -> MonitoringConfig:
+    """Flat gateway keys (``listen``, ``heartbeat_interval_ms``...) as a monitoring.toml."""
+    document, _ = translate_legacy({"gateway": dict(flat), **tables}, "test settings")
+    return config_from_document(document, "test settings")
+
+
+async def serve_in(nursery: trio.Nursery, config: MonitoringConfig) -> Served:
+    running: Running = await nursery.start(partial(serve_host, config, handle_signals=False))
+    return Served(running)
