@@ -23,6 +23,7 @@ from .records import RedisRecords
 from .replay import RedisReplayWindow
 from .routing import LocalCommands, NodeRouter
 from .sealing import NodeSeal
+from .telemetry import RedisLatestMetrics
 
 __all__ = ["Cluster", "ClusterError", "default_node_id", "redacted"]
 
@@ -63,6 +64,8 @@ class Cluster:
     window: RedisReplayWindow
     router: NodeRouter
     records: RedisRecords
+    #: Each agent's latest metrics, for every node to read (a sink and a reader).
+    latest_metrics: RedisLatestMetrics
     gateway: Gateway
 
     @classmethod
@@ -75,12 +78,14 @@ class Cluster:
             config.redis_url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
         )
         node = config.node_id or default_node_id(config.worker_index)
+        seal = NodeSeal(master_secrets)
         registry: RedisRegistry[AgentConnection] = RedisRegistry(
-            client, node, NodeSeal(master_secrets), ttl_ms=3 * config.heartbeat_interval_ms
+            client, node, seal, ttl_ms=3 * config.heartbeat_interval_ms
         )
         window = RedisReplayWindow(client, fail_open_s=config.replay_fail_open_s)
         router = NodeRouter(client, node, registry)
         records = RedisRecords(client, node, retention_ms=config.command_retention_s * 1000)
+        latest = RedisLatestMetrics(client, seal, ttl_ms=config.telemetry_retention_s * 1000)
         gateway = Gateway(
             config,
             Keyring(master_secrets, seed_compatible=config.seed_compatible),
@@ -91,9 +96,8 @@ class Cluster:
             remote=router,
             records=records,
         )
-        return cls(
-            client, redacted(config.redis_url), node, registry, window, router, records, gateway
-        )
+        where = redacted(config.redis_url)
+        return cls(client, where, node, registry, window, router, records, latest, gateway)
 
     @contextlib.asynccontextmanager
     async def running(self, local: LocalCommands) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ from quart import Blueprint
 from ..configbase import ConfigError
 from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
 from ..host.plugins import HostContext, PluginBase, PluginContext, WebSocketRoute
+from ..host.telemetry import TelemetryReader, TelemetrySink
 from ..protocol import Keyring
 from ..transports import Transport
 from .blueprint import websocket_blueprint
@@ -105,6 +106,13 @@ class WebSocketPlugin(PluginBase):
 
     def blueprints(self) -> Sequence[Blueprint]:
         return (self._blueprint,)
+
+    def sinks(self) -> Sequence[TelemetrySink]:
+        # In a cluster each agent's latest sample goes to Redis, for every node to read.
+        return () if self.cluster is None else (self.cluster.latest_metrics,)
+
+    def readers(self) -> Sequence[TelemetryReader]:
+        return () if self.cluster is None else (self.cluster.latest_metrics,)
 
     def websocket_routes(self) -> Sequence[WebSocketRoute]:
         return (

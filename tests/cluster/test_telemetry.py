@@ -1,0 +1,40 @@
+"""In a cluster any node answers with an agent's latest metrics, whichever node holds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import coredis
+import httpx
+import trio
+
+from ..conftest import StartServer
+from ..gateway.agents import now_ms, open_agent
+from .helpers import start_node
+
+
+async def test_any_node_reads_an_agents_latest_metrics(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    node_a = await start_node(start_server, tmp_path, redis_url, "a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "b")
+    async with open_agent(node_a.agent_urls[0], "agent-far") as agent:
+        await agent.send(agent.session.metrics({"cpu": {"percent": 42.0}}, now_ms()))
+        await agent.send(agent.session.heartbeat(now_ms()))
+        await agent.events()
+        async with httpx.AsyncClient(base_url=node_b.api_url) as http:
+            with trio.fail_after(5):
+                while (status := (await http.get("/api/agents/agent-far")).json())[
+                    "metrics"
+                ] is None:
+                    await trio.sleep(0.02)
+            assert status["metrics"]["values"] == {"cpu": {"percent": 42.0}}
+            assert status["connected"] is True
+            websocket = (await http.get("/api/websocket/agents/agent-far")).json()
+            assert websocket["metrics"]["values"] == {"cpu": {"percent": 42.0}}
+    # What is in Redis is sealed: a value written there by anyone else is not believed.
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis_url, decode_responses=True)
+    async with client:
+        await client.set("mws:metrics:agent-forged", '{"m": {"agentId": "agent-forged"}}')
+    async with httpx.AsyncClient(base_url=node_b.api_url) as http:
+        assert (await http.get("/api/agents/agent-forged")).json()["metrics"] is None
