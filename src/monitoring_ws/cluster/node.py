@@ -16,7 +16,8 @@ from coredis.exceptions import RedisError
 
 from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
-from ..gateway.gateway import Gateway, TelemetryOut
+from ..gateway.gateway import Gateway
+from ..gateway.links import TelemetryOut
 from ..protocol import Keyring
 from .presence import RedisRegistry
 from .records import RedisRecords

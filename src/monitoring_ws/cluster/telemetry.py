@@ -52,9 +52,7 @@ class RedisLatestMetrics:
             async with self.client.pipeline(transaction=False) as pipe:
                 for sample in newest.values():
                     value = {"agentId": sample.agent_id, "ts": sample.ts, "values": sample.values}
-                    pipe.set(
-                        self._key(sample.agent_id), self.seal.seal(value, now), px=self.ttl_ms
-                    )
+                    pipe.set(self._key(sample.agent_id), self.seal.seal(value, now), px=self.ttl_ms)
 
     async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
         try:

@@ -29,7 +29,7 @@ from ..transports import (
 from ..transports.records import CommandRecord, CommandState
 
 if TYPE_CHECKING:
-    from .connection import AgentConnection
+    from .links import AgentLink
     from .store import StateStore
 
 __all__ = ["CommandBook", "CommandCancelledError"]
@@ -52,7 +52,7 @@ class _Live:
     """A command the server still waits on."""
 
     record: CommandRecord
-    connection: AgentConnection | None
+    connection: AgentLink | None
     done: trio.Event = attrs.field(factory=trio.Event)
 
 
@@ -92,7 +92,7 @@ class CommandBook:
 
     def submit(
         self,
-        connection: AgentConnection,
+        connection: AgentLink,
         command: str,
         args: dict[str, object],
         timeout_ms: int,
@@ -155,7 +155,7 @@ class CommandBook:
             record.sent(now_ms)
             self._store.put_command(record)
 
-    def agent_connected(self, connection: AgentConnection) -> None:
+    def agent_connected(self, connection: AgentLink) -> None:
         """Send again what this agent's earlier connection (or server run) left open."""
         ids = self._by_agent.get(connection.agent_id)
         if not ids:
@@ -167,7 +167,7 @@ class CommandBook:
                 live.connection = connection
                 self._send(live, now)
 
-    def connection_lost(self, connection: AgentConnection) -> None:
+    def connection_lost(self, connection: AgentLink) -> None:
         """The agent left: its open commands wait for it until their deadlines."""
         ids = self._by_agent.get(connection.agent_id, ())
         now = wall_ms()
@@ -182,7 +182,7 @@ class CommandBook:
 
     # -- results, cancels, deadlines --------------------------------------------------------
 
-    async def resolve(self, connection: AgentConnection, result: CommandResult) -> None:
+    async def resolve(self, connection: AgentLink, result: CommandResult) -> None:
         now = wall_ms()
         live = self._live.get(result.command_id)
         if live is not None and live.record.agent_id == connection.agent_id:

@@ -12,7 +12,7 @@ Every close goes through the writer, after the frames queued before it.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -37,11 +37,37 @@ from ..transports import CommandTooLargeError, InvalidCommandError
 from .registry import AgentInfo
 
 if TYPE_CHECKING:
+    from collections import Counter
+
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-    from .gateway import Gateway, SharedReplayWindow
+    from ..protocol import ReplayWindow
+    from .commands import CommandBook
+    from .config import GatewayConfig
+    from .links import SharedReplayWindow, TelemetryOut
+    from .spool import Spool
 
-__all__ = ["AgentConnection"]
+__all__ = ["AgentConnection", "ConnectionOwner"]
+
+
+class ConnectionOwner(Protocol):
+    """What a connection asks of the gateway that opened it."""
+
+    config: GatewayConfig
+    node: str
+    replay: ReplayWindow
+    shared_replay: SharedReplayWindow | None
+    commands: CommandBook
+    spool: Spool
+    sink: TelemetryOut
+    stats: Counter[str]
+
+    async def authenticated(self, connection: AgentConnection) -> None: ...
+
+    async def connection_ended(self, connection: AgentConnection, authenticated: bool) -> None: ...
+
+    def log_close(self, connection: AgentConnection, event: CloseConnection) -> None: ...
+
 
 #: The ASGI receive message's member that says a frame went over the limit (its length);
 #: set by the frame buffer asgi.py gives Hypercorn.
@@ -70,7 +96,7 @@ class AgentConnection:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: ConnectionOwner,
         session: ServerSession,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,

@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -25,18 +25,17 @@ from ..protocol import (
     MemoryReplayWindow,
     ProtocolError,
     RateLimit,
-    ReplayVerdict,
     ReplayWindow,
     ServerConfig,
     ServerSession,
     close_reason,
 )
-from ..transports import CommandOutcome
 from .admission import FAILURE_CODES, Admission
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
-from .registry import AgentInfo, MemoryRegistry, Registry
+from .links import RemoteCommands, SharedRecords, SharedReplayWindow, TelemetryOut
+from .registry import MemoryRegistry, Registry
 from .seen import LastSeen
 from .spool import Spool
 from .store import StateStore
@@ -44,7 +43,6 @@ from .store import StateStore
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 
-    from ..transports.records import CommandRecord
 
 __all__ = [
     "AGENT_PATH",
@@ -65,55 +63,12 @@ _CLOSE_LOG_LEVEL = {
 }
 
 
-class SharedReplayWindow(Protocol):
-    """A replay window other nodes share (``monitoring_ws.cluster.RedisReplayWindow``)."""
-
-    async def check(self, agent_id: str, nonce: str, ts_ms: int, now_ms: int) -> ReplayVerdict: ...
-
-
-class TelemetryOut(Protocol):
-    """Where accepted metrics and logs go (the host's telemetry bus): called on the event
-    loop for every message, so it must not wait."""
-
-    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None: ...
-
-    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None: ...
-
-
 class _Discard:
     def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
         return None
 
     def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
         return None
-
-
-class SharedRecords(Protocol):
-    """Command records other nodes can read (``monitoring_ws.cluster.RedisRecords``)."""
-
-    async def mirror(self, rows: list[tuple[str, str]]) -> None:
-        """Share ``(commandId, record JSON)`` rows this node just committed."""
-        ...
-
-    async def get(self, command_id: str) -> tuple[CommandRecord, str] | None:
-        """Another node's record and that node's name."""
-        ...
-
-
-class RemoteCommands(Protocol):
-    """Commands to agents other nodes hold (``monitoring_ws.cluster.NodeRouter``)."""
-
-    async def locate(self, agent_id: str) -> AgentInfo | None:
-        """Who holds the agent; raises ``ClusterUnavailableError`` when that is unknowable."""
-        ...
-
-    async def send(
-        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
-    ) -> CommandOutcome: ...
-
-    async def submit(
-        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]: ...
 
 
 class Gateway:

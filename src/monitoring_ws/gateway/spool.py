@@ -24,7 +24,7 @@ from .store import StateStore, StoreError
 if TYPE_CHECKING:
     from .commands import CommandBook
     from .config import GatewayConfig
-    from .connection import AgentConnection
+    from .links import AgentLink
 
 __all__ = ["Spool"]
 
@@ -40,7 +40,7 @@ class Spool:
         config: GatewayConfig,
         store: StateStore,
         commands: CommandBook,
-        connection_of: Callable[[str], AgentConnection | None],
+        connection_of: Callable[[str], AgentLink | None],
     ) -> None:
         self.config = config
         self.store = store
@@ -72,7 +72,7 @@ class Spool:
         """Spool an admitted metrics or log frame (the signed envelope, as received)."""
         self.store.add_telemetry(agent_id, kind, frame)
 
-    def greet(self, connection: AgentConnection) -> None:
+    def greet(self, connection: AgentLink) -> None:
         """Tell a newly authenticated agent what is already stored of its outbox."""
         mark = self._committed.get(connection.agent_id)
         if mark is not None:

@@ -1,0 +1,80 @@
+"""The interfaces the gateway's parts meet at: what the gateway is built with (shared
+with other nodes in a cluster), and what the command book and the spool ask of an agent's
+connection. Protocols only, so that no part imports another in a circle."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..protocol import CloseConnection, Command, Delivery, LogEntry, ReplayVerdict
+    from ..transports import CommandOutcome
+    from ..transports.records import CommandRecord
+    from .registry import AgentInfo
+
+__all__ = ["AgentLink", "RemoteCommands", "SharedRecords", "SharedReplayWindow", "TelemetryOut"]
+
+
+class AgentLink(Protocol):
+    """An authenticated agent's connection, as the command book and the spool use it
+    (``AgentConnection``; only it drives its session)."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def closing(self) -> CloseConnection | None: ...
+
+    def command_frame(self, command: Command, now_ms: int) -> str: ...
+
+    def send_frame(self, text: str) -> bool: ...
+
+    def speaks(self, feature: str) -> bool: ...
+
+    def send_ack(self, mark: Delivery, now_ms: int) -> bool: ...
+
+    def send_cancel(self, command_id: str, now_ms: int) -> bool: ...
+
+
+class SharedReplayWindow(Protocol):
+    """A replay window other nodes share (``monitoring_ws.cluster.RedisReplayWindow``)."""
+
+    async def check(self, agent_id: str, nonce: str, ts_ms: int, now_ms: int) -> ReplayVerdict: ...
+
+
+class TelemetryOut(Protocol):
+    """Where accepted metrics and logs go (the host's telemetry bus): called on the event
+    loop for every message, so it must not wait."""
+
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None: ...
+
+    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None: ...
+
+
+class SharedRecords(Protocol):
+    """Command records other nodes can read (``monitoring_ws.cluster.RedisRecords``)."""
+
+    async def mirror(self, rows: list[tuple[str, str]]) -> None:
+        """Share ``(commandId, record JSON)`` rows this node just committed."""
+        ...
+
+    async def get(self, command_id: str) -> tuple[CommandRecord, str] | None:
+        """Another node's record and that node's name."""
+        ...
+
+
+class RemoteCommands(Protocol):
+    """Commands to agents other nodes hold (``monitoring_ws.cluster.NodeRouter``)."""
+
+    async def locate(self, agent_id: str) -> AgentInfo | None:
+        """Who holds the agent; raises ``ClusterUnavailableError`` when that is unknowable."""
+        ...
+
+    async def send(
+        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
+    ) -> CommandOutcome: ...
+
+    async def submit(
+        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
+    ) -> dict[str, Any]: ...
