@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,11 +19,23 @@ import httpx
 import pytest
 import trio
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.database import DirectoryBasedExampleDatabase
 from moto.server import ThreadedMotoServer
 
+from .support.processes import free_port
 from .support.served import Served, config_from_flat, serve_in
 
-settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Hypothesis keeps its examples and caches outside the checkout (no test writes into it).
+_HYPOTHESIS_HOME = Path(tempfile.gettempdir()) / "monitoring-ws-hypothesis"
+set_hypothesis_home_dir(str(_HYPOTHESIS_HOME))
+_EXAMPLES = DirectoryBasedExampleDatabase(_HYPOTHESIS_HOME / "examples")
+_QUIET = [HealthCheck.too_slow]
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=_QUIET, database=_EXAMPLES
+)
+# The thorough run: property tests try their full example counts (tests/support.examples).
+settings.register_profile("deep", deadline=None, suppress_health_check=_QUIET, database=_EXAMPLES)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 #: The master secret of the test servers (tests/gateway/agents.py signs with it).
@@ -33,6 +46,18 @@ REPO = Path(__file__).resolve().parents[1]
 VECTORS = Path(
     os.environ.get("MONITORING_WS_VECTORS", REPO / "tests" / "data" / "protocol-test-vectors.json")
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test runs in a scratch directory: a relative path (a default ``state_dir``)
+    lands there, never in the checkout."""
+    before = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 @pytest.fixture(scope="session")
@@ -111,9 +136,7 @@ class RedisProcess:
         executable = shutil.which("redis-server")
         assert executable, "redis-server is missing: ./dev test installs it (apt-get install)"
         self.executable, self.cwd = executable, cwd
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -15,9 +15,10 @@ from monitoring_ws.protocol import MAX_SAFE_INTEGER, CanonicalizationError, cano
 from monitoring_ws.protocol.strictjson import loads
 
 from .strategies import json_values
+from .support import examples
 
 
-@settings(max_examples=3000)
+@settings(max_examples=examples(3000))
 @given(json_values)
 @example({"€": 1, "😀": 2, "ﬁ": 3, "a": 4})  # non-BMP key sorts by UTF-16 code units
 @example([1e21, 1e-7, -0.0, 5.0, 1e16, 12.5])
@@ -26,7 +27,7 @@ def test_canonicalize_equals_rfc8785(value: Any) -> None:
     assert canonicalize(value) == rfc8785.dumps(value)
 
 
-@settings(max_examples=3000)
+@settings(max_examples=examples(3000))
 @given(json_values, st.sampled_from([{}, {"ensure_ascii": False}, {"indent": 1}]))
 @example([4.0, 0.0, -0.0, 1e-5], {})
 @example({"k": "e-1 .0, e+2"}, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gateway.test_serve_process import isolated_env, run_cli
+from .support.processes import isolated_env, run_cli
 
 
 def test_the_demo_shows_round_trips_and_stops_cleanly(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from monitoring_ws.configbase import ConfigError
 from monitoring_ws.gateway.plugin import gateway_config_of
 from monitoring_ws.host.config import load_monitoring_config
 
-from .gateway.test_serve_process import isolated_env
+from .support.processes import isolated_env
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,7 +13,7 @@ from monitoring_ws.protocol import CloseCode
 
 from .conftest import SECRET
 from .gateway.agents import close_code, open_agent
-from .gateway.test_serve_process import isolated_env, run_cli, server_process
+from .support.processes import isolated_env, run_cli, server_process
 
 CONFIG = f"""
 [server]

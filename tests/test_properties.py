@@ -23,12 +23,12 @@ from monitoring_ws.protocol import (
 )
 
 from .strategies import agent_ids, json_values, nonces, payloads, timestamps
-from .support import AGENT, HELLO, KEY, NOW, frame
+from .support import AGENT, HELLO, KEY, NOW, examples, frame
 
 FREE_FORM = st.sampled_from([MessageType.METRICS, MessageType.HEARTBEAT])
 
 
-@settings(max_examples=1500)
+@settings(max_examples=examples(1500))
 @given(FREE_FORM, agent_ids, timestamps, nonces, payloads, st.binary(min_size=1, max_size=64))
 def test_sign_verify_round_trip(
     kind: MessageType, agent_id: str, ts: int, nonce: str, payload: dict[str, Any], secret: bytes
@@ -57,7 +57,7 @@ def _tamper(fields: dict[str, Any], member: str, data: st.DataObject) -> None:
         fields["payload"] = {**fields["payload"], key: value}
 
 
-@settings(max_examples=1500)
+@settings(max_examples=examples(1500))
 @given(
     FREE_FORM,
     agent_ids,
@@ -91,7 +91,7 @@ def _decode_any(data: str | bytes) -> None:
             decode(data, sender=sender, agent_id=AGENT, max_bytes=4096)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(st.text(max_size=300) | st.binary(max_size=300))
 def test_decode_raises_only_protocol_errors_on_text(data: str | bytes) -> None:
     _decode_any(data)
@@ -112,7 +112,7 @@ envelopes = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(envelopes)
 def test_decode_raises_only_protocol_errors_on_envelope_shapes(fields: dict[str, Any]) -> None:
     _decode_any(json.dumps(fields))

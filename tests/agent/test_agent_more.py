@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import SECRET
-from ..gateway.test_serve_process import READY, isolated_env
+from ..support.processes import READY, free_port, isolated_env
 from .test_agent import settings_for
 
 
@@ -89,12 +88,6 @@ def test_the_agents_own_warnings_are_shipped() -> None:
     assert payload["entries"][0]["level"] == "warning"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _start(port: int, cwd: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "monitoring_ws", "serve", "--listen", f"127.0.0.1:{port}"],
@@ -112,7 +105,7 @@ def _start(port: int, cwd: Path) -> subprocess.Popen[str]:
 
 
 async def test_reconnects_after_the_server_process_is_killed(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"ws://127.0.0.1:{port}/agent"
     server = await trio.to_thread.run_sync(_start, port, tmp_path)
     try:

@@ -16,9 +16,9 @@ import trio
 from tests.support.served import Served as Running
 
 from ..conftest import SECRET, StartServer
-from ..faults import processes
 from ..gateway.agents import CloseCode, close_code, open_agent
-from ..gateway.test_serve_process import isolated_env, run_cli, server_process
+from ..support import processes
+from ..support.processes import isolated_env, run_cli, server_process
 from .helpers import serving_agent, start_node
 
 

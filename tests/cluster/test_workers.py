@@ -17,8 +17,8 @@ from monitoring_ws.agent.main import build_agent
 
 from ..agent.test_agent import settings_for
 from ..conftest import SECRET
-from ..faults import processes
-from ..gateway.test_serve_process import isolated_env, run_cli
+from ..support import processes
+from ..support.processes import isolated_env, run_cli
 from .helpers import serving_agent
 
 AGENTS = 20

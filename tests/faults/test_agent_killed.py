@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from ..conftest import StartServer
-from . import processes
+from ..support import processes
 
 
 async def _record(http: httpx.AsyncClient, location: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from monitoring_ws.agent.client import Agent
 from monitoring_ws.agent.main import build_agent
 
 from ..agent.test_agent import settings_for
-from . import processes
+from ..support import processes
 
 AGENTS = 20
 

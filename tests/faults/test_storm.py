@@ -17,8 +17,8 @@ import psutil
 import trio
 
 from ..gateway.agents import SECRET
-from ..gateway.test_serve_process import isolated_env
-from . import processes
+from ..support import processes
+from ..support.processes import isolated_env
 
 FLEETS, PER_FLEET = 4, 500
 AGENTS = FLEETS * PER_FLEET

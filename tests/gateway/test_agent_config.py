@@ -15,8 +15,8 @@ from monitoring_ws.protocol import derive_agent_key
 from monitoring_ws.tls import certificate_fingerprint, ensure_self_signed
 
 from ..conftest import StartServer
+from ..support.processes import isolated_env, run_cli
 from .agents import SECRET
-from .test_serve_process import isolated_env, run_cli
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from monitoring_ws.host.server import apply_reload
 from monitoring_ws.protocol import CloseCode, parse_retry_after
 
 from ..conftest import SECRET, StartServer
-from ..faults import processes
+from ..support import processes
 from ..support.served import config_from_flat
 from .agents import close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,59 +14,8 @@ from monitoring_ws.gateway.config import GatewayConfig
 from monitoring_ws.protocol import CloseCode, parse_retry_after
 from monitoring_ws.tls import certificate_fingerprint, ensure_self_signed
 
+from ..support.processes import isolated_env, run_cli, server_process
 from .agents import SECRET, close_code, now_ms, open_agent
-
-READY = re.compile(r"API on (https?://\S+); agents connect to (\S+)")
-
-
-def isolated_env(**extra: str) -> dict[str, str]:
-    """No AWS configuration from this machine, and no instance-metadata lookups."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONITORING_WS_"))}
-    env |= {
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
-    return env | extra
-
-
-def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``monitoring-ws ARGS`` to completion, output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", "monitoring_ws", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
-
-
-@contextmanager
-def server_process(
-    *args: str, env: dict[str, str], cwd: Path
-) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "monitoring_ws", "serve", *args],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            match = READY.search(line)
-            if match:
-                yield process, match.group(1), match.group(2)
-                break
-        else:
-            raise AssertionError(f"server exited with {process.wait()} before it was ready")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def test_missing_secret_says_how_to_provide_one(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Helpers for building frames in tests."""
+"""Helpers for building frames in tests, and how many examples property tests try."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 from typing import Any
 
 from monitoring_ws.protocol import MessageType, canonicalize, derive_agent_key, seal, sign
@@ -49,3 +50,9 @@ def resign(fields: dict[str, Any], key: bytes = KEY) -> str:
     """Re-sign arbitrary (possibly invalid) envelope fields as JSON text."""
     unsigned = {k: v for k, v in fields.items() if k != "signature"}
     return json.dumps({**unsigned, "signature": sign(key, canonicalize(unsigned))})
+
+
+def examples(deep: int) -> int:
+    """A property test's example count: ``deep`` with ``HYPOTHESIS_PROFILE=deep`` (the
+    thorough run, docs/security.md), a fifth of it in the everyday suite."""
+    return deep if os.environ.get("HYPOTHESIS_PROFILE") == "deep" else max(100, deep // 5)

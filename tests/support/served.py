@@ -3,7 +3,6 @@ writes them (the flat keys of docs/gateway.md, translated like an old [gateway] 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -15,14 +14,7 @@ from monitoring_ws.gateway.plugin import WebSocketPlugin
 from monitoring_ws.host.config import MonitoringConfig, config_from_document, translate_legacy
 from monitoring_ws.host.server import Running, serve_host
 
-__all__ = ["Served", "config_from_flat", "free_port", "serve_in"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (for a server that must bind a fixed one)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+__all__ = ["Served", "config_from_flat", "serve_in"]
 
 
 class Served:

@@ -1,29 +1,87 @@
-"""Real server and agent processes for fault tests: start, kill -9, restart on one port."""
+"""Real ``monitoring-ws`` processes for the tests: a free port, an environment without this
+machine's AWS settings, one-shot commands, and servers and agents to start, kill -9 and
+restart."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ..gateway.agents import SECRET
-from ..gateway.test_serve_process import READY, isolated_env
+SECRET = "gateway-test-secret"  # tests/conftest.py's; the servers here sign with it
 
 STARTUP_S = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for a server that must bind a fixed one)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+READY = re.compile(r"API on (https?://\S+); agents connect to (\S+)")
+
+
+def isolated_env(**extra: str) -> dict[str, str]:
+    """No AWS configuration from this machine, and no instance-metadata lookups."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONITORING_WS_"))}
+    env |= {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    return env | extra
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``monitoring-ws ARGS`` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitoring_ws", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@contextmanager
+def server_process(
+    *args: str, env: dict[str, str], cwd: Path
+) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitoring_ws", "serve", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = READY.search(line)
+            if match:
+                yield process, match.group(1), match.group(2)
+                break
+        else:
+            raise AssertionError(f"server exited with {process.wait()} before it was ready")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
 
 
 @attrs.define
