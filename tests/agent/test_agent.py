@@ -224,7 +224,8 @@ async def test_reconnects_after_the_server_restarts(start_server: StartServer) -
         nursery.start_soon(agent.run)
         await agent.connected.wait()
         first.stop()
-        await trio.sleep(0.3)
+        with trio.fail_after(5):
+            await first.gateway.closed.wait()
         assert first.gateway.stats["closed_1001"] == 1  # a clean stop: 1001, not 1006
         second = await start_server(listen=f"127.0.0.1:{port}")
         with trio.fail_after(10):

@@ -90,7 +90,9 @@ async def test_without_the_feature_delivery_is_just_a_member(
             await agent.send(_numbered(agent, 1, {"cpu": 1}))
         await agent.send(agent.session.heartbeat(now_ms()))
         await agent.events()  # the heartbeat's answer: everything before it was handled
-    await trio.sleep(0.1)  # one commit interval
+    with trio.fail_after(5):  # the next commit stores both
+        while len(await _spooled(http, "plain")) < 2:
+            await trio.sleep(0.01)
     assert len(await _spooled(http, "plain")) == 2
 
 

@@ -85,7 +85,9 @@ async def test_unauthenticated_sockets_are_capped_per_address(start_server: Star
 
         nursery.start_soon(hold)
         nursery.start_soon(hold)
-        await trio.sleep(0.2)
+        with trio.fail_after(5):  # both held open, unauthenticated
+            while running.gateway.open_connections < 2:
+                await trio.sleep(0.01)
         async with open_websocket_url(url, connect_timeout=5, extra_headers=attacker) as third:
             assert await close_code(third) == CloseCode.TOO_MANY_ATTEMPTS
         # Another address (and the proxy's own connections) still come in.

@@ -113,7 +113,9 @@ async def test_delete_cancels_on_the_agent(
         http, "/api/websocket/agents/cancel-1/command", command="slow", args={"seconds": 30}
     )
     location = response.headers["Location"]
-    await trio.sleep(0.2)  # running on the agent
+    with trio.fail_after(5):  # handed to the agent
+        while (await http.get(location)).json()["state"] != "sent":
+            await trio.sleep(0.01)
     cancelled = await http.delete(location, headers={"Content-Type": "application/json"})
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
