@@ -119,7 +119,7 @@ class GatewayConfig:
     ssm_safe_commands: tuple[str, ...] = ("ping",)
     #: Shell lines ``ssm_shell`` may run over SSM, word for word; empty (the default): off.
     ssm_shell_allowed: tuple[str, ...] = ()
-    #: Several nodes share presence and the replay window through this Redis (step 6).
+    #: Several nodes share presence, the replay window and commands through this Redis.
     redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
     #: When Redis stops answering nonce checks, this node's own window decides for this
     #: long (counted), then frames are refused with 1013 until Redis is back (0: at once).
