@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -24,18 +25,25 @@ from .helpers import serving_agent
 AGENTS = 20
 
 
-def _start_workers(tmp_path: Path, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+def _start_workers(
+    tmp_path: Path, port: int, redis_url: str, *, from_file: bool = False
+) -> subprocess.Popen[bytes]:
+    """``serve --workers 2`` from flags, or (``from_file``) from monitoring.toml's tables."""
     log = (tmp_path / "workers.log").open("wb")
-    command = [sys.executable, "-m", "monitoring_ws", "serve", "--workers", "2"]
-    command += ["--listen", f"127.0.0.1:{port}", "--redis-url", redis_url]
-    command += ["--state-dir", str(tmp_path / "state")]
-    process = subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET),
-        cwd=tmp_path,
-    )
+    command = [sys.executable, "-m", "monitoring_ws", "serve"]
+    env = isolated_env(MONITORING_WS_MASTER_SECRETS=SECRET)
+    if from_file:
+        config = tmp_path / "monitoring.toml"
+        config.write_text(
+            f'[server]\nlisten = "127.0.0.1:{port}"\nstate_dir = "{tmp_path / "state"}"\n'
+            "[cluster]\nworkers = 2\n"
+        )
+        command += ["--config", str(config)]
+        env["MONITORING_WS_REDIS_URL"] = redis_url
+    else:
+        command += ["--workers", "2", "--listen", f"127.0.0.1:{port}", "--redis-url", redis_url]
+        command += ["--state-dir", str(tmp_path / "state")]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 30
     try:
         while (tmp_path / "workers.log").read_text().count("API on http://") < 2:
@@ -98,7 +106,9 @@ async def test_a_killed_workers_agents_come_back_and_commands_follow(
     tmp_path: Path, redis_url: str
 ) -> None:
     port = processes.free_port()
-    workers = await trio.to_thread.run_sync(_start_workers, tmp_path, port, redis_url)
+    workers = await trio.to_thread.run_sync(
+        partial(_start_workers, tmp_path, port, redis_url, from_file=True)
+    )
     url = f"ws://127.0.0.1:{port}/agent"
     try:
         async with (
