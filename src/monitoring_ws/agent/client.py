@@ -58,6 +58,10 @@ __all__ = ["Agent"]
 log = logging.getLogger("monitoring_ws.agent")
 #: A connection that stayed up this long resets the backoff.
 STABLE_AFTER_S = 30.0
+#: How long a closing connection waits for the server's close reply, and (when the agent is
+#: stopping, its reader already cancelled) for its own close frame to be written.
+CLOSE_REPLY_S = 2.0
+CLOSE_SENT_S = 0.1
 
 
 @attrs.define
@@ -128,8 +132,11 @@ class Agent:
                 try:
                     code, reason = await self._session(ws)
                 finally:
-                    with trio.move_on_after(2) as cleanup:
-                        cleanup.shield = True
+                    # Cancelled (the agent is stopping), the reader that would see the
+                    # server's close reply is cancelled too: send ours and go.
+                    stopping = trio.current_effective_deadline() == -math.inf
+                    with trio.move_on_after(CLOSE_SENT_S if stopping else CLOSE_REPLY_S) as done:
+                        done.shield = True
                         await ws.aclose()
         except* ConnectionClosed as group:
             leaf = _first(group)

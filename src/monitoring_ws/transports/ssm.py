@@ -207,7 +207,9 @@ class SSMTransport:
         return await trio.to_thread.run_sync(functools.partial(fn, **kwargs), limiter=self._limiter)
 
     async def _blocking(self, fn: Callable[[], T]) -> T:
-        return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+        # Abandoned when cancelled: a listing must not hold an API request for boto3's
+        # minute-long default timeouts (the thread finishes on its own).
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
 
     async def send_command(
         self,

@@ -23,6 +23,8 @@ __all__ = ["SSMInventory"]
 LIST_CACHE_S = 60.0
 #: Instances listed at most (pages of 50) and remembered from commands at most.
 MAX_LISTED = 10_000
+#: A listing slower than this is given up (the API answers with what it had).
+LIST_TIMEOUT_S = 5.0
 
 
 def _ms(value: Any) -> int | None:
@@ -33,7 +35,8 @@ class SSMInventory:
     """Cached and bounded; a failing AWS call keeps the last listing and says why."""
 
     def __init__(self, run: Callable[[Callable[[], Any]], Awaitable[Any]]) -> None:
-        #: Runs a blocking boto3 call in a worker thread (the transport's limiter).
+        #: Runs a blocking boto3 call in a worker thread (the transport's limiter), given
+        #: up on when cancelled.
         self._run = run
         self._listed: dict[str, AgentListing] = {}
         self._listed_at: float | None = None
@@ -55,8 +58,11 @@ class SSMInventory:
             if self._listed_at is None or now - self._listed_at >= LIST_CACHE_S:
                 self._listed_at = now
                 try:
-                    self._listed = await self._run(lambda: _describe(client()))
-                    self.error = None
+                    with trio.move_on_after(LIST_TIMEOUT_S) as waited:
+                        self._listed = await self._run(lambda: _describe(client()))
+                        self.error = None
+                    if waited.cancelled_caught:
+                        self.error = f"DescribeInstanceInformation took over {LIST_TIMEOUT_S:g} s"
                 except (ClientError, BotoCoreError) as exc:
                     self.error = f"DescribeInstanceInformation failed: {exc}"[:300]
         listed = dict(self._listed)
