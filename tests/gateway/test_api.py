@@ -6,7 +6,9 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.gateway.config import ConfigError, GatewayConfig
+from monitoring_ws.configbase import ConfigError
+from monitoring_ws.host.config import TransportSettings
+from monitoring_ws.host.server import transports_in_order
 from monitoring_ws.protocol import CommandError, LogEntry
 from tests.support.served import Served as Running
 
@@ -175,9 +177,9 @@ async def test_non_loopback_bind_requires_and_enforces_tokens(start_server: Star
         assert ok.status_code == 200
 
 
-def test_transport_order_must_name_an_enabled_transport() -> None:
-    with pytest.raises(ConfigError, match="no enabled transport"):
-        GatewayConfig(transport_order=("ssm",)).check()
-    with pytest.raises(ConfigError, match="unknown"):
-        GatewayConfig(transport_order=("pigeon",)).check()
-    GatewayConfig(transport_order=("ssm",), ssm=True).check()
+def test_transport_order_names_transports_that_exist() -> None:
+    with pytest.raises(ConfigError, match="order names pigeon, which no enabled plugin"):
+        transports_in_order([], TransportSettings(order=("pigeon",)))
+    assert transports_in_order([], TransportSettings(order=("ssm",))) == ()  # SSM is off
+    [ssm] = transports_in_order([], TransportSettings(order=("ssm",), ssm=True))
+    assert ssm.name == "ssm"

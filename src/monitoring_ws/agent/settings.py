@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from ..allowlist import AllowList, AllowListError
-from ..gateway.config import is_loopback
+from ..configbase import is_loopback
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
 

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..configbase import parse_hostport
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
 from ..tls import certificate_fingerprint
-from .config import GatewayConfig, parse_hostport
+from .config import GatewayConfig
 
 __all__ = ["IMDS_ENDPOINT", "agent_config", "public_ipv4", "write_private"]
 

@@ -1,35 +1,23 @@
-"""Gateway settings: defaults, a TOML file, and command-line overrides (docs/gateway.md)."""
+"""The websocket plugin's settings, flat: ``[plugins.websocket]`` with what it uses of
+``[server]`` and ``[cluster]`` (docs/gateway.md)."""
 
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
-from ..configbase import ConfigError, is_loopback, parse_hostport
+from ..configbase import ConfigError
 from ..configbase import one_of as _one_of
 from ..configbase import positive as _positive
 
-if TYPE_CHECKING:
-    from ..transports.ssm import SSMPolicy
-
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-__all__ = [
-    "REDIS_URL_ENV",
-    "ConfigError",
-    "GatewayConfig",
-    "is_loopback",
-    "load_config",
-    "parse_hostport",
-]
+__all__ = ["ConfigError", "GatewayConfig", "load_config"]
 
 DEFAULT_LISTEN = "127.0.0.1:4000"
-#: The cluster's Redis URL (it may hold a password: the environment, not argv, carries it).
-REDIS_URL_ENV = "MONITORING_WS_REDIS_URL"
 
 
 def _host_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -113,12 +101,6 @@ class GatewayConfig:
     #: The address agents dial, for generated agent configs (default: IMDSv2's public IPv4).
     public_host: str | None = None
     imds_endpoint: str = "http://169.254.169.254"
-    #: Offer AWS SSM as a second transport (boto3's chain gives region and credentials).
-    ssm: bool = False
-    #: Commands that may go to SSM, where they run as root with no agent allow-list.
-    ssm_safe_commands: tuple[str, ...] = ("ping",)
-    #: Shell lines ``ssm_shell`` may run over SSM, word for word; empty (the default): off.
-    ssm_shell_allowed: tuple[str, ...] = ()
     #: Several nodes share presence, the replay window and commands through this Redis.
     redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
     #: When Redis stops answering nonce checks, this node's own window decides for this
@@ -128,8 +110,6 @@ class GatewayConfig:
     node_id: str | None = None
     #: Set in the processes of ``serve --workers N``: they share the port and the state dir.
     worker_index: int | None = None
-    #: Preference order of the transports the neutral API (/api/agents) tries.
-    transport_order: tuple[str, ...] = ("websocket", "ssm")
 
     @property
     def state_file(self) -> Path:
@@ -150,57 +130,23 @@ class GatewayConfig:
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies: {exc}") from None
 
-    def ssm_policy(self) -> SSMPolicy:
-        """What may go to SSM; raises ``ConfigError`` for a setting that cannot be."""
-        from ..transports.ssm import SSMPolicy  # noqa: PLC0415 - botocore: slow, SSM only
-
-        try:
-            return SSMPolicy.from_settings(self.ssm_safe_commands, self.ssm_shell_allowed)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-
     def check(self) -> None:
-        """Cross-field rules; raises ``ConfigError`` with the fix."""
-        host, _ = parse_hostport(self.listen, "listen")
-        if self.agent_listen is not None:
-            parse_hostport(self.agent_listen, "agent_listen")
-        if not is_loopback(host) and not self.api_tokens:
-            raise ConfigError(
-                f"the API would listen on {host}, beyond loopback, without a credential: "
-                "set api_tokens in the config file (or MONITORING_WS_API_TOKENS), "
-                "or listen on 127.0.0.1 and use --agent-listen for agents"
-            )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("tls_cert and tls_key go together: give both or neither")
-        if self.tls_cert is not None and self.tls_self_signed:
-            raise ConfigError("choose tls_cert/tls_key or tls_self_signed, not both")
-        unknown = set(self.transport_order) - {"websocket", "ssm"}
-        if unknown:
-            raise ConfigError(f"transport_order: unknown transports {sorted(unknown)}")
-        if not any(t == "websocket" or (t == "ssm" and self.ssm) for t in self.transport_order):
-            raise ConfigError("transport_order names no enabled transport (ssm needs ssm = true)")
-        self.ssm_policy()
+        """The gateway's own cross-field rules (the host checked ``[server]``); raises
+        ``ConfigError`` with the fix."""
         self.proxy_networks()
         if self.agent_bytes_per_s * self.agent_burst_s < self.max_frame_bytes:
             raise ConfigError(
                 "agent_bytes_per_s x agent_burst_s must be at least max_frame_bytes, or a "
                 "frame of the largest allowed size could never pass the rate limit"
             )
-        if any(not token or len(token) < 16 for token in self.api_tokens):
-            raise ConfigError("api_tokens must be at least 16 characters each")
 
 
-_FIELDS = {field.name: field for field in attrs.fields(GatewayConfig)}
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
-_CLUSTER = {"redis_url", "node_id", "replay_fail_open_s"}
 _TUPLES = {
     "master_secrets",
     "api_tokens",
     "allowed_hosts",
     "tls_hostnames",
-    "transport_order",
-    "ssm_safe_commands",
-    "ssm_shell_allowed",
     "trusted_proxies",
     "revoked_agents",
 }
@@ -216,25 +162,11 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def load_config(path: Path | None, **overrides: Any) -> GatewayConfig:
-    """Defaults, then the TOML file's ``[gateway]`` table, then non-None overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from None
-        table = document.get("gateway", {})
-        unknown = sorted(set(table) - set(_FIELDS))
-        if unknown:
-            raise ConfigError(f"{path}: unknown [gateway] settings: {', '.join(unknown)}")
-        values.update({name: _coerce(name, value) for name, value in table.items()})
-        cluster = document.get("cluster", {})
-        unknown = sorted(set(cluster) - _CLUSTER)
-        if unknown:
-            raise ConfigError(f"{path}: unknown [cluster] settings: {', '.join(unknown)}")
-        values.update(cluster)
-    values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+def load_config(**settings: Any) -> GatewayConfig:
+    """The settings (None values skipped: the default stays), checked; raises
+    ``ConfigError`` naming what is wrong. ``monitoring_ws.gateway.plugin.gateway_config``
+    gathers them from monitoring.toml."""
+    values = {k: _coerce(k, v) for k, v in settings.items() if v is not None}
     try:
         config = GatewayConfig(**values)
     except TypeError as exc:

@@ -213,20 +213,23 @@ class Gateway:
         self.commands.agent_connected(connection)
 
     async def connection_ended(self, connection: AgentConnection, authenticated: bool) -> None:
-        self._connections.discard(connection)
-        if authenticated:
-            await self.registry.unregister(connection)
-            self.last_seen.note(connection.agent_id, wall_ms())
-            self.commands.connection_lost(connection)
-            log.info("agent %s disconnected", connection.agent_id)
-        else:
-            closing = connection.closing
-            self.admission.left_unauthenticated(
-                connection.address,
-                connection.claimed_agent_id,
-                trio.current_time(),
-                failed=closing is not None and closing.code in FAILURE_CODES,
-            )
+        try:
+            if authenticated:
+                await self.registry.unregister(connection)  # may wait on Redis
+                self.last_seen.note(connection.agent_id, wall_ms())
+                self.commands.connection_lost(connection)
+                log.info("agent %s disconnected", connection.agent_id)
+            else:
+                closing = connection.closing
+                self.admission.left_unauthenticated(
+                    connection.address,
+                    connection.claimed_agent_id,
+                    trio.current_time(),
+                    failed=closing is not None and closing.code in FAILURE_CODES,
+                )
+        finally:
+            # Only now is it gone: a shutdown waits for this before the last commit.
+            self._connections.discard(connection)
 
     def log_close(self, connection: AgentConnection, event: CloseConnection) -> None:
         self.stats[f"closed_{int(event.code)}"] += 1

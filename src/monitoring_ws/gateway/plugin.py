@@ -39,14 +39,6 @@ log = logging.getLogger("monitoring_ws.gateway")
 #: How long agents get to take their 1001 at shutdown.
 AGENT_CLOSE_TIMEOUT_S = 5.0
 _FROM_CLUSTER = ("redis_url", "node_id", "replay_fail_open_s", "worker_index")
-#: Keys of the flat ``GatewayConfig`` that the host's tables hold instead.
-_HOST_KEYS = {
-    "transport_order",
-    "ssm",
-    "ssm_safe_commands",
-    "ssm_shell_allowed",
-    *_FROM_CLUSTER,
-}
 
 
 def gateway_config(
@@ -55,7 +47,7 @@ def gateway_config(
     """The gateway's settings: ``[server]`` and ``[cluster]`` from the host, then its own
     table. Raises ``ConfigError`` naming a key it does not know."""
     server = attrs.asdict(server_settings, recurse=False)
-    own = {f.name for f in attrs.fields(GatewayConfig)} - _HOST_KEYS - set(server)
+    own = {f.name for f in attrs.fields(GatewayConfig)} - set(_FROM_CLUSTER) - set(server)
     unknown = sorted(set(settings) - own)
     if unknown:
         raise ConfigError(
@@ -63,7 +55,7 @@ def gateway_config(
             "in docs/gateway.md; listeners, TLS and tokens go in [server])"
         )
     shared = {key: getattr(cluster, key) for key in _FROM_CLUSTER}
-    return load_config(None, **server, **shared, **settings)
+    return load_config(**server, **shared, **settings)
 
 
 def gateway_config_of(config: MonitoringConfig) -> GatewayConfig:

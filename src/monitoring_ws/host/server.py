@@ -102,6 +102,13 @@ def transports_in_order(
         except ValueError as exc:
             raise ConfigError(f"[transports] {exc}") from None
         available["ssm"] = SSMTransport(policy=policy)
+    unknown = sorted(set(settings.order) - set(available) - {"websocket", "ssm"})
+    if unknown:
+        offered = ", ".join(sorted({"websocket", "ssm", *available}))
+        raise ConfigError(
+            f"[transports] order names {', '.join(unknown)}, which no enabled plugin "
+            f"provides (known: {offered})"
+        )
     order = list(settings.order) + [name for name in available if name not in settings.order]
     return tuple(available[name] for name in order if name in available)
 
