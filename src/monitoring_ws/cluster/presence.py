@@ -98,6 +98,10 @@ class RedisRegistry(Generic[C]):
     def _key(self, agent_id: str) -> str:
         return f"{self.prefix}agent:{agent_id}"
 
+    @property
+    def _left_key(self) -> str:
+        return f"{self.prefix}left"
+
     # -- Registry -------------------------------------------------------------------------------
 
     async def register(self, connection: C) -> None:
@@ -120,11 +124,35 @@ class RedisRegistry(Generic[C]):
     async def unregister(self, connection: C) -> None:
         await self._local.unregister(connection)
         info = connection.info()
+        now = wall_ms()
+        left = self.seal.seal({"agentId": info.agent_id, "leftAt": now}, now)
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
                 await self._unregister(keys=[self._key(info.agent_id)], args=[info.session_id])
+                await self.client.hset(self._left_key, {info.agent_id: left})
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._failed("unregister", exc)
+
+    async def left(self, agent_id: str | None = None) -> dict[str, int]:
+        """When agents left any node (a sealed hash, one field per agent ever connected)."""
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S * 5):
+                if agent_id is None:
+                    values = dict(await self.client.hgetall(self._left_key))
+                else:
+                    value = await self.client.hget(self._left_key, agent_id)
+                    values = {} if value is None else {agent_id: value}
+        except (RedisError, OSError, trio.TooSlowError) as exc:
+            self._failed("left", exc)
+            return {}
+        found = {}
+        for key, value in values.items():
+            fields = self.seal.open(value, wall_ms(), once=False)
+            if fields is None or fields.get("agentId") != key:
+                self._refused(f"the departure of {key!r}")
+                continue
+            found[key] = int(fields["leftAt"])
+        return found
 
     def local(self, agent_id: str) -> C | None:
         return self._local.local(agent_id)

@@ -76,6 +76,11 @@ class Registry(Protocol[C]):
 
     async def list(self) -> list[AgentInfo]: ...
 
+    async def left(self, agent_id: str | None = None) -> dict[str, int]:
+        """When agents that left other nodes were last connected (ms), one or all; a single
+        node knows only its own (the gateway's ``LastSeen``)."""
+        ...
+
 
 class MemoryRegistry(Generic[C]):
     """The single-node registry."""
@@ -108,3 +113,6 @@ class MemoryRegistry(Generic[C]):
 
     async def list(self) -> list[AgentInfo]:
         return [connection.info() for connection in self._live.values()]
+
+    async def left(self, agent_id: str | None = None) -> dict[str, int]:
+        return {}

@@ -125,17 +125,22 @@ class WebSocketTransport:
             info.agent_id: AgentListing(info.agent_id, True, None, info.to_json())
             for info in await gateway.registry.list()
         }
-        for agent_id, seen in (await gateway.last_seen.all()).items():
+        seen = await gateway.last_seen.all()
+        for agent_id, left_ms in (await gateway.registry.left()).items():  # other nodes'
+            seen[agent_id] = max(seen.get(agent_id, 0), left_ms)
+        for agent_id, seen_ms in seen.items():
             if agent_id not in listed:
-                listed[agent_id] = AgentListing(agent_id, False, seen)
+                listed[agent_id] = AgentListing(agent_id, False, seen_ms)
         return [listed[agent_id] for agent_id in sorted(listed)]
 
     async def describe_agent(self, agent_id: str) -> AgentListing | None:
         info = await self.gateway.registry.lookup(agent_id)
         if info is not None:
             return AgentListing(agent_id, True, None, info.to_json())
-        seen = await self.gateway.last_seen.get(agent_id)
-        return None if seen is None else AgentListing(agent_id, False, seen)
+        times = [await self.gateway.last_seen.get(agent_id)]
+        times += (await self.gateway.registry.left(agent_id)).values()
+        known = [ms for ms in times if ms is not None]
+        return AgentListing(agent_id, False, max(known)) if known else None
 
     async def _holder(self, agent_id: str, command: str) -> str | None:
         """The other node that holds the agent, in a cluster; None to try this one."""

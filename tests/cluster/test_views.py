@@ -1,4 +1,5 @@
-"""In a cluster any node answers with an agent's latest metrics, whichever node holds it."""
+"""In a cluster any node shows every agent: its latest metrics whichever node holds it, and
+when it left, whichever node it left."""
 
 from __future__ import annotations
 
@@ -38,3 +39,29 @@ async def test_any_node_reads_an_agents_latest_metrics(
         await client.set("mws:metrics:agent-forged", '{"m": {"agentId": "agent-forged"}}')
     async with httpx.AsyncClient(base_url=node_b.api_url) as http:
         assert (await http.get("/api/agents/agent-forged")).json()["metrics"] is None
+
+
+async def test_any_node_lists_an_agent_that_left_another(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    node_a = await start_node(start_server, tmp_path, redis_url, "a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "b")
+    async with open_agent(node_a.agent_urls[0], "agent-left"):
+        pass
+    async with httpx.AsyncClient(base_url=node_b.api_url) as http:
+        with trio.fail_after(5):
+            while not (listing := (await http.get("/api/agents")).json())["agents"]:
+                await trio.sleep(0.02)
+        [agent] = listing["agents"]
+        assert agent["agentId"] == "agent-left"
+        assert agent["connected"] is False
+        assert isinstance(agent["lastSeen"], int)
+        one = (await http.get("/api/agents/agent-left")).json()
+        assert one["lastSeen"] == agent["lastSeen"]
+    # A departure written into Redis by anyone else is not believed.
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis_url, decode_responses=True)
+    async with client:
+        await client.hset("mws:left", {"agent-ghost": '{"m": {"agentId": "agent-ghost"}}'})
+    async with httpx.AsyncClient(base_url=node_b.api_url) as http:
+        listed = [a["agentId"] for a in (await http.get("/api/agents")).json()["agents"]]
+        assert listed == ["agent-left"]
