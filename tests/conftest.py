@@ -23,6 +23,8 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.database import DirectoryBasedExampleDatabase
 from moto.server import ThreadedMotoServer
 
+from monitoring_ws.clock import wall_ms
+
 from .support.processes import free_port
 from .support.served import Served, config_from_flat, serve_in
 
@@ -79,17 +81,17 @@ Running = Served  # what tests annotate a started server with
 
 @pytest.fixture
 async def start_server(nursery: trio.Nursery, tmp_path: Path) -> StartServer:
-    """Start a server with flat gateway settings as overrides (docs/gateway.md); it stops
-    when the test ends."""
+    """Start a server with flat gateway settings as overrides (docs/gateway.md) and the
+    sessions' wall clock (``clock``); it stops when the test ends."""
 
-    async def start(**overrides: Any) -> Served:
+    async def start(*, clock: Callable[[], int] = wall_ms, **overrides: Any) -> Served:
         settings: dict[str, Any] = {
             "listen": "127.0.0.1:0",
             "master_secrets": (SECRET,),
             "state_dir": tmp_path / "state",
         }
         settings.update(overrides)
-        return await serve_in(nursery, config_from_flat(settings))
+        return await serve_in(nursery, config_from_flat(settings), clock)
 
     return start
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import rfc8785
 import trio
+import trio.testing
+from trio.testing import MockClock
 from trio_websocket import HandshakeError, open_websocket_url
 
 from monitoring_ws.protocol import (
@@ -161,21 +165,46 @@ async def test_auth_deadline_is_4408(start_server: StartServer) -> None:
         assert await close_code(ws, timeout=3) == CloseCode.TIMEOUT
 
 
-async def test_three_silent_heartbeat_intervals_are_4408(start_server: StartServer) -> None:
-    running = await start_server(heartbeat_interval_ms=150)
+def following(clock: MockClock) -> Callable[[], int]:
+    """Wall-clock ms that move with trio's (mock) clock: the server's sessions go by it."""
+    del clock  # its time is trio's time
+    base = now_ms() - int(trio.current_time() * 1000)
+    return lambda: base + int(trio.current_time() * 1000)
+
+
+async def watchdog(clock: MockClock) -> None:
+    """After 5 real seconds, move the clock on so that a wait that would hang times out."""
+    await trio.to_thread.run_sync(time.sleep, 5, abandon_on_cancel=True)
+    clock.jump(60)
+
+
+async def test_three_silent_heartbeat_intervals_are_4408(
+    start_server: StartServer, mock_clock: MockClock
+) -> None:
+    # The default interval (30 s), in no time: trio's clock stands still until jumped.
+    running = await start_server(clock=following(mock_clock))
     async with open_agent(running.agent_urls[0], "quiet") as agent:
-        start = trio.current_time()
-        assert await close_code(agent.ws) == CloseCode.TIMEOUT
-        assert trio.current_time() - start >= 0.4
+        mock_clock.jump(89)
+        await trio.testing.wait_all_tasks_blocked()
+        assert agent.ws.closed is None  # 89 s of silence: allowed
+        mock_clock.jump(2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watchdog, mock_clock)
+            assert await close_code(agent.ws) == CloseCode.TIMEOUT
+            nursery.cancel_scope.cancel()
 
 
-async def test_heartbeats_keep_a_connection_open(start_server: StartServer) -> None:
-    running = await start_server(heartbeat_interval_ms=150)
+async def test_heartbeats_keep_a_connection_open(
+    start_server: StartServer, mock_clock: MockClock
+) -> None:
+    clock = following(mock_clock)
+    running = await start_server(clock=clock)
     async with open_agent(running.agent_urls[0], "chatty") as agent:
-        for _ in range(8):  # 1.2 s: twice the silence allowance
-            await trio.sleep(0.15)
-            await agent.send(agent.session.heartbeat(now_ms()))
+        for _ in range(6):  # 180 s: twice the silence allowance
+            mock_clock.jump(30)
+            await agent.send(agent.session.heartbeat(clock()))
             await agent.events()
+        await trio.testing.wait_all_tasks_blocked()
         assert agent.ws.closed is None
 
 

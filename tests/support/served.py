@@ -3,12 +3,13 @@ writes them (the flat keys of docs/gateway.md, translated like an old [gateway] 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 import trio
 
+from monitoring_ws.clock import wall_ms
 from monitoring_ws.gateway.gateway import Gateway
 from monitoring_ws.gateway.plugin import WebSocketPlugin
 from monitoring_ws.host.config import MonitoringConfig, config_from_document, translate_legacy
@@ -44,6 +45,9 @@ def config_from_flat(flat: Mapping[str, Any], **tables: Any) -> MonitoringConfig
     return config_from_document(document, "test settings")
 
 
-async def serve_in(nursery: trio.Nursery, config: MonitoringConfig) -> Served:
-    running: Running = await nursery.start(partial(serve_host, config, handle_signals=False))
+async def serve_in(
+    nursery: trio.Nursery, config: MonitoringConfig, clock: Callable[[], int] = wall_ms
+) -> Served:
+    serve = partial(serve_host, config, handle_signals=False, clock=clock)
+    running: Running = await nursery.start(serve)
     return Served(running)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import attrs
@@ -14,6 +14,7 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
+from ..clock import wall_ms
 from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
 from ..gateway.gateway import Gateway
@@ -71,7 +72,11 @@ class Cluster:
 
     @classmethod
     def build(
-        cls, config: GatewayConfig, master_secrets: tuple[str, ...], sink: TelemetryOut | None
+        cls,
+        config: GatewayConfig,
+        master_secrets: tuple[str, ...],
+        sink: TelemetryOut | None,
+        clock: Callable[[], int] = wall_ms,
     ) -> Cluster:
         """Every part, each given what it uses when it is made."""
         assert config.redis_url is not None  # noqa: S101 - the caller checked
@@ -96,6 +101,7 @@ class Cluster:
             node=node,
             remote=router,
             records=records,
+            clock=clock,
         )
         where = redacted(config.redis_url)
         return cls(client, where, node, registry, window, router, records, latest, gateway)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from ..asgi import TOO_BIG
-from ..clock import wall_ms
 from ..protocol import (
     Authenticated,
     CloseCode,
@@ -38,6 +37,7 @@ from .registry import AgentInfo
 
 if TYPE_CHECKING:
     from collections import Counter
+    from collections.abc import Callable
 
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
@@ -54,6 +54,8 @@ class ConnectionOwner(Protocol):
     """What a connection asks of the gateway that opened it."""
 
     config: GatewayConfig
+    #: Wall-clock milliseconds (injectable: tests drive heartbeats with trio's MockClock).
+    clock: Callable[[], int]
     node: str
     replay: ReplayWindow
     shared_replay: SharedReplayWindow | None
@@ -110,7 +112,7 @@ class AgentConnection:
         self._send = send
         self.address = address
         self.port = port
-        self.connected_at_ms = wall_ms()
+        self.connected_at_ms = gateway.clock()
         self._outbox: list[str] = []  # a deque costs ~700 B even empty; this stays short
         self._writing = False
         self._nursery: trio.Nursery | None = None
@@ -299,7 +301,7 @@ class AgentConnection:
                             text if text is not None else message.get("bytes") or b""
                         )
                         if shared is None:
-                            events = session.receive(data, wall_ms(), replay)
+                            events = session.receive(data, self._gateway.clock(), replay)
                         else:
                             events = await self._receive_shared(data, shared)
                         await self._act(events, text or "")
@@ -307,11 +309,11 @@ class AgentConnection:
                         return
             self._read_scope = None
             if self._closing is None:
-                await self._act(session.on_deadline(wall_ms()))
+                await self._act(session.on_deadline(self._gateway.clock()))
 
     async def _receive_shared(self, data: str | bytes, shared: SharedReplayWindow) -> list[Event]:
         """``ServerSession.receive`` with the nonce checked in the window all nodes share."""
-        session, now = self._session, wall_ms()
+        session, now = self._session, self._gateway.clock()
         try:
             verified = session.verify(data, now)
         except ProtocolError as error:
@@ -324,7 +326,7 @@ class AgentConnection:
         deadline_ms = self._session.deadline_ms()
         if deadline_ms is None:
             return math.inf
-        return trio.current_time() + (deadline_ms - wall_ms()) / 1000
+        return trio.current_time() + (deadline_ms - self._gateway.clock()) / 1000
 
     async def _act(self, events: list[Event], frame: str = "") -> None:
         """Act on what the session reported about ``frame`` (the text it was fed)."""

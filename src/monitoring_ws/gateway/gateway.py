@@ -6,7 +6,7 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -86,11 +86,14 @@ class Gateway:
         node: str = "local",
         remote: RemoteCommands | None = None,
         records: SharedRecords | None = None,
+        clock: Callable[[], int] = wall_ms,
     ) -> None:
         """``registry``, ``shared_replay``, ``remote`` and ``records`` are shared with other
         nodes in a cluster (``monitoring_ws.cluster.Cluster``); alone, the defaults."""
         self.config = config
         self.keyring = keyring
+        #: Wall-clock ms for sessions (their timestamps, heartbeats, lifetimes).
+        self.clock = clock
         self.node = node
         self.registry: Registry[AgentConnection] = registry or MemoryRegistry()
         self.sink: TelemetryOut = sink or _Discard()
@@ -169,7 +172,7 @@ class Gateway:
         lifetime_ms = self.config.max_session_s * 1000
         session = ServerSession(
             self.keyring,
-            opened_at_ms=wall_ms(),
+            opened_at_ms=self.clock(),
             session_id=str(uuid.uuid4()),
             config=self._session_config,
             gate=partial(self._gate, address),

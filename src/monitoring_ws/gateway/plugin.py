@@ -77,11 +77,13 @@ class WebSocketPlugin(PluginBase):
         if self.config.redis_url is not None:  # one node of several (docs/scaling.md)
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
-            self.cluster = Cluster.build(self.config, secrets, context.telemetry)
+            self.cluster = Cluster.build(self.config, secrets, context.telemetry, context.clock)
             self.gateway = self.cluster.gateway
         else:
             keyring = Keyring(secrets, seed_compatible=self.config.seed_compatible)
-            self.gateway = Gateway(self.config, keyring, sink=context.telemetry)
+            self.gateway = Gateway(
+                self.config, keyring, sink=context.telemetry, clock=context.clock
+            )
         self.transport = WebSocketTransport(self.gateway)
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
 

@@ -20,6 +20,7 @@ import attrs
 import trio
 from quart import Blueprint
 
+from ..clock import wall_ms
 from ..configbase import ConfigError
 from ..transports import Transport
 
@@ -70,6 +71,8 @@ class PluginContext:
     cluster: ClusterSettings
     #: Where the plugin publishes agents' metrics and logs, and reads them back.
     telemetry: TelemetryBus
+    #: Wall-clock milliseconds (tests inject one that follows trio's MockClock).
+    clock: Callable[[], int] = wall_ms
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from ..clock import wall_ms
 from ..configbase import ConfigError
 from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
@@ -163,11 +164,12 @@ class _Assembly:
     routes: Mapping[str, WebSocketRoute]
 
 
-def _assemble(config: MonitoringConfig) -> _Assembly:
+def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     """Build the plugins (each given what it uses), the router over their transports and
     SSM, and the API over both. Raises ``PluginError`` or ``ConfigError``."""
     telemetry = TelemetryBus(log_ring=config.server.log_ring)
-    plugins = tuple(load_enabled(config, PluginContext(config.server, config.cluster, telemetry)))
+    context = PluginContext(config.server, config.cluster, telemetry, clock)
+    plugins = tuple(load_enabled(config, context))
     for plugin in plugins:
         for sink in plugin.sinks():
             telemetry.register(sink)
@@ -192,16 +194,18 @@ async def serve_host(
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
     handle_signals: bool = True,
     reload: Callable[[], MonitoringConfig] | None = None,
+    clock: Callable[[], int] = wall_ms,
 ) -> None:
     """Build the enabled plugins, serve until SIGINT/SIGTERM (or ``Running.stop``), stop
-    in order. SIGHUP calls ``reload`` and hands each plugin its table again.
+    in order. SIGHUP calls ``reload`` and hands each plugin its table again. ``clock``
+    (wall-clock ms) is what plugins' sessions go by.
 
     Raises ``PluginError`` (a plugin failed to load or start) or ``ConfigError``.
     """
     for warning in config.warnings:
         log.warning("%s", warning)
     adapt_hypercorn_websockets()
-    built = _assemble(config)
+    built = _assemble(config, clock)
     try:
         async with trio.open_nursery() as background:
             await background.start(built.telemetry.run)
