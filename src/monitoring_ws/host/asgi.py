@@ -13,7 +13,7 @@ from ..asgi import TOO_BIG
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
     from quart import Quart
 
     from .plugins import WebSocketRoute
@@ -79,8 +79,17 @@ def adapt_hypercorn_websockets() -> None:
     setattr(ws_stream, "WebsocketBuffer", _TellingBuffer)  # noqa: B010 - the same way
 
 
-async def _not_found(send: ASGISendCallable) -> None:
-    await send({"type": "websocket.close", "code": 1000, "reason": ""})
+async def _websocket(
+    routes: Mapping[str, WebSocketRoute],
+    scope: WebsocketScope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+) -> None:
+    route = routes.get(scope["path"])
+    if route is not None:
+        await route.handler(scope, receive, send)
+    else:  # closed before accept: Hypercorn answers 403
+        await send({"type": "websocket.close", "code": 1000, "reason": ""})
 
 
 class HostApp:
@@ -94,13 +103,9 @@ class HostApp:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route.handler(scope, receive, send)
-            else:
-                await _not_found(send)  # before accept: Hypercorn answers 403
-            return
-        await self.api(scope, receive, send)
+            await _websocket(self.routes, scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
 
 
 _ONLY_WEBSOCKETS = (
@@ -118,11 +123,7 @@ class AgentOnlyApp:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
-            route = self.routes.get(scope["path"])
-            if route is not None:
-                await route.handler(scope, receive, send)
-            else:
-                await _not_found(send)
+            await _websocket(self.routes, scope, receive, send)
         elif scope["type"] == "http":
             await send(
                 {
