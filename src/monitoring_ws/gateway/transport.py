@@ -122,7 +122,7 @@ class WebSocketTransport:
         """Connected agents (every node's, in a cluster), then those seen before."""
         gateway = self.gateway
         listed = {
-            info.agent_id: AgentListing(info.agent_id, True, None, info.to_json())
+            info.agent_id: AgentListing(info.agent_id, True, info.last_seen_ms, info.to_json())
             for info in await gateway.registry.list()
         }
         seen = await gateway.last_seen.all()
@@ -136,7 +136,7 @@ class WebSocketTransport:
     async def describe_agent(self, agent_id: str) -> AgentListing | None:
         info = await self.gateway.registry.lookup(agent_id)
         if info is not None:
-            return AgentListing(agent_id, True, None, info.to_json())
+            return AgentListing(agent_id, True, info.last_seen_ms, info.to_json())
         times = [await self.gateway.last_seen.get(agent_id)]
         times += (await self.gateway.registry.left(agent_id)).values()
         known = [ms for ms in times if ms is not None]
