@@ -91,6 +91,11 @@ class RedisRegistry(Generic[C]):
         self._refused_warning = Throttle()
 
     @property
+    def reachable(self) -> bool:
+        """Whether Redis answered since the last failure (readiness)."""
+        return not self._stale
+
+    @property
     def channel(self) -> str:
         """Where other nodes reach this one."""
         return f"{self.prefix}node:{self.node}"

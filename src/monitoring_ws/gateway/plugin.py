@@ -124,6 +124,12 @@ class WebSocketPlugin(PluginBase):
             task_status.started()
             await self.gateway.run()
 
+    def checks(self) -> Mapping[str, bool]:
+        checks = {"state_database": self.gateway.spool.committing}
+        if self.cluster is not None:
+            checks["redis"] = self.cluster.registry.reachable
+        return checks
+
     async def drain(self) -> None:
         """Refuse new agents; close open ones with 1001 and a retry hint (bounded)."""
         log.info("closing %d agent connection(s) with 1001", self.gateway.open_connections)

@@ -57,6 +57,8 @@ class Spool:
         self._round = trio.Event()
         self.duplicates = 0
         self.failed_commits = 0
+        #: Whether the last commit went through (readiness: the state database is written).
+        self.committing = True
 
     def admit(self, agent_id: str, delivery: Delivery | None) -> bool:
         """False for a re-sent message (drop it); True to act on it."""
@@ -107,6 +109,7 @@ class Spool:
             # Nothing is acknowledged, so agents keep it all; retried at the next round.
             self._to_ack = to_ack | self._to_ack
             self.failed_commits += 1
+            self.committing = False
             if self.failed_commits in (1, 10) or self.failed_commits % 500 == 0:
                 log.error(  # noqa: TRY400 - the message names the cause; a traceback adds nothing
                     "%s (failed %d times so far; retrying)", exc, self.failed_commits
@@ -114,6 +117,7 @@ class Spool:
             return
         finally:
             round_done.set()
+        self.committing = True
         self._committed.update(to_ack)
         self._unacked.update(to_ack)
 

@@ -120,6 +120,10 @@ class Plugin(Protocol):
         serves (bounded; e.g. agents get 1001 and a retry hint)."""
         ...
 
+    def checks(self) -> Mapping[str, bool]:
+        """Readiness checks by name (``GET /readyz``): cheap, no I/O, True when fine."""
+        ...
+
     def reload(self, settings: Mapping[str, Any]) -> None:
         """SIGHUP: its table read again; apply what may change without a restart."""
         ...
@@ -152,6 +156,9 @@ class PluginBase:
 
     async def drain(self) -> None:
         return None
+
+    def checks(self) -> Mapping[str, bool]:
+        return {}
 
     def reload(self, settings: Mapping[str, Any]) -> None:
         return None

@@ -29,6 +29,7 @@ from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
 from ..transports.ssm import SSMPolicy, SSMTransport
 from .api import create_app
+from .api.health import Readiness
 from .asgi import AgentOnlyApp, HostApp, adapt_hypercorn_websockets
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
@@ -162,6 +163,7 @@ class _Assembly:
     commands: CommandLog
     app: Any
     routes: Mapping[str, WebSocketRoute]
+    readiness: Readiness
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
@@ -183,9 +185,11 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     router = TransportRouter(transports)
     routes = {route.path: route for plugin in plugins for route in plugin.websocket_routes()}
     commands = CommandLog(_state_file(config, "commands"))
-    blueprints = [bp for plugin in plugins for bp in plugin.blueprints()]
-    app = create_app(config.server, router, commands, telemetry, blueprints)
-    return _Assembly(plugins, router, telemetry, commands, app, routes)
+    readiness = Readiness()
+    app = create_app(
+        config.server, router, commands, telemetry, plugins=plugins, readiness=readiness
+    )
+    return _Assembly(plugins, router, telemetry, commands, app, routes, readiness)
 
 
 async def serve_host(
@@ -263,6 +267,7 @@ async def _listen(
         if fingerprint is not None:
             log.info("TLS certificate SHA-256 fingerprint (wsCertSha256): %s", fingerprint)
         by_name = {plugin.name: plugin for plugin in built.plugins}
+        built.readiness.listening = True
         task_status.started(
             Running(
                 api_url, agent_urls, fingerprint, stop.set, by_name, built.router, built.telemetry
@@ -272,6 +277,7 @@ async def _listen(
             serving.start_soon(_stop_on_signal, stop)
         await stop.wait()
         log.info("shutting down")
+        built.readiness.draining = True  # /readyz says 503 while the plugins drain
         with trio.move_on_after(DRAIN_TIMEOUT_S):
             async with trio.open_nursery() as draining:
                 for plugin in built.plugins:

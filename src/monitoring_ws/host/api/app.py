@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
-from quart import Blueprint, Quart, Response, g, request
+from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -15,10 +15,12 @@ from ...forwarded import client_address
 from ...web import MAX_BODY_BYTES, error
 from ..commandlog import CommandLog
 from ..config import ServerSettings
+from ..plugins import Plugin
 from ..router import TransportRouter
 from ..telemetry import TelemetryBus
 from .agents import add_agent_routes
 from .guard import check_browser_rules, check_content_type
+from .health import HEALTH_PATHS, Readiness, add_health_routes
 
 __all__ = ["create_app", "install_guard"]
 
@@ -28,10 +30,13 @@ def create_app(
     router: TransportRouter,
     log: CommandLog,
     telemetry: TelemetryBus,
-    blueprints: Sequence[Blueprint] = (),
+    *,
+    plugins: Sequence[Plugin] = (),
+    readiness: Readiness | None = None,
 ) -> Quart:
-    """The API: the neutral routes over ``router`` and every plugin's ``blueprints``, all
-    behind one guard (browser rules, bearer tokens, JSON bodies)."""
+    """The API: the neutral routes over ``router`` and every plugin's blueprints, all
+    behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
+    ``/readyz`` outside it."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = server.http_body_timeout_s  # a slow body is cut: 408
@@ -43,14 +48,16 @@ def create_app(
         return error(exc.code or 500, code, exc.description or exc.name)
 
     add_agent_routes(app, server, router, log, telemetry)
+    add_health_routes(app, readiness or Readiness(listening=True), lambda: plugins)
 
     @app.get("/api/telemetry/sinks")
     async def sinks() -> dict[str, Any]:
         """Per registered sink: queued, delivered, dropped (queue full), failed."""
         return {"sinks": telemetry.stats()}
 
-    for blueprint in blueprints:
-        app.register_blueprint(blueprint)
+    for plugin in plugins:
+        for blueprint in plugin.blueprints():
+            app.register_blueprint(blueprint)
     return app
 
 
@@ -63,6 +70,8 @@ def install_guard(app: Quart, server: ServerSettings) -> None:
 
     @app.before_request
     async def guard() -> Response | None:
+        if request.path in HEALTH_PATHS:  # probes: no token, nothing to protect
+            return None
         headers = {name.lower(): value for name, value in request.headers.items()}
         if proxies:  # who asked, as a trusted proxy says (records name it)
             g.address = client_address(
