@@ -18,7 +18,7 @@ from ..clock import wall_ms
 from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
 from ..gateway.gateway import Gateway
-from ..gateway.links import TelemetryOut
+from ..gateway.links import MetricsOut, TelemetryOut
 from ..protocol import Keyring
 from .presence import RedisRegistry
 from .records import RedisRecords
@@ -77,6 +77,7 @@ class Cluster:
         master_secrets: tuple[str, ...],
         sink: TelemetryOut | None,
         clock: Callable[[], int] = wall_ms,
+        metrics: MetricsOut | None = None,
     ) -> Cluster:
         """Every part, each given what it uses when it is made."""
         assert config.redis_url is not None  # noqa: S101 - the caller checked
@@ -102,6 +103,7 @@ class Cluster:
             remote=router,
             records=records,
             clock=clock,
+            metrics=metrics,
         )
         where = redacted(config.redis_url)
         return cls(client, where, node, registry, window, router, records, latest, gateway)

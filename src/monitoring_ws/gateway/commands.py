@@ -64,7 +64,10 @@ class CommandBook:
         store: StateStore,
         *,
         elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None,
+        ended: Callable[[str, str, float], None] | None = None,
     ) -> None:
+        """``elsewhere``: other nodes' records (a cluster); ``ended(transport, state,
+        seconds)``: told when a live command ends (metrics)."""
         self._store = store
         self._live: dict[str, _Live] = {}
         self._by_agent: dict[str, set[str]] = {}
@@ -73,6 +76,7 @@ class CommandBook:
         self.unmatched_results = 0
         #: In a cluster: records other nodes keep, by id -> (record, node).
         self._elsewhere = elsewhere
+        self._ended = ended
 
     def __len__(self) -> int:
         return len(self._live)
@@ -273,6 +277,9 @@ class CommandBook:
             del self._by_agent[record.agent_id]
         live.done.set()
         self._remember(record)
+        if self._ended is not None and record.finished_ms is not None:
+            seconds = (record.finished_ms - record.created_ms) / 1000
+            self._ended(record.transport, record.state.value, seconds)
 
     def _remember(self, record: CommandRecord) -> None:
         result = record.result

@@ -305,7 +305,8 @@ class AgentConnection:
                         else:
                             events = await self._receive_shared(data, shared)
                         await self._act(events, text or "")
-                    elif kind == "websocket.disconnect":
+                    elif kind == "websocket.disconnect":  # the agent closed (or vanished: 1006)
+                        self._gateway.stats[f"peer_closed_{message.get('code', 1006)}"] += 1
                         return
             self._read_scope = None
             if self._closing is None:
@@ -355,16 +356,19 @@ class AgentConnection:
                 case SendFrame(text=text):
                     self.send_frame(text)
                 case MetricsReceived(envelope=envelope, metrics=metrics, delivery=delivery):
+                    gateway.stats["frames_metrics"] += 1
                     agent_id = envelope.agent_id
                     if spool.admit(agent_id, delivery):
                         gateway.sink.metrics(agent_id, envelope.ts, metrics.values)
                         spool.keep(agent_id, "metrics", frame)
                 case LogsReceived(envelope=envelope, batch=batch, delivery=delivery):
+                    gateway.stats["frames_log"] += 1
                     agent_id = envelope.agent_id
                     if spool.admit(agent_id, delivery):
                         gateway.sink.logs(agent_id, batch.entries)
                         spool.keep(agent_id, "log", frame)
                 case CommandResultReceived(result=result, delivery=delivery):
+                    gateway.stats["frames_command_result"] += 1
                     if spool.admit(self.agent_id, delivery):
                         await gateway.commands.resolve(self, result)
                 case DuplicateDropped():

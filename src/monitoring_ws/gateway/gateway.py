@@ -34,7 +34,7 @@ from .admission import FAILURE_CODES, Admission
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
-from .links import RemoteCommands, SharedRecords, SharedReplayWindow, TelemetryOut
+from .links import MetricsOut, RemoteCommands, SharedRecords, SharedReplayWindow, TelemetryOut
 from .registry import MemoryRegistry, Registry
 from .seen import LastSeen
 from .spool import Spool
@@ -87,6 +87,7 @@ class Gateway:
         remote: RemoteCommands | None = None,
         records: SharedRecords | None = None,
         clock: Callable[[], int] = wall_ms,
+        metrics: MetricsOut | None = None,
     ) -> None:
         """``registry``, ``shared_replay``, ``remote`` and ``records`` are shared with other
         nodes in a cluster (``monitoring_ws.cluster.Cluster``); alone, the defaults."""
@@ -106,8 +107,13 @@ class Gateway:
             config.state_file,
             sync=config.state_sync,
             on_commit=None if records is None else records.mirror,
+            timed=None if metrics is None else metrics.state_committed,
         )
-        self.commands = CommandBook(self.store, elsewhere=None if records is None else records.get)
+        self.commands = CommandBook(
+            self.store,
+            elsewhere=None if records is None else records.get,
+            ended=None if metrics is None else metrics.command_ended,
+        )
         self.last_seen = LastSeen(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())
         self.spool = Spool(config, self.store, self.commands, self.registry.local)

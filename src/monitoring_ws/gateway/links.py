@@ -13,7 +13,23 @@ if TYPE_CHECKING:
     from ..transports.records import CommandRecord
     from .registry import AgentInfo
 
-__all__ = ["AgentLink", "RemoteCommands", "SharedRecords", "SharedReplayWindow", "TelemetryOut"]
+__all__ = [
+    "AgentLink",
+    "MetricsOut",
+    "RemoteCommands",
+    "SharedRecords",
+    "SharedReplayWindow",
+    "TelemetryOut",
+]
+
+
+class MetricsOut(Protocol):
+    """Where the gateway reports what it observes per command and per commit (the host's
+    ``ServerMetrics``)."""
+
+    def command_ended(self, transport: str, outcome: str, seconds: float) -> None: ...
+
+    def state_committed(self, seconds: float) -> None: ...
 
 
 class AgentLink(Protocol):

@@ -19,6 +19,7 @@ from quart import Blueprint
 
 from ..configbase import ConfigError
 from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
+from ..host.metrics import MetricsCollector
 from ..host.plugins import HostContext, PluginBase, PluginContext, WebSocketRoute
 from ..host.telemetry import TelemetryReader, TelemetrySink
 from ..protocol import Keyring
@@ -26,6 +27,7 @@ from ..transports import Transport
 from .blueprint import websocket_blueprint
 from .config import GatewayConfig, load_config
 from .gateway import AGENT_PATH, Gateway
+from .metrics import GatewayCollector
 from .secrets import resolve_master_secrets
 from .transport import WebSocketTransport
 
@@ -46,8 +48,9 @@ def gateway_config(
 ) -> GatewayConfig:
     """The gateway's settings: ``[server]`` and ``[cluster]`` from the host, then its own
     table. Raises ``ConfigError`` naming a key it does not know."""
-    server = attrs.asdict(server_settings, recurse=False)
-    own = {f.name for f in attrs.fields(GatewayConfig)} - set(_FROM_CLUSTER) - set(server)
+    fields = {f.name for f in attrs.fields(GatewayConfig)}
+    server = {k: v for k, v in attrs.asdict(server_settings, recurse=False).items() if k in fields}
+    own = fields - set(_FROM_CLUSTER) - set(attrs.asdict(server_settings, recurse=False))
     unknown = sorted(set(settings) - own)
     if unknown:
         raise ConfigError(
@@ -77,12 +80,18 @@ class WebSocketPlugin(PluginBase):
         if self.config.redis_url is not None:  # one node of several (docs/scaling.md)
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
-            self.cluster = Cluster.build(self.config, secrets, context.telemetry, context.clock)
+            self.cluster = Cluster.build(
+                self.config, secrets, context.telemetry, context.clock, context.metrics
+            )
             self.gateway = self.cluster.gateway
         else:
             keyring = Keyring(secrets, seed_compatible=self.config.seed_compatible)
             self.gateway = Gateway(
-                self.config, keyring, sink=context.telemetry, clock=context.clock
+                self.config,
+                keyring,
+                sink=context.telemetry,
+                clock=context.clock,
+                metrics=context.metrics,
             )
         self.transport = WebSocketTransport(self.gateway)
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
@@ -107,6 +116,10 @@ class WebSocketPlugin(PluginBase):
 
     def readers(self) -> Sequence[TelemetryReader]:
         return () if self.cluster is None else (self.cluster.latest_metrics,)
+
+    def collectors(self) -> Sequence[MetricsCollector]:
+        redis = None if self.cluster is None else self.cluster.registry
+        return (GatewayCollector(self.gateway, redis),)
 
     def websocket_routes(self) -> Sequence[WebSocketRoute]:
         return (

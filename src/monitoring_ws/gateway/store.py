@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +73,7 @@ class StateStore:
         *,
         sync: str = "normal",
         on_commit: Callable[[list[tuple[str, str]]], Awaitable[None]] | None = None,
+        timed: Callable[[float], None] | None = None,
     ) -> None:
         #: None keeps everything in memory (tests and benchmarks that do not restart).
         self.path = path
@@ -96,6 +98,8 @@ class StateStore:
         #: Called with ``(commandId, record JSON)`` of each commit's records (a cluster
         #: mirrors them); failures there are the callee's to handle.
         self._on_commit = on_commit
+        #: Told how long each commit took (metrics).
+        self._timed = timed
 
     def _connect(self) -> sqlite3.Connection:
         target = ":memory:"
@@ -172,6 +176,7 @@ class StateStore:
             spooled = [(agent, kind, now, frame) for agent, kind, frame in telemetry]
             rows = [_command_row(record) for record in records.values()]
             mark_rows = [(agent, stream, seq, now) for agent, (stream, seq) in marks.items()]
+            started = time.perf_counter()
             try:
                 with self._lock:
                     self._insert(spooled, rows, mark_rows, list(seen.items()))
@@ -184,6 +189,8 @@ class StateStore:
                 self._seen = seen | self._seen
                 raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
             self.commits += 1
+            if self._timed is not None:
+                self._timed(time.perf_counter() - started)
             self.telemetry_bytes += sum(len(frame) for _, _, frame in telemetry)
         if self._on_commit is not None and rows:
             await self._on_commit([(row[0], row[5]) for row in rows])

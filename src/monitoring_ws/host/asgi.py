@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
     from quart import Quart
 
+    from .metrics import ServerMetrics
     from .plugins import WebSocketRoute
 
-__all__ = ["AgentOnlyApp", "HostApp", "adapt_hypercorn_websockets"]
+__all__ = ["AgentOnlyApp", "HostApp", "MetricsApp", "adapt_hypercorn_websockets"]
 
 
 class _NoCompression(Extension):
@@ -135,10 +136,43 @@ class AgentOnlyApp:
             )
             await send({"type": "http.response.body", "body": _ONLY_WEBSOCKETS, "more_body": False})
         elif scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await _lifespan(receive, send)
+
+
+async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class MetricsApp:
+    """The ``metrics_listen`` listener: ``GET /metrics`` without a token, nothing else."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1000, "reason": ""})
+            return
+        found = scope["path"] == "/metrics" and scope["method"] in {"GET", "HEAD"}
+        body = self.metrics.exposition() if found else b"not found\n"
+        content_type = b"text/plain; version=0.0.4; charset=utf-8" if found else b"text/plain"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if found else 404,
+                "headers": [(b"content-type", content_type)],
+                "trailers": False,
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -91,6 +91,9 @@ class ServerSettings:
     #: How long a command waits by default, and at most.
     default_command_timeout_ms: int = attrs.field(default=10_000, validator=_count)
     max_command_timeout_ms: int = attrs.field(default=3_600_000, validator=_count)
+    #: A loopback listener serving ``GET /metrics`` without a token (Prometheus); worker
+    #: i of ``workers`` serves on this port plus i.
+    metrics_listen: str | None = attrs.field(default=None, validator=_optional_text)
     #: Log lines the API keeps per agent (``GET /api/websocket/agents/:id/logs``).
     log_ring: int = attrs.field(default=200, validator=_count)
 
@@ -109,6 +112,13 @@ class ServerSettings:
         host, _ = parse_hostport(self.listen, "listen")
         if self.agent_listen is not None:
             parse_hostport(self.agent_listen, "agent_listen")
+        if self.metrics_listen is not None:
+            metrics_host, _ = parse_hostport(self.metrics_listen, "metrics_listen")
+            if not is_loopback(metrics_host):
+                raise ConfigError(
+                    f"metrics_listen {self.metrics_listen} is not loopback: it answers without "
+                    "a token; scrape GET /metrics on listen with an API token instead"
+                )
         if not is_loopback(host) and not self.api_tokens:
             raise ConfigError(
                 f"the API would listen on {host}, beyond loopback, without a credential: "

@@ -23,6 +23,7 @@ from quart import Blueprint
 from ..clock import wall_ms
 from ..configbase import ConfigError
 from ..transports import Transport
+from .metrics import MetricsCollector, ServerMetrics
 
 if TYPE_CHECKING:
     from .config import ClusterSettings, MonitoringConfig, ServerSettings
@@ -73,6 +74,8 @@ class PluginContext:
     telemetry: TelemetryBus
     #: Wall-clock milliseconds (tests inject one that follows trio's MockClock).
     clock: Callable[[], int] = wall_ms
+    #: The server's Prometheus instruments (commands, commits).
+    metrics: ServerMetrics = attrs.field(factory=ServerMetrics)
 
 
 @attrs.frozen
@@ -106,6 +109,10 @@ class Plugin(Protocol):
 
     def readers(self) -> Sequence[TelemetryReader]:
         """Where else the API may read telemetry from (e.g. other nodes' agents)."""
+        ...
+
+    def collectors(self) -> Sequence[MetricsCollector]:
+        """Prometheus families it alone produces, read at scrape time (``GET /metrics``)."""
         ...
 
     async def run(
@@ -147,6 +154,9 @@ class PluginBase:
         return ()
 
     def readers(self) -> Sequence[TelemetryReader]:
+        return ()
+
+    def collectors(self) -> Sequence[MetricsCollector]:
         return ()
 
     async def run(

@@ -24,15 +24,16 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from ..clock import wall_ms
-from ..configbase import ConfigError
+from ..configbase import ConfigError, parse_hostport
 from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
 from ..transports.ssm import SSMPolicy, SSMTransport
 from .api import create_app
 from .api.health import Readiness
-from .asgi import AgentOnlyApp, HostApp, adapt_hypercorn_websockets
+from .asgi import AgentOnlyApp, HostApp, MetricsApp, adapt_hypercorn_websockets
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
+from .metrics import ServerMetrics
 from .plugins import HostContext, Plugin, PluginContext, PluginError, WebSocketRoute, load_enabled
 from .router import TransportRouter
 from .telemetry import TelemetryBus
@@ -145,6 +146,17 @@ def _tls(server: ServerSettings) -> tuple[Path, Path] | None:
     return None
 
 
+def _worker_port(bind: str, worker_index: int | None) -> str:
+    """Worker i of ``serve --workers`` serves its metrics on the port plus i (each worker
+    is scraped on its own; docs/operations.md)."""
+    if worker_index is None:
+        return bind
+    host, port = parse_hostport(bind, "metrics_listen")
+    if port == 0:
+        return bind
+    return f"[{host}]:{port + worker_index}" if ":" in host else f"{host}:{port + worker_index}"
+
+
 def _state_file(config: MonitoringConfig, stem: str) -> Path:
     """A state file of this process: one per worker when several share the directory."""
     index = config.cluster.worker_index
@@ -164,14 +176,17 @@ class _Assembly:
     app: Any
     routes: Mapping[str, WebSocketRoute]
     readiness: Readiness
+    metrics: ServerMetrics
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     """Build the plugins (each given what it uses), the router over their transports and
     SSM, and the API over both. Raises ``PluginError`` or ``ConfigError``."""
     telemetry = TelemetryBus(log_ring=config.server.log_ring)
-    context = PluginContext(config.server, config.cluster, telemetry, clock)
+    metrics = ServerMetrics()
+    context = PluginContext(config.server, config.cluster, telemetry, clock, metrics)
     plugins = tuple(load_enabled(config, context))
+    metrics.add([collector for plugin in plugins for collector in plugin.collectors()])
     for plugin in plugins:
         for sink in plugin.sinks():
             telemetry.register(sink)
@@ -187,9 +202,15 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     commands = CommandLog(_state_file(config, "commands"))
     readiness = Readiness()
     app = create_app(
-        config.server, router, commands, telemetry, plugins=plugins, readiness=readiness
+        config.server,
+        router,
+        commands,
+        telemetry,
+        plugins=plugins,
+        readiness=readiness,
+        metrics=metrics,
     )
-    return _Assembly(plugins, router, telemetry, commands, app, routes, readiness)
+    return _Assembly(plugins, router, telemetry, commands, app, routes, readiness, metrics)
 
 
 async def serve_host(
@@ -248,6 +269,9 @@ async def _listen(
     ]
     if server.agent_listen is not None:
         listeners.append((AgentOnlyApp(built.routes), server.agent_listen, tls))
+    if server.metrics_listen is not None:  # open, so kept to loopback (ServerSettings.check)
+        bind = _worker_port(server.metrics_listen, config.cluster.worker_index)
+        listeners.append((MetricsApp(built.metrics), bind, None))
     stop, stopped = trio.Event(), trio.Event()
 
     async def shutdown_trigger() -> None:
@@ -260,8 +284,9 @@ async def _listen(
             serve = partial(hypercorn_serve, asgi, hc, shutdown_trigger=shutdown_trigger)
             urls.append(await serving.start(serve))
         api_url = urls[0][0]
+        agent_listener = urls[1] if server.agent_listen is not None else urls[0]
         agent_urls = tuple(
-            url.replace("http", "ws", 1) + path for path in built.routes for url in urls[-1]
+            url.replace("http", "ws", 1) + path for path in built.routes for url in agent_listener
         )
         log.info("API on %s; agents connect to %s", api_url, ", ".join(agent_urls) or "-")
         if fingerprint is not None:

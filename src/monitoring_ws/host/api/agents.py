@@ -25,6 +25,7 @@ from ...transports import (
 from ...web import ID_RULE, CommandRequest, error, run_command_request, transport_error
 from ..commandlog import CommandLog
 from ..config import ServerSettings
+from ..metrics import ServerMetrics
 from ..router import TransportRouter
 from ..telemetry import TelemetryBus
 
@@ -72,6 +73,8 @@ def add_agent_routes(
     router: TransportRouter,
     log: CommandLog,
     telemetry: TelemetryBus,
+    *,
+    metrics: ServerMetrics,
 ) -> None:
     keepers = {t.name for t in _keepers(router)}
 
@@ -111,7 +114,7 @@ def add_agent_routes(
         async def keep(
             transport: str, body: CommandRequest, answer: CommandOutcome | TransportError
         ) -> None:
-            await log.record(
+            record = await log.record(
                 transport,
                 agent_id,
                 body.command,
@@ -121,6 +124,8 @@ def add_agent_routes(
                 created_ms=started,
                 answer=answer,
             )
+            ended_ms = record.finished_ms or record.updated_ms
+            metrics.command_ended(transport, record.state.value, (ended_ms - started) / 1000)
 
         async def wait(body: CommandRequest) -> dict[str, Any]:
             try:

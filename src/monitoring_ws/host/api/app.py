@@ -15,6 +15,7 @@ from ...forwarded import client_address
 from ...web import MAX_BODY_BYTES, error
 from ..commandlog import CommandLog
 from ..config import ServerSettings
+from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
 from ..router import TransportRouter
 from ..telemetry import TelemetryBus
@@ -33,6 +34,7 @@ def create_app(
     *,
     plugins: Sequence[Plugin] = (),
     readiness: Readiness | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> Quart:
     """The API: the neutral routes over ``router`` and every plugin's blueprints, all
     behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
@@ -47,7 +49,14 @@ def create_app(
         code = (exc.name or "error").lower().replace(" ", "_")
         return error(exc.code or 500, code, exc.description or exc.name)
 
-    add_agent_routes(app, server, router, log, telemetry)
+    metrics = ServerMetrics() if metrics is None else metrics
+    add_agent_routes(app, server, router, log, telemetry, metrics=metrics)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus exposition (behind the API's tokens; or open on ``metrics_listen``)."""
+        return Response(metrics.exposition(), content_type=CONTENT_TYPE)
+
     add_health_routes(app, readiness or Readiness(listening=True), lambda: plugins)
 
     @app.get("/api/telemetry/sinks")

@@ -1,0 +1,77 @@
+"""Prometheus metrics of the server (docs/operations.md, "Metrics").
+
+One registry per server. What happens per command or per commit is observed as it
+happens (``ServerMetrics``); what changes per message stays a plain integer in the part
+that counts it, read by that part's collector at scrape time, so the hot path gains
+nothing but an integer increment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import Metric
+
+__all__ = ["CONTENT_TYPE", "MetricsCollector", "ServerMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_COMMAND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+class MetricsCollector(Protocol):
+    """What a plugin contributes: metric families read at scrape time."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+class ServerMetrics:
+    """The registry, the instruments shared by every transport, and the exposition."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._commands = Counter(
+            "monitoring_ws_commands",
+            "Commands that ended, by transport and outcome (succeeded, failed, timed_out, ...).",
+            ["transport", "outcome"],
+            registry=self.registry,
+        )
+        self._durations = Histogram(
+            "monitoring_ws_command_duration_seconds",
+            "From request to the end of a command, by transport.",
+            ["transport"],
+            buckets=_COMMAND_BUCKETS,
+            registry=self.registry,
+        )
+        self._commits = Histogram(
+            "monitoring_ws_state_commit_seconds",
+            "One grouped commit of the state database (rows and the COMMIT).",
+            buckets=_COMMIT_BUCKETS,
+            registry=self.registry,
+        )
+
+    def command_ended(self, transport: str, outcome: str, seconds: float) -> None:
+        self._commands.labels(transport, outcome).inc()
+        self._durations.labels(transport).observe(max(0.0, seconds))
+
+    def state_committed(self, seconds: float) -> None:
+        self._commits.observe(seconds)
+
+    def add(self, collectors: Sequence[MetricsCollector]) -> None:
+        """Register plugins' collectors (families they alone produce)."""
+        for collector in collectors:
+            self.registry.register(collector)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

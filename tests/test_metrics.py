@@ -1,0 +1,80 @@
+"""GET /metrics: Prometheus families of a real server with a real agent and commands; the
+open loopback ``metrics_listen``; what they count."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitoring_ws.configbase import ConfigError
+from monitoring_ws.host.config import ServerSettings
+
+from .conftest import StartServer
+from .gateway.agents import now_ms, open_agent
+from .support.processes import free_port
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``{(name, sorted labels): value}`` of a Prometheus exposition."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+async def test_the_server_counts_agents_frames_commands_and_commits(
+    start_server: StartServer,
+) -> None:
+    token = "m" * 32
+    port = free_port()
+    running = await start_server(api_tokens=(token,), metrics_listen=f"127.0.0.1:{port}")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=running.api_url, headers=auth, timeout=30) as http:
+        async with open_agent(running.agent_urls[0], "agent-p") as agent, trio.open_nursery() as n:
+            for number in range(5):
+                await agent.send(agent.session.metrics({"cpu": number}, now_ms()))
+            n.start_soon(agent.serve_commands)
+            body = {"command": "ping", "args": {}}
+            assert (await http.post("/api/agents/agent-p/commands", json=body)).status_code == 200
+            seed = "/api/websocket/agents/agent-p/command"
+            assert (await http.post(seed, json=body)).status_code == 200
+            with trio.fail_after(5):  # what was accepted gets committed within a tick
+                while True:
+                    scraped = await http.get("/metrics")
+                    found = samples(scraped.text)
+                    if found["monitoring_ws_state_commit_seconds_count", ()] >= 1:
+                        break
+                    await trio.sleep(0.01)
+            assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
+            n.cancel_scope.cancel()
+        assert (await httpx.AsyncClient().get(f"{running.api_url}/metrics")).status_code == 401
+        # The open listener on loopback: no token, /metrics only.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as open_http:
+            with trio.fail_after(5):  # the agent's end is counted, with who ended it
+                while not any(
+                    name == "monitoring_ws_agent_disconnects_total" and ("by", "agent") in labels
+                    for name, labels in samples((await open_http.get("/metrics")).text)
+                ):
+                    await trio.sleep(0.02)
+            assert (await open_http.get("/api/agents")).status_code == 404
+    ws = (("transport", "websocket"),)
+    assert found["monitoring_ws_agents_connected", ws] == 1
+    assert found["monitoring_ws_agent_connects_total", ()] == 1
+    assert found["monitoring_ws_frames_total", (("type", "metrics"),)] == 5
+    assert found["monitoring_ws_frames_total", (("type", "command_result"),)] == 2
+    succeeded = (("outcome", "succeeded"), ("transport", "websocket"))
+    assert found["monitoring_ws_commands_total", succeeded] == 2
+    assert found["monitoring_ws_command_duration_seconds_count", ws] == 2
+    assert found["monitoring_ws_frames_rejected_total", (("reason", "duplicate"),)] == 0
+    assert found["monitoring_ws_auth_failures_total", ()] == 0
+    assert found["monitoring_ws_spool_bytes", ()] > 0
+    assert found["process_resident_memory_bytes", ()] > 0
+
+
+def test_the_open_metrics_listener_stays_on_loopback() -> None:
+    with pytest.raises(ConfigError, match="not loopback"):
+        ServerSettings(metrics_listen="0.0.0.0:9464").check()
+    ServerSettings(metrics_listen="127.0.0.1:9464").check()
