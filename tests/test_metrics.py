@@ -3,15 +3,19 @@ open loopback ``metrics_listen``; what they count."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitoring_ws.agent.metrics import collect
 from monitoring_ws.configbase import ConfigError
 from monitoring_ws.host.config import ServerSettings
 
-from .conftest import StartServer
+from .conftest import REPO, StartServer
 from .gateway.agents import now_ms, open_agent
 from .support.processes import free_port
 
@@ -78,3 +82,45 @@ def test_the_open_metrics_listener_stays_on_loopback() -> None:
     with pytest.raises(ConfigError, match="not loopback"):
         ServerSettings(metrics_listen="0.0.0.0:9464").check()
     ServerSettings(metrics_listen="127.0.0.1:9464").check()
+
+
+async def test_agent_gauges_show_the_fleet_and_feed_the_dashboard(
+    start_server: StartServer,
+) -> None:
+    running = await start_server(agent_gauges=True)
+    async with (
+        httpx.AsyncClient(base_url=running.api_url) as http,
+        open_agent(running.agent_urls[0], "agent-g") as agent,
+    ):
+        await agent.send(agent.session.metrics(collect(), now_ms()))  # what our agent sends
+        odd = {"cpu": {"percent": "high"}, "load": [None, True, "x"], "disk": [{"mount": 7}]}
+        async with open_agent(running.agent_urls[0], "agent-odd") as other:
+            await other.send(other.session.metrics(odd, now_ms()))
+            await other.send(other.session.heartbeat(now_ms()))
+            await other.events()
+        await agent.send(agent.session.heartbeat(now_ms()))
+        await agent.events()
+        text = (await http.get("/metrics")).text
+    found = samples(text)
+    me = (("agent_id", "agent-g"),)
+    assert 0 <= found["monitoring_ws_agent_cpu_percent", me] <= 100
+    assert 0 < found["monitoring_ws_agent_memory_percent", me] <= 100
+    assert found["monitoring_ws_agent_load", (("agent_id", "agent-g"), ("period", "1m"))] >= 0
+    assert any(name == "monitoring_ws_agent_disk_percent" for name, _ in found)
+    # An agent's odd values are left out, never an error.
+    assert not [
+        key for key in found if ("agent_id", "agent-odd") in key[1] and "stamp" not in key[0]
+    ]
+    # Every family the Grafana dashboard queries is one the server exposes.
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:monitoring_ws|process)_[a-z_0-9]+", target["expr"])
+    }
+    families = {family.name for family in text_string_to_metric_families(text)}
+    exposed = families | {
+        f"{name}{suffix}" for name in families for suffix in ("_total", "_bucket")
+    }
+    assert queried - exposed == {"monitoring_ws_cluster_redis_up"}  # a cluster's only

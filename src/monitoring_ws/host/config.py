@@ -94,6 +94,9 @@ class ServerSettings:
     #: A loopback listener serving ``GET /metrics`` without a token (Prometheus); worker
     #: i of ``workers`` serves on this port plus i.
     metrics_listen: str | None = attrs.field(default=None, validator=_optional_text)
+    #: Export agents' latest CPU, memory, disk and load as gauges on /metrics (one series
+    #: per agent and mount: mind the cardinality of a large fleet).
+    agent_gauges: bool = attrs.field(default=False, validator=_flag)
     #: Log lines the API keeps per agent (``GET /api/websocket/agents/:id/logs``).
     log_ring: int = attrs.field(default=200, validator=_count)
 

@@ -28,6 +28,7 @@ from ..configbase import ConfigError, parse_hostport
 from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
 from ..transports.ssm import SSMPolicy, SSMTransport
+from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.health import Readiness
 from .asgi import AgentOnlyApp, HostApp, MetricsApp, adapt_hypercorn_websockets
@@ -187,6 +188,8 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     context = PluginContext(config.server, config.cluster, telemetry, clock, metrics)
     plugins = tuple(load_enabled(config, context))
     metrics.add([collector for plugin in plugins for collector in plugin.collectors()])
+    if config.server.agent_gauges:
+        metrics.add([AgentGauges(telemetry.memory)])
     for plugin in plugins:
         for sink in plugin.sinks():
             telemetry.register(sink)

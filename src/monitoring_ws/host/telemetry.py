@@ -99,6 +99,10 @@ class MemoryTelemetry:
         sample = self._metrics.get(agent_id)
         return None if sample is None else {"ts": sample[0], "values": sample[1]}
 
+    def samples(self) -> list[tuple[str, int, Mapping[str, Any]]]:
+        """Every agent's latest sample: ``(agent_id, ts, values)``."""
+        return [(agent_id, ts, values) for agent_id, (ts, values) in self._metrics.items()]
+
     def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         ring = self._logs.get(agent_id, ())
         entries = list(ring)[-limit:] if limit else list(ring)
