@@ -118,6 +118,8 @@ class _Queue:
         self.ready = trio.Event()
         self.delivered = self.dropped = self.failed = 0
         self.last_complaint = 0.0
+        #: A batch is with the sink right now (taken from ``items``, not yet written).
+        self.writing = False
 
     def put(self, item: TelemetryItem) -> None:
         if len(self.items) >= self.limit:
@@ -198,7 +200,7 @@ class TelemetryBus:
     async def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until every sink has taken what was queued for it."""
         with trio.move_on_after(timeout_s):
-            while any(queue.items for queue in self._queues):
+            while any(queue.items or queue.writing for queue in self._queues):
                 await trio.sleep(0.02)
 
     async def _deliver(self, queue: _Queue) -> None:
@@ -207,6 +209,7 @@ class TelemetryBus:
                 queue.ready = trio.Event()
                 await queue.ready.wait()
             batch = [queue.items.popleft() for _ in range(min(self.batch, len(queue.items)))]
+            queue.writing = True
             try:
                 await queue.sink.write(batch)
             except Exception as exc:
@@ -223,3 +226,5 @@ class TelemetryBus:
                     )
             else:
                 queue.delivered += len(batch)
+            finally:
+                queue.writing = False
