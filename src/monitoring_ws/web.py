@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 from quart import Response, g, request
 
+from .host.tokens import ApiToken
 from .protocol.payloads import NAME
 from .protocol.strictjson import JSONRejectedError, loads
 from .transports import REQUESTER, Requester, TransportError
@@ -20,8 +21,11 @@ __all__ = [
     "CommandRequest",
     "command_body",
     "error",
+    "forbidden",
+    "reaches",
     "requester",
     "run_command_request",
+    "token",
     "transport_error",
 ]
 
@@ -102,6 +106,10 @@ async def run_command_request(
         body = command_body(raw_body, default_ms, max_ms)
     except BadBody as exc:
         return error(400, "bad_request", str(exc))
+    presented = token()
+    if presented is not None and not presented.may_send(body.command):
+        scope = f"commands:send:{body.command}"
+        return forbidden(scope, f"the token {presented.name} may not send {body.command!r}")
     asked_by = REQUESTER.set(requester(body.label))  # for the transport's record
     try:
         if not body.wait:
@@ -114,6 +122,22 @@ async def run_command_request(
         return transport_error(exc)
     finally:
         REQUESTER.reset(asked_by)
+
+
+def token() -> ApiToken | None:
+    """The API token this request presented (None when the server has no tokens)."""
+    found: ApiToken | None = g.get("token")
+    return found
+
+
+def reaches(agent_id: str) -> bool:
+    """Whether this request's token may see and act on ``agent_id`` (its agent globs)."""
+    found = token()
+    return found is None or found.reaches(agent_id)
+
+
+def forbidden(scope: str, message: str) -> Response:
+    return error(403, "forbidden", message, scope=scope)
 
 
 def requester(label: str | None) -> Requester:

@@ -12,7 +12,16 @@ from quart import Blueprint, Response, request
 from ..protocol import AGENT_ID
 from ..protocol.payloads import NAME
 from ..transports import ShuttingDownError, TransportError, UnknownCommandError
-from ..web import ID_RULE, CommandRequest, error, run_command_request, transport_error
+from ..web import (
+    ID_RULE,
+    CommandRequest,
+    error,
+    forbidden,
+    reaches,
+    run_command_request,
+    token,
+    transport_error,
+)
 from .agent_config import agent_config
 
 if TYPE_CHECKING:
@@ -52,6 +61,7 @@ def websocket_blueprint(
     @api.get("/agents")
     async def list_agents() -> dict[str, Any]:
         agents = sorted(await gateway.registry.list(), key=lambda info: info.agent_id)
+        agents = [info for info in agents if reaches(info.agent_id)]
         return {"agents": [info.to_json() for info in agents], "count": len(agents)}
 
     @api.get("/agents/<agent_id>")
@@ -74,8 +84,8 @@ def websocket_blueprint(
     @api.get("/agents/<agent_id>/config")
     async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
         settings = config()
-        # It hands out keys: only with API tokens configured (the guard checked one).
-        if not settings.api_tokens:
+        # It hands out keys: only to a token (the guard checked its config:read scope).
+        if token() is None:
             return error(403, "forbidden", "agent configs are served only when api_tokens are set")
         if (bad := _bad_agent(agent_id)) is not None:
             return bad
@@ -115,7 +125,7 @@ def websocket_blueprint(
         if not NAME.fullmatch(command_id):
             return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
         record = await transport.command_record(command_id)
-        if record is None:
+        if record is None or not reaches(record["agentId"]):
             return error(404, "unknown_command", f"no record of command {command_id}")
         return record
 
@@ -123,12 +133,22 @@ def websocket_blueprint(
     async def cancel_record(command_id: str) -> dict[str, Any] | Response:
         if not NAME.fullmatch(command_id):
             return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        record = await transport.command_record(command_id)
+        if record is None or not reaches(record["agentId"]):
+            return error(404, "unknown_command", f"no record of command {command_id}")
         try:
             return await transport.cancel_command(command_id)
         except UnknownCommandError as exc:
             return error(404, exc.code, str(exc))
         except TransportError as exc:
             return transport_error(exc)
+
+    _add_state_routes(api, gateway)
+    return api
+
+
+def _add_state_routes(api: Blueprint, gateway: Gateway) -> None:
+    """Counters and the telemetry spool."""
 
     @api.get("/stats")
     async def stats() -> dict[str, Any]:
@@ -158,7 +178,13 @@ def websocket_blueprint(
             return error(400, "bad_request", f"limit must be between 1 and {MAX_TELEMETRY_PAGE}")
         if agent_id is not None and (bad := _bad_agent(agent_id)) is not None:
             return bad
+        presented = token()
+        if (
+            presented is not None
+            and presented.agents
+            and (agent_id is None or not reaches(agent_id))
+        ):
+            message = f"the token {presented.name} reaches some agents only: name one it reaches"
+            return forbidden("agents", message)
         items = await gateway.store.telemetry(after, limit, agent_id)
         return {"items": items, "next": items[-1]["id"] if items else after}
-
-    return api

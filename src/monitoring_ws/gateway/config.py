@@ -37,8 +37,6 @@ class GatewayConfig:
     #: Fetch the master secret at start: ``secretsmanager:NAME`` or ``ssm:/parameter/name``.
     master_secret_from: str | None = None
     seed_compatible: bool = False
-    #: Bearer tokens for /api; required when the API listens beyond loopback.
-    api_tokens: tuple[str, ...] = attrs.field(default=(), repr=False)
     #: Host names (besides loopback) the API answers to when no API token is configured:
     #: a browser rule against DNS rebinding (docs/security.md).
     allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=_host_names)
@@ -144,7 +142,6 @@ class GatewayConfig:
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
 _TUPLES = {
     "master_secrets",
-    "api_tokens",
     "allowed_hosts",
     "tls_hostnames",
     "trusted_proxies",

@@ -19,6 +19,7 @@ import attrs
 from attrs import validators as v
 
 from ..configbase import ConfigError, is_loopback, parse_hostport, path, positive, strings
+from .tokens import ApiToken, parse_tokens
 
 __all__ = [
     "API_TOKENS_ENV",
@@ -77,8 +78,9 @@ class ServerSettings:
     tls_self_signed: bool = attrs.field(default=False, validator=_flag)
     #: Extra names the self-signed certificate is valid for (besides localhost).
     tls_hostnames: tuple[str, ...] = attrs.field(default=(), converter=_strings)
-    #: Bearer tokens for /api; required when the API listens beyond loopback.
-    api_tokens: tuple[str, ...] = attrs.field(default=(), converter=_strings, repr=False)
+    #: Bearer tokens for /api (strings: every scope; tables: named and scoped, see
+    #: host/tokens.py); required when the API listens beyond loopback.
+    api_tokens: tuple[ApiToken, ...] = attrs.field(default=(), converter=parse_tokens, repr=False)
     #: Host names (besides loopback) the API answers to when no API token is configured.
     allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=_host_names)
     #: Proxies whose ``X-Forwarded-For`` names the caller (addresses or networks).
@@ -132,8 +134,6 @@ class ServerSettings:
             raise ConfigError("tls_cert and tls_key go together: give both or neither")
         if self.tls_cert is not None and self.tls_self_signed:
             raise ConfigError("choose tls_cert/tls_key or tls_self_signed, not both")
-        if any(len(token) < 16 for token in self.api_tokens):
-            raise ConfigError("api_tokens must be at least 16 characters each")
         if self.default_command_timeout_ms > self.max_command_timeout_ms:
             raise ConfigError("default_command_timeout_ms is above max_command_timeout_ms")
         self.proxy_networks()

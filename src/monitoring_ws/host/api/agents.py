@@ -22,7 +22,14 @@ from ...transports import (
     TransportError,
     UnknownCommandError,
 )
-from ...web import ID_RULE, CommandRequest, error, run_command_request, transport_error
+from ...web import (
+    ID_RULE,
+    CommandRequest,
+    error,
+    reaches,
+    run_command_request,
+    transport_error,
+)
 from ..commandlog import CommandLog
 from ..config import ServerSettings
 from ..metrics import ServerMetrics
@@ -80,7 +87,7 @@ def add_agent_routes(
 
     @app.get("/api/agents")
     async def list_agents() -> dict[str, Any]:
-        agents = await list_everyone(router)
+        agents = [a for a in await list_everyone(router) if reaches(a["agentId"])]
         return {
             "agents": agents,
             "count": len(agents),
@@ -157,23 +164,38 @@ def add_agent_routes(
             server.default_command_timeout_ms, server.max_command_timeout_ms, wait, submit
         )
 
+    _add_record_routes(app, router, log)
+
+
+def _add_record_routes(app: Quart, router: TransportRouter, log: CommandLog) -> None:
+    """``/api/commands/:id``: the host's log first, then transports that keep records."""
+
     @app.get(f"{COMMANDS_PATH}/<command_id>")
     async def command_record(command_id: str) -> dict[str, Any] | Response:
         if not NAME.fullmatch(command_id):
             return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        found = await find_record(command_id)
+        if found is None:
+            return error(404, "unknown_command", f"no record of command {command_id}")
+        return found
+
+    async def find_record(command_id: str) -> dict[str, Any] | None:
+        """A command's record wherever it is kept; None also when the token does not
+        reach its agent (a record says nothing of agents the token may not see)."""
         record = await log.get(command_id)
-        if record is not None:
-            return record.to_json()
-        for transport in _keepers(router):
+        found = None if record is None else record.to_json()
+        for transport in _keepers(router) if found is None else ():
             found = await transport.command_record(command_id)
             if found is not None:
-                return found
-        return error(404, "unknown_command", f"no record of command {command_id}")
+                break
+        return found if found is not None and reaches(found["agentId"]) else None
 
     @app.delete(f"{COMMANDS_PATH}/<command_id>")
     async def cancel(command_id: str) -> dict[str, Any] | Response:
         if not NAME.fullmatch(command_id):
             return error(400, "invalid_command_id", f"commandId: {ID_RULE}")
+        if await find_record(command_id) is None:
+            return error(404, "unknown_command", f"no record of command {command_id}")
         record = await log.get(command_id)
         if record is not None:  # the log keeps only commands that ended
             message = f"command {command_id} already ended: {record.state.value}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,13 +10,14 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ...forwarded import client_address
-from ...web import MAX_BODY_BYTES, error
+from ...web import MAX_BODY_BYTES, error, forbidden
 from ..commandlog import CommandLog
 from ..config import ServerSettings
 from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
 from ..router import TransportRouter
 from ..telemetry import TelemetryBus
+from ..tokens import ApiToken, TokenSet, required_scope
 from .agents import add_agent_routes
 from .guard import check_browser_rules, check_content_type
 from .health import HEALTH_PATHS, Readiness, add_health_routes
@@ -72,9 +71,7 @@ def create_app(
 
 def install_guard(app: Quart, server: ServerSettings) -> None:
     """Every route, plugins' included: browser rules (403), the token (401), JSON (415)."""
-    tokens = [token.encode() for token in server.api_tokens]
-    # Records name the token a caller used by this, never by the token itself.
-    fingerprints = [f"token:{hashlib.sha256(token).hexdigest()[:12]}" for token in tokens]
+    tokens = TokenSet(server.api_tokens)
     proxies = server.proxy_networks()
 
     @app.before_request
@@ -91,15 +88,31 @@ def install_guard(app: Quart, server: ServerSettings) -> None:
         )
         if refusal is None and tokens:
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-            # Compare against every token: timing says nothing of which one nearly matched.
-            matches = [hmac.compare_digest(presented.encode(), token) for token in tokens]
-            if scheme.lower() != "bearer" or not any(matches):
+            found = tokens.find(presented) if scheme.lower() == "bearer" else None
+            if found is None:
                 response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
                 return response
-            g.credential = fingerprints[matches.index(True)]
+            # Records name the token by its name (a fingerprint for plain ones), never itself.
+            g.token, g.credential = found, found.credential
+            if request.routing_exception is None:  # else 404/405 first
+                scoped = _scope_refusal(found)
+                if scoped is not None:
+                    return scoped
         if refusal is None and request.routing_exception is None:  # else 404/405 first
             refusal = check_content_type(request.method, headers)
         if refusal is not None:
             return error(refusal.status, refusal.code, refusal.message)
         return None
+
+
+def _scope_refusal(token: ApiToken) -> Response | None:
+    """403 when the token lacks the route's scope, or the agent in its path."""
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    missing = token.lacks(required_scope(request.method, rule))
+    if missing is not None:
+        return forbidden(missing, f"the token {token.name} lacks the scope {missing}")
+    agent_id = (request.view_args or {}).get("agent_id")
+    if isinstance(agent_id, str) and not token.reaches(agent_id):
+        return forbidden("agents", f"the token {token.name} does not reach agent {agent_id}")
+    return None
