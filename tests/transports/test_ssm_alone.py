@@ -49,6 +49,8 @@ async def test_ssm_runs_alone(moto_ssm: str, nursery: trio.Nursery, tmp_path: Pa
         metrics = (await http.get("/metrics")).text  # the host counts what SSM carried
         assert 'monitoring_ws_commands_total{outcome="succeeded",transport="ssm"} 1.0' in metrics
         assert 'monitoring_ws_command_duration_seconds_count{transport="ssm"} 1.0' in metrics
+        history = (await http.get("/api/commands")).json()["commands"]
+        assert [(r["commandId"], r["transport"]) for r in history] == [(command_id, "ssm")]
         refused = await http.delete(f"/api/commands/{command_id}", headers=json_type)
         assert refused.status_code == 409
         assert refused.json()["error"]["code"] == "command_finished"

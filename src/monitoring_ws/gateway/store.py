@@ -25,7 +25,7 @@ import trio
 from ..clock import wall_ms
 from ..private import private_file
 from ..protocol import Delivery
-from ..transports.records import CommandRecord
+from ..transports.records import CommandRecord, RecordQuery
 
 __all__ = ["SCHEMA_VERSION", "StateStore", "StoreError"]
 
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_open ON commands (created_ms) WHERE finished_ms IS NULL;
 CREATE INDEX IF NOT EXISTS commands_finished ON commands (finished_ms);
+CREATE INDEX IF NOT EXISTS commands_created ON commands (created_ms, command_id);
 CREATE TABLE IF NOT EXISTS telemetry (
     id INTEGER PRIMARY KEY,
     agent_id TEXT NOT NULL,
@@ -262,6 +263,15 @@ class StateStore:
 
         row = await self._run(read)
         return None if row is None else CommandRecord.from_json(json.loads(row[0]))
+
+    async def list_commands(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """A page of command records (JSON), newest first."""
+        where, params = query.sql()
+
+        def read() -> list[Any]:
+            return self._db.execute(f"SELECT record FROM commands{where}", params).fetchall()  # noqa: S608 - only placeholders vary
+
+        return [json.loads(row[0]) for row in await self._run(read)]
 
     async def telemetry(
         self, after: int, limit: int, agent_id: str | None = None

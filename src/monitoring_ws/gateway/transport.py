@@ -3,6 +3,7 @@ records it keeps of them, and the agents it knows (the ``websocket`` plugin's tr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from ..transports import (
 from .store import StoreError
 
 if TYPE_CHECKING:
-    from ..transports.records import CommandRecord
+    from ..transports.records import CommandRecord, RecordQuery
     from .connection import AgentConnection
     from .gateway import Gateway
 
@@ -95,6 +96,11 @@ class WebSocketTransport:
     async def command_record(self, command_id: str) -> dict[str, Any] | None:
         record = await self.gateway.commands.get(command_id)
         return None if record is None else record.to_json()
+
+    async def list_records(self, query: RecordQuery) -> list[dict[str, Any]]:
+        with contextlib.suppress(StoreError):  # what was just sent is on disk first
+            await self.gateway.spool.durable()
+        return await self.gateway.store.list_commands(query)
 
     async def cancel_command(self, command_id: str) -> dict[str, Any]:
         """Cancel a command this node runs (the agent is told when it speaks ``cancel``)."""

@@ -17,7 +17,7 @@ from ..clock import wall_ms
 from ..private import private_file
 from ..protocol import CommandError, CommandResult
 from ..transports import CommandOutcome, CommandTimeoutError, Requester, TransportError
-from ..transports.records import CommandRecord, CommandState
+from ..transports.records import CommandRecord, CommandState, RecordQuery
 
 __all__ = ["CommandLog"]
 
@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS commands (
     created_ms INTEGER NOT NULL,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS commands_created ON commands (created_ms);
+CREATE INDEX IF NOT EXISTS commands_created_id ON commands (created_ms, command_id);
 """
 
 
@@ -101,6 +101,17 @@ class CommandLog:
 
         row = await trio.to_thread.run_sync(read)
         return None if row is None else CommandRecord.from_json(json.loads(row[0]))
+
+    async def list(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """A page of the log's records (JSON), newest first."""
+        where, params = query.sql()
+
+        def read() -> list[Any]:
+            with self._lock:
+                sql = f"SELECT record FROM commands{where}"  # noqa: S608 - only placeholders vary
+                return self._db.execute(sql, params).fetchall()
+
+        return [json.loads(row[0]) for row in await trio.to_thread.run_sync(read)]
 
     def close(self) -> None:
         with self._lock:

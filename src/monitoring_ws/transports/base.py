@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
+
+if TYPE_CHECKING:
+    from .records import RecordQuery
 
 __all__ = [
     "IN_PROCESS",
@@ -241,6 +244,10 @@ class KeepsRecords(Transport, Protocol):
 
     async def command_record(self, command_id: str) -> dict[str, Any] | None:
         """The record as JSON, or None when this transport has none."""
+        ...
+
+    async def list_records(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """A page of its records (JSON), newest first (``GET /api/commands``)."""
         ...
 
     async def cancel_command(self, command_id: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import attrs
 from ..protocol import INTERRUPTED, CommandResult
 from .base import Requester
 
-__all__ = ["FINISHED", "CommandRecord", "CommandState", "Requester"]
+__all__ = ["FINISHED", "CommandRecord", "CommandState", "RecordQuery", "Requester"]
 
 
 class CommandState(enum.StrEnum):
@@ -139,3 +139,52 @@ class CommandRecord:
             late=bool(value.get("late")),
             attempts=int(value.get("attempts", 0)),
         )
+
+
+@attrs.frozen
+class RecordQuery:
+    """A page of command history: newest first, filtered, after a cursor."""
+
+    agent_id: str | None = None
+    command: str | None = None
+    state: CommandState | None = None
+    #: ``createdAt`` bounds, ms since the epoch (inclusive).
+    since_ms: int | None = None
+    until_ms: int | None = None
+    #: Who asked: a ``requestedBy`` label or credential (``token:NAME``).
+    requested_by: str | None = None
+    limit: int = 50
+    #: Records strictly older than this ``(createdAt, commandId)`` (the previous page's end).
+    before: tuple[int, str] | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """``WHERE ... ORDER BY ... LIMIT`` over a table with ``command_id``, ``created_ms``
+        and the ``record`` JSON (the state store's and the host's command log)."""
+        clauses: list[str] = ["1"]
+        params: list[Any] = []
+        fields = {
+            "$.agentId": self.agent_id,
+            "$.command": self.command,
+            "$.state": None if self.state is None else self.state.value,
+        }
+        for path, value in fields.items():
+            if value is not None:
+                clauses.append(f"json_extract(record, '{path}') = ?")
+                params.append(value)
+        if self.since_ms is not None:
+            clauses.append("created_ms >= ?")
+            params.append(self.since_ms)
+        if self.until_ms is not None:
+            clauses.append("created_ms <= ?")
+            params.append(self.until_ms)
+        if self.requested_by is not None:
+            clauses.append(
+                "(json_extract(record, '$.requestedBy.label') = ? "
+                "OR json_extract(record, '$.requestedBy.credential') = ?)"
+            )
+            params += [self.requested_by, self.requested_by]
+        if self.before is not None:
+            clauses.append("(created_ms < ? OR (created_ms = ? AND command_id < ?))")
+            params += [self.before[0], self.before[0], self.before[1]]
+        order = " ORDER BY created_ms DESC, command_id DESC LIMIT ?"
+        return " WHERE " + " AND ".join(clauses) + order, [*params, self.limit]

@@ -3,10 +3,10 @@ command records wherever they are kept (docs/api.md, "Any transport")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from quart import Quart, Response
+from quart import Quart, Response, request
 
 from ...clock import wall_ms
 from ...protocol import AGENT_ID
@@ -22,8 +22,10 @@ from ...transports import (
     TransportError,
     UnknownCommandError,
 )
+from ...transports.records import CommandState, RecordQuery
 from ...web import (
     ID_RULE,
+    BadBody,
     CommandRequest,
     error,
     reaches,
@@ -40,6 +42,11 @@ __all__ = ["COMMANDS_PATH", "add_agent_routes"]
 
 #: Where a command's record lives (a 202 names it in ``Location``).
 COMMANDS_PATH = "/api/commands"
+DEFAULT_PAGE, MAX_PAGE = 50, 500
+_HISTORY_ARGS = frozenset(
+    {"agentId", "command", "state", "since", "until", "requestedBy", "limit", "cursor"}
+)
+_STATES = frozenset(state.value for state in CommandState)
 
 
 async def list_everyone(router: TransportRouter) -> list[dict[str, Any]]:
@@ -167,8 +174,79 @@ def add_agent_routes(
     _add_record_routes(app, router, log)
 
 
+def history_query(args: Mapping[str, str]) -> RecordQuery:
+    """``GET /api/commands``'s query string, checked; raises ``BadBody`` saying what."""
+    unknown = sorted(set(args) - _HISTORY_ARGS)
+    if unknown:
+        raise BadBody(f"unknown parameter {', '.join(unknown)} (known: {sorted(_HISTORY_ARGS)})")
+
+    def integer(name: str) -> int | None:
+        value = args.get(name)
+        if value is None:
+            return None
+        if not value.isdigit() or len(value) > 16:
+            raise BadBody(f"{name} must be milliseconds since the epoch")
+        return int(value)
+
+    agent_id, command = args.get("agentId"), args.get("command")
+    if agent_id is not None and not AGENT_ID.fullmatch(agent_id):
+        raise BadBody(f"agentId: {ID_RULE}")
+    if command is not None and not NAME.fullmatch(command):
+        raise BadBody(f"command: {ID_RULE}")
+    state = args.get("state")
+    if state is not None and state not in _STATES:
+        raise BadBody(f"state must be one of {', '.join(sorted(_STATES))}")
+    requested_by = args.get("requestedBy")
+    if requested_by is not None and not 1 <= len(requested_by) <= 128:
+        raise BadBody("requestedBy must be 1-128 characters")
+    given = integer("limit")
+    limit = DEFAULT_PAGE if given is None else given
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadBody(f"limit must be between 1 and {MAX_PAGE}")
+    before = None
+    cursor = args.get("cursor")
+    if cursor is not None:
+        created, _, command_id = cursor.partition("~")
+        if not created.isdigit() or len(created) > 16 or not NAME.fullmatch(command_id):
+            raise BadBody("cursor: pass the previous page's next as it is")
+        before = (int(created), command_id)
+    return RecordQuery(
+        agent_id=agent_id,
+        command=command,
+        state=None if state is None else CommandState(state),
+        since_ms=integer("since"),
+        until_ms=integer("until"),
+        requested_by=requested_by,
+        limit=limit,
+        before=before,
+    )
+
+
 def _add_record_routes(app: Quart, router: TransportRouter, log: CommandLog) -> None:
-    """``/api/commands/:id``: the host's log first, then transports that keep records."""
+    """``/api/commands``: the host's log first, then transports that keep records."""
+
+    @app.get(COMMANDS_PATH)
+    async def history() -> dict[str, Any] | Response:
+        """Every transport's records, newest first, a page at a time (this node's)."""
+        try:
+            query = history_query(request.args)
+        except BadBody as exc:
+            return error(400, "bad_request", str(exc))
+        pages = [await log.list(query)]
+        pages += [await transport.list_records(query) for transport in _keepers(router)]
+        merged = sorted(
+            (record for page in pages for record in page),
+            key=lambda r: (r["createdAt"], r["commandId"]),
+            reverse=True,
+        )
+        full = len(merged) > query.limit or any(len(page) == query.limit for page in pages)
+        merged = merged[: query.limit]
+        # A cursor past the last record read, so records of agents this token does not
+        # reach are skipped without ending the pages early.
+        last = merged[-1] if merged and full else None
+        shown = [record for record in merged if reaches(record["agentId"])]
+        following = None if last is None else f"{last['createdAt']}~{last['commandId']}"
+        return {"commands": shown, "next": following}
 
     @app.get(f"{COMMANDS_PATH}/<command_id>")
     async def command_record(command_id: str) -> dict[str, Any] | Response:
