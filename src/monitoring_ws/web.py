@@ -110,16 +110,21 @@ async def run_command_request(
     if presented is not None and not presented.may_send(body.command):
         scope = f"commands:send:{body.command}"
         return forbidden(scope, f"the token {presented.name} may not send {body.command!r}")
+    g.audit = {"command": body.command}  # the audit log names what was asked
     asked_by = REQUESTER.set(requester(body.label))  # for the transport's record
     try:
         if not body.wait:
             accepted = await submit(body)
+            g.audit["commandId"] = accepted["commandId"]
             response = Response(json.dumps(accepted), status=202, mimetype="application/json")
             response.headers["Location"] = accepted["location"]
             return response
-        return await send(body), 200
+        answer = await send(body)
     except TransportError as exc:
         return transport_error(exc)
+    else:
+        g.audit["commandId"] = answer.get("commandId")
+        return answer, 200
     finally:
         REQUESTER.reset(asked_by)
 

@@ -18,7 +18,7 @@ from ..clock import wall_ms
 from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
 from ..gateway.gateway import Gateway
-from ..gateway.links import MetricsOut, TelemetryOut
+from ..gateway.links import AuditOut, MetricsOut, TelemetryOut
 from ..protocol import Keyring
 from .presence import RedisRegistry
 from .records import RedisRecords
@@ -75,9 +75,11 @@ class Cluster:
         cls,
         config: GatewayConfig,
         master_secrets: tuple[str, ...],
-        sink: TelemetryOut | None,
+        *,
+        sink: TelemetryOut | None = None,
         clock: Callable[[], int] = wall_ms,
         metrics: MetricsOut | None = None,
+        audit: AuditOut | None = None,
     ) -> Cluster:
         """Every part, each given what it uses when it is made."""
         assert config.redis_url is not None  # noqa: S101 - the caller checked
@@ -104,6 +106,7 @@ class Cluster:
             records=records,
             clock=clock,
             metrics=metrics,
+            audit=audit,
         )
         where = redacted(config.redis_url)
         return cls(client, where, node, registry, window, router, records, latest, gateway)

@@ -34,7 +34,14 @@ from .admission import FAILURE_CODES, Admission
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
-from .links import MetricsOut, RemoteCommands, SharedRecords, SharedReplayWindow, TelemetryOut
+from .links import (
+    AuditOut,
+    MetricsOut,
+    RemoteCommands,
+    SharedRecords,
+    SharedReplayWindow,
+    TelemetryOut,
+)
 from .registry import MemoryRegistry, Registry
 from .seen import LastSeen
 from .spool import Spool
@@ -88,6 +95,7 @@ class Gateway:
         records: SharedRecords | None = None,
         clock: Callable[[], int] = wall_ms,
         metrics: MetricsOut | None = None,
+        audit: AuditOut | None = None,
     ) -> None:
         """``registry``, ``shared_replay``, ``remote`` and ``records`` are shared with other
         nodes in a cluster (``monitoring_ws.cluster.Cluster``); alone, the defaults."""
@@ -95,6 +103,7 @@ class Gateway:
         self.keyring = keyring
         #: Wall-clock ms for sessions (their timestamps, heartbeats, lifetimes).
         self.clock = clock
+        self._audit = audit
         self.node = node
         self.registry: Registry[AgentConnection] = registry or MemoryRegistry()
         self.sink: TelemetryOut = sink or _Discard()
@@ -244,6 +253,9 @@ class Gateway:
         self.stats[f"closed_{int(event.code)}"] += 1
         who = connection.agent_id or connection.remote
         level = _CLOSE_LOG_LEVEL.get(event.code, logging.WARNING)
+        if event.code == CloseCode.AUTH_FAILED and self._audit is not None:
+            agent_id = connection.agent_id or connection.claimed_agent_id
+            self._audit.noisy("agent_auth_failed", agentId=agent_id, address=connection.address)
         # ``detail`` names the failed check: for the log only, never for the peer.
         log.log(level, "closing %s with %d: %s", who, event.code, event.detail or event.reason)
 

@@ -15,12 +15,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentLink",
+    "AuditOut",
     "MetricsOut",
     "RemoteCommands",
     "SharedRecords",
     "SharedReplayWindow",
     "TelemetryOut",
 ]
+
+
+class AuditOut(Protocol):
+    """The host's audit log, for refusals anyone can cause (rate-limited there)."""
+
+    def noisy(self, event: str, **fields: Any) -> None: ...
 
 
 class MetricsOut(Protocol):

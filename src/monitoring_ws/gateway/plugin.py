@@ -81,7 +81,12 @@ class WebSocketPlugin(PluginBase):
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
             self.cluster = Cluster.build(
-                self.config, secrets, context.telemetry, context.clock, context.metrics
+                self.config,
+                secrets,
+                sink=context.telemetry,
+                clock=context.clock,
+                metrics=context.metrics,
+                audit=context.audit,
             )
             self.gateway = self.cluster.gateway
         else:
@@ -92,6 +97,7 @@ class WebSocketPlugin(PluginBase):
                 sink=context.telemetry,
                 clock=context.clock,
                 metrics=context.metrics,
+                audit=context.audit,
             )
         self.transport = WebSocketTransport(self.gateway)
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)

@@ -99,6 +99,11 @@ class ServerSettings:
     #: Export agents' latest CPU, memory, disk and load as gauges on /metrics (one series
     #: per agent and mount: mind the cardinality of a large fleet).
     agent_gauges: bool = attrs.field(default=False, validator=_flag)
+    #: The audit log (JSON lines; default ``state_dir/audit.jsonl``), rotated past
+    #: ``audit_max_bytes`` keeping ``audit_backups`` files.
+    audit_log: Path | None = attrs.field(default=None, converter=_optional_path)
+    audit_max_bytes: int = attrs.field(default=64 << 20, validator=_count)
+    audit_backups: int = attrs.field(default=5, validator=[v.instance_of(int), v.ge(0)])
     #: Log lines the API keeps per agent (``GET /api/websocket/agents/:id/logs``).
     log_ring: int = attrs.field(default=200, validator=_count)
 

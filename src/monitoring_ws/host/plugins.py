@@ -23,6 +23,7 @@ from quart import Blueprint
 from ..clock import wall_ms
 from ..configbase import ConfigError
 from ..transports import Transport
+from .audit import AuditLog
 from .metrics import MetricsCollector, ServerMetrics
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class PluginContext:
     clock: Callable[[], int] = wall_ms
     #: The server's Prometheus instruments (commands, commits).
     metrics: ServerMetrics = attrs.field(factory=ServerMetrics)
+    #: The audit log (``noisy`` for refusals anyone can cause).
+    audit: AuditLog = attrs.field(factory=lambda: AuditLog(None))
 
 
 @attrs.frozen

@@ -32,6 +32,7 @@ from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.health import Readiness
 from .asgi import AgentOnlyApp, HostApp, MetricsApp, adapt_hypercorn_websockets
+from .audit import AuditLog
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .metrics import ServerMetrics
@@ -67,6 +68,7 @@ class Running:
     plugins: Mapping[str, Plugin]
     router: TransportRouter
     telemetry: TelemetryBus
+    audit: AuditLog
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -158,11 +160,11 @@ def _worker_port(bind: str, worker_index: int | None) -> str:
     return f"[{host}]:{port + worker_index}" if ":" in host else f"{host}:{port + worker_index}"
 
 
-def _state_file(config: MonitoringConfig, stem: str) -> Path:
+def _state_file(config: MonitoringConfig, stem: str, suffix: str = ".sqlite3") -> Path:
     """A state file of this process: one per worker when several share the directory."""
     index = config.cluster.worker_index
     return config.server.state_dir / (
-        f"{stem}.sqlite3" if index is None else f"{stem}-w{index}.sqlite3"
+        f"{stem}{suffix}" if index is None else f"{stem}-w{index}{suffix}"
     )
 
 
@@ -178,6 +180,7 @@ class _Assembly:
     routes: Mapping[str, WebSocketRoute]
     readiness: Readiness
     metrics: ServerMetrics
+    audit: AuditLog
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
@@ -185,7 +188,13 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     SSM, and the API over both. Raises ``PluginError`` or ``ConfigError``."""
     telemetry = TelemetryBus(log_ring=config.server.log_ring)
     metrics = ServerMetrics()
-    context = PluginContext(config.server, config.cluster, telemetry, clock, metrics)
+    server = config.server
+    audit = AuditLog(
+        server.audit_log or _state_file(config, "audit", ".jsonl"),
+        max_bytes=server.audit_max_bytes,
+        backups=server.audit_backups,
+    )
+    context = PluginContext(server, config.cluster, telemetry, clock, metrics, audit)
     plugins = tuple(load_enabled(config, context))
     metrics.add([collector for plugin in plugins for collector in plugin.collectors()])
     if config.server.agent_gauges:
@@ -212,8 +221,9 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         plugins=plugins,
         readiness=readiness,
         metrics=metrics,
+        audit=audit,
     )
-    return _Assembly(plugins, router, telemetry, commands, app, routes, readiness, metrics)
+    return _Assembly(plugins, router, telemetry, commands, app, routes, readiness, metrics, audit)
 
 
 async def serve_host(
@@ -237,13 +247,15 @@ async def serve_host(
     try:
         async with trio.open_nursery() as background:
             await background.start(built.telemetry.run)
+            await background.start(built.audit.run)
             for plugin in built.plugins:
                 await background.start(plugin.run, HostContext(built.router, built.telemetry))
                 log.info("plugin %s started", plugin.name)
             if handle_signals and reload is not None:  # until the background is cancelled
-                background.start_soon(_reload_on_sighup, built.plugins, reload)
+                background.start_soon(_reload_on_sighup, built.plugins, reload, built.audit)
             await _listen(config, built, task_status, handle_signals=handle_signals)
             await built.telemetry.flush(FLUSH_TIMEOUT_S)
+            await built.audit.flush(FLUSH_TIMEOUT_S)
             background.cancel_scope.cancel()
     finally:
         built.commands.close()
@@ -298,7 +310,14 @@ async def _listen(
         built.readiness.listening = True
         task_status.started(
             Running(
-                api_url, agent_urls, fingerprint, stop.set, by_name, built.router, built.telemetry
+                api_url,
+                agent_urls,
+                fingerprint,
+                stop.set,
+                by_name,
+                built.router,
+                built.telemetry,
+                built.audit,
             )
         )
         if handle_signals:
@@ -321,21 +340,28 @@ async def _stop_on_signal(stop: trio.Event) -> None:
 
 
 async def _reload_on_sighup(
-    plugins: Sequence[Plugin], reload: Callable[[], MonitoringConfig]
+    plugins: Sequence[Plugin], reload: Callable[[], MonitoringConfig], audit: AuditLog
 ) -> None:
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         async for _ in signals:
-            apply_reload(plugins, reload)
+            apply_reload(plugins, reload, audit)
 
 
-def apply_reload(plugins: Sequence[Plugin], reload: Callable[[], MonitoringConfig]) -> None:
+def apply_reload(
+    plugins: Sequence[Plugin],
+    reload: Callable[[], MonitoringConfig],
+    audit: AuditLog | None = None,
+) -> None:
     """Read the settings again and hand each plugin its table; a file that no longer
     reads is logged and changes nothing."""
+    audit = AuditLog(None) if audit is None else audit
     try:
         config = reload()
     except ConfigError as exc:
         log.error("reload refused, the running settings stay: %s", exc)  # noqa: TRY400 - the message says it
+        audit.record("reload", ok=False, error=str(exc))
         return
+    audit.record("reload", ok=True)
     for plugin in plugins:
         settings: dict[str, Any] = config.plugin_settings(plugin.name)
         try:

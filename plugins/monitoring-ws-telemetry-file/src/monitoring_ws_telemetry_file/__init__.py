@@ -16,8 +16,6 @@ bounded queue: a slow disk drops lines (counted), never agents' messages.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import trio
 from monitoring_ws.configbase import ConfigError
 from monitoring_ws.host.plugins import PluginBase, PluginContext
 from monitoring_ws.host.telemetry import TelemetryItem, TelemetrySink
+from monitoring_ws.jsonlines import RotatingJsonLines
 
 __all__ = ["JsonLinesSink", "TelemetryFilePlugin"]
 
@@ -34,43 +33,18 @@ _KEYS = {"path", "max_bytes", "backups"}
 
 
 class JsonLinesSink:
-    """Appends JSON lines; past ``max_bytes`` the file becomes ``.1`` (``.1`` becomes
-    ``.2``...), keeping ``backups`` of them."""
+    """Each batch appended in a worker thread (monitoring_ws.jsonlines rotates the file)."""
 
     name = "telemetry_file"
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
-        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        self.file = RotatingJsonLines(path, max_bytes=max_bytes, backups=backups)
         self.lines = 0
 
     async def write(self, items: Sequence[TelemetryItem]) -> None:
-        text = "".join(json.dumps(item.to_json(), separators=(",", ":")) + "\n" for item in items)
-        await trio.to_thread.run_sync(self._append, text.encode())
+        lines = [item.to_json() for item in items]
+        await trio.to_thread.run_sync(self.file.append, lines)
         self.lines += len(items)
-
-    def _append(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size and size + len(data) > self.max_bytes:
-            self._rotate()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "ab") as handle:
-            handle.write(data)
-
-    def _rotate(self) -> None:
-        oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
-        oldest.unlink(missing_ok=True)
-        for number in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{number}")
-            if older.exists():
-                older.rename(self.path.with_name(f"{self.path.name}.{number + 1}"))
-        if self.backups:
-            self.path.rename(self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink()
 
 
 def _settings(settings: Mapping[str, Any], context: PluginContext) -> tuple[Path, int, int]:

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ...forwarded import client_address
 from ...web import MAX_BODY_BYTES, error, forbidden
+from ..audit import AuditLog
 from ..commandlog import CommandLog
 from ..config import ServerSettings
 from ..metrics import CONTENT_TYPE, ServerMetrics
@@ -34,6 +35,7 @@ def create_app(
     plugins: Sequence[Plugin] = (),
     readiness: Readiness | None = None,
     metrics: ServerMetrics | None = None,
+    audit: AuditLog | None = None,
 ) -> Quart:
     """The API: the neutral routes over ``router`` and every plugin's blueprints, all
     behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
@@ -42,6 +44,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = server.http_body_timeout_s  # a slow body is cut: 408
     install_guard(app, server)
+    _audit_requests(app, AuditLog(None) if audit is None else audit)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -116,3 +119,28 @@ def _scope_refusal(token: ApiToken) -> Response | None:
     if isinstance(agent_id, str) and not token.reaches(agent_id):
         return forbidden("agents", f"the token {token.name} does not reach agent {agent_id}")
     return None
+
+
+def _audit_requests(app: Quart, audit: AuditLog) -> None:
+    """Every request that changes something, and every refused one, in the audit log."""
+
+    @app.after_request
+    async def audited(response: Response) -> Response:
+        if request.path in HEALTH_PATHS:
+            return response
+        refused = response.status_code in {401, 403}
+        if request.method in {"GET", "HEAD"} and not refused:
+            return response
+        token = g.get("token")
+        fields = {
+            "method": request.method,
+            "path": request.path[:512],
+            "status": response.status_code,
+            "address": g.get("address") or request.remote_addr,
+            "token": None if token is None else token.name,
+            "agentId": (request.view_args or {}).get("agent_id"),
+            **g.get("audit", {}),
+        }
+        # Anyone can make refusals: they are rate-limited (the rest counted).
+        (audit.noisy if refused else audit.record)("refused" if refused else "request", **fields)
+        return response
