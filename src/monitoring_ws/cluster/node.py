@@ -18,7 +18,7 @@ from ..clock import wall_ms
 from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
 from ..gateway.gateway import Gateway
-from ..gateway.links import AuditOut, MetricsOut, TelemetryOut
+from ..gateway.links import AuditOut, EventsOut, MetricsOut, TelemetryOut
 from ..protocol import Keyring
 from .presence import RedisRegistry
 from .records import RedisRecords
@@ -80,6 +80,7 @@ class Cluster:
         clock: Callable[[], int] = wall_ms,
         metrics: MetricsOut | None = None,
         audit: AuditOut | None = None,
+        events: EventsOut | None = None,
     ) -> Cluster:
         """Every part, each given what it uses when it is made."""
         assert config.redis_url is not None  # noqa: S101 - the caller checked
@@ -107,6 +108,7 @@ class Cluster:
             clock=clock,
             metrics=metrics,
             audit=audit,
+            events=events,
         )
         where = redacted(config.redis_url)
         return cls(client, where, node, registry, window, router, records, latest, gateway)

@@ -65,6 +65,7 @@ class CommandBook:
         *,
         elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None,
         ended: Callable[[str, str, float], None] | None = None,
+        changed: Callable[[CommandRecord], None] | None = None,
     ) -> None:
         """``elsewhere``: other nodes' records (a cluster); ``ended(transport, state,
         seconds)``: told when a live command ends (metrics)."""
@@ -77,6 +78,8 @@ class CommandBook:
         #: In a cluster: records other nodes keep, by id -> (record, node).
         self._elsewhere = elsewhere
         self._ended = ended
+        #: Told of a record when it is sent and when it ends (live events).
+        self._changed = changed
 
     def __len__(self) -> int:
         return len(self._live)
@@ -125,6 +128,8 @@ class CommandBook:
         if connection.send_frame(frame):
             record.sent(now)
         self._store.put_command(record)
+        if self._changed is not None:
+            self._changed(record)
         return record
 
     async def wait(self, record: CommandRecord) -> CommandOutcome:
@@ -277,6 +282,8 @@ class CommandBook:
             del self._by_agent[record.agent_id]
         live.done.set()
         self._remember(record)
+        if self._changed is not None:
+            self._changed(record)
         if self._ended is not None and record.finished_ms is not None:
             seconds = (record.finished_ms - record.created_ms) / 1000
             self._ended(record.transport, record.state.value, seconds)

@@ -36,6 +36,7 @@ from .config import GatewayConfig
 from .connection import AgentConnection
 from .links import (
     AuditOut,
+    EventsOut,
     MetricsOut,
     RemoteCommands,
     SharedRecords,
@@ -49,6 +50,8 @@ from .store import StateStore
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
+
+    from ..transports.records import CommandRecord
 
 
 __all__ = [
@@ -96,6 +99,7 @@ class Gateway:
         clock: Callable[[], int] = wall_ms,
         metrics: MetricsOut | None = None,
         audit: AuditOut | None = None,
+        events: EventsOut | None = None,
     ) -> None:
         """``registry``, ``shared_replay``, ``remote`` and ``records`` are shared with other
         nodes in a cluster (``monitoring_ws.cluster.Cluster``); alone, the defaults."""
@@ -104,6 +108,7 @@ class Gateway:
         #: Wall-clock ms for sessions (their timestamps, heartbeats, lifetimes).
         self.clock = clock
         self._audit = audit
+        self._events = events
         self.node = node
         self.registry: Registry[AgentConnection] = registry or MemoryRegistry()
         self.sink: TelemetryOut = sink or _Discard()
@@ -122,6 +127,7 @@ class Gateway:
             self.store,
             elsewhere=None if records is None else records.get,
             ended=None if metrics is None else metrics.command_ended,
+            changed=None if events is None else self._command_changed,
         )
         self.last_seen = LastSeen(self.store)
         self.commands.restore(self.store.load_open_commands(), wall_ms())
@@ -226,6 +232,10 @@ class Gateway:
         await self.registry.register(connection)
         self.last_seen.note(connection.agent_id, wall_ms())
         log.info("agent %s connected from %s", connection.agent_id, connection.remote)
+        if self._events is not None:
+            self._events.publish(
+                "agent_connected", connection.agent_id, connection.info().to_json()
+            )
         if connection.speaks(FEATURE_ACK):
             self.spool.greet(connection)
         self.commands.agent_connected(connection)
@@ -237,6 +247,9 @@ class Gateway:
                 self.last_seen.note(connection.agent_id, wall_ms())
                 self.commands.connection_lost(connection)
                 log.info("agent %s disconnected", connection.agent_id)
+                if self._events is not None:
+                    left = {"transport": "websocket", "node": self.node}
+                    self._events.publish("agent_disconnected", connection.agent_id, left)
             else:
                 closing = connection.closing
                 self.admission.left_unauthenticated(
@@ -248,6 +261,10 @@ class Gateway:
         finally:
             # Only now is it gone: a shutdown waits for this before the last commit.
             self._connections.discard(connection)
+
+    def _command_changed(self, record: CommandRecord) -> None:
+        if self._events is not None:
+            self._events.publish("command", record.agent_id, record.to_json())
 
     def log_close(self, connection: AgentConnection, event: CloseConnection) -> None:
         self.stats[f"closed_{int(event.code)}"] += 1

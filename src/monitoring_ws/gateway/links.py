@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentLink",
     "AuditOut",
+    "EventsOut",
     "MetricsOut",
     "RemoteCommands",
     "SharedRecords",
@@ -28,6 +29,12 @@ class AuditOut(Protocol):
     """The host's audit log, for refusals anyone can cause (rate-limited there)."""
 
     def noisy(self, event: str, **fields: Any) -> None: ...
+
+
+class EventsOut(Protocol):
+    """The host's live events (``GET /api/events``); called on the event loop, never waits."""
+
+    def publish(self, kind: str, agent_id: str, data: Mapping[str, Any]) -> None: ...
 
 
 class MetricsOut(Protocol):

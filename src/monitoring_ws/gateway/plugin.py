@@ -87,6 +87,7 @@ class WebSocketPlugin(PluginBase):
                 clock=context.clock,
                 metrics=context.metrics,
                 audit=context.audit,
+                events=context.events,
             )
             self.gateway = self.cluster.gateway
         else:
@@ -98,6 +99,7 @@ class WebSocketPlugin(PluginBase):
                 clock=context.clock,
                 metrics=context.metrics,
                 audit=context.audit,
+                events=context.events,
             )
         self.transport = WebSocketTransport(self.gateway)
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)

@@ -24,6 +24,7 @@ from ..clock import wall_ms
 from ..configbase import ConfigError
 from ..transports import Transport
 from .audit import AuditLog
+from .events import EventHub
 from .metrics import MetricsCollector, ServerMetrics
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class PluginContext:
     metrics: ServerMetrics = attrs.field(factory=ServerMetrics)
     #: The audit log (``noisy`` for refusals anyone can cause).
     audit: AuditLog = attrs.field(factory=lambda: AuditLog(None))
+    #: Live events (``GET /api/events``): agents connecting and leaving, commands.
+    events: EventHub = attrs.field(factory=EventHub)
 
 
 @attrs.frozen

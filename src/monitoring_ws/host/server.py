@@ -35,6 +35,7 @@ from .asgi import AgentOnlyApp, HostApp, MetricsApp, adapt_hypercorn_websockets
 from .audit import AuditLog
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
+from .events import EventHub
 from .metrics import ServerMetrics
 from .plugins import HostContext, Plugin, PluginContext, PluginError, WebSocketRoute, load_enabled
 from .router import TransportRouter
@@ -69,6 +70,7 @@ class Running:
     router: TransportRouter
     telemetry: TelemetryBus
     audit: AuditLog
+    events: EventHub
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -181,12 +183,14 @@ class _Assembly:
     readiness: Readiness
     metrics: ServerMetrics
     audit: AuditLog
+    events: EventHub
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     """Build the plugins (each given what it uses), the router over their transports and
     SSM, and the API over both. Raises ``PluginError`` or ``ConfigError``."""
-    telemetry = TelemetryBus(log_ring=config.server.log_ring)
+    events = EventHub()
+    telemetry = TelemetryBus(log_ring=config.server.log_ring, events=events)
     metrics = ServerMetrics()
     server = config.server
     audit = AuditLog(
@@ -194,7 +198,7 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         max_bytes=server.audit_max_bytes,
         backups=server.audit_backups,
     )
-    context = PluginContext(server, config.cluster, telemetry, clock, metrics, audit)
+    context = PluginContext(server, config.cluster, telemetry, clock, metrics, audit, events)
     plugins = tuple(load_enabled(config, context))
     metrics.add([collector for plugin in plugins for collector in plugin.collectors()])
     if config.server.agent_gauges:
@@ -222,8 +226,11 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         readiness=readiness,
         metrics=metrics,
         audit=audit,
+        events=events,
     )
-    return _Assembly(plugins, router, telemetry, commands, app, routes, readiness, metrics, audit)
+    return _Assembly(
+        plugins, router, telemetry, commands, app, routes, readiness, metrics, audit, events
+    )
 
 
 async def serve_host(
@@ -318,6 +325,7 @@ async def _listen(
                 built.router,
                 built.telemetry,
                 built.audit,
+                built.events,
             )
         )
         if handle_signals:

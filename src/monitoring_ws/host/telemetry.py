@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from ..protocol import LogEntry
+from .events import EventHub
 
 __all__ = [
     "LogBatch",
@@ -143,8 +144,17 @@ class TelemetryBus:
     #: A failing sink is logged at most this often.
     COMPLAINT_INTERVAL_S = 60.0
 
-    def __init__(self, *, log_ring: int = 200, queue_limit: int = 10_000, batch: int = 500) -> None:
+    def __init__(
+        self,
+        *,
+        log_ring: int = 200,
+        queue_limit: int = 10_000,
+        batch: int = 500,
+        events: EventHub | None = None,
+    ) -> None:
         self.memory = MemoryTelemetry(log_ring)
+        #: Live events (``GET /api/events``) get every sample and log batch too.
+        self._events = events
         self.queue_limit, self.batch = queue_limit, batch
         self._queues: list[_Queue] = []
         self._readers: list[TelemetryReader] = []
@@ -161,11 +171,16 @@ class TelemetryBus:
 
     def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
         self.memory.metrics(agent_id, ts, values)
+        if self._events is not None:
+            self._events.publish("metrics", agent_id, {"sampleTs": ts, "values": values})
         if self._queues:
             self._put(MetricsSample(agent_id, ts, values))
 
     def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
         self.memory.logs(agent_id, entries)
+        if self._events is not None:
+            lines = [entry.to_payload() for entry in entries]
+            self._events.publish("log", agent_id, {"entries": lines})
         if self._queues:
             self._put(LogBatch(agent_id, tuple(entries)))
 

@@ -34,6 +34,7 @@ from ...web import (
 )
 from ..commandlog import CommandLog
 from ..config import ServerSettings
+from ..events import EventHub
 from ..metrics import ServerMetrics
 from ..router import TransportRouter
 from ..telemetry import TelemetryBus
@@ -89,6 +90,7 @@ def add_agent_routes(
     telemetry: TelemetryBus,
     *,
     metrics: ServerMetrics,
+    events: EventHub,
 ) -> None:
     keepers = {t.name for t in _keepers(router)}
 
@@ -138,6 +140,7 @@ def add_agent_routes(
                 created_ms=started,
                 answer=answer,
             )
+            events.publish("command", record.agent_id, record.to_json())
             ended_ms = record.finished_ms or record.updated_ms
             metrics.command_ended(transport, record.state.value, (ended_ms - started) / 1000)
 

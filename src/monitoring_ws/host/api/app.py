@@ -14,12 +14,14 @@ from ...web import MAX_BODY_BYTES, error, forbidden
 from ..audit import AuditLog
 from ..commandlog import CommandLog
 from ..config import ServerSettings
+from ..events import EventHub
 from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
 from ..router import TransportRouter
 from ..telemetry import TelemetryBus
 from ..tokens import ApiToken, TokenSet, required_scope
 from .agents import add_agent_routes
+from .events import add_event_routes
 from .guard import check_browser_rules, check_content_type
 from .health import HEALTH_PATHS, Readiness, add_health_routes
 
@@ -36,6 +38,7 @@ def create_app(
     readiness: Readiness | None = None,
     metrics: ServerMetrics | None = None,
     audit: AuditLog | None = None,
+    events: EventHub | None = None,
 ) -> Quart:
     """The API: the neutral routes over ``router`` and every plugin's blueprints, all
     behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
@@ -52,7 +55,9 @@ def create_app(
         return error(exc.code or 500, code, exc.description or exc.name)
 
     metrics = ServerMetrics() if metrics is None else metrics
-    add_agent_routes(app, server, router, log, telemetry, metrics=metrics)
+    events = EventHub() if events is None else events
+    add_agent_routes(app, server, router, log, telemetry, metrics=metrics, events=events)
+    add_event_routes(app, events)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -1,0 +1,126 @@
+"""Live events for ``GET /api/events`` (server-sent events): agents connecting and leaving,
+metrics samples, log lines, command state changes.
+
+Publishing never waits: each event gets the next id and goes to a ring of the last
+``ring`` events (what a client that reconnects with ``Last-Event-ID`` is replayed from) and
+to each subscriber's bounded queue. A subscriber that falls ``queue_limit`` events behind
+is dropped (counted); its stream ends and it reconnects from its last id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+__all__ = ["DROPPED", "EVENT_TYPES", "KEEPALIVE", "Event", "EventHub", "Subscription"]
+
+#: What ``subscribe`` yields besides events: nothing happened for a while (send a comment,
+#: so proxies keep the stream open), and the subscriber fell behind (end the stream).
+KEEPALIVE, DROPPED = "keepalive", "dropped"
+
+EVENT_TYPES = frozenset({"agent_connected", "agent_disconnected", "metrics", "log", "command"})
+
+
+@attrs.frozen
+class Event:
+    id: int
+    type: str
+    agent_id: str
+    ts: int
+    data: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "agentId": self.agent_id,
+            "ts": self.ts,
+            **self.data,
+        }
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """One client's view: what it asked for, and its queue."""
+
+    wants: Callable[[Event], bool]
+    limit: int
+    queue: deque[Event] = attrs.field(factory=deque)
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    #: Dropped for falling behind: its stream ends.
+    overflowed: bool = False
+
+    def put(self, event: Event) -> None:
+        if self.overflowed or not self.wants(event):
+            return
+        if len(self.queue) >= self.limit:
+            self.overflowed = True
+            self.queue.clear()
+        else:
+            self.queue.append(event)
+        self.ready.set()
+
+
+class EventHub:
+    """Ids, the replay ring, and the subscribers."""
+
+    def __init__(self, *, ring: int = 10_000, queue_limit: int = 1_000) -> None:
+        self._ring: deque[Event] = deque(maxlen=ring)
+        self._next_id = 1
+        self.queue_limit = queue_limit
+        self._subscriptions: set[Subscription] = set()
+        #: Subscribers dropped for falling behind.
+        self.dropped = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    def publish(self, kind: str, agent_id: str, data: Mapping[str, Any]) -> None:
+        event = Event(self._next_id, kind, agent_id, int(time.time() * 1000), data)
+        self._next_id += 1
+        self._ring.append(event)
+        for subscription in self._subscriptions:
+            subscription.put(event)
+
+    async def subscribe(
+        self,
+        *,
+        types: Collection[str] = EVENT_TYPES,
+        agents: Callable[[str], bool] = lambda _: True,
+        after: int | None = None,
+        keepalive_s: float = 15.0,
+    ) -> AsyncIterator[Event | str]:
+        """Events of ``types`` for agents ``agents`` accepts, from after ``after`` (at
+        most the last ``queue_limit`` of them still in the ring) on; ``KEEPALIVE`` after
+        ``keepalive_s`` without one; ``DROPPED`` (then the end) if it falls behind."""
+
+        def wants(event: Event) -> bool:
+            return event.type in types and agents(event.agent_id)
+
+        subscription = Subscription(wants, self.queue_limit)
+        if after is not None:
+            missed = [event for event in self._ring if event.id > after and wants(event)]
+            subscription.queue.extend(missed[-self.queue_limit :])
+        self._subscriptions.add(subscription)
+        try:
+            while True:
+                if subscription.overflowed:
+                    self.dropped += 1
+                    yield DROPPED
+                    return
+                if not subscription.queue:
+                    subscription.ready = trio.Event()
+                    with trio.move_on_after(keepalive_s) as idle:
+                        await subscription.ready.wait()
+                    if idle.cancelled_caught:
+                        yield KEEPALIVE
+                    continue
+                yield subscription.queue.popleft()
+        finally:
+            self._subscriptions.discard(subscription)

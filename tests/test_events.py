@@ -1,0 +1,118 @@
+"""GET /api/events: live server-sent events from a real server (agents connecting and
+leaving, metrics, logs, commands), filters, resume with Last-Event-ID, scoped tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+
+from monitoring_ws.host.events import DROPPED, EventHub
+from monitoring_ws.protocol import LogEntry
+
+from .conftest import StartServer
+from .gateway.agents import now_ms, open_agent
+
+
+async def read_events(http: httpx.AsyncClient, count: int, **params: Any) -> list[dict[str, Any]]:
+    """The first ``count`` events of a stream (its id, type and data)."""
+    headers = {}
+    if "last" in params:
+        headers["Last-Event-ID"] = str(params.pop("last"))
+    found: list[dict[str, Any]] = []
+    with trio.fail_after(10):
+        async with http.stream("GET", "/api/events", params=params, headers=headers) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            event: dict[str, Any] = {}
+            async for line in stream.aiter_lines():
+                if line.startswith("id: "):
+                    event["id"] = int(line[4:])
+                elif line.startswith("event: "):
+                    event["type"] = line[7:]
+                elif line.startswith("data: "):
+                    event["data"] = json.loads(line[6:])
+                elif not line and event:
+                    found.append(event)
+                    event = {}
+                    if len(found) == count:
+                        return found
+    return found
+
+
+async def test_a_stream_follows_agents_telemetry_and_commands(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    running = await start_server()
+    url = running.agent_urls[0]
+    async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as http:
+        everything: list[dict[str, Any]] = []
+
+        async def watch(*, task_status: trio.TaskStatus[None]) -> None:
+            task_status.started()
+            everything.extend(await read_events(http, 6))
+
+        async with trio.open_nursery() as watching:
+            await watching.start(watch)
+            with trio.fail_after(5):  # the stream is open before the agent comes
+                while running.running.events.subscribers == 0:
+                    await trio.sleep(0.01)
+            async with open_agent(url, "ev-1") as agent, trio.open_nursery() as n:
+                n.start_soon(agent.serve_commands)
+                await agent.send(agent.session.metrics({"cpu": 1}, now_ms()))
+                entry = LogEntry(now_ms(), "info", "hello", "app.log")
+                await agent.send(agent.session.logs([entry], now_ms()))
+                ping = {"command": "ping", "args": {}}
+                assert (await http.post("/api/agents/ev-1/commands", json=ping)).status_code == 200
+                n.cancel_scope.cancel()
+        types = [event["type"] for event in everything]
+        assert types[:3] == ["agent_connected", "metrics", "log"]
+        assert types.count("command") >= 2  # sent, then succeeded
+        assert everything[0]["data"]["agentId"] == "ev-1"
+        assert everything[1]["data"]["values"] == {"cpu": 1}
+        ended = [e["data"] for e in everything if e["type"] == "command"][-1]
+        assert ended["state"] == "succeeded"
+        ids = [event["id"] for event in everything]
+        assert ids == sorted(ids)
+        # Resume after the first event, filtered by type: what was missed comes again.
+        again = await read_events(http, 1, last=ids[0], type="log")
+        assert again[0]["id"] == ids[2]
+        missing = await http.get("/api/events", params={"type": "nonsense"})
+        assert missing.status_code == 400
+
+
+async def test_a_token_sees_only_its_agents(start_server: StartServer) -> None:
+    scoped = {"name": "web", "token": "w" * 20, "scopes": ["events:read"], "agents": ["web-*"]}
+    running = await start_server(api_tokens=["a" * 20, scoped])
+    url = running.agent_urls[0]
+    headers = {"Authorization": f"Bearer {'w' * 20}"}
+    async with httpx.AsyncClient(base_url=running.api_url, headers=headers, timeout=30) as http:
+        async with open_agent(url, "db-1"), open_agent(url, "web-1"):
+            pass
+        seen = await read_events(http, 2, last=0)
+        assert [(e["type"], e["data"]["agentId"]) for e in seen] == [
+            ("agent_connected", "web-1"),
+            ("agent_disconnected", "web-1"),
+        ]
+        reader = {"Authorization": f"Bearer {'a' * 20}"}
+        assert (await http.get("/api/agents", headers=headers)).status_code == 403
+        assert (await http.get("/api/agents", headers=reader)).status_code == 200
+
+
+async def test_a_slow_subscriber_is_dropped_not_waited_for() -> None:
+    hub = EventHub(queue_limit=3)
+    received: list[Any] = []
+
+    async def consume() -> None:
+        received.extend([item async for item in hub.subscribe()])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.subscribers == 1
+        for number in range(10):  # publishing never waits for a subscriber
+            hub.publish("metrics", "a", {"n": number})
+    assert received == [DROPPED]  # it fell behind: its stream ends, it reconnects
+    assert (hub.subscribers, hub.dropped) == (0, 1)
