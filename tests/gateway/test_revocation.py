@@ -5,12 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
 import trio
 
 from monitoring_ws.configbase import ConfigError
 from monitoring_ws.host.config import MonitoringConfig
 from monitoring_ws.host.server import apply_reload
-from monitoring_ws.protocol import CloseCode, parse_retry_after
+from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_after
 
 from ..conftest import SECRET, StartServer
 from ..support import processes
@@ -68,3 +69,43 @@ async def test_sighup_applies_revocations_in_a_real_process(tmp_path: Path) -> N
         assert "1 agent(s) revoked, 1 open session(s) closed" in server.log.read_text()
     finally:
         await trio.to_thread.run_sync(server.stop)
+
+
+async def test_sighup_reloads_tokens_secrets_and_log_level(tmp_path: Path) -> None:
+    port = processes.free_port()
+    config = tmp_path / "monitoring.toml"
+    old, new = "old-token-" + "o" * 10, "new-token-" + "n" * 10
+
+    def settings(token: str, secrets: str, level: str) -> str:
+        return (
+            f'[server]\napi_tokens = ["{token}"]\nlog_level = "{level}"\n'
+            f"[plugins.websocket]\nmaster_secrets = [{secrets}]\n"
+        )
+
+    config.write_text(settings(old, f'"{SECRET}"', "info"), encoding="utf-8")
+    server = processes.server(tmp_path, port, "--config", str(config))
+    await trio.to_thread.run_sync(server.start)
+    try:
+        api, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/agent"
+        rotated = "a-new-master-secret"
+        async with open_agent(url, "agent-stays") as agent, httpx.AsyncClient(base_url=api) as http:
+            config.write_text(settings(new, f'"{rotated}", "{SECRET}"', "debug"), encoding="utf-8")
+            server.popen.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+            with trio.fail_after(10):
+                while (await http.get("/api/agents", headers=bearer(new))).status_code != 200:
+                    await trio.sleep(0.05)
+            assert (await http.get("/api/agents", headers=bearer(old))).status_code == 401
+            assert agent.ws.closed is None  # nobody was dropped
+            # A new agent key from the new current secret works; the old one still does.
+            key = derive_agent_key(rotated, "agent-new")
+            async with open_agent(url, "agent-new", key=key) as fresh:
+                assert fresh.ws.closed is None
+        log = server.log.read_text()
+        assert "reloaded: 0 agent(s) revoked" in log
+        assert "reloaded: 1 API token(s), log level debug" in log
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -106,6 +106,8 @@ def _serve(args: argparse.Namespace) -> int:
             from ..cluster.workers import run_workers  # noqa: PLC0415
 
             return run_workers(config, sys.argv[1:])
+        if not args.verbose:
+            logging.getLogger().setLevel(config.server.log_level.upper())
         soft, _ = raise_open_file_limit()
         logging.getLogger("monitoring_ws.serve").info("open-file limit: %d", soft)
         tune_gc()

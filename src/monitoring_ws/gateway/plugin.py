@@ -158,8 +158,12 @@ class WebSocketPlugin(PluginBase):
         await self.gateway.wait_closed(AGENT_CLOSE_TIMEOUT_S)
 
     def reload(self, settings: Mapping[str, Any]) -> None:
-        """What may change without a restart takes effect: ``revoked_agents``."""
+        """What may change without a restart takes effect: the master secrets (new
+        sessions verify with them; open ones keep theirs until they reconnect, at the
+        latest after ``max_session_s``) and ``revoked_agents``."""
         config = gateway_config(settings, self._context.server, self._context.cluster)
+        secrets = resolve_master_secrets(config)
+        self.gateway.keyring = Keyring(secrets, seed_compatible=config.seed_compatible)
         self.config = config
         closed = self.gateway.revoke(config.revoked_agents)
         log.info(

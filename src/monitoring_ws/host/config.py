@@ -104,6 +104,10 @@ class ServerSettings:
     audit_log: Path | None = attrs.field(default=None, converter=_optional_path)
     audit_max_bytes: int = attrs.field(default=64 << 20, validator=_count)
     audit_backups: int = attrs.field(default=5, validator=[v.instance_of(int), v.ge(0)])
+    #: The server's log level (debug, info, warning, error); SIGHUP applies a new one.
+    log_level: str = attrs.field(
+        default="info", validator=v.in_(("debug", "info", "warning", "error"))
+    )
     #: Log lines the API keeps per agent (``GET /api/websocket/agents/:id/logs``).
     log_ring: int = attrs.field(default=200, validator=_count)
 

@@ -40,6 +40,7 @@ from .metrics import ServerMetrics
 from .plugins import HostContext, Plugin, PluginContext, PluginError, WebSocketRoute, load_enabled
 from .router import TransportRouter
 from .telemetry import TelemetryBus
+from .tokens import TokenSet
 
 __all__ = [
     "Running",
@@ -184,6 +185,7 @@ class _Assembly:
     metrics: ServerMetrics
     audit: AuditLog
     events: EventHub
+    tokens: TokenSet
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
@@ -217,6 +219,7 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     routes = {route.path: route for plugin in plugins for route in plugin.websocket_routes()}
     commands = CommandLog(_state_file(config, "commands"))
     readiness = Readiness()
+    tokens = TokenSet(server.api_tokens)
     app = create_app(
         config.server,
         router,
@@ -227,9 +230,10 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         metrics=metrics,
         audit=audit,
         events=events,
+        tokens=tokens,
     )
     return _Assembly(
-        plugins, router, telemetry, commands, app, routes, readiness, metrics, audit, events
+        plugins, router, telemetry, commands, app, routes, readiness, metrics, audit, events, tokens
     )
 
 
@@ -259,7 +263,7 @@ async def serve_host(
                 await background.start(plugin.run, HostContext(built.router, built.telemetry))
                 log.info("plugin %s started", plugin.name)
             if handle_signals and reload is not None:  # until the background is cancelled
-                background.start_soon(_reload_on_sighup, built.plugins, reload, built.audit)
+                background.start_soon(_reload_on_sighup, built, reload)
             await _listen(config, built, task_status, handle_signals=handle_signals)
             await built.telemetry.flush(FLUSH_TIMEOUT_S)
             await built.audit.flush(FLUSH_TIMEOUT_S)
@@ -347,21 +351,22 @@ async def _stop_on_signal(stop: trio.Event) -> None:
             return
 
 
-async def _reload_on_sighup(
-    plugins: Sequence[Plugin], reload: Callable[[], MonitoringConfig], audit: AuditLog
-) -> None:
+async def _reload_on_sighup(built: _Assembly, reload: Callable[[], MonitoringConfig]) -> None:
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         async for _ in signals:
-            apply_reload(plugins, reload, audit)
+            apply_reload(built.plugins, reload, built.audit, built.tokens)
 
 
 def apply_reload(
     plugins: Sequence[Plugin],
     reload: Callable[[], MonitoringConfig],
     audit: AuditLog | None = None,
+    tokens: TokenSet | None = None,
 ) -> None:
-    """Read the settings again and hand each plugin its table; a file that no longer
-    reads is logged and changes nothing."""
+    """Read the settings again: the API tokens and the log level take effect, and each
+    plugin gets its table again (the websocket plugin: master secrets, revoked agents).
+    A file that no longer reads is logged and changes nothing; nor does any other
+    setting (listeners, TLS, state: those need a restart)."""
     audit = AuditLog(None) if audit is None else audit
     try:
         config = reload()
@@ -370,6 +375,14 @@ def apply_reload(
         audit.record("reload", ok=False, error=str(exc))
         return
     audit.record("reload", ok=True)
+    if tokens is not None:
+        tokens.replace(config.server.api_tokens)
+    logging.getLogger().setLevel(config.server.log_level.upper())
+    log.info(
+        "reloaded: %d API token(s), log level %s",
+        len(config.server.api_tokens),
+        config.server.log_level,
+    )
     for plugin in plugins:
         settings: dict[str, Any] = config.plugin_settings(plugin.name)
         try:

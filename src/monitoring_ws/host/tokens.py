@@ -154,6 +154,10 @@ class TokenSet:
     def __init__(self, tokens: Iterable[ApiToken]) -> None:
         self.tokens = tuple(tokens)
 
+    def replace(self, tokens: Iterable[ApiToken]) -> None:
+        """SIGHUP: the new list takes effect with the next request."""
+        self.tokens = tuple(tokens)
+
     def __bool__(self) -> bool:
         return bool(self.tokens)
 

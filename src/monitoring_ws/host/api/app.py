@@ -39,6 +39,7 @@ def create_app(
     metrics: ServerMetrics | None = None,
     audit: AuditLog | None = None,
     events: EventHub | None = None,
+    tokens: TokenSet | None = None,
 ) -> Quart:
     """The API: the neutral routes over ``router`` and every plugin's blueprints, all
     behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
@@ -46,7 +47,7 @@ def create_app(
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = server.http_body_timeout_s  # a slow body is cut: 408
-    install_guard(app, server)
+    install_guard(app, server, TokenSet(server.api_tokens) if tokens is None else tokens)
     _audit_requests(app, AuditLog(None) if audit is None else audit)
 
     @app.errorhandler(HTTPException)
@@ -77,9 +78,8 @@ def create_app(
     return app
 
 
-def install_guard(app: Quart, server: ServerSettings) -> None:
+def install_guard(app: Quart, server: ServerSettings, tokens: TokenSet) -> None:
     """Every route, plugins' included: browser rules (403), the token (401), JSON (415)."""
-    tokens = TokenSet(server.api_tokens)
     proxies = server.proxy_networks()
 
     @app.before_request
