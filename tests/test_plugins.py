@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from importlib.metadata import distribution, entry_points
+from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from monitoring_ws.agent.handlers import ENTRY_POINT_GROUP, discover
@@ -40,3 +42,19 @@ async def test_the_agent_offers_and_runs_the_plugin_command(
         assert result["uptimeS"] > 0
         assert isinstance(result["users"], list)
         nursery.cancel_scope.cancel()
+
+
+def test_an_agent_command_that_does_not_load_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    dist = tmp_path / "broken_commands-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-commands\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[monitoring_ws.agent_commands]\nvanished = module_that_is_gone:handler\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = discover()
+    assert "vanished" not in found
+    assert "ping" in found  # the rest still load
+    assert "command 'vanished' from broken-commands" in caplog.text

@@ -88,7 +88,11 @@ class Agent:
         runner.journal = self.outbox
         for command_id in self.outbox.interrupted_commands():
             # Started by a previous run that died: say so; it is never run again.
-            log.warning("command %s was interrupted by a restart of the agent", command_id)
+            log.warning(
+                "command %s was interrupted by a restart of the agent",
+                command_id,
+                extra={"command_id": command_id, "agent_id": self.settings.agent_id},
+            )
             error = CommandError(INTERRUPTED, "the agent restarted while running it")
             result = CommandResult(command_id, False, 0, error=error)
             self.outbox.put(MessageType.COMMAND_RESULT, result.to_payload())
@@ -200,7 +204,12 @@ class Agent:
             case AuthAccepted():
                 self.connected.set()
                 self._reschedule.set()
-                log.info("connected to %s as %s", self.settings.url, link.session.agent_id)
+                log.info(
+                    "connected to %s as %s",
+                    self.settings.url,
+                    link.session.agent_id,
+                    extra={"agent_id": link.session.agent_id},
+                )
                 link.nursery.start_soon(self._send_loop, link.ws, link.session)
             case CommandReceived(command=command):
                 (self._work or link.nursery).start_soon(self._answer, command)

@@ -4,6 +4,7 @@ entry-point group: a plugin adds a command by naming an async function there).""
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
@@ -14,6 +15,8 @@ import trio
 
 from . import metrics
 from .settings import AgentSettings
+
+log = logging.getLogger("monitoring_ws.agent")
 
 __all__ = ["ENTRY_POINT_GROUP", "CommandContext", "CommandFailed", "Handler", "discover"]
 
@@ -41,10 +44,22 @@ class CommandFailed(Exception):
 
 
 def discover() -> dict[str, Handler]:
-    """Every handler registered in the entry-point group, by command name."""
+    """Every handler registered in the entry-point group, by command name. One that does
+    not import is logged and left out (the agent still reports and answers the rest)."""
     handlers: dict[str, Handler] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        handlers[entry.name] = entry.load()
+        try:
+            handlers[entry.name] = entry.load()
+        except Exception as exc:
+            dist = entry.dist.name if entry.dist is not None else "?"
+            log.error(  # noqa: TRY400 - the cause is in the line; a traceback would be noise
+                "command %r from %s (%s) is left out: it does not load: %s: %s",
+                entry.name,
+                dist,
+                entry.value,
+                type(exc).__name__,
+                exc,
+            )
     return handlers
 
 

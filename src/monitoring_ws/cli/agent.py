@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import setup_logging, warn_secret_in_argv
+from .common import add_log_format, setup_logging, warn_secret_in_argv
 
 __all__ = ["add"]
 
@@ -33,6 +33,7 @@ def add(commands: Any) -> None:
         "~/.local/state/monitoring-ws-agent)",
     )
     agent.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_format(agent)
     agent.set_defaults(run=_agent)
 
 
@@ -42,7 +43,7 @@ def _agent(args: argparse.Namespace) -> int:
     from ..agent.outbox import OutboxError  # noqa: PLC0415
     from ..agent.settings import SettingsError, load_settings  # noqa: PLC0415
 
-    setup_logging(verbose=args.verbose)
+    setup_logging(verbose=args.verbose, log_format=args.log_format)
     if args.agent_key:
         warn_secret_in_argv("--agent-key", "MONITORING_WS_AGENT_KEY or wsAgentKey in the file")
     if args.secret:

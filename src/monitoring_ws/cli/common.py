@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "API_TOKENS_ENV",
     "SECRET_ENV",
+    "add_log_format",
     "run_server",
     "secret_from_env",
     "setup_logging",
@@ -40,12 +41,18 @@ def warn_secret_in_argv(flag: str, instead: str) -> None:
     )
 
 
-def setup_logging(*, verbose: bool) -> None:
-    import logging  # noqa: PLC0415 - the server's imports stay out of the light commands
+def setup_logging(*, verbose: bool, log_format: str = "text") -> None:
+    from ..logformat import setup_logging as setup  # noqa: PLC0415 - light commands stay light
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    setup(verbose=verbose, log_format=log_format)
+
+
+def add_log_format(parser: Any) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object a line (agent_id, session_id, command_id, address)",
     )
 
 

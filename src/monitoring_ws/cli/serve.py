@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..host.config import API_TOKENS_ENV, REDIS_URL_ENV
-from .common import run_server, setup_logging, warn_secret_in_argv
+from .common import add_log_format, run_server, setup_logging, warn_secret_in_argv
 
 __all__ = ["add", "read_config"]
 
@@ -56,6 +56,7 @@ def add(commands: Any) -> None:
         help="generate a self-signed certificate once in the state dir; agents pin its fingerprint",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_format(serve)
     serve.set_defaults(run=_serve)
 
 
@@ -97,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..host.plugins import PluginError  # noqa: PLC0415
     from ..host.server import raise_open_file_limit, serve_host, tune_gc  # noqa: PLC0415
 
-    setup_logging(verbose=args.verbose)
+    setup_logging(verbose=args.verbose, log_format=args.log_format)
     if args.redis_url and "@" in args.redis_url and args.worker_index is None:
         warn_secret_in_argv("--redis-url with a password", f"{REDIS_URL_ENV} or [cluster]")
     try:

@@ -136,6 +136,10 @@ class AgentConnection:
         return self._session.agent_id or ""
 
     @property
+    def session_id(self) -> str:
+        return self._session.session_id
+
+    @property
     def claimed_agent_id(self) -> str | None:
         """The agentId the first frame claimed (before it was verified), if any."""
         return self._session.claimed_agent_id

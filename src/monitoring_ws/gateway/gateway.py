@@ -231,7 +231,12 @@ class Gateway:
         self.stats["authenticated"] += 1
         await self.registry.register(connection)
         self.last_seen.note(connection.agent_id, wall_ms())
-        log.info("agent %s connected from %s", connection.agent_id, connection.remote)
+        log.info(
+            "agent %s connected from %s",
+            connection.agent_id,
+            connection.remote,
+            extra=_context(connection),
+        )
         if self._events is not None:
             self._events.publish(
                 "agent_connected", connection.agent_id, connection.info().to_json()
@@ -246,7 +251,7 @@ class Gateway:
                 await self.registry.unregister(connection)  # may wait on Redis
                 self.last_seen.note(connection.agent_id, wall_ms())
                 self.commands.connection_lost(connection)
-                log.info("agent %s disconnected", connection.agent_id)
+                log.info("agent %s disconnected", connection.agent_id, extra=_context(connection))
                 if self._events is not None:
                     left = {"transport": "websocket", "node": self.node}
                     self._events.publish("agent_disconnected", connection.agent_id, left)
@@ -274,7 +279,9 @@ class Gateway:
             agent_id = connection.agent_id or connection.claimed_agent_id
             self._audit.noisy("agent_auth_failed", agentId=agent_id, address=connection.address)
         # ``detail`` names the failed check: for the log only, never for the peer.
-        log.log(level, "closing %s with %d: %s", who, event.code, event.detail or event.reason)
+        detail = event.detail or event.reason
+        extra = _context(connection)
+        log.log(level, "closing %s with %d: %s", who, event.code, detail, extra=extra)
 
     def shutdown(self) -> None:
         """Refuse new agents and close every open one with 1001 and a retry hint."""
@@ -297,3 +304,12 @@ class Gateway:
         with trio.move_on_after(timeout_s):
             while self._connections:
                 await trio.sleep(0.02)
+
+
+def _context(connection: AgentConnection) -> dict[str, str | None]:
+    """What a log line about a connection carries in ``--log-format json``."""
+    return {
+        "agent_id": connection.agent_id or connection.claimed_agent_id,
+        "session_id": connection.session_id,
+        "address": connection.remote,
+    }
