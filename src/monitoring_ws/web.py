@@ -22,6 +22,7 @@ __all__ = [
     "command_body",
     "error",
     "forbidden",
+    "int_arg",
     "reaches",
     "requester",
     "run_command_request",
@@ -30,8 +31,10 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1 << 20
+_MEMBERS = frozenset({"command", "args", "timeoutMs", "wait", "requestedBy"})
+_KNOWN = ", ".join(sorted(_MEMBERS))
 #: An agent id or command id in a path: 1-128 of these characters.
-ID_RULE = "1-128 chars of [A-Za-z0-9._:-]"
+ID_RULE = "1-128 chars of [A-Za-z0-9._:-], the first a letter or digit"
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> Response:
@@ -68,6 +71,9 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandReque
         raise BadBody(f"the body is not JSON this API accepts: {exc}") from None
     if not isinstance(body, dict):
         raise BadBody('the body must be a JSON object: {"command": "ping", "args": {}}')
+    unknown = sorted(set(body) - _MEMBERS)
+    if unknown:
+        raise BadBody(f"unknown member {', '.join(map(repr, unknown))[:200]} (known: {_KNOWN})")
     command = body.get("command")
     if not isinstance(command, str) or not NAME.fullmatch(command):
         raise BadBody('"command" must be a command name such as "ping"')
@@ -75,6 +81,8 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandReque
     if not isinstance(args, dict):
         raise BadBody('"args" must be a JSON object')
     timeout_ms = body.get("timeoutMs", default_ms)
+    if isinstance(timeout_ms, float) and timeout_ms.is_integer():  # 1000.0 is 1000
+        timeout_ms = int(timeout_ms)
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
         raise BadBody('"timeoutMs" must be an integer number of milliseconds')
     if not 1 <= timeout_ms <= max_ms:
@@ -127,6 +135,15 @@ async def run_command_request(
         return answer, 200
     finally:
         REQUESTER.reset(asked_by)
+
+
+def int_arg(name: str, default: int) -> int | None:
+    """A query parameter that must be a whole number: ``default`` when absent, None when
+    it is there but not one (the route answers 400; never silently the default)."""
+    value = request.args.get(name)
+    if value is None:
+        return default
+    return int(value) if value.isdigit() and len(value) <= 18 else None
 
 
 def token() -> ApiToken | None:

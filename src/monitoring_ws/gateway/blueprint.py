@@ -17,6 +17,7 @@ from ..web import (
     CommandRequest,
     error,
     forbidden,
+    int_arg,
     reaches,
     run_command_request,
     token,
@@ -75,11 +76,14 @@ def websocket_blueprint(
 
     @api.get("/agents/<agent_id>/logs")
     async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
+        if (bad := _bad_agent(agent_id)) is not None:
+            return bad
         ring = config().log_ring
-        limit = request.args.get("limit", default=100, type=int)
-        if limit is None or not 1 <= limit <= ring:
-            return error(400, "bad_request", f"limit must be between 1 and {ring}")
-        return {"agentId": agent_id, "entries": telemetry.recent_logs(agent_id, limit)}
+        limit = int_arg("limit", 100)
+        if limit is None or limit < 1:
+            return error(400, "bad_request", f"limit must be a number from 1 (at most {ring} kept)")
+        # More than the ring keeps is all it keeps.
+        return {"agentId": agent_id, "entries": telemetry.recent_logs(agent_id, min(limit, ring))}
 
     @api.get("/agents/<agent_id>/config")
     async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
@@ -169,8 +173,7 @@ def _add_state_routes(api: Blueprint, gateway: Gateway) -> None:
 
     @api.get("/telemetry")
     async def spooled() -> dict[str, Any] | Response:
-        after = request.args.get("after", default=0, type=int)
-        limit = request.args.get("limit", default=100, type=int)
+        after, limit = int_arg("after", 0), int_arg("limit", 100)
         agent_id = request.args.get("agentId")
         if after is None or after < 0:
             return error(400, "bad_request", "after must be a non-negative row id")

@@ -28,6 +28,7 @@ from .blueprint import websocket_blueprint
 from .config import GatewayConfig, load_config
 from .gateway import AGENT_PATH, Gateway
 from .metrics import GatewayCollector
+from .openapi import websocket_paths
 from .secrets import resolve_master_secrets
 from .transport import WebSocketTransport
 
@@ -128,6 +129,9 @@ class WebSocketPlugin(PluginBase):
     def collectors(self) -> Sequence[MetricsCollector]:
         redis = None if self.cluster is None else self.cluster.registry
         return (GatewayCollector(self.gateway, redis),)
+
+    def openapi_paths(self) -> Mapping[str, Any]:
+        return websocket_paths()
 
     def websocket_routes(self) -> Sequence[WebSocketRoute]:
         return (

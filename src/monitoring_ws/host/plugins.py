@@ -121,6 +121,10 @@ class Plugin(Protocol):
         """Prometheus families it alone produces, read at scrape time (``GET /metrics``)."""
         ...
 
+    def openapi_paths(self) -> Mapping[str, Any]:
+        """Its blueprints' routes in OpenAPI 3.1 (``/openapi.json``)."""
+        ...
+
     async def run(
         self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -164,6 +168,9 @@ class PluginBase:
 
     def collectors(self) -> Sequence[MetricsCollector]:
         return ()
+
+    def openapi_paths(self) -> Mapping[str, Any]:
+        return {}
 
     async def run(
         self, host: HostContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

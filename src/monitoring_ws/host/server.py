@@ -72,6 +72,8 @@ class Running:
     telemetry: TelemetryBus
     audit: AuditLog
     events: EventHub
+    #: The Quart app (its routes: tests/test_openapi.py compares them with /openapi.json).
+    app: Any
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -330,6 +332,7 @@ async def _listen(
                 built.telemetry,
                 built.audit,
                 built.events,
+                built.app,
             )
         )
         if handle_signals:

@@ -7,7 +7,7 @@ from typing import Any
 
 from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ...forwarded import client_address
 from ...web import MAX_BODY_BYTES, error, forbidden
@@ -24,6 +24,7 @@ from .agents import add_agent_routes
 from .events import add_event_routes
 from .guard import check_browser_rules, check_content_type
 from .health import HEALTH_PATHS, Readiness, add_health_routes
+from .openapi import add_openapi_routes
 
 __all__ = ["create_app", "install_guard"]
 
@@ -53,12 +54,16 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error(exc.code or 500, code, exc.description or exc.name)
+        response = error(exc.code or 500, code, exc.description or exc.name)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110: say which
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
 
     metrics = ServerMetrics() if metrics is None else metrics
     events = EventHub() if events is None else events
     add_agent_routes(app, server, router, log, telemetry, metrics=metrics, events=events)
     add_event_routes(app, events)
+    add_openapi_routes(app, lambda: plugins)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

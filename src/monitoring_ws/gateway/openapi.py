@@ -1,0 +1,90 @@
+"""The ``/api/websocket/*`` routes in OpenAPI (beside blueprint.py; the host assembles
+``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..openapi import ID_PATTERN, agent_param, command_param, json_body, operation, query, ref
+
+__all__ = ["websocket_paths"]
+
+_ANY: dict[str, Any] = {"type": "object", "additionalProperties": True}
+_TAG = "websocket"
+
+
+def websocket_paths() -> dict[str, Any]:
+    limit = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
+    return {
+        "/api/websocket/agents": {
+            "get": operation("Agents connected over WebSocket (every node's)", _TAG, _ANY)
+        },
+        "/api/websocket/agents/{agentId}": {
+            "get": operation(
+                "One agent's session and latest metrics",
+                _TAG,
+                _ANY,
+                errors=(400,),
+                params=(agent_param(),),
+            )
+        },
+        "/api/websocket/agents/{agentId}/logs": {
+            "get": operation(
+                "The agent's recent log lines",
+                _TAG,
+                _ANY,
+                errors=(400,),
+                params=(agent_param(), query("limit", limit, "how many")),
+            )
+        },
+        "/api/websocket/agents/{agentId}/config": {
+            "get": operation(
+                "A settings file for the agent (its key: scope config:read)",
+                _TAG,
+                _ANY,
+                errors=(400, 403),
+                params=(agent_param(), query("publicHost", {"type": "string"}, "what it dials")),
+            )
+        },
+        "/api/websocket/agents/{agentId}/command": {
+            "post": operation(
+                "Run a command over WebSocket (the seed's route)",
+                _TAG,
+                ref("CommandOutcome"),
+                errors=(400, 403, 404, 413, 415, 502, 503, 504),
+                params=(agent_param(),),
+                body=json_body(ref("CommandRequest")),
+                accepted=ref("Accepted"),
+            )
+        },
+        "/api/websocket/commands/{commandId}": {
+            "get": operation(
+                "A command's record",
+                _TAG,
+                ref("CommandRecord"),
+                errors=(400, 404),
+                params=(command_param(),),
+            ),
+            "delete": operation(
+                "Cancel a command",
+                _TAG,
+                ref("CommandRecord"),
+                errors=(400, 404, 409, 415),
+                params=(command_param(),),
+            ),
+        },
+        "/api/websocket/stats": {"get": operation("Counters of this node", _TAG, _ANY)},
+        "/api/websocket/telemetry": {
+            "get": operation(
+                "The telemetry spool, a page at a time",
+                _TAG,
+                _ANY,
+                errors=(400, 403),
+                params=(
+                    query("after", {"type": "integer", "minimum": 0}, "after this row id"),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "rows"),
+                    query("agentId", {"type": "string", "pattern": ID_PATTERN}, "one agent's"),
+                ),
+            )
+        },
+    }

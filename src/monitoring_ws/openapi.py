@@ -1,0 +1,102 @@
+"""Pieces of the OpenAPI 3.1 description that the host's and the plugins' route modules
+use to describe their routes beside them (``/openapi.json``, docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ERROR",
+    "ID_PATTERN",
+    "agent_param",
+    "command_param",
+    "json_body",
+    "operation",
+    "query",
+    "ref",
+]
+
+#: agentId and commandId in a path: what ``protocol.AGENT_ID`` and ``NAME`` accept (the
+#: look-ahead, not ``$``, ends it: ``$`` would let a trailing newline through).
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}(?![\\s\\S])"
+_WHY = {
+    200: "OK",
+    202: "accepted: the record follows the command",
+    400: "bad request: the message says what",
+    401: "no or a wrong API token",
+    403: "refused: a browser rule or a missing scope",
+    404: "no such agent, command or route",
+    409: "the record says no (it ended, or another node runs it)",
+    413: "too large",
+    415: "a write without Content-Type: application/json",
+    502: "the agent went away before it answered",
+    503: "shutting down, or the state database or Redis cannot be used",
+    504: "no answer within timeoutMs",
+}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+ERROR = ref("Error")
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": _json(schema)}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema,
+        "description": text,
+    }
+
+
+def agent_param() -> dict[str, Any]:
+    return _param("agentId", "path", {"type": "string", "pattern": ID_PATTERN}, "the agent")
+
+
+def command_param() -> dict[str, Any]:
+    return _param("commandId", "path", {"type": "string", "pattern": ID_PATTERN}, "the command")
+
+
+def query(name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+    return _param(name, "query", schema, text)
+
+
+def operation(
+    summary: str,
+    tag: str,
+    ok: dict[str, Any] | None,
+    *,
+    errors: tuple[int, ...] = (),
+    params: tuple[dict[str, Any], ...] = (),
+    body: dict[str, Any] | None = None,
+    accepted: dict[str, Any] | None = None,
+    media: str = "application/json",
+) -> dict[str, Any]:
+    """One operation: its success (``ok``: a schema; None for no JSON body), the error
+    statuses it documents (each with the ``Error`` body; ``default`` covers the rest)."""
+    responses: dict[str, Any] = {
+        "200": {"description": _WHY[200]}
+        | ({} if ok is None else {"content": {media: {"schema": ok}}})
+    }
+    if accepted is not None:
+        responses["202"] = {"description": _WHY[202], "content": _json(accepted)}
+    for status in errors:
+        responses[str(status)] = {"description": _WHY[status], "content": _json(ERROR)}
+    responses["default"] = {"description": "an error", "content": _json(ERROR)}
+    described: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if params:
+        described["parameters"] = list(params)
+    if body is not None:
+        described["requestBody"] = body
+    return described
