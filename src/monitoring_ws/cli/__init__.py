@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import agent, agent_config, config, demo, keys, plugins, serve
+from . import agent, agent_config, config, demo, keys, plugins, serve, token
 
 __all__ = ["build_parser", "main"]
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (keys, serve, config, agent, agent_config, plugins, demo):
+    for command in (keys, serve, config, token, agent, agent_config, plugins, demo):
         command.add(commands)
     return parser
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 from .common import add_log_format, setup_logging, warn_secret_in_argv
+
+#: The join token for ``agent enroll`` (kept out of argv).
+JOIN_TOKEN_ENV = "MONITORING_WS_JOIN_TOKEN"  # noqa: S105 - a variable name
 
 __all__ = ["add"]
 
@@ -18,7 +22,21 @@ def add(commands: Any) -> None:
         description="Settings: --config FILE (JSON, the seed's shape), MONITORING_WS_* "
         "variables, then these flags (docs/agent.md).",
     )
+    agent.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "enroll"),
+        default="run",
+        help="run (the default), or enroll: trade a join token for this agent's settings",
+    )
     agent.add_argument("--config", type=Path, metavar="FILE", help="JSON settings file")
+    agent.add_argument(
+        "--token",
+        help=f"enroll: the join token (visible in ps: prefer ${JOIN_TOKEN_ENV})",
+    )
+    agent.add_argument(
+        "--output", type=Path, metavar="FILE", help="enroll: where to write the settings"
+    )
     agent.add_argument("--url", help="server URL, e.g. wss://gateway.example.com/agent")
     agent.add_argument(
         "--secret", help="master secret (visible to other users in ps: prefer the file)"
@@ -38,6 +56,8 @@ def add(commands: Any) -> None:
 
 
 def _agent(args: argparse.Namespace) -> int:
+    if args.action == "enroll":
+        return _enroll(args)
 
     from ..agent.main import run_agent  # noqa: PLC0415
     from ..agent.outbox import OutboxError  # noqa: PLC0415
@@ -61,4 +81,32 @@ def _agent(args: argparse.Namespace) -> int:
         run_agent(settings)
     except (SettingsError, OutboxError) as exc:
         raise SystemExit(f"monitoring-ws agent: {exc}") from None
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    """``agent enroll --url https://HOST:PORT --token T [--agent-id ID] [--output FILE]``."""
+    import json  # noqa: PLC0415
+
+    from ..agent.enroll import EnrollError, enroll  # noqa: PLC0415
+    from ..agent.settings import hostname_agent_id, imds_instance_id  # noqa: PLC0415
+    from ..gateway.agent_config import write_private  # noqa: PLC0415
+
+    setup_logging(verbose=args.verbose, log_format=args.log_format)
+    if args.token:
+        warn_secret_in_argv("--token", JOIN_TOKEN_ENV)
+    token = args.token or os.environ.get(JOIN_TOKEN_ENV, "")
+    if not args.url or not token:
+        raise SystemExit(
+            f"monitoring-ws agent enroll: give --url https://HOST:PORT and the join token "
+            f"(${JOIN_TOKEN_ENV}, or --token) that `monitoring-ws token create` printed"
+        )
+    agent_id = args.agent_id or imds_instance_id() or hostname_agent_id()
+    try:
+        settings = enroll(args.url, token, agent_id, insecure=args.insecure)
+    except EnrollError as exc:
+        raise SystemExit(f"monitoring-ws agent enroll: {exc}") from None
+    output = args.output or Path("agent.json")
+    write_private(output, json.dumps(settings, indent=2) + "\n")
+    print(f"enrolled as {agent_id}; wrote {output} (mode 0600: it holds the agent's key)")
     return 0

@@ -13,7 +13,7 @@ from ..protocol import AGENT_ID, derive_agent_key
 from ..tls import certificate_fingerprint
 from .config import GatewayConfig
 
-__all__ = ["IMDS_ENDPOINT", "agent_config", "public_ipv4", "write_private"]
+__all__ = ["IMDS_ENDPOINT", "agent_config", "certificate_pin", "public_ipv4", "write_private"]
 
 log = logging.getLogger("monitoring_ws.gateway")
 
@@ -23,7 +23,8 @@ def public_ipv4(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> s
     return imds_get("meta-data/public-ipv4", imds_endpoint, timeout_s)
 
 
-def _fingerprint(config: GatewayConfig) -> str | None:
+def certificate_pin(config: GatewayConfig) -> str | None:
+    """The SHA-256 of the certificate agents are served, or None without TLS."""
     if config.tls_cert is not None:
         return certificate_fingerprint(config.tls_cert)
     cert = config.state_dir / "tls" / "cert.pem"
@@ -66,7 +67,7 @@ def agent_config(
         settings["wsSecret"] = secret
     else:
         settings["wsAgentKey"] = derive_agent_key(master_secret, agent_id).hex()
-    fingerprint = _fingerprint(config)
+    fingerprint = certificate_pin(config)
     if fingerprint is not None:
         settings["wsCertSha256"] = fingerprint
     return settings

@@ -81,7 +81,9 @@ def websocket_paths() -> dict[str, Any]:
                 _ANY,
                 errors=(400, 403),
                 params=(
-                    query("after", {"type": "integer", "minimum": 0}, "after this row id"),
+                    query(
+                        "after", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, "row id"
+                    ),
                     query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "rows"),
                     query("agentId", {"type": "string", "pattern": ID_PATTERN}, "one agent's"),
                 ),

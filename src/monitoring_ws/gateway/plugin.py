@@ -20,12 +20,14 @@ from quart import Blueprint
 from ..configbase import ConfigError
 from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
 from ..host.metrics import MetricsCollector
-from ..host.plugins import HostContext, PluginBase, PluginContext, WebSocketRoute
+from ..host.plugins import AsgiHandler, HostContext, PluginBase, PluginContext, WebSocketRoute
 from ..host.telemetry import TelemetryReader, TelemetrySink
 from ..protocol import Keyring
 from ..transports import Transport
 from .blueprint import websocket_blueprint
 from .config import GatewayConfig, load_config
+from .enroll import ENROLL_PATH, EnrollEndpoint
+from .enrollment import JoinTokens
 from .gateway import AGENT_PATH, Gateway
 from .metrics import GatewayCollector
 from .openapi import websocket_paths
@@ -103,6 +105,12 @@ class WebSocketPlugin(PluginBase):
                 events=context.events,
             )
         self.transport = WebSocketTransport(self.gateway)
+        self._enroll = EnrollEndpoint(
+            JoinTokens(self.config.state_dir),
+            lambda: self.gateway.keyring.master_secrets[0],
+            context.clock,
+            context.audit,
+        )
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
 
     @staticmethod
@@ -129,6 +137,9 @@ class WebSocketPlugin(PluginBase):
     def collectors(self) -> Sequence[MetricsCollector]:
         redis = None if self.cluster is None else self.cluster.registry
         return (GatewayCollector(self.gateway, redis),)
+
+    def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
+        return {ENROLL_PATH: self._enroll}
 
     def openapi_paths(self) -> Mapping[str, Any]:
         return websocket_paths()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from .metrics import ServerMetrics
-    from .plugins import WebSocketRoute
+    from .plugins import AsgiHandler, WebSocketRoute
 
 __all__ = ["AgentOnlyApp", "HostApp", "MetricsApp", "adapt_hypercorn_websockets"]
 
@@ -96,15 +96,23 @@ async def _websocket(
 class HostApp:
     """The main listener: the plugins' WebSocket routes and the HTTP API."""
 
-    def __init__(self, api: Quart, routes: Mapping[str, WebSocketRoute]) -> None:
+    def __init__(
+        self,
+        api: Quart,
+        routes: Mapping[str, WebSocketRoute],
+        http_routes: Mapping[str, AsgiHandler] | None = None,
+    ) -> None:
         self.api = api
         self.routes = routes
+        self.http_routes = http_routes or {}
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
             await _websocket(self.routes, scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in self.http_routes:
+            await self.http_routes[scope["path"]](scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -117,14 +125,21 @@ _ONLY_WEBSOCKETS = (
 class AgentOnlyApp:
     """The public agent listener (``agent_listen``): the WebSocket routes and nothing else."""
 
-    def __init__(self, routes: Mapping[str, WebSocketRoute]) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, WebSocketRoute],
+        http_routes: Mapping[str, AsgiHandler] | None = None,
+    ) -> None:
         self.routes = routes
+        self.http_routes = http_routes or {}
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
             await _websocket(self.routes, scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in self.http_routes:
+            await self.http_routes[scope["path"]](scope, receive, send)
         elif scope["type"] == "http":
             await send(
                 {

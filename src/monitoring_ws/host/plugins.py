@@ -48,8 +48,9 @@ __all__ = [
 
 PLUGIN_GROUP = "monitoring_ws.plugins"
 
-#: A raw ASGI WebSocket handler: ``(scope, receive, send)``.
-WebSocketHandler = Callable[[Any, Any, Any], Awaitable[None]]
+#: A raw ASGI handler: ``(scope, receive, send)``.
+AsgiHandler = Callable[[Any, Any, Any], Awaitable[None]]
+WebSocketHandler = AsgiHandler
 
 
 class PluginError(Exception):
@@ -109,6 +110,11 @@ class Plugin(Protocol):
         """WebSocket endpoints, served on ``listen`` and on ``agent_listen``."""
         ...
 
+    def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
+        """Raw ASGI HTTP endpoints for agents, by path, served on both listeners outside
+        the API's guard (they authenticate the caller themselves, e.g. ``/enroll``)."""
+        ...
+
     def sinks(self) -> Sequence[TelemetrySink]:
         """Telemetry consumers: each gets every sample and log batch, through its own queue."""
         ...
@@ -159,6 +165,9 @@ class PluginBase:
 
     def websocket_routes(self) -> Sequence[WebSocketRoute]:
         return ()
+
+    def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
+        return {}
 
     def sinks(self) -> Sequence[TelemetrySink]:
         return ()

@@ -37,7 +37,15 @@ from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .events import EventHub
 from .metrics import ServerMetrics
-from .plugins import HostContext, Plugin, PluginContext, PluginError, WebSocketRoute, load_enabled
+from .plugins import (
+    AsgiHandler,
+    HostContext,
+    Plugin,
+    PluginContext,
+    PluginError,
+    WebSocketRoute,
+    load_enabled,
+)
 from .router import TransportRouter
 from .telemetry import TelemetryBus
 from .tokens import TokenSet
@@ -188,6 +196,7 @@ class _Assembly:
     audit: AuditLog
     events: EventHub
     tokens: TokenSet
+    http_routes: Mapping[str, AsgiHandler]
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
@@ -219,6 +228,9 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         )
     router = TransportRouter(transports)
     routes = {route.path: route for plugin in plugins for route in plugin.websocket_routes()}
+    http_routes = {
+        path: handler for plugin in plugins for path, handler in plugin.agent_http_routes().items()
+    }
     commands = CommandLog(_state_file(config, "commands"))
     readiness = Readiness()
     tokens = TokenSet(server.api_tokens)
@@ -235,7 +247,18 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         tokens=tokens,
     )
     return _Assembly(
-        plugins, router, telemetry, commands, app, routes, readiness, metrics, audit, events, tokens
+        plugins,
+        router,
+        telemetry,
+        commands,
+        app,
+        routes,
+        readiness,
+        metrics,
+        audit,
+        events,
+        tokens,
+        http_routes,
     )
 
 
@@ -296,7 +319,8 @@ async def _listen(
         )
     ]
     if server.agent_listen is not None:
-        listeners.append((AgentOnlyApp(built.routes), server.agent_listen, tls))
+        agents_only = AgentOnlyApp(built.routes, built.http_routes)
+        listeners.append((agents_only, server.agent_listen, tls))
     if server.metrics_listen is not None:  # open, so kept to loopback (ServerSettings.check)
         bind = _worker_port(server.metrics_listen, config.cluster.worker_index)
         listeners.append((MetricsApp(built.metrics), bind, None))

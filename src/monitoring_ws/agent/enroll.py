@@ -1,0 +1,85 @@
+"""``monitoring-ws agent enroll``: trade a join token for this agent's key (docs/agent.md,
+"Enrolling"). Over TLS the server must present the certificate the token pins before the
+token is sent; plain HTTP only to loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..configbase import is_loopback
+from ..gateway.enrollment import parse_join_token
+
+__all__ = ["EnrollError", "enroll"]
+
+TIMEOUT_S = 15.0
+
+
+class EnrollError(Exception):
+    """Enrolling failed; the message says why and what to do."""
+
+
+def enroll(url: str, token_text: str, agent_id: str, *, insecure: bool = False) -> dict[str, Any]:
+    """The agent's settings (agentId, wsApiUrl, wsAgentKey, wsCertSha256 when pinned)."""
+    try:
+        token = parse_join_token(token_text)
+    except ValueError as exc:
+        raise EnrollError(str(exc)) from None
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme not in {"https", "http"} or not host:
+        raise EnrollError(f"--url must be https://HOST[:PORT] (the server's agent address): {url}")
+    if parts.scheme == "http" and not (is_loopback(host) or insecure):
+        raise EnrollError(
+            "the token would cross the network in clear: use https:// (or --insecure)"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl.create_default_context()
+        if token.pin is not None:  # trust exactly the pinned certificate, nothing else
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(host, port, context=context, timeout=TIMEOUT_S)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+    try:
+        connection.connect()
+        if token.pin is not None:
+            _check_pin(connection, token.pin)
+        body = json.dumps({"token": token_text.strip(), "agentId": agent_id})
+        connection.request("POST", "/enroll", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read(64 << 10) or b"{}")
+    except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
+        raise EnrollError(f"cannot enroll at {host}:{port}: {exc}") from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        message = answer.get("error", {}).get("message", response.reason)
+        raise EnrollError(f"the server refused ({response.status}): {message}")
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    settings = {
+        "agentId": agent_id,
+        "wsApiUrl": f"{scheme}://{parts.netloc}/agent",
+        "wsAgentKey": answer["wsAgentKey"],
+    }
+    if token.pin is not None:
+        settings["wsCertSha256"] = token.pin
+    return settings
+
+
+def _check_pin(connection: http.client.HTTPConnection, pin: str) -> None:
+    sock = connection.sock
+    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+    seen = hashlib.sha256(der or b"").hexdigest()
+    if not hmac.compare_digest(seen, pin):
+        raise EnrollError(
+            "the server's certificate is not the one the join token pins "
+            f"(it presented {seen[:16]}...): nothing was sent"
+        )

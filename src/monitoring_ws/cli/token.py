@@ -1,0 +1,77 @@
+"""``token create``: a join token an agent enrolls with (docs/agent.md, "Enrolling")."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add", "parse_ttl"]
+
+_TTL = re.compile(r"(\d{1,6})([smhd]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    """``90``, ``30m``, ``1h``, ``7d`` as seconds; ValueError otherwise."""
+    match = _TTL.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"--ttl: a duration such as 30m, 1h or 7d, not {text!r}")
+    return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+def add(commands: Any) -> None:
+    token = commands.add_parser("token", help="join tokens agents enroll with")
+    actions = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create",
+        help="print a join token (kept in the server's state directory)",
+        description=(
+            "Make a join token: `monitoring-ws agent enroll --url https://HOST --token T` on "
+            "an agent trades it for the agent's own key. The token carries the server "
+            "certificate's fingerprint, so the agent trusts nothing else. Run it where the "
+            "server keeps its state (the same --config or --state-dir as serve)."
+        ),
+    )
+    create.add_argument("--ttl", default="1h", help="how long it works (default 1h; 30m, 7d)")
+    create.add_argument("--uses", type=int, default=1, help="how many agents (default 1)")
+    create.add_argument(
+        "--agents", action="append", default=[], metavar="GLOB", help="agentIds it may enroll"
+    )
+    create.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
+    create.add_argument("--state-dir", type=Path, metavar="DIR", help="the server's state")
+    create.set_defaults(run=_create)
+
+
+def _create(args: argparse.Namespace) -> int:
+    from ..clock import wall_ms  # noqa: PLC0415
+    from ..configbase import ConfigError  # noqa: PLC0415
+    from ..gateway.agent_config import certificate_pin  # noqa: PLC0415
+    from ..gateway.enrollment import JoinTokens  # noqa: PLC0415
+    from ..gateway.plugin import gateway_config_of  # noqa: PLC0415
+    from ..host.config import load_monitoring_config  # noqa: PLC0415
+
+    if not 1 <= args.uses <= 100_000:
+        raise SystemExit("monitoring-ws token create: --uses: between 1 and 100000")
+    try:
+        ttl_s = parse_ttl(args.ttl)
+        whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
+        config = gateway_config_of(whole)
+        pin = certificate_pin(config)
+        tokens = JoinTokens(config.state_dir)
+        tokens.prune(wall_ms())
+        token = tokens.create(
+            ttl_s=ttl_s, uses=args.uses, agents=args.agents, pin=pin, now_ms=wall_ms()
+        )
+    except (ConfigError, ValueError, OSError) as exc:
+        raise SystemExit(f"monitoring-ws token create: {exc}") from None
+    if pin is None:
+        print(
+            "monitoring-ws token create: warning: the server has no TLS: enrolling works "
+            "over loopback only (or agent enroll --insecure)",
+            file=sys.stderr,
+        )
+    print(token)
+    return 0
