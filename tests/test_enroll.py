@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import trio
 
 from monitoring_ws.agent.main import build_agent
@@ -78,3 +79,15 @@ async def test_an_agent_enrolls_itself(start_server: StartServer, tmp_path: Path
     assert ("enroll_refused", "web-8") in events
     assert ("enroll_refused", "db-1") in events
     assert token not in (state / "audit.jsonl").read_text()
+
+
+async def test_an_address_that_keeps_failing_is_slowed(start_server: StartServer) -> None:
+    running = await start_server()
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        statuses = []
+        for _ in range(12):
+            body = {"token": "mwsj1.0000000000000000." + "x" * 43 + ".-", "agentId": "web-1"}
+            statuses.append((await http.post("/enroll", json=body)).status_code)
+        assert statuses[:10] == [403] * 10  # an unknown token, then...
+        assert statuses[10:] == [429, 429]  # ... no more looks at the tokens this minute
+        assert (await http.get("/enroll")).headers["allow"] == "POST"

@@ -11,7 +11,7 @@ import trio
 
 from ..conftest import StartServer
 from ..gateway.agents import now_ms, open_agent
-from .helpers import start_node
+from .helpers import serving_agent, start_node
 
 
 async def test_any_node_reads_an_agents_latest_metrics(
@@ -65,3 +65,31 @@ async def test_any_node_lists_an_agent_that_left_another(
     async with httpx.AsyncClient(base_url=node_b.api_url) as http:
         listed = [a["agentId"] for a in (await http.get("/api/agents")).json()["agents"]]
         assert listed == ["agent-left"]
+
+
+async def test_any_node_lists_every_nodes_command_history(
+    start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
+) -> None:
+    node_a = await start_node(start_server, tmp_path, redis_url, "a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "b")
+    await nursery.start(serving_agent, node_a.agent_urls[0], "on-a")
+    await nursery.start(serving_agent, node_b.agent_urls[0], "on-b")
+    ping = {"command": "ping", "args": {}}
+    sent = []
+    async with httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as a:
+        async with httpx.AsyncClient(base_url=node_b.api_url, timeout=30) as b:
+            sent.append((await a.post("/api/agents/on-a/commands", json=ping)).json()["commandId"])
+            sent.append((await b.post("/api/agents/on-b/commands", json=ping)).json()["commandId"])
+        with trio.fail_after(5):  # node b's copy reaches Redis with its next commit
+            while len((await a.get("/api/commands")).json()["commands"]) < 2:
+                await trio.sleep(0.02)
+        seen, params = [], {"limit": 1}
+        for _ in range(5):
+            page = (await a.get("/api/commands", params=params)).json()
+            seen += [(r["commandId"], r["node"]) for r in page["commands"]]
+            if page["next"] is None:
+                break
+            params["cursor"] = page["next"]
+        assert seen == [(sent[1], "b"), (sent[0], "a")]
+        only_b = (await a.get("/api/commands", params={"agentId": "on-b"})).json()["commands"]
+        assert [r["commandId"] for r in only_b] == [sent[1]]

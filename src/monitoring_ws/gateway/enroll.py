@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,10 @@ __all__ = ["ENROLL_PATH", "EnrollEndpoint"]
 
 ENROLL_PATH = "/enroll"
 MAX_BODY_BYTES = 16 << 10
+#: Refusals one address may have a minute before it gets 429 without a look at the tokens.
+REFUSALS_PER_MINUTE = 10
+#: Addresses remembered at most (the oldest go first).
+MAX_TRACKED = 65_536
 log = logging.getLogger("monitoring_ws.gateway")
 
 
@@ -48,6 +53,19 @@ class EnrollEndpoint:
             clock,
             audit,
         )
+        #: Per address: (the minute, refusals in it).
+        self._refusals: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    def _limited(self, address: str) -> bool:
+        minute, count = self._refusals.get(address, (0, 0))
+        return minute == int(trio.current_time() // 60) and count >= REFUSALS_PER_MINUTE
+
+    def _refused(self, address: str) -> None:
+        minute = int(trio.current_time() // 60)
+        then, count = self._refusals.pop(address, (minute, 0))
+        self._refusals[address] = (minute, count + 1 if then == minute else 1)
+        while len(self._refusals) > MAX_TRACKED:
+            self._refusals.popitem(last=False)
 
     async def __call__(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -55,6 +73,9 @@ class EnrollEndpoint:
         address = (scope.get("client") or ("unknown", 0))[0]
         if scope["method"] != "POST":
             await _answer(send, 405, _error("method_not_allowed", "POST a join token"), "POST")
+            return
+        if self._limited(address):
+            await _answer(send, 429, _error("too_many_requests", "too many refusals: wait"))
             return
         body = await _body(receive)
         if body is None:
@@ -68,10 +89,12 @@ class EnrollEndpoint:
             join = parse_join_token(token if isinstance(token, str) else "")
         except (UnicodeDecodeError, JSONRejectedError, KeyError, TypeError, ValueError) as exc:
             message = str(exc) if isinstance(exc, ValueError) else "send {token, agentId}"
+            self._refused(address)
             await _answer(send, 400, _error("bad_request", message))
             return
         refusal = await trio.to_thread.run_sync(self.tokens.redeem, join, agent_id, self.clock())
         if refusal is not None:
+            self._refused(address)
             log.warning("enrollment of %s from %s refused: %s", agent_id, address, refusal)
             if self.audit is not None:
                 self.audit.noisy(

@@ -117,6 +117,8 @@ class Gateway:
         self.shared_replay = shared_replay
         #: With several nodes: how commands reach agents other nodes hold.
         self.remote = remote
+        #: With several nodes: every node's command records (their copies).
+        self.records = records
         self.store = StateStore(
             config.state_file,
             sync=config.state_sync,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..protocol import CloseConnection, Command, Delivery, LogEntry, ReplayVerdict
     from ..transports import CommandOutcome
-    from ..transports.records import CommandRecord
+    from ..transports.records import CommandRecord, RecordQuery
     from .registry import AgentInfo
 
 __all__ = [
@@ -91,6 +91,10 @@ class SharedRecords(Protocol):
 
     async def get(self, command_id: str) -> tuple[CommandRecord, str] | None:
         """Another node's record and that node's name."""
+        ...
+
+    async def history(self, query: RecordQuery) -> list[dict[str, Any]] | None:
+        """A page of every node's records; None when that cannot be known now."""
         ...
 
 

@@ -98,8 +98,14 @@ class WebSocketTransport:
         return None if record is None else record.to_json()
 
     async def list_records(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """This node's records, or in a cluster every node's (their copies in Redis)."""
         with contextlib.suppress(StoreError):  # what was just sent is on disk first
             await self.gateway.spool.durable()
+        shared = self.gateway.records
+        if shared is not None:
+            everyone = await shared.history(query)
+            if everyone is not None:
+                return everyone
         return await self.gateway.store.list_commands(query)
 
     async def cancel_command(self, command_id: str) -> dict[str, Any]:

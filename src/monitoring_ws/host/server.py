@@ -313,7 +313,7 @@ async def _listen(
     shared = config.cluster.worker_index is not None
     listeners: list[tuple[Any, str, tuple[Path, Path] | None]] = [
         (
-            HostApp(built.app, built.routes),
+            HostApp(built.app, built.routes, built.http_routes),
             server.listen,
             tls if server.agent_listen is None else None,
         )
