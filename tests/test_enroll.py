@@ -30,6 +30,11 @@ async def test_an_agent_enrolls_itself(start_server: StartServer, tmp_path: Path
     config.write_text(f'[server]\nstate_dir = "{state}"\ntls_self_signed = true\n')
     running = await start_server(state_dir=state, tls_self_signed=True, agent_listen="127.0.0.1:0")
     https = running.agent_urls[0].replace("wss://", "https://").removesuffix("/agent")
+    # The public agent listener serves agents, never the API.
+    async with httpx.AsyncClient(base_url=https, verify=False) as public:  # noqa: S501 - self-signed
+        refused = await public.get("/api/agents")
+        assert refused.status_code == 404
+        assert refused.json()["error"]["message"] == "this listener serves agents only"
     code, token, err = await cli(
         tmp_path, "token", "create", "--config", str(config), "--uses", "1", "--agents", "web-*"
     )

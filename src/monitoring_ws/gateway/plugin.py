@@ -79,31 +79,23 @@ class WebSocketPlugin(PluginBase):
         self._context = context
         self.config = gateway_config(settings, context.server, context.cluster)
         secrets = resolve_master_secrets(self.config)
+        # What the host shares, handed to the gateway whichever way it is built.
+        host: dict[str, Any] = {
+            "sink": context.telemetry,
+            "clock": context.clock,
+            "metrics": context.metrics,
+            "audit": context.audit,
+            "events": context.events,
+        }
         self.cluster: Cluster | None = None
         if self.config.redis_url is not None:  # one node of several (docs/scaling.md)
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
-            self.cluster = Cluster.build(
-                self.config,
-                secrets,
-                sink=context.telemetry,
-                clock=context.clock,
-                metrics=context.metrics,
-                audit=context.audit,
-                events=context.events,
-            )
+            self.cluster = Cluster.build(self.config, secrets, **host)
             self.gateway = self.cluster.gateway
         else:
             keyring = Keyring(secrets, seed_compatible=self.config.seed_compatible)
-            self.gateway = Gateway(
-                self.config,
-                keyring,
-                sink=context.telemetry,
-                clock=context.clock,
-                metrics=context.metrics,
-                audit=context.audit,
-                events=context.events,
-            )
+            self.gateway = Gateway(self.config, keyring, **host)
         self.transport = WebSocketTransport(self.gateway)
         self._enroll = EnrollEndpoint(
             JoinTokens(self.config.state_dir),

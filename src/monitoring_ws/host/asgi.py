@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .metrics import ServerMetrics
     from .plugins import AsgiHandler, WebSocketRoute
 
-__all__ = ["AgentOnlyApp", "HostApp", "MetricsApp", "adapt_hypercorn_websockets"]
+__all__ = ["HostApp", "MetricsApp", "adapt_hypercorn_websockets"]
 
 
 class _NoCompression(Extension):
@@ -94,11 +94,12 @@ async def _websocket(
 
 
 class HostApp:
-    """The main listener: the plugins' WebSocket routes and the HTTP API."""
+    """A listener: the plugins' WebSocket routes and raw HTTP routes for agents, then the
+    HTTP API (``api``); without one (``agent_listen``) a JSON 404 for anything else."""
 
     def __init__(
         self,
-        api: Quart,
+        api: Quart | None,
         routes: Mapping[str, WebSocketRoute],
         http_routes: Mapping[str, AsgiHandler] | None = None,
     ) -> None:
@@ -113,33 +114,8 @@ class HostApp:
             await _websocket(self.routes, scope, receive, send)
         elif scope["type"] == "http" and scope["path"] in self.http_routes:
             await self.http_routes[scope["path"]](scope, receive, send)
-        else:
+        elif self.api is not None:
             await self.api(scope, receive, send)
-
-
-_ONLY_WEBSOCKETS = (
-    b'{"error": {"code": "not_found", "message": "this listener serves agents only"}}'
-)
-
-
-class AgentOnlyApp:
-    """The public agent listener (``agent_listen``): the WebSocket routes and nothing else."""
-
-    def __init__(
-        self,
-        routes: Mapping[str, WebSocketRoute],
-        http_routes: Mapping[str, AsgiHandler] | None = None,
-    ) -> None:
-        self.routes = routes
-        self.http_routes = http_routes or {}
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "websocket":
-            await _websocket(self.routes, scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] in self.http_routes:
-            await self.http_routes[scope["path"]](scope, receive, send)
         elif scope["type"] == "http":
             await send(
                 {
@@ -149,9 +125,12 @@ class AgentOnlyApp:
                     "trailers": False,
                 }
             )
-            await send({"type": "http.response.body", "body": _ONLY_WEBSOCKETS, "more_body": False})
+            await send({"type": "http.response.body", "body": _ONLY_AGENTS, "more_body": False})
         elif scope["type"] == "lifespan":
             await _lifespan(receive, send)
+
+
+_ONLY_AGENTS = b'{"error": {"code": "not_found", "message": "this listener serves agents only"}}'
 
 
 async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:

@@ -31,7 +31,7 @@ from ..transports.ssm import SSMPolicy, SSMTransport
 from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.health import Readiness
-from .asgi import AgentOnlyApp, HostApp, MetricsApp, adapt_hypercorn_websockets
+from .asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
 from .audit import AuditLog
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
@@ -319,7 +319,7 @@ async def _listen(
         )
     ]
     if server.agent_listen is not None:
-        agents_only = AgentOnlyApp(built.routes, built.http_routes)
+        agents_only = HostApp(None, built.routes, built.http_routes)
         listeners.append((agents_only, server.agent_listen, tls))
     if server.metrics_listen is not None:  # open, so kept to loopback (ServerSettings.check)
         bind = _worker_port(server.metrics_listen, config.cluster.worker_index)
