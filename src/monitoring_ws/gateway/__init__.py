@@ -1,0 +1,1 @@
+"""The WebSocket gateway: the monitoring module's `websocket` plugin (docs/architecture.md)."""
