@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import httpx
+import psutil
 import trio
 
 from monitoring_ws.agent.main import build_agent
@@ -153,3 +154,21 @@ def _worker_pid(tmp_path: Path, index: int) -> int:
     match = re.search(r"workers on \S+: pids \[([\d, ]+)\]", (tmp_path / "workers.log").read_text())
     assert match is not None
     return int(match.group(1).split(",")[index])
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, redis_url: str) -> None:
+    port = processes.free_port()
+    supervisor = await trio.to_thread.run_sync(_start_workers, tmp_path, port, redis_url)
+    pids = [_worker_pid(tmp_path, index) for index in range(2)]
+    supervisor.kill()  # no SIGTERM to pass on: the kernel tells the workers (PDEATHSIG)
+    supervisor.wait(timeout=10)
+    with trio.fail_after(20):
+        while any(_running(pid) for pid in pids):
+            await trio.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

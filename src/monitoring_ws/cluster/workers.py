@@ -8,6 +8,7 @@ supervises: it starts them, restarts one that dies, and passes SIGTERM/SIGINT on
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ __all__ = ["run_workers", "worker_argv"]
 
 log = logging.getLogger("monitoring_ws.workers")
 RESTART_DELAY_S = 1.0
+_PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 20.0
 
 
@@ -62,6 +64,14 @@ def worker_argv(
     return [sys.executable, "-m", "monitoring_ws", *args, *extra]
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the supervisor dies, even by SIGKILL
+    (Linux), so no worker keeps the port and its agents after it."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_workers(config: MonitoringConfig, argv: Sequence[str]) -> int:
     """Start ``[cluster] workers`` server processes and supervise them until SIGTERM/SIGINT."""
     workers, redis_url, server = config.cluster.workers, config.cluster.redis_url, config.server
@@ -93,7 +103,12 @@ def run_workers(config: MonitoringConfig, argv: Sequence[str]) -> int:
     environment = {**os.environ, REDIS_URL_ENV: redis_url}
 
     def start(index: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(commands[index], env=environment)  # noqa: S603 - our own
+        # The supervisor has no threads yet: preexec_fn is safe here.
+        return subprocess.Popen(  # noqa: S603 - our own command line
+            commands[index],
+            env=environment,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
 
     processes = [start(i) for i in range(workers)]
     log.info("%d workers on %s: pids %s", workers, listen, [p.pid for p in processes])
