@@ -129,3 +129,14 @@ async def test_redis_with_a_password(start_server: StartServer, tmp_path: Path) 
             assert registry.failures == 0  # type: ignore[attr-defined]
     finally:
         redis.stop()
+
+
+def test_a_reload_rekeys_the_seal_and_still_opens_the_old() -> None:
+    old, new = NodeSeal(["secret-one"]), NodeSeal(["secret-one"])
+    sealed_before = old.seal({"n": 1}, 1_000)
+    new.rekey(["secret-two", "secret-one"])  # the second reload of a rotation
+    assert new.open(sealed_before, 1_000) == {"n": 1}
+    sealed_after = new.seal({"n": 2}, 1_000)
+    assert old.open(sealed_after, 1_000) is None  # why a rotation takes two reloads
+    old.rekey(["secret-one", "secret-two"])  # the first reload, on the other node
+    assert old.open(sealed_after, 1_000) == {"n": 2}

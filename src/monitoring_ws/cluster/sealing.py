@@ -44,6 +44,14 @@ class NodeSeal:
         #: Messages refused (bad signature, stale, replayed, malformed).
         self.refused = 0
 
+    def rekey(self, master_secrets: Sequence[str]) -> None:
+        """SIGHUP: seal with the new first secret's key, open with any of them. Rotate in
+        two reloads (docs/scaling.md): first append the new secret on every node, then put
+        it first, so that no node seals with a key another cannot open."""
+        if not master_secrets:
+            raise ValueError("a cluster needs a master secret to derive its key")
+        self._keys = tuple(cluster_key(secret) for secret in master_secrets)
+
     def seal(self, message: dict[str, Any], now_ms: int) -> str:
         body = {"m": message, "ts": now_ms, "nonce": str(uuid.uuid4())}
         return json.dumps({**body, "sig": sign(self._keys[0], canonicalize(body))})

@@ -171,6 +171,8 @@ class WebSocketPlugin(PluginBase):
         config = gateway_config(settings, self._context.server, self._context.cluster)
         secrets = resolve_master_secrets(config)
         self.gateway.keyring = Keyring(secrets, seed_compatible=config.seed_compatible)
+        if self.cluster is not None:
+            self.cluster.registry.seal.rekey(secrets)
         self.config = config
         closed = self.gateway.revoke(config.revoked_agents)
         log.info(
