@@ -19,7 +19,7 @@ from ..protocol import CommandError, CommandResult
 from ..transports import CommandOutcome, CommandTimeoutError, Requester, TransportError
 from ..transports.records import CommandRecord, CommandState, RecordQuery
 
-__all__ = ["CommandLog"]
+__all__ = ["CommandLog", "ended_record"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -48,32 +48,10 @@ class CommandLog:
         self._lock = threading.Lock()
         self._writes = 0
 
-    async def record(
-        self,
-        transport: str,
-        agent_id: str,
-        command: str,
-        args: Mapping[str, Any],
-        timeout_ms: int,
-        *,
-        requested_by: Requester,
-        created_ms: int,
-        answer: CommandOutcome | TransportError,
-    ) -> CommandRecord:
-        """Keep what ``transport`` answered (an outcome or a failure) as a record."""
-        record = _record(
-            transport,
-            agent_id,
-            command,
-            args,
-            timeout_ms,
-            requested_by=requested_by,
-            created_ms=created_ms,
-            answer=answer,
-        )
+    async def record(self, record: CommandRecord) -> None:
+        """Keep a finished command's record (``ended_record`` makes one)."""
         row = (record.command_id, record.created_ms, json.dumps(record.to_json()))
         await trio.to_thread.run_sync(self._write, row)
-        return record
 
     def _write(self, row: tuple[str, int, str]) -> None:
         with self._lock:
@@ -118,7 +96,7 @@ class CommandLog:
             self._db.close()
 
 
-def _record(
+def ended_record(
     transport: str,
     agent_id: str,
     command: str,
@@ -129,6 +107,7 @@ def _record(
     created_ms: int,
     answer: CommandOutcome | TransportError,
 ) -> CommandRecord:
+    """The record of a command ``transport`` carried: its outcome, or the failure."""
     now = wall_ms()
     if isinstance(answer, CommandOutcome):
         command_id = answer.command_id

@@ -32,7 +32,7 @@ from ...web import (
     run_command_request,
     transport_error,
 )
-from ..commandlog import CommandLog
+from ..commandlog import CommandLog, ended_record
 from ..config import ServerSettings
 from ..events import EventHub
 from ..metrics import ServerMetrics
@@ -130,7 +130,7 @@ def add_agent_routes(
         async def keep(
             transport: str, body: CommandRequest, answer: CommandOutcome | TransportError
         ) -> None:
-            record = await log.record(
+            record = ended_record(
                 transport,
                 agent_id,
                 body.command,
@@ -140,6 +140,7 @@ def add_agent_routes(
                 created_ms=started,
                 answer=answer,
             )
+            await log.record(record)
             events.publish("command", record.agent_id, record.to_json())
             ended_ms = record.finished_ms or record.updated_ms
             metrics.command_ended(transport, record.state.value, (ended_ms - started) / 1000)
