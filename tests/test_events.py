@@ -116,3 +116,28 @@ async def test_a_slow_subscriber_is_dropped_not_waited_for() -> None:
             hub.publish("metrics", "a", {"n": number})
     assert received == [DROPPED]  # it fell behind: its stream ends, it reconnects
     assert (hub.subscribers, hub.dropped) == (0, 1)
+
+
+async def test_streams_end_when_the_server_stops(start_server: StartServer) -> None:
+    running = await start_server()
+    ended = trio.Event()
+    async with (
+        httpx.AsyncClient(base_url=running.api_url, timeout=30) as http,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def listen() -> None:
+            async with http.stream("GET", "/api/events") as stream:
+                async for _ in stream.aiter_lines():
+                    pass
+            ended.set()
+
+        nursery.start_soon(listen)
+        with trio.fail_after(5):
+            while running.running.events.subscribers == 0:
+                await trio.sleep(0.01)
+        started = trio.current_time()
+        running.stop()
+        with trio.fail_after(5):
+            await ended.wait()
+        assert trio.current_time() - started < 2  # not Hypercorn's graceful timeout

@@ -76,6 +76,14 @@ class EventHub:
         self._subscriptions: set[Subscription] = set()
         #: Subscribers dropped for falling behind.
         self.dropped = 0
+        self._closed = False
+
+    def close(self) -> None:
+        """At shutdown: every stream ends now (clients reconnect elsewhere with their
+        last id) instead of holding the listener open."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.ready.set()
 
     @property
     def subscribers(self) -> int:
@@ -109,7 +117,7 @@ class EventHub:
             subscription.queue.extend(missed[-self.queue_limit :])
         self._subscriptions.add(subscription)
         try:
-            while True:
+            while not self._closed:
                 if subscription.overflowed:
                     self.dropped += 1
                     yield DROPPED

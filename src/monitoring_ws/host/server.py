@@ -364,6 +364,7 @@ async def _listen(
         await stop.wait()
         log.info("shutting down")
         built.readiness.draining = True  # /readyz says 503 while the plugins drain
+        built.events.close()  # live event streams end: they would hold the listener open
         with trio.move_on_after(DRAIN_TIMEOUT_S):
             async with trio.open_nursery() as draining:
                 for plugin in built.plugins:
