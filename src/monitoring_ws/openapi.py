@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "COMMAND_SCHEMAS",
     "ERROR",
     "ID_PATTERN",
     "agent_param",
@@ -100,3 +101,39 @@ def operation(
     if body is not None:
         described["requestBody"] = body
     return described
+
+
+_SAFE = 2**53 - 1
+#: A command request's body: the description's, and what the API validates bodies with
+#: (``monitoring_ws.web.command_body``), so the two cannot drift apart.
+COMMAND_SCHEMAS: dict[str, Any] = {
+    "JsonValue": {
+        "description": "JSON the protocol can sign: integers within +-(2**53 - 1), nesting "
+        "at most 64 deep, no lone surrogates",
+        "anyOf": [
+            {"type": "null"},
+            {"type": "boolean"},
+            {"type": "string"},
+            {"type": "number", "minimum": -_SAFE, "maximum": _SAFE},
+            {"type": "array", "items": ref("JsonValue")},
+            {"type": "object", "additionalProperties": ref("JsonValue")},
+        ],
+    },
+    "CommandRequest": {
+        "type": "object",
+        "required": ["command"],
+        "additionalProperties": False,
+        "properties": {
+            "command": {"type": "string", "pattern": ID_PATTERN},
+            "args": {"type": "object", "additionalProperties": ref("JsonValue")},
+            "timeoutMs": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 3_600_000,
+                "description": "at most the server's max_command_timeout_ms (this by default)",
+            },
+            "wait": {"type": "boolean"},
+            "requestedBy": {"type": "string", "minLength": 1, "maxLength": 128},
+        },
+    },
+}

@@ -3,14 +3,18 @@ body, and transport failures as statuses (docs/api.md, "Errors")."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 from quart import Response, g, request
 
 from .host.tokens import ApiToken
+from .openapi import COMMAND_SCHEMAS
 from .protocol.payloads import NAME
 from .protocol.strictjson import JSONRejectedError, loads
 from .transports import REQUESTER, Requester, TransportError
@@ -31,8 +35,18 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1 << 20
-_MEMBERS = frozenset({"command", "args", "timeoutMs", "wait", "requestedBy"})
-_KNOWN = ", ".join(sorted(_MEMBERS))
+
+
+def _command_request_validator() -> Draft202012Validator:
+    """``CommandRequest``, its references resolved in place; the server's own limit on
+    ``timeoutMs`` (``max_command_timeout_ms``) is checked after it."""
+    request = copy.deepcopy(COMMAND_SCHEMAS["CommandRequest"])
+    del request["properties"]["timeoutMs"]["maximum"]
+    document = {**request, "components": {"schemas": COMMAND_SCHEMAS}}
+    return Draft202012Validator(document)
+
+
+_COMMAND_REQUEST = _command_request_validator()
 #: An agent id or command id in a path: 1-128 of these characters.
 ID_RULE = "1-128 chars of [A-Za-z0-9._:-], the first a letter or digit"
 
@@ -71,9 +85,10 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandReque
         raise BadBody(f"the body is not JSON this API accepts: {exc}") from None
     if not isinstance(body, dict):
         raise BadBody('the body must be a JSON object: {"command": "ping", "args": {}}')
-    unknown = sorted(set(body) - _MEMBERS)
-    if unknown:
-        raise BadBody(f"unknown member {', '.join(map(repr, unknown))[:200]} (known: {_KNOWN})")
+    mismatch = best_match(_COMMAND_REQUEST.iter_errors(body))
+    if mismatch is not None:  # the schema /openapi.json describes (openapi.COMMAND_SCHEMAS)
+        where = "/".join(str(part) for part in mismatch.absolute_path) or "the body"
+        raise BadBody(f"{where}: {mismatch.message[:300]}")
     command = body.get("command")
     if not isinstance(command, str) or not NAME.fullmatch(command):
         raise BadBody('"command" must be a command name such as "ping"')

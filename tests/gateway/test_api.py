@@ -104,11 +104,13 @@ async def test_command_errors_have_distinct_statuses(
         for body, fragment in [
             (b"not json", "not JSON"),
             (b"[]", "JSON object"),
-            (b'{"args": {}}', '"command"'),
-            (b'{"command": "ping", "args": []}', '"args"'),
-            (b'{"command": "ping", "timeoutMs": "5"}', '"timeoutMs"'),
-            (b'{"command": "ping", "timeoutMs": 0}', '"timeoutMs"'),
-            (b'{"command": "bad name!"}', '"command"'),
+            (b'{"args": {}}', "'command' is a required property"),
+            (b'{"command": "ping", "args": []}', "args: [] is not of type 'object'"),
+            (b'{"command": "ping", "timeoutMs": "5"}', "timeoutMs: '5' is not of type"),
+            (b'{"command": "ping", "timeoutMs": 0}', "timeoutMs: 0 is less than"),
+            (b'{"command": "bad name!"}', "command: 'bad name!' does not match"),
+            (b'{"command": "ping", "timeoutMs": 3600001}', '"timeoutMs" must be between'),
+            (b'{"command": "ping", "tmeoutMs": 5}', "'tmeoutMs' was unexpected"),
         ]:
             bad = await http.post(url, content=body, headers=JSON)
             assert bad.status_code == 400, body

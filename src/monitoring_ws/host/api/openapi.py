@@ -12,6 +12,7 @@ from quart import Quart, Response
 
 from ... import __version__
 from ...openapi import (
+    COMMAND_SCHEMAS,
     ID_PATTERN,
     agent_param,
     command_param,
@@ -25,7 +26,6 @@ from ..plugins import Plugin
 __all__ = ["SCHEMAS", "add_openapi_routes", "openapi_document"]
 
 _ANY: dict[str, Any] = {"type": "object", "additionalProperties": True}
-_SAFE = 2**53 - 1
 _MS = {"type": "integer", "minimum": 0, "maximum": 10**16 - 1}
 _CURSOR = "^[0-9]{1,16}~" + ID_PATTERN.removeprefix("^")
 _ID = {"type": "string", "pattern": ID_PATTERN}
@@ -43,30 +43,7 @@ SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "JsonValue": {
-        "description": "JSON the protocol can sign: integers within +-(2**53 - 1), nesting "
-        "at most 64 deep, no lone surrogates",
-        "anyOf": [
-            {"type": "null"},
-            {"type": "boolean"},
-            {"type": "string"},
-            {"type": "number", "minimum": -_SAFE, "maximum": _SAFE},
-            {"type": "array", "items": ref("JsonValue")},
-            {"type": "object", "additionalProperties": ref("JsonValue")},
-        ],
-    },
-    "CommandRequest": {
-        "type": "object",
-        "required": ["command"],
-        "additionalProperties": False,
-        "properties": {
-            "command": {"type": "string", "pattern": ID_PATTERN},
-            "args": {"type": "object", "additionalProperties": ref("JsonValue")},
-            "timeoutMs": {"type": "integer", "minimum": 1, "maximum": 3_600_000},
-            "wait": {"type": "boolean"},
-            "requestedBy": {"type": "string", "minLength": 1, "maxLength": 128},
-        },
-    },
+    **COMMAND_SCHEMAS,
     "CommandOutcome": {
         "type": "object",
         "required": ["commandId", "ok", "durationMs"],
