@@ -262,10 +262,6 @@ class CommandBook:
                 return found
         return record, None
 
-    def holds(self, command_id: str) -> bool:
-        """Whether this node runs the command (only the holder can cancel it)."""
-        return command_id in self._live
-
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _add(self, live: _Live) -> None:

@@ -20,10 +20,6 @@ __all__ = ["ConfigError", "GatewayConfig", "load_config"]
 DEFAULT_LISTEN = "127.0.0.1:4000"
 
 
-def _host_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(name.lower().rstrip(".") for name in names)
-
-
 @attrs.frozen
 class GatewayConfig:
     """Everything ``monitoring-ws serve`` can be told."""
@@ -37,9 +33,6 @@ class GatewayConfig:
     #: Fetch the master secret at start: ``secretsmanager:NAME`` or ``ssm:/parameter/name``.
     master_secret_from: str | None = None
     seed_compatible: bool = False
-    #: Host names (besides loopback) the API answers to when no API token is configured:
-    #: a browser rule against DNS rebinding (docs/security.md).
-    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=_host_names)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_self_signed: bool = False
@@ -73,9 +66,6 @@ class GatewayConfig:
     #: Proxies or load balancers whose ``X-Forwarded-For`` names the agent's address
     #: (addresses or networks, e.g. "10.0.0.0/8"); from anyone else the header is ignored.
     trusted_proxies: tuple[str, ...] = ()
-    #: TLS handshakes and HTTP request bodies that take longer than this are cut.
-    tls_handshake_timeout_s: float = attrs.field(default=10.0, validator=_positive)
-    http_body_timeout_s: float = attrs.field(default=10.0, validator=_positive)
     #: Retry hint sent with 1001 at shutdown (agents add jitter).
     shutdown_retry_after_s: int = 5
     #: How long a command waits by default, and at most.
@@ -142,7 +132,6 @@ class GatewayConfig:
 _PATHS = {"state_dir", "tls_cert", "tls_key"}
 _TUPLES = {
     "master_secrets",
-    "allowed_hosts",
     "tls_hostnames",
     "trusted_proxies",
     "revoked_agents",

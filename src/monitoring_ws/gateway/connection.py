@@ -71,8 +71,6 @@ class ConnectionOwner(Protocol):
     def log_close(self, connection: AgentConnection, event: CloseConnection) -> None: ...
 
 
-#: The ASGI receive message's member that says a frame went over the limit (its length);
-#: set by the frame buffer asgi.py gives Hypercorn.
 #: How long queued frames and the close frame may take to leave after a close is decided.
 CLOSE_GRACE_S = 2.0
 

@@ -232,7 +232,7 @@ class Gateway:
         self.admission.authenticated(connection.address)
         self.stats["authenticated"] += 1
         await self.registry.register(connection)
-        self.last_seen.note(connection.agent_id, wall_ms())
+        self.last_seen.note(connection.agent_id, self.clock())
         log.info(
             "agent %s connected from %s",
             connection.agent_id,
@@ -251,7 +251,7 @@ class Gateway:
         try:
             if authenticated:
                 await self.registry.unregister(connection)  # may wait on Redis
-                self.last_seen.note(connection.agent_id, wall_ms())
+                self.last_seen.note(connection.agent_id, self.clock())
                 self.commands.connection_lost(connection)
                 log.info("agent %s disconnected", connection.agent_id, extra=_context(connection))
                 if self._events is not None:
