@@ -42,6 +42,9 @@ def test_the_wheel_installs_and_runs(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "monitoring_ws/gateway/plugin.py" in names
+    # The dashboard's files ship in the wheel (no build step, no CDN).
+    shipped = {Path(n).name for n in names if n.startswith("monitoring_ws/host/ui/")}
+    assert {"index.html", "app.js", "style.css"} <= shipped
     assert not [name for name in names if name.startswith("tests/")]
     with tarfile.open(sdist) as archive:
         members = archive.getnames()

@@ -33,12 +33,18 @@ async def test_any_node_reads_an_agents_latest_metrics(
             assert status["connected"] is True
             websocket = (await http.get("/api/websocket/agents/agent-far")).json()
             assert websocket["metrics"]["values"] == {"cpu": {"percent": 42.0}}
+            # The fleet table's summary: every agent's at once (one MGET), from either node.
+            fleet = (await http.get("/api/agents", params={"metrics": "summary"})).json()
+            [far] = [entry for entry in fleet["agents"] if entry["agentId"] == "agent-far"]
+            assert far["metrics"]["cpu"] == 42.0
     # What is in Redis is sealed: a value written there by anyone else is not believed.
     client: coredis.Redis[str] = coredis.Redis.from_url(redis_url, decode_responses=True)
     async with client:
         await client.set("mws:metrics:agent-forged", '{"m": {"agentId": "agent-forged"}}')
     async with httpx.AsyncClient(base_url=node_b.api_url) as http:
         assert (await http.get("/api/agents/agent-forged")).json()["metrics"] is None
+        summaries = await node_b.running.telemetry.latest_many(["agent-forged", "agent-far"])
+        assert set(summaries) <= {"agent-far"}  # the forged value is not believed
 
 
 async def test_any_node_lists_an_agent_that_left_another(

@@ -55,16 +55,31 @@ class RedisLatestMetrics:
                     pipe.set(self._key(sample.agent_id), self.seal.seal(value, now), px=self.ttl_ms)
 
     async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
+        return (await self.latest_many([agent_id])).get(agent_id)
+
+    async def latest_many(self, agent_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """One ``MGET`` whatever the number of agents."""
+        if not agent_ids:
+            return {}
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
-                data = await self.client.get(self._key(agent_id))
+                found = await self.client.mget([self._key(agent_id) for agent_id in agent_ids])
         except (RedisError, OSError, trio.TooSlowError) as exc:
             if self._warning.due():
-                log.warning("cannot read %s's latest metrics from Redis: %s", agent_id, exc)
-            return None
+                log.warning("cannot read latest metrics from Redis: %s", exc)
+            return {}
+        now = wall_ms()
+        samples = {}
+        for agent_id, data in zip(agent_ids, found, strict=True):
+            sample = self._open(agent_id, data, now)
+            if sample is not None:
+                samples[agent_id] = sample
+        return samples
+
+    def _open(self, agent_id: str, data: str | None, now: int) -> dict[str, Any] | None:
         if data is None:
             return None
-        sample = self.seal.open(data, wall_ms(), once=False)
+        sample = self.seal.open(data, now, once=False)
         if sample is None or sample.get("agentId") != agent_id:
             return None  # not sealed by this cluster, or moved from another key
         return {"ts": sample.get("ts"), "values": sample.get("values")}

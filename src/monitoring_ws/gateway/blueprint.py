@@ -34,6 +34,7 @@ __all__ = ["COMMANDS_PATH", "TelemetryRead", "websocket_blueprint"]
 
 COMMANDS_PATH = "/api/websocket/commands"
 MAX_TELEMETRY_PAGE = 1000
+SPOOLED_TYPES = frozenset({"metrics", "log"})
 
 
 class TelemetryRead(Protocol):
@@ -84,6 +85,13 @@ def websocket_blueprint(
             return error(400, "bad_request", f"limit must be a number from 1 (at most {ring} kept)")
         # More than the ring keeps is all it keeps.
         return {"agentId": agent_id, "entries": telemetry.recent_logs(agent_id, min(limit, ring))}
+
+    @api.get("/agents/<agent_id>/connections")
+    async def agent_connections(agent_id: str) -> dict[str, Any] | Response:
+        if (bad := _bad_agent(agent_id)) is not None:
+            return bad
+        # This node's, since it started: the last sessions of each agent.
+        return {"agentId": agent_id, "sessions": gateway.history.of(agent_id)}
 
     @api.get("/agents/<agent_id>/config")
     async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
@@ -174,11 +182,16 @@ def _add_state_routes(api: Blueprint, gateway: Gateway) -> None:
     @api.get("/telemetry")
     async def spooled() -> dict[str, Any] | Response:
         after, limit = int_arg("after", 0), int_arg("limit", 100)
-        agent_id = request.args.get("agentId")
+        since = int_arg("since", 0)
+        agent_id, kind = request.args.get("agentId"), request.args.get("type")
         if after is None or after < 0:
             return error(400, "bad_request", "after must be a non-negative row id")
         if limit is None or not 1 <= limit <= MAX_TELEMETRY_PAGE:
             return error(400, "bad_request", f"limit must be between 1 and {MAX_TELEMETRY_PAGE}")
+        if since is None:
+            return error(400, "bad_request", "since must be a time in ms since the epoch")
+        if kind is not None and kind not in SPOOLED_TYPES:
+            return error(400, "bad_request", "type must be metrics or log")
         if agent_id is not None and (bad := _bad_agent(agent_id)) is not None:
             return bad
         presented = token()
@@ -189,5 +202,5 @@ def _add_state_routes(api: Blueprint, gateway: Gateway) -> None:
         ):
             message = f"the token {presented.name} reaches some agents only: name one it reaches"
             return forbidden("agents", message)
-        items = await gateway.store.telemetry(after, limit, agent_id)
+        items = await gateway.store.telemetry(after, limit, agent_id, kind=kind, since_ms=since)
         return {"items": items, "next": items[-1]["id"] if items else after}

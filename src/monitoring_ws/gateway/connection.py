@@ -138,6 +138,11 @@ class AgentConnection:
         return self._session.session_id
 
     @property
+    def last_heard_ms(self) -> int:
+        """When the last verified message arrived (wall ms)."""
+        return self._session.last_heard_ms
+
+    @property
     def claimed_agent_id(self) -> str | None:
         """The agentId the first frame claimed (before it was verified), if any."""
         return self._session.claimed_agent_id

@@ -43,6 +43,7 @@ from .links import (
     SharedReplayWindow,
     TelemetryOut,
 )
+from .liveness import ConnectionHistory, SessionSpan, Staleness
 from .registry import MemoryRegistry, Registry
 from .seen import LastSeen
 from .spool import Spool
@@ -132,6 +133,9 @@ class Gateway:
             changed=None if events is None else self._command_changed,
         )
         self.last_seen = LastSeen(self.store)
+        #: Connected agents silent for two heartbeat intervals, and recent sessions.
+        self.staleness = Staleness(2 * config.heartbeat_interval_ms)
+        self.history = ConnectionHistory()
         self.commands.restore(self.store.load_open_commands(), wall_ms())
         self.spool = Spool(config, self.store, self.commands, self.registry.local)
         self.admission = Admission(
@@ -232,7 +236,10 @@ class Gateway:
         self.admission.authenticated(connection.address)
         self.stats["authenticated"] += 1
         await self.registry.register(connection)
-        self.last_seen.note(connection.agent_id, self.clock())
+        now = self.clock()
+        self.last_seen.note(connection.agent_id, now)
+        span = SessionSpan(connection.session_id, connection.remote, self.node, now)
+        self.history.opened(connection.agent_id, span)
         log.info(
             "agent %s connected from %s",
             connection.agent_id,
@@ -251,7 +258,11 @@ class Gateway:
         try:
             if authenticated:
                 await self.registry.unregister(connection)  # may wait on Redis
-                self.last_seen.note(connection.agent_id, self.clock())
+                now, closing = self.clock(), connection.closing
+                self.last_seen.note(connection.agent_id, now)
+                code = None if closing is None else int(closing.code)
+                self.history.closed(connection.agent_id, connection.session_id, now, code)
+                self.staleness.stale.discard(connection.agent_id)
                 self.commands.connection_lost(connection)
                 log.info("agent %s disconnected", connection.agent_id, extra=_context(connection))
                 if self._events is not None:
@@ -296,10 +307,26 @@ class Gateway:
 
         Cancel it after the agents are closed: its last act is a final commit."""
         try:
-            await self.spool.run()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_staleness)
+                await self.spool.run()
         finally:
             self.store.close()
             self.closed.set()
+
+    async def _watch_staleness(self) -> None:
+        """Publish ``agent_stale`` / ``agent_active`` as connected agents go quiet and speak
+        again (a scan every half heartbeat interval: O(connections), no per-message work)."""
+        period_s = self.config.heartbeat_interval_ms / 2000
+        while True:
+            await trio.sleep(period_s)
+            heard = {c.agent_id: c.last_heard_ms for c in self.registry.connections()}
+            turned, back = self.staleness.scan(self.clock(), heard)
+            if self._events is not None:
+                for agent_id in turned:
+                    self._events.publish("agent_stale", agent_id, {"lastSeen": heard[agent_id]})
+                for agent_id in back:
+                    self._events.publish("agent_active", agent_id, {"lastSeen": heard[agent_id]})
 
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait (bounded) until every agent connection has ended."""

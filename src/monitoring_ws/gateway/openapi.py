@@ -37,6 +37,15 @@ def websocket_paths() -> dict[str, Any]:
                 params=(agent_param(), query("limit", limit, "how many")),
             )
         },
+        "/api/websocket/agents/{agentId}/connections": {
+            "get": operation(
+                "The agent's recent sessions on this node",
+                _TAG,
+                _ANY,
+                errors=(400,),
+                params=(agent_param(),),
+            )
+        },
         "/api/websocket/agents/{agentId}/config": {
             "get": operation(
                 "A settings file for the agent (its key: scope config:read)",
@@ -86,6 +95,12 @@ def websocket_paths() -> dict[str, Any]:
                     ),
                     query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "rows"),
                     query("agentId", {"type": "string", "pattern": ID_PATTERN}, "one agent's"),
+                    query("type", {"type": "string", "enum": ["metrics", "log"]}, "one kind"),
+                    query(
+                        "since",
+                        {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+                        "received at or after (ms)",
+                    ),
                 ),
             )
         },

@@ -274,18 +274,28 @@ class StateStore:
         return [json.loads(row[0]) for row in await self._run(read)]
 
     async def telemetry(
-        self, after: int, limit: int, agent_id: str | None = None
+        self,
+        after: int,
+        limit: int,
+        agent_id: str | None = None,
+        *,
+        kind: str | None = None,
+        since_ms: int = 0,
     ) -> list[dict[str, Any]]:
-        """Spooled messages with ``id > after``, oldest first."""
+        """Spooled messages with ``id > after`` (and received at ``since_ms`` or later),
+        oldest first."""
         query = "SELECT id, agent_id, type, received_ms, envelope FROM telemetry WHERE id > ?"
         params: list[Any] = [after]
-        if agent_id is not None:
-            query += " AND agent_id = ?"
-            params.append(agent_id)
+        for column, value in (("agent_id", agent_id), ("type", kind)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                params.append(value)
         query += " ORDER BY id LIMIT ?"
         params.append(limit)
 
         def read() -> list[Any]:
+            if since_ms > 0:  # rows are in time order: start after the last one before it
+                params[0] = max(after, _last_id_before(self._db, since_ms))
             return self._db.execute(query, params).fetchall()
 
         return [

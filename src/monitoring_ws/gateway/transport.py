@@ -133,8 +133,14 @@ class WebSocketTransport:
     async def list_agents(self) -> list[AgentListing]:
         """Connected agents (every node's, in a cluster), then those seen before."""
         gateway = self.gateway
+        stale = gateway.staleness.stale
         listed = {
-            info.agent_id: AgentListing(info.agent_id, True, info.last_seen_ms, info.to_json())
+            info.agent_id: AgentListing(
+                info.agent_id,
+                True,
+                info.last_seen_ms,
+                {**info.to_json(), "stale": info.agent_id in stale},
+            )
             for info in await gateway.registry.list()
         }
         seen = await gateway.last_seen.all()
@@ -148,7 +154,8 @@ class WebSocketTransport:
     async def describe_agent(self, agent_id: str) -> AgentListing | None:
         info = await self.gateway.registry.lookup(agent_id)
         if info is not None:
-            return AgentListing(agent_id, True, info.last_seen_ms, info.to_json())
+            details = {**info.to_json(), "stale": agent_id in self.gateway.staleness.stale}
+            return AgentListing(agent_id, True, info.last_seen_ms, details)
         times = [await self.gateway.last_seen.get(agent_id)]
         times += (await self.gateway.registry.left(agent_id)).values()
         known = [ms for ms in times if ms is not None]

@@ -23,7 +23,17 @@ __all__ = ["DROPPED", "EVENT_TYPES", "KEEPALIVE", "Event", "EventHub", "Subscrip
 #: so proxies keep the stream open), and the subscriber fell behind (end the stream).
 KEEPALIVE, DROPPED = "keepalive", "dropped"
 
-EVENT_TYPES = frozenset({"agent_connected", "agent_disconnected", "metrics", "log", "command"})
+EVENT_TYPES = frozenset(
+    {
+        "agent_connected",
+        "agent_disconnected",
+        "agent_stale",
+        "agent_active",
+        "metrics",
+        "log",
+        "command",
+    }
+)
 
 
 @attrs.frozen

@@ -78,6 +78,10 @@ class TelemetryReader(Protocol):
         """``{"ts": ..., "values": {...}}`` of the newest sample, or None."""
         ...
 
+    async def latest_many(self, agent_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The same for several agents at once (those it knows), in one round trip."""
+        ...
+
 
 class MemoryTelemetry:
     """Each agent's latest metrics sample and its last ``log_ring`` log lines."""
@@ -97,6 +101,9 @@ class MemoryTelemetry:
         ring.extend(entries)
 
     async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
+        return self.sample(agent_id)
+
+    def sample(self, agent_id: str) -> dict[str, Any] | None:
         sample = self._metrics.get(agent_id)
         return None if sample is None else {"ts": sample[0], "values": sample[1]}
 
@@ -196,6 +203,23 @@ class TelemetryBus:
             if found is not None:
                 break
             found = await reader.latest_metrics(agent_id)
+        return found
+
+    async def latest_many(self, agent_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The newest sample of each agent that has one (this process's, then readers')."""
+        found: dict[str, dict[str, Any]] = {}
+        missing = []
+        for agent_id in agent_ids:
+            sample = self.memory.sample(agent_id)
+            if sample is None:
+                missing.append(agent_id)
+            else:
+                found[agent_id] = sample
+        for reader in self._readers:
+            if not missing:
+                break
+            found |= await reader.latest_many(missing)
+            missing = [agent_id for agent_id in missing if agent_id not in found]
         return found
 
     def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]:

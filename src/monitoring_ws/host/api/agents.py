@@ -37,6 +37,7 @@ from ..config import ServerSettings
 from ..events import EventHub
 from ..metrics import ServerMetrics
 from ..router import TransportRouter
+from ..summary import summarize
 from ..telemetry import TelemetryBus
 
 __all__ = ["COMMANDS_PATH", "add_agent_routes"]
@@ -95,8 +96,16 @@ def add_agent_routes(
     keepers = {t.name for t in _keepers(router)}
 
     @app.get("/api/agents")
-    async def list_agents() -> dict[str, Any]:
+    async def list_agents() -> dict[str, Any] | Response:
+        with_metrics = request.args.get("metrics")
+        if with_metrics not in {None, "summary"}:
+            return error(400, "bad_request", "metrics must be summary (or left out)")
         agents = [a for a in await list_everyone(router) if reaches(a["agentId"])]
+        if with_metrics:  # the fleet table's numbers: one read for every agent
+            latest = await telemetry.latest_many([a["agentId"] for a in agents])
+            for entry in agents:
+                sample = latest.get(entry["agentId"])
+                entry["metrics"] = None if sample is None else summarize(**sample)
         return {
             "agents": agents,
             "count": len(agents),

@@ -25,6 +25,7 @@ from .events import add_event_routes
 from .guard import check_browser_rules, check_content_type
 from .health import HEALTH_PATHS, Readiness, add_health_routes
 from .openapi import add_openapi_routes
+from .ui import add_ui_routes, is_ui_path
 
 __all__ = ["create_app", "install_guard"]
 
@@ -64,6 +65,7 @@ def create_app(
     add_agent_routes(app, server, router, log, telemetry, metrics=metrics, events=events)
     add_event_routes(app, events)
     add_openapi_routes(app, lambda: plugins)
+    add_ui_routes(app)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -99,7 +101,8 @@ def install_guard(app: Quart, server: ServerSettings, tokens: TokenSet) -> None:
         refusal = check_browser_rules(
             headers, tokens_configured=bool(tokens), allowed_hosts=server.allowed_hosts
         )
-        if refusal is None and tokens:
+        # The dashboard's files hold no data: no token (the page asks for it), same rules.
+        if refusal is None and tokens and not is_ui_path(request.path):
             scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
             found = tokens.find(presented) if scheme.lower() == "bearer" else None
             if found is None:

@@ -131,7 +131,21 @@ def _host_paths() -> dict[str, Any]:
         },
     }
     return {
-        "/api/agents": {"get": operation("Every transport's agents", "agents", listing)},
+        "/api/agents": {
+            "get": operation(
+                "Every transport's agents",
+                "agents",
+                listing,
+                errors=(400,),
+                params=(
+                    query(
+                        "metrics",
+                        {"type": "string", "enum": ["summary"]},
+                        "add each agent's latest CPU, memory, disk and load",
+                    ),
+                ),
+            )
+        },
         "/api/agents/{agentId}": {
             "get": operation(
                 "One agent", "agents", ref("Agent"), errors=(400,), params=(agent_param(),)
@@ -187,6 +201,24 @@ def _host_paths() -> dict[str, Any]:
         "/docs": {
             "get": operation(
                 "This description as a page", "server", {"type": "string"}, media="text/html"
+            )
+        },
+        "/ui": {"get": operation("The dashboard", "ui", {"type": "string"}, media="text/html")},
+        "/ui/{name}": {
+            "get": operation(
+                "The dashboard's files",
+                "ui",
+                {"type": "string"},
+                errors=(404,),
+                params=(
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[a-z0-9-]+[.](js|css|html)$"},
+                    },
+                ),
+                media="text/plain",
             )
         },
     }
