@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +46,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     tmp = tmp_path_factory.mktemp("dashboard")
     _seed_offline_fleet(tmp / "server-state")
     port = free_port()
-    process = server(tmp, port)
+    # A 3 s heartbeat: an agent silent for 6 s is stale, at 9 s it is closed.
+    config = tmp / "monitoring.toml"
+    config.write_text("[plugins.websocket]\nheartbeat_interval_ms = 3000\n", encoding="utf-8")
+    process = server(tmp, port, "--config", str(config))
     process.env["MONITORING_WS_API_TOKENS"] = TOKEN
     process.start()
     agents: dict[str, Process] = {}
-    for name in ("web-1", "web-2"):
+    for name in ("web-1", "web-2", "web-3"):
         (tmp / f"{name}-app.log").touch()
         agents[name] = agent(
             tmp,
@@ -118,7 +122,7 @@ def _log_in(page: Page, path: str = "/ui") -> None:
 def test_the_fleet_view_lists_agents_of_every_state(page: Page, fleet: dict[str, object]) -> None:
     _log_in(page)
     counts = page.locator(".counts")
-    expect(counts).to_contain_text(f"{OFFLINE_FLEET + 2} agents", timeout=WAIT_MS)
+    expect(counts).to_contain_text(f"{OFFLINE_FLEET + 3} agents", timeout=WAIT_MS)
     expect(counts).to_contain_text(f"{OFFLINE_FLEET} offline")
     # Virtualised: a window of rows exists, not 10,002.
     assert 10 < page.locator(".row").count() < 120
@@ -128,8 +132,8 @@ def test_the_fleet_view_lists_agents_of_every_state(page: Page, fleet: dict[str,
     page.click("button[data-sort=state]")
     expect(page.locator(".row").first).to_have_attribute("data-state", "offline")
     page.fill("input[type=search]", "web-")
-    expect(counts).to_contain_text("2 shown")
-    for name in ("web-1", "web-2"):
+    expect(counts).to_contain_text("3 shown")
+    for name in ("web-1", "web-2", "web-3"):
         expect(page.locator(f'.row[data-agent="{name}"]')).to_have_attribute(
             "data-state", "connected", timeout=WAIT_MS
         )
@@ -152,7 +156,7 @@ def test_a_wrong_token_is_refused_and_a_right_one_works(page: Page) -> None:
     expect(page.locator("#login-why")).to_contain_text("The token was refused (401 unauthorized)")
     page.fill("#token", TOKEN)
     page.click("#login-form button")
-    expect(page.locator(".counts")).to_contain_text(f"{OFFLINE_FLEET + 2} agents", timeout=WAIT_MS)
+    expect(page.locator(".counts")).to_contain_text(f"{OFFLINE_FLEET + 3} agents", timeout=WAIT_MS)
     expect(page.locator("#login")).to_be_hidden()
 
 
@@ -244,3 +248,17 @@ def test_an_agent_that_stops_turns_offline(page: Page, fleet: dict[str, object])
     expect(row).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
     fleet["agents"]["web-2"].kill()  # type: ignore[index]
     expect(row).to_have_attribute("data-state", "offline", timeout=WAIT_MS)
+
+
+def test_a_frozen_agent_turns_stale_and_back(page: Page, fleet: dict[str, object]) -> None:
+    _log_in(page)
+    page.fill("input[type=search]", "web-3")
+    row = page.locator('.row[data-agent="web-3"]')
+    expect(row).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    frozen: Process = fleet["agents"]["web-3"]  # type: ignore[index]
+    os.kill(frozen.pid, signal.SIGSTOP)  # silent, its socket still open
+    try:
+        expect(row).to_have_attribute("data-state", "stale", timeout=WAIT_MS)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    expect(row).to_have_attribute("data-state", "connected", timeout=WAIT_MS)

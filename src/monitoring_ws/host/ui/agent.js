@@ -62,13 +62,14 @@ export function agentView(root, agentId, streamState) {
     if (!entry) return;
     const details = entry.details || {};
     const ws = details.websocket || {};
+    const ssm = details.ssm || {};
     const state = !entry.connected ? "offline" : stale ? "stale" : "connected";
     badge.className = `state ${state}`;
     badge.textContent = state;
     const rows = [
       ["transports", Object.entries(entry.transports || {}).map(([n, on]) => `${n}${on ? "" : " (not now)"}`).join(", ") || "none"],
-      ["host", ws.hostname || ""],
-      ["version", ws.agentVersion || ""],
+      ["host", ws.hostname || ssm.computerName || ""],
+      ["version", ws.agentVersion || (ssm.ssmAgentVersion ? `SSM agent ${ssm.ssmAgentVersion}` : "")],
       ["address", ws.remoteAddress || ""],
       ["node", ws.node || ""],
       ["last seen", entry.connected && !stale ? "now" : `${ago(entry.lastSeen)} (${time(entry.lastSeen)})`],

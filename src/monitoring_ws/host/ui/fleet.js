@@ -30,7 +30,7 @@ function fromListing(entry) {
     known: Object.keys(details),
     stale: Boolean(ws.stale),
     lastSeen: entry.lastSeen,
-    version: ws.agentVersion || first.agentVersion || "",
+    version: ws.agentVersion || first.agentVersion || first.ssmAgentVersion || "",
     host: ws.hostname || first.hostname || first.computerName || "",
     metrics: entry.metrics || null,
   };
