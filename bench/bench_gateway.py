@@ -14,7 +14,9 @@ import gc
 import os
 import platform
 import random
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -161,6 +163,15 @@ async def idle(pid: int, ws_url: str, agents: int) -> dict[str, Any]:
     }
 
 
+def listener_args(listener: str) -> list[str]:
+    """``serve`` arguments for the agent listener asked for."""
+    if listener == "combined":
+        return []
+    config = Path(tempfile.mkdtemp(prefix="bench-config-")) / "monitoring.toml"
+    config.write_text(f'[server]\nagent_server = "{listener}"\n', encoding="utf-8")
+    return ["--agent-listen", "127.0.0.1:0", "--config", str(config)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenario", choices=["ingest", "commands", "idle"])
@@ -169,6 +180,12 @@ def main() -> None:
     parser.add_argument("--ack", action="store_true", help="ingest: numbered frames, acked")
     parser.add_argument("--callers", type=int, nargs="*", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="commands: measured time")
+    parser.add_argument(
+        "--listener",
+        choices=["combined", "lean", "hypercorn"],
+        default="combined",
+        help="agents on the API's port (Hypercorn), or on agent_listen served lean or by Hypercorn",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     raise_open_file_limit()  # the generator holds a socket per agent too
@@ -178,7 +195,7 @@ def main() -> None:
     for count in args.agents or defaults[args.scenario]:
         runs = args.callers if args.scenario == "commands" else [None]
         for callers in runs:
-            process, api_url, ws_url = start_server()
+            process, api_url, ws_url = start_server(*listener_args(args.listener))
             try:
                 if args.scenario == "ingest":
                     result = trio.run(ingest, ws_url, count, args.frames, args.ack)
@@ -190,6 +207,7 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
+            result["listener"] = args.listener
             emit({"bench": f"gateway_{args.scenario}", **result, "machine": machine})
 
 

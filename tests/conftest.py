@@ -79,10 +79,24 @@ StartServer = Callable[..., Awaitable[Served]]
 Running = Served  # what tests annotate a started server with
 
 
+@pytest.fixture(params=["hypercorn", "lean"])
+def agent_listener(request: pytest.FixtureRequest) -> str:
+    """Run a module's tests against both agent listeners: Hypercorn on the API's port, and
+    the lean one (host/lean.py) on ``agent_listen`` (``pytestmark =
+    pytest.mark.usefixtures("agent_listener")``)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def start_server(nursery: trio.Nursery, tmp_path: Path) -> StartServer:
+async def start_server(
+    nursery: trio.Nursery, tmp_path: Path, request: pytest.FixtureRequest
+) -> StartServer:
     """Start a server with flat gateway settings as overrides (docs/gateway.md) and the
-    sessions' wall clock (``clock``); it stops when the test ends."""
+    sessions' wall clock (``clock``); it stops when the test ends. In a module that asks
+    for ``agent_listener``, agents reach it through the listener named."""
+    lean = "agent_listener" in request.fixturenames and (
+        request.getfixturevalue("agent_listener") == "lean"
+    )
 
     async def start(*, clock: Callable[[], int] = wall_ms, **overrides: Any) -> Served:
         settings: dict[str, Any] = {
@@ -90,6 +104,8 @@ async def start_server(nursery: trio.Nursery, tmp_path: Path) -> StartServer:
             "master_secrets": (SECRET,),
             "state_dir": tmp_path / "state",
         }
+        if lean:
+            settings |= {"agent_listen": "127.0.0.1:0", "agent_server": "lean"}
         settings.update(overrides)
         return await serve_in(nursery, config_from_flat(settings), clock)
 

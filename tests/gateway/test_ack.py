@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from monitoring_ws.protocol import (
@@ -20,6 +21,8 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from .agents import TestAgent, close_code, now_ms, open_agent
+
+pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
 
 
 async def _acked(agent: TestAgent, seq: int, timeout: float = 5) -> Delivery:

@@ -1,4 +1,5 @@
-"""/agent on a real server: handshake, every close code, replacement, backpressure, shutdown."""
+"""/agent on a real server: handshake, every close code, replacement, backpressure,
+shutdown; each against both agent listeners (Hypercorn's and the lean one)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from ..support import frame as signed_frame
 from .agents import SECRET, close_code, first_frame_close, now_ms, open_agent
+
+pytestmark = pytest.mark.usefixtures("agent_listener")
 
 HELLO = {
     "protocol": 1,
@@ -279,7 +282,7 @@ async def test_slow_agent_gets_backpressure_then_1013(start_server: StartServer)
 
 
 async def test_compression_offer_is_declined(server: Running) -> None:
-    host, port = server.api_url.removeprefix("http://").rsplit(":", 1)
+    host, port = server.agent_urls[0].removeprefix("ws://").split("/")[0].rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
     request = (
         "GET /agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

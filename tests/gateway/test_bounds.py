@@ -21,6 +21,8 @@ from ..agent.test_agent import settings_for
 from ..conftest import StartServer
 from .agents import close_code, now_ms, open_agent
 
+pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
+
 
 def test_rate_meter() -> None:
     meter = RateMeter(RateLimit(messages_per_s=10, bytes_per_s=1000, burst_s=2), now_ms=0)

@@ -21,6 +21,8 @@ from ..conftest import StartServer
 from .agents import close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
 
+pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
+
 
 def junk_first_frame(size: int) -> str:
     """A first frame full of exponent floats: the costliest JSON to read."""
@@ -134,23 +136,25 @@ def test_admission_tables_are_bounded() -> None:
 
 async def test_slow_http_body_is_cut(start_server: StartServer) -> None:
     running = await start_server(http_body_timeout_s=0.5)
-    host, port = running.api_url.removeprefix("http://").rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        await stream.send_all(
-            b"POST /api/websocket/agents/x/command HTTP/1.1\r\nHost: localhost\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
-        )
-        started = trio.current_time()
-        with trio.fail_after(5):
-            answer = await stream.receive_some(4096)
-        assert answer.startswith(b"HTTP/1.1 408"), answer
-        assert trio.current_time() - started < 3
+    agents = running.agent_urls[0].removeprefix("ws://").split("/")[0]
+    for base, path in ((running.api_url, "/api/websocket/agents/x/command"), (agents, "/enroll")):
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                f"POST {path} HTTP/1.1\r\nHost: localhost\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            started = trio.current_time()
+            with trio.fail_after(5):
+                answer = await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert trio.current_time() - started < 3
 
 
 async def test_stalled_tls_handshake_is_cut(start_server: StartServer) -> None:
     running = await start_server(tls_self_signed=True, tls_handshake_timeout_s=0.5)
-    host, port = running.api_url.removeprefix("https://").rsplit(":", 1)
+    host, port = running.agent_urls[0].removeprefix("wss://").split("/")[0].rsplit(":", 1)
 
     def stall() -> bytes:
         with socket.create_connection((host, int(port)), timeout=5) as sock:

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from monitoring_ws.configbase import ConfigError
@@ -18,6 +19,8 @@ from ..support import processes
 from ..support.served import config_from_flat
 from .agents import close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
+
+pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
 
 
 async def test_revoked_agents_are_refused_and_disconnected(start_server: StartServer) -> None:

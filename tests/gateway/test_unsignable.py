@@ -18,6 +18,8 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from .agents import open_agent
 
+pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
+
 URL = "/api/websocket/agents/agent-u/command"
 JSON = {"Content-Type": "application/json"}
 

@@ -46,6 +46,8 @@ class EnrollEndpoint:
         master_secret: Callable[[], str | bytes],
         clock: Callable[[], int],
         audit: AuditOut | None = None,
+        *,
+        body_timeout_s: float = 10.0,
     ) -> None:
         self.tokens, self.master_secret, self.clock, self.audit = (
             tokens,
@@ -53,6 +55,8 @@ class EnrollEndpoint:
             clock,
             audit,
         )
+        #: A body that has not arrived by then is cut (408), as on the API.
+        self.body_timeout_s = body_timeout_s
         #: Per address: (the minute, refusals in it).
         self._refusals: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
@@ -77,7 +81,12 @@ class EnrollEndpoint:
         if self._limited(address):
             await _answer(send, 429, _error("too_many_requests", "too many refusals: wait"))
             return
-        body = await _body(receive)
+        body: bytes | None = b""
+        with trio.move_on_after(self.body_timeout_s) as timed:
+            body = await _body(receive)
+        if timed.cancelled_caught:
+            await _answer(send, 408, _error("request_timeout", "the body came too slowly"))
+            return
         if body is None:
             await _answer(send, 413, _error("request_entity_too_large", "16 KiB at most"))
             return

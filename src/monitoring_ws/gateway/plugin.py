@@ -102,6 +102,7 @@ class WebSocketPlugin(PluginBase):
             lambda: self.gateway.keyring.master_secrets[0],
             context.clock,
             context.audit,
+            body_timeout_s=context.server.http_body_timeout_s,
         )
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
 

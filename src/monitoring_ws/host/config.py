@@ -72,6 +72,9 @@ class ServerSettings:
     listen: str = attrs.field(default="127.0.0.1:4000", validator=_text)
     #: A second listener that serves only the plugins' agent endpoints (``/agent``).
     agent_listen: str | None = attrs.field(default=None, validator=_optional_text)
+    #: What serves ``agent_listen``: ``lean`` (trio streams and wsproto, host/lean.py) or
+    #: ``hypercorn`` (as the main listener).
+    agent_server: str = attrs.field(default="lean", validator=v.in_(("lean", "hypercorn")))
     state_dir: Path = attrs.field(default=Path(".monitoring-ws"), converter=path)
     tls_cert: Path | None = attrs.field(default=None, converter=_optional_path)
     tls_key: Path | None = attrs.field(default=None, converter=_optional_path)

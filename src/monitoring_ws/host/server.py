@@ -28,6 +28,7 @@ from ..configbase import ConfigError, parse_hostport
 from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
 from ..transports.ssm import SSMPolicy, SSMTransport
+from ..web import MAX_BODY_BYTES
 from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.health import Readiness
@@ -36,6 +37,7 @@ from .audit import AuditLog
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .events import EventHub
+from .lean import LeanSettings, serve_lean, server_context
 from .metrics import ServerMetrics
 from .plugins import (
     AsgiHandler,
@@ -311,19 +313,20 @@ async def _listen(
     fingerprint = None if tls is None else certificate_fingerprint(tls[0])
     max_bytes = max((route.max_message_bytes for route in built.routes.values()), default=1 << 20)
     shared = config.cluster.worker_index is not None
-    listeners: list[tuple[Any, str, tuple[Path, Path] | None]] = [
+    listeners: list[tuple[Any, str, tuple[Path, Path] | None, bool]] = [
         (
             HostApp(built.app, built.routes, built.http_routes),
             server.listen,
             tls if server.agent_listen is None else None,
+            False,
         )
     ]
     if server.agent_listen is not None:
         agents_only = HostApp(None, built.routes, built.http_routes)
-        listeners.append((agents_only, server.agent_listen, tls))
+        listeners.append((agents_only, server.agent_listen, tls, server.agent_server == "lean"))
     if server.metrics_listen is not None:  # open, so kept to loopback (ServerSettings.check)
         bind = _worker_port(server.metrics_listen, config.cluster.worker_index)
-        listeners.append((MetricsApp(built.metrics), bind, None))
+        listeners.append((MetricsApp(built.metrics), bind, None, False))
     stop, stopped = trio.Event(), trio.Event()
 
     async def shutdown_trigger() -> None:
@@ -331,9 +334,26 @@ async def _listen(
 
     async with trio.open_nursery() as serving:
         urls = []
-        for asgi, bind, listener_tls in listeners:
-            hc = _hypercorn_config(bind, server, listener_tls, max_bytes, shared)
-            serve = partial(hypercorn_serve, asgi, hc, shutdown_trigger=shutdown_trigger)
+        for asgi, bind, listener_tls, lean in listeners:
+            if lean:  # the agent listener on trio streams and wsproto
+                serve = partial(
+                    serve_lean,
+                    asgi,
+                    parse_hostport(bind, "agent_listen"),
+                    LeanSettings(
+                        max_message_bytes=max_bytes,
+                        handshake_timeout_s=server.tls_handshake_timeout_s,
+                        body_timeout_s=server.http_body_timeout_s,
+                        max_body_bytes=MAX_BODY_BYTES,
+                    ),
+                    tls=None if listener_tls is None else server_context(*listener_tls),
+                    shutdown_trigger=shutdown_trigger,
+                    graceful_timeout_s=DRAIN_TIMEOUT_S,
+                    reuse_port=shared,
+                )
+            else:
+                hc = _hypercorn_config(bind, server, listener_tls, max_bytes, shared)
+                serve = partial(hypercorn_serve, asgi, hc, shutdown_trigger=shutdown_trigger)
             urls.append(await serving.start(serve))
         api_url = urls[0][0]
         agent_listener = urls[1] if server.agent_listen is not None else urls[0]

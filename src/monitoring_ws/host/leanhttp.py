@@ -1,0 +1,109 @@
+"""Plain HTTP on the lean agent listener: one request per connection through h11, handed
+to the same ASGI app (agents' routes such as ``/enroll``, and the 404 for the rest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import h11
+import trio
+
+if TYPE_CHECKING:
+    from .lean import LeanSettings
+
+__all__ = ["serve_http"]
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    body = '{"error": {"code": "%s", "message": "%s"}}' % (code, message)  # noqa: UP031
+    return status, body.encode()
+
+
+async def _answer(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
+    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+    headers.append(("connection", "close"))
+    data = conn.send(h11.Response(status_code=status, headers=headers))
+    data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+    await stream.send_all(data)
+
+
+async def serve_http(
+    app: Callable[..., Any],
+    stream: trio.abc.Stream,
+    head: bytes,
+    client: tuple[str, int],
+    settings: LeanSettings,
+    *,
+    tls: bool,
+) -> None:
+    """Read one request (its body bounded in size and time), run ``app``, answer, close."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+    conn.receive_data(head)
+    try:
+        request = conn.next_event()
+    except h11.RemoteProtocolError:
+        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        return
+    if not isinstance(request, h11.Request):
+        return
+    body = bytearray()
+    with trio.move_on_after(settings.body_timeout_s) as timed:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                chunk = await stream.receive_some(64 * 1024)
+                conn.receive_data(bytes(chunk))  # b"" is the end of the stream
+                continue
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > settings.max_body_bytes:
+                    await _answer(stream, conn, *_error(413, "too_large", "the body is too large"))
+                    return
+                continue
+            break
+    if timed.cancelled_caught or not isinstance(event, h11.EndOfMessage):
+        await _answer(stream, conn, *_error(408, "request_timeout", "the body came too slowly"))
+        return
+    target = request.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": request.method.decode("ascii"),
+        "scheme": "https" if tls else "http",
+        "path": path,
+        "raw_path": path.encode("latin-1"),
+        "query_string": query.encode("latin-1"),
+        "root_path": "",
+        "headers": [(name.lower(), value) for name, value in request.headers],
+        "client": client,
+        "server": None,
+    }
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:
+            await trio.sleep_forever()  # a disconnect would come here; one request only
+        received = True
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    out = bytearray()
+    status = 500
+    headers: list[tuple[bytes, bytes]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            out.extend(message.get("body", b""))
+
+    await app(scope, receive, send)
+    kept = [(k, v) for k, v in headers if k.lower() not in {b"content-length", b"connection"}]
+    kept += [(b"content-length", str(len(out)).encode()), (b"connection", b"close")]
+    data = conn.send(h11.Response(status_code=status, headers=kept))
+    data += conn.send(h11.Data(data=bytes(out))) + conn.send(h11.EndOfMessage())
+    await stream.send_all(data)
