@@ -182,6 +182,7 @@ class Gateway:
                 None,
             )
             address = client_address(address, forwarded, self._proxies)
+        del scope  # held by this frame for the connection's life otherwise
         await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         retry: int | None
         if self.shutting_down:

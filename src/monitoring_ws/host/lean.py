@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -67,35 +67,36 @@ class _Socket:
     gateway's read loop takes frames already parsed without a scheduler round trip)."""
 
     __slots__ = (
+        "_backlog",
         "_connection",
-        "_lock",
         "_part",
         "_part_size",
         "_pending",
+        "_sending",
         "_settings",
         "_stream",
         "_too_big",
         "closed",
         "connected",
-        "request",
     )
 
     def __init__(
         self,
         stream: trio.abc.Stream,
         handshake: H11Handshake,
-        request: Request,
         settings: LeanSettings,
     ) -> None:
         self._stream = stream
         self._connection: Connection | H11Handshake = handshake
-        self.request = request
         self._settings = settings
         self._pending: list[dict[str, Any]] = []
         self._part: list[Any] = []
         self._part_size = 0
         self._too_big = False
-        self._lock = trio.StrictFIFOLock()  # the writer task and the reader's replies
+        # One sender at a time (a stream allows no more): what the reader must send while
+        # the writer is sending (a pong, a close reply) waits here; a lock costs more.
+        self._sending = False
+        self._backlog: list[bytes] | None = None
         self.connected = False  # the app has asked for the connect message
         self.closed = False  # a close went out, or the peer is gone
 
@@ -110,24 +111,23 @@ class _Socket:
         if not self.connected:
             self.connected = True
             return {"type": "websocket.connect"}
-        while not self._pending:
-            if self.closed and isinstance(self._connection, Connection):
+        pending = self._pending
+        while not pending:  # read here, not in a helper: an idle agent waits in this frame
+            connection = self._connection
+            if self.closed or not isinstance(connection, Connection):
                 return {"type": "websocket.disconnect", "code": 1006}
-            await self._read()
-        return self._pending.pop(0)
+            try:
+                data = await self._stream.receive_some(READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.closed = True
+                return {"type": "websocket.disconnect", "code": 1006}
+            connection.receive_data(cast("bytes", data))  # SocketStream reads bytes
+            await self._handle(connection)
+        return pending.pop(0)
 
-    async def _read(self) -> None:
-        connection = self._connection
-        assert isinstance(connection, Connection)  # noqa: S101 - accepted before reading
-        try:
-            data = await self._stream.receive_some(READ_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
-        if not data:
-            self.closed = True
-            self._pending.append({"type": "websocket.disconnect", "code": 1006})
-            return
-        connection.receive_data(cast("bytes", data))  # SocketStream reads bytes
+    async def _handle(self, connection: Connection) -> None:
         for event in connection.events():
             if isinstance(event, TextMessage | BytesMessage):
                 text = isinstance(event, TextMessage)
@@ -187,11 +187,20 @@ class _Socket:
     async def _write(self, data: bytes) -> None:
         if not data:
             return
-        async with self._lock:
-            try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.closed = True
+        if self._sending:
+            if self._backlog is None:
+                self._backlog = []
+            self._backlog.append(data)
+            return
+        self._sending = True
+        try:
+            await self._stream.send_all(data)
+            while self._backlog:
+                await self._stream.send_all(self._backlog.pop(0))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+        finally:
+            self._sending = False
 
 
 async def _read_head(stream: trio.abc.Stream) -> bytes | None:
@@ -245,6 +254,7 @@ def _peer(stream: trio.abc.Stream) -> tuple[str, int]:
 
 
 async def _serve_connection(
+    routes: Mapping[str, Callable[..., Any]],
     app: Callable[..., Any],
     stream: trio.abc.Stream,
     settings: LeanSettings,
@@ -270,8 +280,18 @@ async def _serve_connection(
         except (RemoteProtocolError, StopIteration):
             await stream.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
             return
-        socket = _Socket(stream, handshake, request, settings)
-        await app(_scope(request, client, tls is not None), socket.receive, socket.send)
+        route = routes.get(request.target.partition("?")[0])
+        socket = _Socket(stream, handshake, settings)
+        if route is None:  # refused before accept: a 403, as Hypercorn answers
+            await socket.send({"type": "websocket.close", "code": 1000, "reason": ""})
+            return
+        # This frame lives as long as the agent: keep nothing here the socket does not need
+        # (the handshake's h11 state, the request), and hand the scope over (popped from a
+        # list, so that only the handler holds it). The handler is called itself: each
+        # frame between it and the socket stays on the stack of every idle agent.
+        scope = [_scope(request, client, tls is not None)]
+        del head, handshake, request
+        await route(scope.pop(), socket.receive, socket.send)
         if not socket.closed:  # the app returned without closing: 1000, as Hypercorn does
             await socket.send({"type": "websocket.close", "code": 1000, "reason": ""})
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
@@ -316,6 +336,7 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 async def serve_lean(
+    routes: Mapping[str, Callable[..., Any]],
     app: Callable[..., Any],
     bind: tuple[str, int],
     settings: LeanSettings,
@@ -326,7 +347,8 @@ async def serve_lean(
     reuse_port: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``shutdown_trigger()`` returns; then stop accepting, give connections
+    """Serve WebSocket ``routes`` (path -> ASGI handler) and plain HTTP through ``app``
+    until ``shutdown_trigger()`` returns; then stop accepting, give connections
     ``graceful_timeout_s`` to end, and cancel the rest."""
     listeners = await _listeners(*bind, reuse_port=reuse_port)
     scheme = "https" if tls is not None else "http"
@@ -337,7 +359,7 @@ async def serve_lean(
         urls.append(f"{scheme}://{shown}:{name[1]}")
 
     async def handle(stream: trio.SocketStream) -> None:
-        await _serve_connection(app, stream, settings, tls)
+        await _serve_connection(routes, app, stream, settings, tls)
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:

@@ -338,6 +338,7 @@ async def _listen(
             if lean:  # the agent listener on trio streams and wsproto
                 serve = partial(
                     serve_lean,
+                    {path: route.handler for path, route in built.routes.items()},
                     asgi,
                     parse_hostport(bind, "agent_listen"),
                     LeanSettings(
