@@ -21,7 +21,16 @@ from typing import Any
 
 import trio
 
-from fleet import BenchAgent, HttpCaller, emit, now_ms, rss_bytes, start_server, summary
+from fleet import (
+    BenchAgent,
+    HttpCaller,
+    cpu_seconds,
+    emit,
+    now_ms,
+    rss_bytes,
+    start_server,
+    summary,
+)
 from monitoring_ws.host.server import raise_open_file_limit
 from monitoring_ws.protocol import FEATURE_ACK, HeartbeatAnswered
 
@@ -142,6 +151,27 @@ async def commands(
     }
 
 
+async def auth(pid: int, ws_url: str, agents: int) -> dict[str, Any]:
+    """Agents authenticated per second by a fresh server: ``agents`` connect, 200 at a
+    time, each through the full handshake (TCP, upgrade, signed auth, the server's reply).
+    The generator's one core can be the limit: the server's CPU time per agent says what
+    the server itself spends."""
+    host, port = host_port(ws_url)
+    fleet = [BenchAgent(host, port, f"auth-{i}") for i in range(agents)]
+    cpu = cpu_seconds(pid)
+    elapsed = await connect_all(fleet)
+    cpu = cpu_seconds(pid) - cpu
+    for agent in fleet:
+        await agent.aclose()
+    return {
+        "agents": agents,
+        "seconds": round(elapsed, 3),
+        "agents_per_s": round(agents / elapsed),
+        "server_cpu_us_per_agent": round(cpu / agents * 1e6),
+        "server_busy": round(cpu / elapsed, 2),
+    }
+
+
 async def idle(pid: int, ws_url: str, agents: int) -> dict[str, Any]:
     host, port = host_port(ws_url)
     warm = [BenchAgent(host, port, f"warm-{i}") for i in range(200)]
@@ -174,7 +204,7 @@ def listener_args(listener: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["ingest", "commands", "idle"])
+    parser.add_argument("scenario", choices=["ingest", "commands", "idle", "auth"])
     parser.add_argument("--agents", type=int, nargs="*")
     parser.add_argument("--frames", type=int, default=1500, help="ingest: frames per agent")
     parser.add_argument("--ack", action="store_true", help="ingest: numbered frames, acked")
@@ -191,7 +221,7 @@ def main() -> None:
     raise_open_file_limit()  # the generator holds a socket per agent too
     gc.freeze()
     machine = f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}"
-    defaults = {"ingest": [100], "commands": [1000], "idle": [5000, 10000]}
+    defaults = {"ingest": [100], "commands": [1000], "idle": [5000, 10000], "auth": [3000]}
     for count in args.agents or defaults[args.scenario]:
         runs = args.callers if args.scenario == "commands" else [None]
         for callers in runs:
@@ -202,6 +232,8 @@ def main() -> None:
                 elif args.scenario == "commands":
                     assert callers is not None
                     result = trio.run(commands, api_url, ws_url, count, callers, args.seconds)
+                elif args.scenario == "auth":
+                    result = trio.run(auth, process.pid, ws_url, count)
                 else:
                     result = trio.run(idle, process.pid, ws_url, count)
             finally:

@@ -29,6 +29,7 @@ from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
 from ..transports.ssm import SSMPolicy, SSMTransport
 from ..web import MAX_BODY_BYTES
+from ..wsmask import accelerate_masking
 from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.health import Readiness
@@ -281,6 +282,8 @@ async def serve_host(
     for warning in config.warnings:
         log.warning("%s", warning)
     adapt_hypercorn_websockets()
+    if not accelerate_masking():
+        log.info("wsaccel is not installed: frames are unmasked in pure Python (slower)")
     built = _assemble(config, clock)
     try:
         async with trio.open_nursery() as background:
