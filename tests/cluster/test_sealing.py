@@ -66,6 +66,7 @@ async def test_forged_messages_in_redis_do_nothing(
         fake = {"agentId": "ghost", "node": "node-a", "sessionId": "s"}
         await client.set("mws:agent:ghost", json.dumps(fake), px=60_000)
         await client.set("mws:agent:ghost2", wrong_key.seal(fake, now_ms()), px=60_000)
+        await client.zadd("mws:agents", {"ghost": now_ms() + 60_000, "ghost2": now_ms() + 60_000})
         with trio.move_on_after(1) as waited:
             await agent.events()  # nothing comes: no command, no close
         assert waited.cancelled_caught

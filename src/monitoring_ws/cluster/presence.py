@@ -2,7 +2,9 @@
 
 ``{prefix}agent:{agentId}`` holds the agent's ``AgentInfo`` as JSON with a time to live of
 three heartbeat intervals, refreshed by the node holding it; a node that dies stops
-refreshing and its agents disappear from every listing. The newest connection wins across
+refreshing and its agents disappear from every listing. ``{prefix}agents`` indexes them
+(a sorted set scored by when each key expires), so a listing is two round trips whatever
+the fleet's size: the live ids, then their values in one pipeline. The newest connection wins across
 nodes: registering reads the previous holder atomically (``SET ... GET``) and, if another
 node had it, tells that node on its channel ``{prefix}node:{node}`` to close its connection
 with 4409. Redis unreachable: each node still knows and serves its own agents.
@@ -10,6 +12,7 @@ with 4409. Redis unreachable: each node still knows and serves its own agents.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Generic
@@ -39,10 +42,13 @@ if not value then return 0 end
 local ok, sealed = pcall(cjson.decode, value)
 if ok and type(sealed) == 'table' and type(sealed['m']) == 'table'
     and sealed['m']['sessionId'] == ARGV[1] then
+  redis.call('ZREM', KEYS[2], ARGV[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+#: Values read per MGET of a listing (all in one pipeline).
+LIST_CHUNK = 1000
 
 
 def agent_info_from_json(value: dict[str, Any]) -> AgentInfo:
@@ -107,6 +113,10 @@ class RedisRegistry(Generic[C]):
     def _left_key(self) -> str:
         return f"{self.prefix}left"
 
+    @property
+    def _index_key(self) -> str:
+        return f"{self.prefix}agents"
+
     # -- Registry -------------------------------------------------------------------------------
 
     async def register(self, connection: C) -> None:
@@ -114,10 +124,13 @@ class RedisRegistry(Generic[C]):
         info = connection.info()
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
-                previous = await self.client.set(
-                    self._key(info.agent_id), self._dump(info), px=self.ttl_ms, get=True
-                )
-                held = None if not previous else self._info(previous)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    replaced = pipe.set(
+                        self._key(info.agent_id), self._dump(info), px=self.ttl_ms, get=True
+                    )
+                    pipe.zadd(self._index_key, {info.agent_id: wall_ms() + self.ttl_ms})
+                previous = await replaced
+                held = None if not previous else self._info(str(previous))
                 if held is not None and held.node != self.node:
                     replace = {"replace": info.agent_id, "sessionId": held.session_id}
                     await self.client.publish(
@@ -133,7 +146,10 @@ class RedisRegistry(Generic[C]):
         left = self.seal.seal({"agentId": info.agent_id, "leftAt": now}, now)
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
-                await self._unregister(keys=[self._key(info.agent_id)], args=[info.session_id])
+                await self._unregister(
+                    keys=[self._key(info.agent_id), self._index_key],
+                    args=[info.session_id, info.agent_id],
+                )
                 await self.client.hset(self._left_key, {info.agent_id: left})
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._failed("unregister", exc)
@@ -175,23 +191,32 @@ class RedisRegistry(Generic[C]):
         agents = {info.agent_id: info for info in await self._local.list()}
         try:
             with trio.fail_after(REDIS_TIMEOUT_S * 5):
-                async for info in self._everyone():
+                for info in await self._everyone():
                     agents.setdefault(info.agent_id, info)  # this node's own view wins
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._failed("list", exc)
         return list(agents.values())
 
-    async def _everyone(self) -> Any:
-        cursor: int | None = 0
-        while True:
-            cursor, keys = await self.client.scan(cursor, match=self._key("*"), count=1000)
-            if keys:
-                for value in await self.client.mget(keys):
-                    info = None if value is None else self._info(value)
-                    if info is not None:
-                        yield info
-            if not cursor:
-                return
+    async def _everyone(self) -> builtins.list[AgentInfo]:
+        """Every node's agents: the index's live ids, then their values in one pipeline."""
+        ids = await self.client.zrange(
+            self._index_key, wall_ms(), "+inf", sortby=coredis.PureToken.BYSCORE
+        )
+        if not ids:
+            return []
+        keys = [self._key(str(agent_id)) for agent_id in ids]
+        async with self.client.pipeline(transaction=False) as pipe:
+            chunks = [
+                pipe.mget(keys[start : start + LIST_CHUNK])
+                for start in range(0, len(keys), LIST_CHUNK)
+            ]
+        found: builtins.list[AgentInfo] = []
+        for chunk in chunks:
+            for value in await chunk:
+                info = None if value is None else self._info(str(value))
+                if info is not None:  # None: it left, or its key expired meanwhile
+                    found.append(info)
+        return found
 
     # -- upkeep ---------------------------------------------------------------------------------
 
@@ -204,10 +229,16 @@ class RedisRegistry(Generic[C]):
                     await self.client.ping()
                     self._stale = False
                     return
+                now = wall_ms()
                 async with self.client.pipeline(transaction=False) as pipe:
+                    expires: dict[str | bytes, int | float] = {}
                     for connection in connections:
                         info = connection.info()
                         pipe.set(self._key(info.agent_id), self._dump(info), px=self.ttl_ms)
+                        expires[info.agent_id] = now + self.ttl_ms
+                    pipe.zadd(self._index_key, expires)
+                    # Agents of nodes that died: their keys expired, so do their entries.
+                    pipe.zremrangebyscore(self._index_key, float("-inf"), now)
             self._stale = False
         except (RedisError, OSError, trio.TooSlowError) as exc:
             self._failed("refresh", exc)
