@@ -66,17 +66,26 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=5000)
     parser.add_argument("--fleets", type=int, default=5)
     parser.add_argument("--mode", choices=("term", "kill"), default="term")
+    parser.add_argument(
+        "--listener",
+        choices=("combined", "lean"),
+        default="combined",
+        help="agents on the API's port (Hypercorn) or on agent_listen (the lean listener)",
+    )
     options = parser.parse_args()
-    port = free_port()
+    port = agent_port = free_port()
     state = tempfile.mkdtemp(prefix="storm-")
-    server_args = ("--state-dir", state)
+    server_args: tuple[str, ...] = ("--state-dir", state)
+    if options.listener == "lean":
+        agent_port = free_port()
+        server_args += ("--agent-listen", f"127.0.0.1:{agent_port}")
     server, _, _ = start_server(*server_args, listen=f"127.0.0.1:{port}")
     per_fleet = options.agents // options.fleets
     environ = dict(os.environ, MONITORING_WS_SECRET=SECRET)
     fleets = [
         subprocess.Popen(  # noqa: S603 - our own command line
             [
-                *(sys.executable, str(FLEET), "--url", f"ws://127.0.0.1:{port}/agent"),
+                *(sys.executable, str(FLEET), "--url", f"ws://127.0.0.1:{agent_port}/agent"),
                 *("--prefix", f"f{index}", "--count", str(per_fleet)),
             ],
             env=environ,
@@ -113,6 +122,7 @@ def main() -> None:
         {
             "bench": "storm",
             "mode": options.mode,
+            "listener": options.listener,
             "agents": total,
             "fleets": options.fleets,
             "first_connect_s": round(first_connect_s, 1),

@@ -300,6 +300,37 @@ async def test_compression_offer_is_declined(server: Running) -> None:
     assert b"sec-websocket-extensions" not in head
 
 
+async def test_a_frame_the_protocol_forbids_is_closed_with_1002(
+    server: Running, agent_listener: str
+) -> None:
+    """An unmasked client frame (RFC 6455 5.1): the connection ends at once; the lean
+    listener says why with 1002 (Hypercorn drops the TCP connection without a close)."""
+    host, port = server.agent_urls[0].removeprefix("ws://").split("/")[0].rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    request = (
+        "GET /agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await stream.send_all(request.encode())
+    response = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in response:
+            response += await stream.receive_some(4096)
+        after = response.split(b"\r\n\r\n", 1)[1]
+        await stream.send_all(b"\x81\x05hello")  # FIN, text, 5 bytes, no mask
+        while len(after) < 4:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            after += chunk
+    await stream.aclose()
+    if agent_listener == "hypercorn" and not after:
+        return
+    assert after[0] == 0x88  # a close frame
+    assert int.from_bytes(after[2:4], "big") == 1002
+
+
 async def test_other_websocket_paths_are_refused(server: Running) -> None:
     url = server.agent_urls[0].replace("/agent", "/other")
     with pytest.raises(HandshakeError):

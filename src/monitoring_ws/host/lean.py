@@ -135,8 +135,11 @@ class _Socket:
             elif isinstance(event, Ping):
                 await self._write(connection.send(event.response()))
             elif isinstance(event, CloseConnection):
-                if connection.state is ConnectionState.REMOTE_CLOSING:
+                if connection.state is ConnectionState.REMOTE_CLOSING:  # the peer closed
                     await self._write(connection.send(event.response()))
+                elif connection.state is ConnectionState.OPEN:  # a frame wsproto refused
+                    refusal = CloseConnection(code=event.code, reason=(event.reason or "")[:100])
+                    await self._write(connection.send(refusal))
                 self.closed = True
                 self._pending.append({"type": "websocket.disconnect", "code": event.code})
                 return
