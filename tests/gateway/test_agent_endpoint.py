@@ -281,21 +281,32 @@ async def test_slow_agent_gets_backpressure_then_1013(start_server: StartServer)
         assert 502 in statuses  # callers waiting on the slow agent learn it is gone
 
 
-async def test_compression_offer_is_declined(server: Running) -> None:
+async def raw_upgrade(server: Running, *extra: str) -> tuple[trio.SocketStream, bytes, bytes]:
+    """A WebSocket upgrade by hand: the stream, the response's head, and what followed."""
     host, port = server.agent_urls[0].removeprefix("ws://").split("/")[0].rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
-    request = (
-        "GET /agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
-    )
-    await stream.send_all(request.encode())
+    lines = [
+        "GET /agent HTTP/1.1",
+        "Host: localhost",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *extra,
+    ]
+    await stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode())
     response = b""
     with trio.fail_after(5):
         while b"\r\n\r\n" not in response:
             response += await stream.receive_some(4096)
+    head, _, after = response.partition(b"\r\n\r\n")
+    return stream, head.lower(), after
+
+
+async def test_compression_offer_is_declined(server: Running) -> None:
+    offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+    stream, head, _ = await raw_upgrade(server, offer)
     await stream.aclose()
-    head = response.split(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 101")
     assert b"sec-websocket-extensions" not in head
 
@@ -305,19 +316,9 @@ async def test_a_frame_the_protocol_forbids_is_closed_with_1002(
 ) -> None:
     """An unmasked client frame (RFC 6455 5.1): the connection ends at once; the lean
     listener says why with 1002 (Hypercorn drops the TCP connection without a close)."""
-    host, port = server.agent_urls[0].removeprefix("ws://").split("/")[0].rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    request = (
-        "GET /agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await stream.send_all(request.encode())
-    response = b""
+    stream, head, after = await raw_upgrade(server)
+    assert head.startswith(b"http/1.1 101")
     with trio.fail_after(5):
-        while b"\r\n\r\n" not in response:
-            response += await stream.receive_some(4096)
-        after = response.split(b"\r\n\r\n", 1)[1]
         await stream.send_all(b"\x81\x05hello")  # FIN, text, 5 bytes, no mask
         while len(after) < 4:
             chunk = await stream.receive_some(4096)
