@@ -4,10 +4,10 @@
 three heartbeat intervals, refreshed by the node holding it; a node that dies stops
 refreshing and its agents disappear from every listing. ``{prefix}agents`` indexes them
 (a sorted set scored by when each key expires), so a listing is two round trips whatever
-the fleet's size: the live ids, then their values in one pipeline. The newest connection wins across
-nodes: registering reads the previous holder atomically (``SET ... GET``) and, if another
-node had it, tells that node on its channel ``{prefix}node:{node}`` to close its connection
-with 4409. Redis unreachable: each node still knows and serves its own agents.
+the fleet's size: the live ids, then their values in one pipeline. The newest connection
+wins across nodes: registering reads the previous holder atomically (``SET ... GET``)
+and, if another node had it, tells that node on its channel ``{prefix}node:{node}`` to
+close its connection with 4409. Redis unreachable: each node still knows and serves its own agents.
 """
 
 from __future__ import annotations

@@ -14,21 +14,17 @@ import logging
 import resource
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from ..clock import wall_ms
 from ..configbase import ConfigError, parse_hostport
 from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
 from ..transports.ssm import SSMPolicy, SSMTransport
-from ..web import MAX_BODY_BYTES
 from ..wsmask import accelerate_masking
 from .agent_gauges import AgentGauges
 from .api import create_app
@@ -38,7 +34,7 @@ from .audit import AuditLog
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .events import EventHub
-from .lean import LeanSettings, serve_lean, server_context
+from .listeners import DRAIN_TIMEOUT_S, listener_server
 from .metrics import ServerMetrics
 from .plugins import (
     AsgiHandler,
@@ -64,7 +60,6 @@ __all__ = [
 log = logging.getLogger("monitoring_ws.serve")
 
 #: How long plugins get to drain (agents to take their 1001) before the listeners stop.
-DRAIN_TIMEOUT_S = 5.0
 #: How long sinks get to take what is queued for them at shutdown.
 FLUSH_TIMEOUT_S = 2.0
 
@@ -133,28 +128,6 @@ def transports_in_order(
         )
     order = list(settings.order) + [name for name in available if name not in settings.order]
     return tuple(available[name] for name in order if name in available)
-
-
-def _hypercorn_config(
-    bind: str,
-    server: ServerSettings,
-    tls: tuple[Path, Path] | None,
-    max_message_bytes: int,
-    shared_port: bool,
-) -> HypercornConfig:
-    hc = HypercornConfig()
-    hc.bind = [bind]
-    hc.websocket_max_message_size = max_message_bytes
-    hc.graceful_timeout = DRAIN_TIMEOUT_S
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")  # through our handlers, once
-    hc.backlog = 4096  # reconnect storms arrive all at once
-    hc.ssl_handshake_timeout = server.tls_handshake_timeout_s
-    if shared_port:
-        hc.workers = 2  # only so that Hypercorn sets SO_REUSEPORT: each worker is a process
-    if tls is not None:
-        hc.certfile, hc.keyfile = str(tls[0]), str(tls[1])
-    return hc
 
 
 def _tls(server: ServerSettings) -> tuple[Path, Path] | None:
@@ -335,29 +308,20 @@ async def _listen(
     async def shutdown_trigger() -> None:
         await stopped.wait()
 
+    lean_routes = {path: route.handler for path, route in built.routes.items()}
     async with trio.open_nursery() as serving:
         urls = []
         for asgi, bind, listener_tls, lean in listeners:
-            if lean:  # the agent listener on trio streams and wsproto
-                serve = partial(
-                    serve_lean,
-                    {path: route.handler for path, route in built.routes.items()},
-                    asgi,
-                    parse_hostport(bind, "agent_listen"),
-                    LeanSettings(
-                        max_message_bytes=max_bytes,
-                        handshake_timeout_s=server.tls_handshake_timeout_s,
-                        body_timeout_s=server.http_body_timeout_s,
-                        max_body_bytes=MAX_BODY_BYTES,
-                    ),
-                    tls=None if listener_tls is None else server_context(*listener_tls),
-                    shutdown_trigger=shutdown_trigger,
-                    graceful_timeout_s=DRAIN_TIMEOUT_S,
-                    reuse_port=shared,
-                )
-            else:
-                hc = _hypercorn_config(bind, server, listener_tls, max_bytes, shared)
-                serve = partial(hypercorn_serve, asgi, hc, shutdown_trigger=shutdown_trigger)
+            serve = listener_server(
+                asgi,
+                bind,
+                server,
+                tls=listener_tls,
+                lean_routes=lean_routes if lean else None,
+                max_message_bytes=max_bytes,
+                shared_port=shared,
+                shutdown_trigger=shutdown_trigger,
+            )
             urls.append(await serving.start(serve))
         api_url = urls[0][0]
         agent_listener = urls[1] if server.agent_listen is not None else urls[0]
