@@ -16,6 +16,7 @@ import platform
 import random
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ async def ingest(ws_url: str, agents: int, frames: int, ack: bool) -> dict[str, 
 
 
 async def commands(
-    api_url: str, ws_url: str, agents: int, callers: int, seconds: float
+    api_url: str, ws_url: str, agents: int, callers: int, seconds: float, *, pid: int
 ) -> dict[str, Any]:
     host, port = host_port(ws_url)
     fleet = [BenchAgent(host, port, f"cmd-{i}") for i in range(agents)]
@@ -136,10 +137,12 @@ async def commands(
         for record, duration in ((False, 1.0), (True, seconds)):  # warm up, then measure
             deadline = time.perf_counter() + duration
             start = time.perf_counter()
+            server_cpu, own_cpu = cpu_seconds(pid), time.process_time()
             async with trio.open_nursery() as nursery:
                 for _ in range(callers):
                     nursery.start_soon(caller, deadline, record)
             elapsed = time.perf_counter() - start
+            server_cpu, own_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - own_cpu
         agents_nursery.cancel_scope.cancel()
     return {
         "agents": agents,
@@ -148,6 +151,9 @@ async def commands(
         "failures": failures,
         "req_per_s": round(len(latencies) / elapsed),
         **summary(latencies),
+        # Which side is the limit: each is pinned to one core (1.0 = that core is full).
+        "server_busy": round(server_cpu / elapsed, 2),
+        "generator_busy": round(own_cpu / elapsed, 2),
     }
 
 
@@ -231,7 +237,8 @@ def main() -> None:
                     result = trio.run(ingest, ws_url, count, args.frames, args.ack)
                 elif args.scenario == "commands":
                     assert callers is not None
-                    result = trio.run(commands, api_url, ws_url, count, callers, args.seconds)
+                    run = partial(commands, pid=process.pid)
+                    result = trio.run(run, api_url, ws_url, count, callers, args.seconds)
                 elif args.scenario == "auth":
                     result = trio.run(auth, process.pid, ws_url, count)
                 else:
