@@ -188,3 +188,34 @@ def test_summaries_read_what_they_recognise(
 ) -> None:
     summary = summarize(1, values)
     assert (summary["cpu"], summary["memory"], summary["disk"], summary["load"]) == expected
+
+
+async def test_a_fleet_stream_carries_summaries_not_samples(start_server: StartServer) -> None:
+    running = await start_server()
+    async with (
+        httpx.AsyncClient(base_url=running.api_url, timeout=30) as http,
+        trio.open_nursery() as nursery,
+    ):
+        found: list[dict[str, object]] = []
+
+        async def watch() -> None:
+            found.extend(await read_events(http, 1, type="metrics", metrics="summary"))
+
+        nursery.start_soon(watch)
+        with trio.fail_after(5):  # the stream is open before the agent sends
+            while running.running.events.subscribers == 0:
+                await trio.sleep(0.01)
+        async with open_agent(running.agent_urls[0], "sum-2") as agent:
+            sample = {"cpu": {"percent": 7.5}, "memory": {"percent": 30}, "extra": "x" * 500}
+            await agent.send(agent.session.metrics(sample, now_ms()))
+            with trio.fail_after(5):
+                while not found:
+                    await trio.sleep(0.01)
+    data = found[0]["data"]
+    assert isinstance(data, dict)
+    assert "values" not in data
+    assert data["summary"]["cpu"] == 7.5  # type: ignore[index]
+    assert data["summary"]["memory"] == 30.0  # type: ignore[index]
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        bad = await http.get("/api/events", params={"metrics": "all"})
+    assert bad.status_code == 400

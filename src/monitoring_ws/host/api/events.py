@@ -10,6 +10,7 @@ from quart import Quart, Response, request
 from ...protocol import AGENT_ID
 from ...web import ID_RULE, error, token
 from ..events import DROPPED, EVENT_TYPES, KEEPALIVE, EventHub
+from ..summary import summarize
 
 __all__ = ["add_event_routes"]
 
@@ -25,6 +26,10 @@ def add_event_routes(app: Quart, hub: EventHub) -> None:
         agent = request.args.get("agentId")
         if agent is not None and not AGENT_ID.fullmatch(agent):
             return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
+        # A fleet table needs a few numbers of each sample, not the whole sample.
+        digest = request.args.get("metrics")
+        if digest not in {None, "summary"}:
+            return error(400, "bad_request", "metrics must be summary (or left out)")
         last = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
         if last is not None and (not last.isdigit() or len(last) > 18):
             return error(400, "bad_request", "Last-Event-ID must be an event id")
@@ -47,7 +52,10 @@ def add_event_routes(app: Quart, hub: EventHub) -> None:
                     yield b"event: dropped\ndata: {}\n\n"
                     return
                 elif not isinstance(item, str):
-                    body = json.dumps(item.to_json(), separators=(",", ":"))
+                    data = item.to_json()
+                    if digest and item.type == "metrics":
+                        data["summary"] = summarize(data["sampleTs"], data.pop("values"))
+                    body = json.dumps(data, separators=(",", ":"))
                     yield f"id: {item.id}\nevent: {item.type}\ndata: {body}\n\n".encode()
 
         response = Response(stream(), mimetype="text/event-stream")

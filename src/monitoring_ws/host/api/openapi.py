@@ -188,6 +188,11 @@ def _host_paths() -> dict[str, Any]:
                 params=(
                     query("type", {"type": "string"}, "comma-separated event types"),
                     query("agentId", _ID, "only this agent's"),
+                    query(
+                        "metrics",
+                        {"type": "string", "enum": ["summary"]},
+                        "metrics events carry a summary instead of the sample",
+                    ),
                 ),
                 media="text/event-stream",
             )

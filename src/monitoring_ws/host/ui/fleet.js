@@ -185,7 +185,7 @@ export function fleetView(root, streamState) {
       target.stale = false;
       target.lastSeen = event.lastSeen;
     } else if (type === "metrics") {
-      target.metrics = summarize(event.sampleTs, event.values);
+      target.metrics = event.summary || summarize(event.sampleTs, event.values);
       target.lastSeen = event.ts;
     }
     changed();
@@ -198,7 +198,7 @@ export function fleetView(root, streamState) {
 
   // The stream opens first, so nothing that happens while the listing loads is missed.
   const types = "agent_connected,agent_disconnected,agent_stale,agent_active,metrics";
-  const stream = new EventStream({ type: types }, onEvent, streamState).start();
+  const stream = new EventStream({ type: types, metrics: "summary" }, onEvent, streamState).start();
   api("/api/agents?metrics=summary").then(({ data }) => {
     for (const entry of data.agents) {
       const fresh = fromListing(entry);
