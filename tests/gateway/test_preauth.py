@@ -152,6 +152,25 @@ async def test_slow_http_body_is_cut(start_server: StartServer) -> None:
             assert trio.current_time() - started < 3
 
 
+async def test_a_malformed_body_on_the_agent_listener_is_400(start_server: StartServer) -> None:
+    """Broken chunked encoding to ``/enroll``: 400, and the listener serves on."""
+    running = await start_server()
+    agents = running.agent_urls[0].removeprefix("ws://").split("/")[0]
+    host, port = agents.rsplit(":", 1)
+    for _ in range(2):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(
+                b"POST /enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
+                b"\r\nTransfer-Encoding: chunked\r\n\r\nnot-a-chunk-size\r\n\r\n"
+            )
+            with trio.fail_after(5):
+                answer = await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+    async with open_agent(running.agent_urls[0], "still-served"):
+        pass
+
+
 async def test_stalled_tls_handshake_is_cut(start_server: StartServer) -> None:
     running = await start_server(tls_self_signed=True, tls_handshake_timeout_s=0.5)
     host, port = running.agent_urls[0].removeprefix("wss://").split("/")[0].rsplit(":", 1)

@@ -299,6 +299,8 @@ async def _serve_connection(
             await socket.send({"type": "websocket.close", "code": 1000, "reason": ""})
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
         pass  # the peer left mid-handshake or mid-send: nothing to answer
+    except Exception:  # a bug must end this connection, not the listener with every agent
+        log.exception("the agent listener's connection from %s:%d failed", *client)
     finally:
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True

@@ -28,6 +28,35 @@ async def _answer(stream: trio.abc.Stream, conn: h11.Connection, status: int, bo
     await stream.send_all(data)
 
 
+async def _read_body(
+    stream: trio.abc.Stream, conn: h11.Connection, settings: LeanSettings
+) -> bytes | None:
+    """The request's body; None once an error was answered (413, 408, 400)."""
+    body = bytearray()
+    with trio.move_on_after(settings.body_timeout_s) as timed:
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:  # a malformed body (chunked encoding)
+                await _answer(stream, conn, *_error(400, "bad_request", "a malformed body"))
+                return None
+            if event is h11.NEED_DATA:
+                chunk = await stream.receive_some(64 * 1024)
+                conn.receive_data(bytes(chunk))  # b"" is the end of the stream
+                continue
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > settings.max_body_bytes:
+                    await _answer(stream, conn, *_error(413, "too_large", "the body is too large"))
+                    return None
+                continue
+            break
+    if timed.cancelled_caught or not isinstance(event, h11.EndOfMessage):
+        await _answer(stream, conn, *_error(408, "request_timeout", "the body came too slowly"))
+        return None
+    return bytes(body)
+
+
 async def serve_http(
     app: Callable[..., Any],
     stream: trio.abc.Stream,
@@ -47,23 +76,8 @@ async def serve_http(
         return
     if not isinstance(request, h11.Request):
         return
-    body = bytearray()
-    with trio.move_on_after(settings.body_timeout_s) as timed:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                chunk = await stream.receive_some(64 * 1024)
-                conn.receive_data(bytes(chunk))  # b"" is the end of the stream
-                continue
-            if isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > settings.max_body_bytes:
-                    await _answer(stream, conn, *_error(413, "too_large", "the body is too large"))
-                    return
-                continue
-            break
-    if timed.cancelled_caught or not isinstance(event, h11.EndOfMessage):
-        await _answer(stream, conn, *_error(408, "request_timeout", "the body came too slowly"))
+    body = await _read_body(stream, conn, settings)
+    if body is None:
         return
     target = request.target.decode("latin-1")
     path, _, query = target.partition("?")
@@ -88,7 +102,7 @@ async def serve_http(
         if received:
             await trio.sleep_forever()  # a disconnect would come here; one request only
         received = True
-        return {"type": "http.request", "body": bytes(body), "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     out = bytearray()
     status = 500
