@@ -15,6 +15,7 @@ def test_the_demo_shows_round_trips_and_stops_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "demo-agent-1" in out
+    assert "dashboard: http://127.0.0.1:" in out
     assert "demo-agent-2" in out
     assert out.count("command ping -> 200") == 2
     assert out.count("command collect_metrics -> 200") == 2

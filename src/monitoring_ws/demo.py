@@ -55,6 +55,7 @@ async def _demo(agents: int, keep: bool, listen: str, say: Any) -> None:
             )
             api = running.api_url
             say(f"server:  {api}  (agents connect to {running.agent_urls[0]})")
+            say(f"dashboard: {api}/ui")
             fleet = []
             for number in range(1, agents + 1):
                 agent_id = f"demo-agent-{number}"
@@ -94,7 +95,8 @@ async def _demo(agents: int, keep: bool, listen: str, say: Any) -> None:
             say(f"GET {accepted['location']} -> {record['state']}, attempts {record['attempts']}")
             if keep:
                 say(
-                    f"\nup until Ctrl-C; try:\n  curl {api}/api/websocket/agents\n"
+                    f"\nup until Ctrl-C; open {api}/ui in a browser, or try:\n"
+                    f"  curl {api}/api/websocket/agents\n"
                     f"  curl -X POST {api}/api/websocket/agents/demo-agent-1/command "
                     '-H \'Content-Type: application/json\' -d \'{"command": "ping", "args": {}}\''
                 )
