@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fleet import SECRET, emit, rss_bytes, start_server
+from fleet import SECRET, cpu_seconds, emit, rss_bytes, start_server
 
 FLEET = Path(__file__).with_name("agent_fleet.py")
 
@@ -54,11 +54,6 @@ def wait_connected(port: int, agents: int, timeout: float, pid: int) -> tuple[fl
             return time.monotonic() - started, peak
         time.sleep(0.2)
     raise SystemExit(f"not all {agents} agents came back within {timeout} s")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -104,6 +104,12 @@ async def close_code(ws: WebSocketConnection, timeout: float = 5) -> int | None:
             return closed.reason.code
 
 
+def agent_address(url: str) -> tuple[str, int]:
+    """Host and port of a server's agent URL (``ws://127.0.0.1:4000/agent``)."""
+    host, port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    return host, int(port)
+
+
 async def first_frame_close(
     url: str, frame: str | bytes, **ws_options: Any
 ) -> tuple[int | None, str | None]:
@@ -120,6 +126,7 @@ __all__ = [
     "SECRET",
     "CloseCode",
     "TestAgent",
+    "agent_address",
     "agent_session",
     "close_code",
     "first_frame_close",

@@ -29,7 +29,7 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..support import frame as signed_frame
-from .agents import SECRET, close_code, first_frame_close, now_ms, open_agent
+from .agents import SECRET, agent_address, close_code, first_frame_close, now_ms, open_agent
 
 pytestmark = pytest.mark.usefixtures("agent_listener")
 
@@ -283,8 +283,7 @@ async def test_slow_agent_gets_backpressure_then_1013(start_server: StartServer)
 
 async def raw_upgrade(server: Running, *extra: str) -> tuple[trio.SocketStream, bytes, bytes]:
     """A WebSocket upgrade by hand: the stream, the response's head, and what followed."""
-    host, port = server.agent_urls[0].removeprefix("ws://").split("/")[0].rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
+    stream = await trio.open_tcp_stream(*agent_address(server.agent_urls[0]))
     lines = [
         "GET /agent HTTP/1.1",
         "Host: localhost",

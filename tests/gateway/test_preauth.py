@@ -18,7 +18,7 @@ from monitoring_ws.gateway.config import ConfigError, GatewayConfig
 from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_after
 
 from ..conftest import StartServer
-from .agents import close_code, first_frame_close, open_agent
+from .agents import agent_address, close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
 
 pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
@@ -136,10 +136,12 @@ def test_admission_tables_are_bounded() -> None:
 
 async def test_slow_http_body_is_cut(start_server: StartServer) -> None:
     running = await start_server(http_body_timeout_s=0.5)
-    agents = running.agent_urls[0].removeprefix("ws://").split("/")[0]
-    for base, path in ((running.api_url, "/api/websocket/agents/x/command"), (agents, "/enroll")):
-        host, port = base.removeprefix("http://").rsplit(":", 1)
-        stream = await trio.open_tcp_stream(host, int(port))
+    targets = (
+        (running.api_url, "/api/websocket/agents/x/command"),
+        (running.agent_urls[0], "/enroll"),
+    )
+    for url, path in targets:
+        stream = await trio.open_tcp_stream(*agent_address(url))
         async with stream:
             await stream.send_all(
                 f"POST {path} HTTP/1.1\r\nHost: localhost\r\n".encode()
@@ -155,10 +157,8 @@ async def test_slow_http_body_is_cut(start_server: StartServer) -> None:
 async def test_a_malformed_body_on_the_agent_listener_is_400(start_server: StartServer) -> None:
     """Broken chunked encoding to ``/enroll``: 400, and the listener serves on."""
     running = await start_server()
-    agents = running.agent_urls[0].removeprefix("ws://").split("/")[0]
-    host, port = agents.rsplit(":", 1)
     for _ in range(2):
-        stream = await trio.open_tcp_stream(host, int(port))
+        stream = await trio.open_tcp_stream(*agent_address(running.agent_urls[0]))
         async with stream:
             await stream.send_all(
                 b"POST /enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
@@ -173,10 +173,10 @@ async def test_a_malformed_body_on_the_agent_listener_is_400(start_server: Start
 
 async def test_stalled_tls_handshake_is_cut(start_server: StartServer) -> None:
     running = await start_server(tls_self_signed=True, tls_handshake_timeout_s=0.5)
-    host, port = running.agent_urls[0].removeprefix("wss://").split("/")[0].rsplit(":", 1)
+    address = agent_address(running.agent_urls[0])
 
     def stall() -> bytes:
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
+        with socket.create_connection(address, timeout=5) as sock:
             return sock.recv(1)  # no ClientHello: the server must hang up by itself
 
     started = time.monotonic()

@@ -263,7 +263,7 @@ class Gateway:
                 self.last_seen.note(connection.agent_id, now)
                 code = None if closing is None else int(closing.code)
                 self.history.closed(connection.agent_id, connection.session_id, now, code)
-                self.staleness.stale.discard(connection.agent_id)
+                self.staleness.forget(connection.agent_id)
                 self.commands.connection_lost(connection)
                 log.info("agent %s disconnected", connection.agent_id, extra=_context(connection))
                 if self._events is not None:

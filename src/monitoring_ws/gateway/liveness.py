@@ -31,6 +31,10 @@ class Staleness:
         self.stale = quiet
         return turned, back
 
+    def forget(self, agent_id: str) -> None:
+        """The agent left: a new session of it starts live."""
+        self.stale.discard(agent_id)
+
 
 @attrs.frozen
 class SessionSpan:

@@ -33,7 +33,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from ..asgi import TOO_BIG
-from .leanhttp import serve_http
+from .leanhttp import BAD_REQUEST, serve_http
 
 __all__ = ["LeanSettings", "serve_lean", "server_context"]
 
@@ -281,7 +281,7 @@ async def _serve_connection(
             handshake.receive_data(head)
             request = next(e for e in handshake.events() if isinstance(e, Request))
         except (RemoteProtocolError, StopIteration):
-            await stream.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            await stream.send_all(BAD_REQUEST)
             return
         route = routes.get(request.target.partition("?")[0])
         socket = _Socket(stream, handshake, settings)

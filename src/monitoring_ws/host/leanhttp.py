@@ -3,6 +3,7 @@ to the same ASGI app (agents' routes such as ``/enroll``, and the 404 for the re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,12 +13,14 @@ import trio
 if TYPE_CHECKING:
     from .lean import LeanSettings
 
-__all__ = ["serve_http"]
+__all__ = ["BAD_REQUEST", "serve_http"]
+
+#: What a request that cannot be read at all gets.
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
-    body = '{"error": {"code": "%s", "message": "%s"}}' % (code, message)  # noqa: UP031
-    return status, body.encode()
+    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 async def _answer(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
@@ -72,7 +75,7 @@ async def serve_http(
     try:
         request = conn.next_event()
     except h11.RemoteProtocolError:
-        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+        await stream.send_all(BAD_REQUEST)
         return
     if not isinstance(request, h11.Request):
         return
