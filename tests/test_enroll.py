@@ -4,17 +4,25 @@ the token; the settings it writes connect; a token is spent, scoped, and pinned.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
 
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
-from monitoring_ws.protocol import derive_agent_key
+from monitoring_ws.clock import wall_ms
+from monitoring_ws.gateway.enrollment import JOIN_TOKEN_FILE, JoinTokens
+from monitoring_ws.host.server import apply_reload
+from monitoring_ws.protocol import CloseCode, derive_agent_key, derive_enrolled_key
 
 from .conftest import SECRET, StartServer
+from .gateway.agents import agent_session, close_code, first_frame_close, now_ms, open_agent
+from .gateway.test_agent_endpoint import HELLO, signed
 from .support.processes import isolated_env, run_cli
+from .support.served import config_from_flat
 
 
 async def cli(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
@@ -47,12 +55,16 @@ async def test_an_agent_enrolls_itself(start_server: StartServer, tmp_path: Path
     assert code == 0, err
     assert oct(output.stat().st_mode & 0o777) == "0o600"
     written = json.loads(output.read_text())
+    with sqlite3.connect(state / JOIN_TOKEN_FILE) as db:
+        (generation,) = db.execute("SELECT generation FROM enrolled WHERE agent_id = 'web-7'")
     assert written == {
         "agentId": "web-7",
         "wsApiUrl": running.agent_urls[0],
-        "wsAgentKey": derive_agent_key(SECRET, "web-7").hex(),
+        # A key of its own: the id and a generation drawn at enrollment, not the id alone.
+        "wsAgentKey": derive_enrolled_key(SECRET, "web-7", generation[0]).hex(),
         "wsCertSha256": running.fingerprint,
     }
+    assert written["wsAgentKey"] != derive_agent_key(SECRET, "web-7").hex()
     # What it wrote connects.
     agent = build_agent(load_settings(output, stateDir=str(tmp_path / "outbox")))
     async with trio.open_nursery() as nursery:
@@ -96,3 +108,113 @@ async def test_an_address_that_keeps_failing_is_slowed(start_server: StartServer
         assert statuses[:10] == [403] * 10  # an unknown token, then...
         assert statuses[10:] == [429, 429]  # ... no more looks at the tokens this minute
         assert (await http.get("/enroll")).headers["allow"] == "POST"
+
+
+def _key_works(url: str, agent_id: str, key: str) -> Any:
+    """An agent connected with the hex key enrollment answered."""
+    return open_agent(url, agent_id, key=bytes.fromhex(key))
+
+
+async def test_a_join_token_cannot_take_over_an_agent(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    running = await start_server(state_dir=state)
+    url = running.agent_urls[0]
+    tokens = JoinTokens(state)
+    plain = str(tokens.create(ttl_s=600, uses=5, agents=(), pin=None, now_ms=wall_ms()))
+    again = str(
+        tokens.create(ttl_s=600, uses=5, agents=(), pin=None, now_ms=wall_ms(), reenroll=True)
+    )
+
+    async def enroll(http: httpx.AsyncClient, token: str, agent_id: str) -> httpx.Response:
+        return await http.post("/enroll", json={"token": token, "agentId": agent_id})
+
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        async with open_agent(url, "web-1") as live:  # connected with its derived key
+            taken = await enroll(http, plain, "web-1")
+            assert taken.status_code == 409
+            assert taken.json()["error"]["code"] == "conflict"
+            assert "--reenroll" in taken.json()["error"]["message"]
+            assert live.ws.closed is None  # the real agent stays
+        # Gone but known to the state database: still not for the taking.
+        assert (await enroll(http, plain, "web-1")).status_code == 409
+        # A new id gets a key of its own, not the one derived from its id.
+        first = await enroll(http, plain, "web-2")
+        assert first.status_code == 200
+        key = first.json()["wsAgentKey"]
+        assert key != derive_agent_key(SECRET, "web-2").hex()
+        code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id="web-2"))
+        assert code == CloseCode.AUTH_FAILED  # the id's derived key no longer opens it
+        assert (await enroll(http, plain, "web-2")).status_code == 409  # enrolled now
+        async with _key_works(url, "web-2", key) as enrolled:
+            # A token made to re-enroll replaces the key: the old one stops working.
+            rotated = await enroll(http, again, "web-2")
+            assert rotated.status_code == 200
+            new_key = rotated.json()["wsAgentKey"]
+            assert new_key != key
+            assert await close_code(enrolled.ws) == CloseCode.AUTH_FAILED
+        session = agent_session("web-2", key=bytes.fromhex(key))
+        code, _ = await first_frame_close(url, session.start(now_ms()))
+        assert code == CloseCode.AUTH_FAILED
+        async with _key_works(url, "web-2", new_key) as fresh:
+            assert fresh.ws.closed is None
+    # Revoked and later taken off the list: the enrolled key does not come back.
+    config = config_from_flat(
+        {"master_secrets": (SECRET,), "revoked_agents": ("web-2",), "state_dir": state}
+    )
+    apply_reload(list(running.running.plugins.values()), lambda: config)
+    config = config_from_flat({"master_secrets": (SECRET,), "state_dir": state})
+    apply_reload(list(running.running.plugins.values()), lambda: config)
+    session = agent_session("web-2", key=bytes.fromhex(new_key))
+    code, _ = await first_frame_close(url, session.start(now_ms()))
+    assert code == CloseCode.AUTH_FAILED
+
+
+async def test_failed_guesses_do_not_lock_out_a_valid_token_from_the_same_address(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    running = await start_server(state_dir=state)
+    token = JoinTokens(state).create(ttl_s=600, uses=1, agents=(), pin=None, now_ms=wall_ms())
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        guess = {"token": f"mwsj1.{token.id}.{'x' * 43}.-", "agentId": "web-1"}
+        statuses = [(await http.post("/enroll", json=guess)).status_code for _ in range(11)]
+        assert statuses == [403] * 10 + [429]  # that token's secret is guessed no more
+        # Guessing another token's secret from this address (same NAT) does not stop it.
+        other = JoinTokens(state).create(ttl_s=600, uses=1, agents=(), pin=None, now_ms=wall_ms())
+        valid = await http.post("/enroll", json={"token": str(other), "agentId": "web-9"})
+        assert valid.status_code == 200
+
+
+async def test_tokens_are_listed_and_revoked(start_server: StartServer, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    running = await start_server(state_dir=state)
+    where = ("--state-dir", str(state))
+    _, first, _ = await cli(tmp_path, "token", "create", *where, "--agents", "web-*")
+    _, second, _ = await cli(tmp_path, "token", "create", *where, "--uses", "3", "--reenroll")
+    code, listed, err = await cli(tmp_path, "token", "list", *where, "-o", "json")
+    assert code == 0, err
+    rows = {row["id"]: row for row in json.loads(listed)}
+    first_id, second_id = first.split(".")[1], second.split(".")[1]
+    assert rows[first_id]["agents"] == ["web-*"]
+    assert rows[second_id]["usesLeft"] == 3
+    assert rows[second_id]["reenroll"] is True
+    assert first.strip().split(".")[2] not in listed  # never a secret
+    code, table, _ = await cli(tmp_path, "token", "list", *where)
+    assert code == 0
+    assert first_id in table
+    assert "REENROLL" in table
+    code, out, err = await cli(tmp_path, "token", "revoke", *where, first.strip())
+    assert code == 0, err
+    assert f"revoked join token {first_id}" in out
+    code, _, err = await cli(tmp_path, "token", "revoke", *where, first_id)
+    assert code != 0
+    assert "no token" in err
+    code, _, err = await cli(tmp_path, "token", "revoke", *where, "nonsense")
+    assert "16 hex digits" in err
+    _, listed, _ = await cli(tmp_path, "token", "list", *where, "-o", "json")
+    assert [row["id"] for row in json.loads(listed)] == [second_id]
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        body = {"token": first.strip(), "agentId": "web-3"}
+        assert (await http.post("/enroll", json=body)).status_code == 403

@@ -34,8 +34,15 @@ async def test_revoked_agents_are_refused_and_disconnected(start_server: StartSe
         assert await close_code(live.ws) == CloseCode.AUTH_FAILED
     code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id="agent-live"))
     assert code == CloseCode.AUTH_FAILED
-    async with open_agent(url, "agent-x") as back:  # no longer on the list
-        assert back.ws.closed is None
+    # Off the list again, the old key stays dead: only a new enrollment admits the id.
+    config = config_from_flat({"master_secrets": (SECRET,), "revoked_agents": ()})
+    apply_reload(list(running.running.plugins.values()), lambda: config)
+    assert running.gateway.revoked == frozenset()
+    for agent_id in ("agent-x", "agent-live"):
+        code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id=agent_id))
+        assert code == CloseCode.AUTH_FAILED
+    async with open_agent(url, "agent-never-revoked") as other:
+        assert other.ws.closed is None
 
 
 async def test_a_bad_reload_changes_nothing(start_server: StartServer) -> None:

@@ -1,10 +1,13 @@
-"""``token create``: a join token an agent enrolls with (docs/agent.md, "Enrolling")."""
+"""``token create|list|revoke``: join tokens agents enroll with (docs/agent.md,
+"Enrolling")."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,30 +43,94 @@ def add(commands: Any) -> None:
     create.add_argument(
         "--agents", action="append", default=[], metavar="GLOB", help="agentIds it may enroll"
     )
-    create.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
-    create.add_argument("--state-dir", type=Path, metavar="DIR", help="the server's state")
+    create.add_argument(
+        "--reenroll",
+        action="store_true",
+        help="may enroll ids already enrolled or known (their old key stops working)",
+    )
+    listing = actions.add_parser("list", help="the tokens that still work (never secrets)")
+    listing.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    revoke = actions.add_parser("revoke", help="make a token unusable at once")
+    revoke.add_argument("id", help="the token's id (its second part, or the whole token)")
+    for parser in (create, listing, revoke):
+        parser.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
+        parser.add_argument("--state-dir", type=Path, metavar="DIR", help="the server's state")
     create.set_defaults(run=_create)
+    listing.set_defaults(run=_list)
+    revoke.set_defaults(run=_revoke)
+
+
+def _tokens(args: argparse.Namespace) -> Any:
+    """The state directory's ``JoinTokens`` and the gateway settings it was found by."""
+    from ..gateway.enrollment import JoinTokens  # noqa: PLC0415
+    from ..gateway.plugin import gateway_config_of  # noqa: PLC0415
+    from ..host.config import load_monitoring_config  # noqa: PLC0415
+
+    whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
+    config = gateway_config_of(whole)
+    return JoinTokens(config.state_dir), config
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..clock import wall_ms  # noqa: PLC0415
+    from ..configbase import ConfigError  # noqa: PLC0415
+
+    try:
+        tokens, _ = _tokens(args)
+        usable = tokens.usable(wall_ms())
+    except (ConfigError, OSError) as exc:
+        raise SystemExit(f"monitoring-ws token list: {exc}") from None
+    if args.output == "json":
+        print(json.dumps([token.to_json() for token in usable], indent=2))
+        return 0
+    print(f"{'ID':<16}  {'EXPIRES (UTC)':<19}  {'USES':>6}  {'REENROLL':<8}  AGENTS")
+    for token in usable:
+        expires = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(token.expires_ms / 1000))
+        agents = ",".join(token.agents) or "*"
+        reenroll = "yes" if token.reenroll else "no"
+        print(f"{token.id:<16}  {expires:<19}  {token.uses_left:>6}  {reenroll:<8}  {agents}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from ..configbase import ConfigError  # noqa: PLC0415
+
+    text = args.id.strip()
+    token_id = text.split(".")[1] if text.startswith("mwsj1.") and text.count(".") == 3 else text
+    if not re.fullmatch(r"[a-f0-9]{16}", token_id):
+        raise SystemExit(
+            "monitoring-ws token revoke: a token id is 16 hex digits (see `token list`)"
+        )
+    try:
+        tokens, _ = _tokens(args)
+        existed = tokens.revoke(token_id)
+    except (ConfigError, OSError) as exc:
+        raise SystemExit(f"monitoring-ws token revoke: {exc}") from None
+    if not existed:
+        raise SystemExit(f"monitoring-ws token revoke: no token {token_id} (see `token list`)")
+    print(f"revoked join token {token_id}")
+    return 0
 
 
 def _create(args: argparse.Namespace) -> int:
     from ..clock import wall_ms  # noqa: PLC0415
     from ..configbase import ConfigError  # noqa: PLC0415
     from ..gateway.agent_config import certificate_pin  # noqa: PLC0415
-    from ..gateway.enrollment import JoinTokens  # noqa: PLC0415
-    from ..gateway.plugin import gateway_config_of  # noqa: PLC0415
-    from ..host.config import load_monitoring_config  # noqa: PLC0415
 
     if not 1 <= args.uses <= 100_000:
         raise SystemExit("monitoring-ws token create: --uses: between 1 and 100000")
     try:
         ttl_s = parse_ttl(args.ttl)
-        whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
-        config = gateway_config_of(whole)
+        tokens, config = _tokens(args)
         pin = certificate_pin(config)
-        tokens = JoinTokens(config.state_dir)
         tokens.prune(wall_ms())
         token = tokens.create(
-            ttl_s=ttl_s, uses=args.uses, agents=args.agents, pin=pin, now_ms=wall_ms()
+            ttl_s=ttl_s,
+            uses=args.uses,
+            agents=args.agents,
+            pin=pin,
+            now_ms=wall_ms(),
+            reenroll=args.reenroll,
         )
     except (ConfigError, ValueError, OSError) as exc:
         raise SystemExit(f"monitoring-ws token create: {exc}") from None

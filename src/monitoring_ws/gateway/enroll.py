@@ -1,9 +1,11 @@
 """``POST /enroll``: an agent trades a join token for its own key (raw ASGI, served on the
 agent listener too, outside the API's guard: the join token is the credential).
 
-Body: ``{"token": "mwsj1...", "agentId": "..."}``; answer: ``{"agentId", "wsAgentKey"}``.
-Every refusal is the same 403 (which check failed goes to the log and the audit, not to
-the caller); a body over 16 KiB is 413, one that is not JSON of that shape 400.
+Body: ``{"token": "mwsj1...", "agentId": "..."}``; answer: ``{"agentId", "wsAgentKey"}``,
+a key of a freshly drawn generation (enrollment.py). A token that does not hold is the same
+403 whatever failed (which check goes to the log and the audit, not to the caller); an id
+already enrolled, connected or in the state database is 409 unless the token was made with
+``--reenroll``; a body over 16 KiB is 413, one that is not JSON of that shape 400.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..protocol import AGENT_ID, derive_agent_key
+from ..protocol import AGENT_ID, derive_enrolled_key
 from ..protocol.strictjson import JSONRejectedError, loads
-from .enrollment import JoinTokens, parse_join_token
+from .enrollment import JoinTokens, Refusal, parse_join_token
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
@@ -29,16 +32,25 @@ __all__ = ["ENROLL_PATH", "EnrollEndpoint"]
 
 ENROLL_PATH = "/enroll"
 MAX_BODY_BYTES = 16 << 10
-#: Refusals one address may have a minute before it gets 429 without a look at the tokens.
+#: Refusals one address may have a minute for one token id before that id gets 429 from
+#: there: guessing one token's secret is slow, and a NAT's valid tokens still work.
 REFUSALS_PER_MINUTE = 10
-#: Addresses remembered at most (the oldest go first).
+#: Refusals one address may have a minute whatever the token, before everything from it
+#: gets 429 (guessing ids too: a token id alone is 64 random bits).
+ADDRESS_REFUSALS_PER_MINUTE = 300
+#: (address, token id) pairs remembered at most (the oldest go first).
 MAX_TRACKED = 65_536
+_CONFLICT = (
+    "{agent} is already enrolled or known to this server: enroll the machine under a new "
+    "agentId, or make a token with `monitoring-ws token create --reenroll` to replace its "
+    "key (the old key then stops working)"
+)
 log = logging.getLogger("monitoring_ws.gateway")
 
 
 class EnrollEndpoint:
     """Redeems join tokens against ``tokens`` and hands out keys derived from
-    ``master_secret()`` (read per call: a reload may rotate it)."""
+    ``master_secret()`` (read per call: a reload may rotate it) and a new generation."""
 
     def __init__(
         self,
@@ -48,6 +60,8 @@ class EnrollEndpoint:
         audit: AuditOut | None = None,
         *,
         body_timeout_s: float = 10.0,
+        known: Callable[[str], Awaitable[bool]] | None = None,
+        rekeyed: Callable[[str], None] | None = None,
     ) -> None:
         self.tokens, self.master_secret, self.clock, self.audit = (
             tokens,
@@ -57,17 +71,31 @@ class EnrollEndpoint:
         )
         #: A body that has not arrived by then is cut (408), as on the API.
         self.body_timeout_s = body_timeout_s
-        #: Per address: (the minute, refusals in it).
-        self._refusals: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        #: Whether an id is connected or in the state database (then it needs --reenroll).
+        self.known = known
+        #: Told of an agent whose key changed: its open sessions use the old one.
+        self.rekeyed = rekeyed
+        #: Per (address, token id) and per (address, ""): (the minute, refusals in it).
+        self._refusals: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
 
-    def _limited(self, address: str) -> bool:
-        minute, count = self._refusals.get(address, (0, 0))
-        return minute == int(trio.current_time() // 60) and count >= REFUSALS_PER_MINUTE
-
-    def _refused(self, address: str) -> None:
+    def _limited(self, address: str, token_id: str | None) -> bool:
+        """Whether ``address`` (and, given, its guesses at ``token_id``) failed too often."""
         minute = int(trio.current_time() // 60)
-        then, count = self._refusals.pop(address, (minute, 0))
-        self._refusals[address] = (minute, count + 1 if then == minute else 1)
+        limits = [((address, ""), ADDRESS_REFUSALS_PER_MINUTE)]
+        if token_id is not None:
+            limits.append(((address, token_id), REFUSALS_PER_MINUTE))
+        for key, limit in limits:
+            then, count = self._refusals.get(key, (0, 0))
+            if then == minute and count >= limit:
+                return True
+        return False
+
+    def _refused(self, address: str, token_id: str | None) -> None:
+        minute = int(trio.current_time() // 60)
+        keys = [(address, "")] if token_id is None else [(address, ""), (address, token_id)]
+        for key in keys:
+            then, count = self._refusals.pop(key, (minute, 0))
+            self._refusals[key] = (minute, count + 1 if then == minute else 1)
         while len(self._refusals) > MAX_TRACKED:
             self._refusals.popitem(last=False)
 
@@ -78,7 +106,7 @@ class EnrollEndpoint:
         if scope["method"] != "POST":
             await _answer(send, 405, _error("method_not_allowed", "POST a join token"), "POST")
             return
-        if self._limited(address):
+        if self._limited(address, None):
             await _answer(send, 429, _error("too_many_requests", "too many refusals: wait"))
             return
         body: bytes | None = b""
@@ -98,12 +126,32 @@ class EnrollEndpoint:
             join = parse_join_token(token if isinstance(token, str) else "")
         except (UnicodeDecodeError, JSONRejectedError, KeyError, TypeError, ValueError) as exc:
             message = str(exc) if isinstance(exc, ValueError) else "send {token, agentId}"
-            self._refused(address)
+            self._refused(address, None)
             await _answer(send, 400, _error("bad_request", message))
             return
-        refusal = await trio.to_thread.run_sync(self.tokens.redeem, join, agent_id, self.clock())
-        if refusal is not None:
-            self._refused(address)
+        if self._limited(address, join.id):
+            await _answer(send, 429, _error("too_many_requests", "too many refusals: wait"))
+            return
+        known = self.known is not None and await self.known(agent_id)
+        redeemed = await trio.to_thread.run_sync(
+            partial(self.tokens.redeem, join, agent_id, self.clock(), known=known)
+        )
+        if isinstance(redeemed, Refusal) and redeemed.conflict:
+            self._refused(address, join.id)
+            log.warning("enrollment of %s from %s refused: %s", agent_id, address, redeemed.reason)
+            if self.audit is not None:
+                self.audit.noisy(
+                    "enroll_refused",
+                    agentId=agent_id,
+                    address=address,
+                    joinToken=join.id,
+                    reason=redeemed.reason,
+                )
+            await _answer(send, 409, _error("conflict", _CONFLICT.format(agent=agent_id)))
+            return
+        if isinstance(redeemed, Refusal):
+            refusal = redeemed.reason
+            self._refused(address, join.id)
             log.warning("enrollment of %s from %s refused: %s", agent_id, address, refusal)
             if self.audit is not None:
                 self.audit.noisy(
@@ -125,7 +173,9 @@ class EnrollEndpoint:
         log.info("agent %s enrolled from %s with join token %s", agent_id, address, join.id)
         if self.audit is not None:
             self.audit.noisy("enrolled", agentId=agent_id, address=address, joinToken=join.id)
-        key = derive_agent_key(self.master_secret(), agent_id).hex()
+        if self.rekeyed is not None:
+            self.rekeyed(agent_id)
+        key = derive_enrolled_key(self.master_secret(), agent_id, redeemed).hex()
         await _answer(send, 200, {"agentId": agent_id, "wsAgentKey": key})
 
 

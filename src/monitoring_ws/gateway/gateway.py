@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ from .admission import FAILURE_CODES, Admission
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
+from .enrollment import JoinTokens
 from .links import (
     AuditOut,
     EventsOut,
@@ -145,13 +147,16 @@ class Gateway:
             address_failures_per_minute=config.address_failures_per_minute,
         )
         self._proxies = config.proxy_networks()
+        #: Join tokens and enrolled agents' key generations (shared by the workers).
+        self.enrollments = JoinTokens(config.state_dir)
         #: Agents refused at once (``revoked_agents``; replaced on reload).
-        self.revoked: frozenset[str] = frozenset(config.revoked_agents)
+        self.revoked: frozenset[str] = frozenset()
         self.stats: Counter[str] = Counter()
         self.shutting_down = False
         #: Set once the background work has made its last commit and closed the store.
         self.closed = trio.Event()
         self._connections: set[AgentConnection] = set()
+        self.revoke(config.revoked_agents)
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             features=frozenset({FEATURE_ACK, FEATURE_CANCEL}),
@@ -204,6 +209,7 @@ class Gateway:
             session_id=str(uuid.uuid4()),
             config=self._session_config,
             gate=partial(self._gate, address),
+            generation_of=self._generation_of,
             # Spread over the last tenth, so a fleet that connected at once does not
             # reconnect at once.
             lifetime_ms=lifetime_ms - random.randrange(lifetime_ms // 10 + 1),  # noqa: S311
@@ -222,10 +228,44 @@ class Gateway:
             return None
         return ProtocolError(CloseCode.TOO_MANY_ATTEMPTS, f"{agent_id} failed too often", retry)
 
+    def _generation_of(self, agent_id: str) -> str | None:
+        """An enrolled agent's key generation (None: its key is derived from its id)."""
+        try:
+            generation = self.enrollments.generation(agent_id)
+        except sqlite3.Error as exc:  # fail closed: the agent's outbox waits
+            log.error(  # noqa: TRY400 - one line, no traceback: the message says it all
+                "cannot read the enrollment records in %s: %s", self.enrollments.path, exc
+            )
+            raise ProtocolError(
+                CloseCode.TRY_AGAIN_LATER, "the enrollment records are unreadable", 5
+            ) from None
+        if generation is False:
+            raise ProtocolError(
+                CloseCode.AUTH_FAILED, f"{agent_id} was revoked: only a new enrollment admits it"
+            )
+        return generation
+
+    def rekeyed(self, agent_id: str) -> None:
+        """``agent_id`` enrolled again: its open session (on this node) signs with the old
+        key, so it ends (4401) and the new holder of the id connects."""
+        connection = self.registry.local(agent_id)
+        if connection is not None:
+            connection.revoke()
+
+    async def knows(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` is connected (on any node) or was ever seen here."""
+        if await self.last_seen.get(agent_id) is not None:
+            return True
+        return await self.registry.lookup(agent_id) is not None
+
     def revoke(self, agent_ids: Iterable[str]) -> int:
         """Refuse these agents from now on (4401) and close their open sessions; returns
-        how many sessions were closed. The list replaces the previous one."""
-        self.revoked = frozenset(agent_ids)
+        how many sessions were closed. The list replaces the previous one. A revoked id's
+        key is forgotten, whether enrolled or derived from the id alone: taking the id off
+        the list later brings no old key back; it must enroll again (``--reenroll``)."""
+        ids = frozenset(agent_ids)
+        self.enrollments.revoke_agents(sorted(ids - self.revoked), self.clock())
+        self.revoked = ids
         closed = 0
         for connection in list(self._connections):
             if connection.agent_id in self.revoked:
@@ -313,6 +353,7 @@ class Gateway:
                 await self.spool.run()
         finally:
             self.store.close()
+            self.enrollments.close()
             self.closed.set()
 
     async def _watch_staleness(self) -> None:

@@ -27,7 +27,6 @@ from ..transports import Transport
 from .blueprint import websocket_blueprint
 from .config import GatewayConfig, load_config
 from .enroll import ENROLL_PATH, EnrollEndpoint
-from .enrollment import JoinTokens
 from .gateway import AGENT_PATH, Gateway
 from .metrics import GatewayCollector
 from .openapi import websocket_paths
@@ -98,11 +97,13 @@ class WebSocketPlugin(PluginBase):
             self.gateway = Gateway(self.config, keyring, **host)
         self.transport = WebSocketTransport(self.gateway)
         self._enroll = EnrollEndpoint(
-            JoinTokens(self.config.state_dir),
+            self.gateway.enrollments,
             lambda: self.gateway.keyring.master_secrets[0],
             context.clock,
             context.audit,
             body_timeout_s=context.server.http_body_timeout_s,
+            known=self.gateway.knows,
+            rekeyed=self.gateway.rekeyed,
         )
         self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
 

@@ -48,7 +48,7 @@ from .events import (
     random_nonce,
 )
 from .fitting import encoded_size, fit_payload
-from .keys import Keyring, derive_agent_key, parse_agent_key, sign, verify
+from .keys import Keyring, derive_agent_key, derive_enrolled_key, parse_agent_key, sign, verify
 from .payloads import (
     PROTOCOL_VERSION,
     AuthHello,
@@ -140,6 +140,7 @@ __all__ = [
     "decode",
     "delivery_of",
     "derive_agent_key",
+    "derive_enrolled_key",
     "encoded_size",
     "fit_payload",
     "parse_agent_key",

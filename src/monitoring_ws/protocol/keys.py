@@ -9,15 +9,19 @@ from collections.abc import Iterable
 import attrs
 
 __all__ = [
+    "ENROLLED_KEY_PREFIX",
     "KEY_DERIVATION_PREFIX",
     "Keyring",
     "derive_agent_key",
+    "derive_enrolled_key",
     "parse_agent_key",
     "sign",
     "verify",
 ]
 
 KEY_DERIVATION_PREFIX = "monitoring-ws/agent-key/v1:"
+#: Enrolled agents' keys: also bound to the generation the server drew at enrollment.
+ENROLLED_KEY_PREFIX = "monitoring-ws/agent-key/enrolled/v1:"
 _KEY_BYTES = 32
 
 
@@ -28,6 +32,14 @@ def _secret_bytes(secret: str | bytes) -> bytes:
 def derive_agent_key(master_secret: str | bytes, agent_id: str) -> bytes:
     """``HMAC-SHA256(key=master_secret, msg="monitoring-ws/agent-key/v1:" + agentId)``."""
     message = (KEY_DERIVATION_PREFIX + agent_id).encode("utf-8")
+    return hmac.digest(_secret_bytes(master_secret), message, "sha256")
+
+
+def derive_enrolled_key(master_secret: str | bytes, agent_id: str, generation: str) -> bytes:
+    """``HMAC-SHA256(key=master_secret, msg="monitoring-ws/agent-key/enrolled/v1:" + agentId
+    + ":" + generation)``: the key of an agent enrolled with that generation (no agentId
+    holds ``:`` followed by a generation of another id, so two ids never share a message)."""
+    message = f"{ENROLLED_KEY_PREFIX}{agent_id}:{generation}".encode()
     return hmac.digest(_secret_bytes(master_secret), message, "sha256")
 
 
@@ -81,7 +93,12 @@ class Keyring:
             f"seed_compatible={self.seed_compatible})"
         )
 
-    def keys_for(self, agent_id: str) -> tuple[bytes, ...]:
-        """Keys an agent may sign with, in the order they are tried."""
+    def keys_for(self, agent_id: str, generation: str | None = None) -> tuple[bytes, ...]:
+        """Keys an agent may sign with, in the order they are tried: an enrolled agent's
+        (``generation`` given) only those of its generation, never the id's plain key."""
+        if generation is not None:
+            return tuple(
+                derive_enrolled_key(secret, agent_id, generation) for secret in self.master_secrets
+            )
         derived = tuple(derive_agent_key(secret, agent_id) for secret in self.master_secrets)
         return derived + self.master_secrets if self.seed_compatible else derived

@@ -83,6 +83,7 @@ class ServerSession(SessionBase):
 
     __slots__ = (
         "_gate",
+        "_generation_of",
         "_meter",
         "_numbered",
         "_stream",
@@ -109,6 +110,7 @@ class ServerSession(SessionBase):
         config: ServerConfig = ServerConfig(),
         new_nonce: Callable[[], str] = random_nonce,
         gate: Callable[[str], ProtocolError | None] | None = None,
+        generation_of: Callable[[str], str | None] | None = None,
         lifetime_ms: int | None = None,
     ) -> None:
         super().__init__(config.limits, new_nonce)
@@ -116,6 +118,9 @@ class ServerSession(SessionBase):
         #: error closes the connection (4429 for an agent id that failed too often from
         #: this address, 4401 for a revoked one).
         self._gate = gate
+        #: An enrolled agent's key generation (None: never enrolled, its key is derived
+        #: from the id alone); asked after the gate, before the signature is checked.
+        self._generation_of = generation_of
         #: When an open session ends with 1001 and a retry hint, so that rotated secrets
         #: and revocations reach every agent (None: never).
         self.closes_at_ms = None if lifetime_ms is None else opened_at_ms + lifetime_ms
@@ -201,7 +206,8 @@ class ServerSession(SessionBase):
             refused = self._gate(agent_id)
             if refused is not None:
                 raise refused
-        return self.keyring.keys_for(agent_id)
+        lookup = self._generation_of
+        return self.keyring.keys_for(agent_id, None if lookup is None else lookup(agent_id))
 
     def _session_key(self, _message: Message) -> tuple[bytes, ...]:
         assert self._key is not None  # noqa: S101 - set together with agent_id
@@ -260,7 +266,8 @@ class ServerSession(SessionBase):
         )
         self._numbered = FEATURE_ACK in self.features
         self.last_heard_ms = now_ms
-        self._gate = None  # only first frames pass it; an open session holds no more
+        # Only first frames pass these; an open session holds no more.
+        self._gate = self._generation_of = None
         if self.config.rate_limit is not None:
             self._meter = RateMeter(self.config.rate_limit, now_ms)
         reply = AuthReply(
