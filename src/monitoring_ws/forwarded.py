@@ -5,12 +5,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-__all__ = ["client_address"]
+__all__ = ["client_address", "trusted"]
 
 
-def _trusted(
-    address: str, proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-) -> bool:
+def trusted(address: str, proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -26,7 +24,7 @@ def client_address(
     """The address to count a connection against: ``peer``, or when ``peer`` is a trusted
     proxy, the right-most ``X-Forwarded-For`` entry that is not one (entries left of it
     are the client's own say and could be forged)."""
-    if not proxies or forwarded_for is None or not _trusted(peer, proxies):
+    if not proxies or forwarded_for is None or not trusted(peer, proxies):
         return peer
     for entry in reversed(forwarded_for.split(",")):
         candidate = entry.strip()
@@ -36,6 +34,6 @@ def client_address(
             ipaddress.ip_address(candidate)
         except ValueError:
             return peer  # a proxy we trust wrote nonsense: count the proxy itself
-        if not _trusted(candidate, proxies):
+        if not trusted(candidate, proxies):
             return candidate
     return peer

@@ -139,8 +139,16 @@ class WebSocketPlugin(PluginBase):
         return websocket_paths()
 
     def websocket_routes(self) -> Sequence[WebSocketRoute]:
+        config = self.config
         return (
-            WebSocketRoute(AGENT_PATH, self.gateway.agent_endpoint, self.config.max_frame_bytes),
+            WebSocketRoute(
+                AGENT_PATH,
+                self.gateway.agent_endpoint,
+                config.max_frame_bytes,
+                max_first_message_bytes=config.max_auth_frame_bytes,
+                max_unauthenticated=config.max_unauthenticated,
+                max_unauthenticated_per_address=config.max_unauthenticated_per_address,
+            ),
         )
 
     async def run(

@@ -10,8 +10,10 @@ code, with the same TLS, limits and close codes. The single-port mode stays on H
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -33,20 +35,34 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from ..asgi import TOO_BIG
-from .leanhttp import BAD_REQUEST, serve_http
+from ..forwarded import trusted
+from .leanhttp import BAD_REQUEST, HEAD_TOO_LARGE, serve_http
 
 __all__ = ["LeanSettings", "serve_lean", "server_context"]
 
 log = logging.getLogger("monitoring_ws.lean")
 
+#: A request head (request line and headers) larger than this is 431.
 MAX_HEAD_BYTES = 16 * 1024
+#: A request with more header lines than this is 431 (16 KiB of 3-byte headers would be
+#: thousands for the parser to build).
+MAX_HEADERS = 100
 READ_BYTES = 64 * 1024
 
 
 class LeanSettings:
     """What the listener needs of ``[server]`` and the routes."""
 
-    __slots__ = ("body_timeout_s", "handshake_timeout_s", "max_body_bytes", "max_message_bytes")
+    __slots__ = (
+        "body_timeout_s",
+        "handshake_timeout_s",
+        "max_body_bytes",
+        "max_first_message_bytes",
+        "max_message_bytes",
+        "max_unanswered",
+        "max_unanswered_per_address",
+        "proxies",
+    )
 
     def __init__(
         self,
@@ -55,11 +71,58 @@ class LeanSettings:
         handshake_timeout_s: float,
         body_timeout_s: float,
         max_body_bytes: int,
+        max_first_message_bytes: int | None = None,
+        max_unanswered: int = 2048,
+        max_unanswered_per_address: int = 256,
+        proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
     ) -> None:
         self.max_message_bytes = max_message_bytes
+        #: A connection's first message (an agent's ``auth``) is read up to this only.
+        self.max_first_message_bytes = min(
+            max_message_bytes, max_first_message_bytes or max_message_bytes
+        )
         self.handshake_timeout_s = handshake_timeout_s
         self.body_timeout_s = body_timeout_s
         self.max_body_bytes = max_body_bytes
+        #: Connections held from accept until a route takes them (or their HTTP answer),
+        #: in all and from one address: past them a new socket is closed at once.
+        self.max_unanswered = max_unanswered
+        self.max_unanswered_per_address = max_unanswered_per_address
+        #: Trusted proxies (``trusted_proxies``): their sockets count only in all.
+        self.proxies = proxies
+
+
+class _Unanswered:
+    """Connections accepted and not yet handed to a route, by address: a socket that never
+    sends its head holds a file descriptor until the handshake deadline, so they are
+    counted from accept (the gateway counts only upgraded ones)."""
+
+    __slots__ = ("_by_address", "_settings", "refused", "total")
+
+    def __init__(self, settings: LeanSettings) -> None:
+        self._settings = settings
+        self._by_address: Counter[str] = Counter()
+        self.total = 0
+        #: Sockets closed at accept for being over a cap (for tests and the log).
+        self.refused = 0
+
+    def enter(self, address: str) -> bool:
+        settings = self._settings
+        if self.total >= settings.max_unanswered or (
+            self._by_address[address] >= settings.max_unanswered_per_address
+            and not trusted(address, settings.proxies)
+        ):
+            self.refused += 1
+            return False
+        self.total += 1
+        self._by_address[address] += 1
+        return True
+
+    def leave(self, address: str) -> None:
+        self.total -= 1
+        self._by_address[address] -= 1
+        if not self._by_address[address]:
+            del self._by_address[address]
 
 
 class _Socket:
@@ -67,8 +130,8 @@ class _Socket:
     gateway's read loop takes frames already parsed without a scheduler round trip)."""
 
     __slots__ = (
-        "_backlog",
         "_connection",
+        "_limit",
         "_part",
         "_part_size",
         "_pending",
@@ -76,6 +139,7 @@ class _Socket:
         "_settings",
         "_stream",
         "_too_big",
+        "_turn",
         "closed",
         "connected",
     )
@@ -93,10 +157,14 @@ class _Socket:
         self._part: list[Any] = []
         self._part_size = 0
         self._too_big = False
-        # One sender at a time (a stream allows no more): what the reader must send while
-        # the writer is sending (a pong, a close reply) waits here; a lock costs more.
+        #: The first message is an agent's ``auth``: read no more of it than its limit.
+        self._limit = settings.max_first_message_bytes
+        # One sender at a time (a stream allows no more). Whoever finds the stream busy
+        # waits for its turn (the reader too, with a pong: a peer that sends pings and
+        # reads nothing stops being read, instead of growing a queue). The event exists
+        # only while someone waits; a lock would cost every idle agent.
         self._sending = False
-        self._backlog: list[bytes] | None = None
+        self._turn: trio.Event | None = None
         self.connected = False  # the app has asked for the connect message
         self.closed = False  # a close went out, or the peer is gone
 
@@ -146,7 +214,7 @@ class _Socket:
 
     def _message(self, data: Any, finished: bool, *, text: bool) -> None:
         self._part_size += len(data)
-        if self._part_size > self._settings.max_message_bytes:
+        if self._part_size > self._limit:
             self._too_big, self._part = True, []  # dropped as it comes, reported at its end
         elif not self._too_big:
             self._part.append(data)
@@ -161,6 +229,7 @@ class _Socket:
             message["bytes"] = b"".join(self._part)
         self._pending.append(message)
         self._part, self._part_size, self._too_big = [], 0, False
+        self._limit = self._settings.max_message_bytes
 
     # -- send -------------------------------------------------------------------------------
 
@@ -190,33 +259,50 @@ class _Socket:
     async def _write(self, data: bytes) -> None:
         if not data:
             return
-        if self._sending:
-            if self._backlog is None:
-                self._backlog = []
-            self._backlog.append(data)
-            return
+        while self._sending:
+            if self._turn is None:
+                self._turn = trio.Event()
+            await self._turn.wait()
         self._sending = True
         try:
             await self._stream.send_all(data)
-            while self._backlog:
-                await self._stream.send_all(self._backlog.pop(0))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
         finally:
             self._sending = False
+            turn, self._turn = self._turn, None
+            if turn is not None:
+                turn.set()
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Read (bounded: 256 KiB, 1 s) what the peer still sends after an error answer: a
+    socket closed with unread input is reset, and the reset can destroy the answer."""
+    if isinstance(stream, trio.abc.HalfCloseableStream):
+        await stream.send_eof()  # the peer sees the end and can close its side at once
+    left = 256 * 1024
+    with trio.move_on_after(1):
+        while left > 0 and (chunk := await stream.receive_some(READ_BYTES)):
+            left -= len(chunk)
+
+
+class _HeadTooLarge(Exception):
+    """The request head is over ``MAX_HEAD_BYTES`` or ``MAX_HEADERS`` (431)."""
 
 
 async def _read_head(stream: trio.abc.Stream) -> bytes | None:
     """The request's bytes up to the end of its head (and whatever followed in the same
-    reads); None when the peer left or sent more than ``MAX_HEAD_BYTES`` without one."""
+    reads); None when the peer left first. Raises ``_HeadTooLarge``."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while (end := data.find(b"\r\n\r\n")) < 0:
         if len(data) > MAX_HEAD_BYTES:
-            return None
+            raise _HeadTooLarge
         chunk = await stream.receive_some(READ_BYTES)
         if not chunk:
             return None
         data += chunk
+    if end + 4 > MAX_HEAD_BYTES or data.count(b"\r\n", 0, end) > MAX_HEADERS:
+        raise _HeadTooLarge
     return data
 
 
@@ -262,15 +348,24 @@ async def _serve_connection(
     stream: trio.abc.Stream,
     settings: LeanSettings,
     tls: ssl.SSLContext | None,
+    *,
+    client: tuple[str, int],
+    taken: Callable[[], None],
 ) -> None:
-    client = _peer(stream)
+    """One connection; ``taken()`` once a route has it (it is no longer unanswered)."""
     head = None
     try:
         with trio.move_on_after(settings.handshake_timeout_s):
             if tls is not None:
                 stream = trio.SSLStream(stream, tls, server_side=True)
                 await stream.do_handshake()
-            head = await _read_head(stream)
+            try:
+                head = await _read_head(stream)
+            except _HeadTooLarge:
+                log.info("a request head over the limits from %s:%d: 431", *client)
+                await stream.send_all(HEAD_TOO_LARGE)
+                await _linger(stream)
+                return
         if head is None:
             return
         if not _wants_websocket(head):
@@ -280,9 +375,13 @@ async def _serve_connection(
         try:
             handshake.receive_data(head)
             request = next(e for e in handshake.events() if isinstance(e, Request))
-        except (RemoteProtocolError, StopIteration):
+        except (RemoteProtocolError, StopIteration, ValueError) as exc:
+            # ValueError: wsproto decodes some headers as ASCII (UnicodeDecodeError).
+            reason = str(exc)[:120] or type(exc).__name__
+            log.info("a bad upgrade request from %s:%d: 400 (%s)", *client, reason)
             await stream.send_all(BAD_REQUEST)
             return
+        taken()
         route = routes.get(request.target.partition("?")[0])
         socket = _Socket(stream, handshake, settings)
         if route is None:  # refused before accept: a 403, as Hypercorn answers
@@ -363,8 +462,25 @@ async def serve_lean(
         shown = f"[{name[0]}]" if ":" in name[0] else name[0]
         urls.append(f"{scheme}://{shown}:{name[1]}")
 
+    unanswered = _Unanswered(settings)
+
     async def handle(stream: trio.SocketStream) -> None:
-        await _serve_connection(routes, app, stream, settings, tls)
+        client = _peer(stream)
+        if not unanswered.enter(client[0]):
+            await trio.aclose_forcefully(stream)  # over a cap: the socket goes at once
+            return
+        left = False
+
+        def taken() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                unanswered.leave(client[0])
+
+        try:
+            await _serve_connection(routes, app, stream, settings, tls, client=client, taken=taken)
+        finally:
+            taken()
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:

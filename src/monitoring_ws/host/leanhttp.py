@@ -13,10 +13,15 @@ import trio
 if TYPE_CHECKING:
     from .lean import LeanSettings
 
-__all__ = ["BAD_REQUEST", "serve_http"]
+__all__ = ["BAD_REQUEST", "HEAD_TOO_LARGE", "serve_http"]
 
 #: What a request that cannot be read at all gets.
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+#: What a request head over the listener's limits gets.
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+    b"connection: close\r\n\r\n"
+)
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, bytes]:

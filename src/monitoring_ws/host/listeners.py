@@ -3,8 +3,9 @@ agent listener (``lean.py``) on ``agent_listen``."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from ..configbase import parse_hostport
 from ..web import MAX_BODY_BYTES
 from .config import ServerSettings
 from .lean import LeanSettings, serve_lean, server_context
+from .plugins import WebSocketRoute
 
 __all__ = ["DRAIN_TIMEOUT_S", "listener_server"]
 
@@ -29,7 +31,7 @@ def listener_server(
     server: ServerSettings,
     *,
     tls: tuple[Path, Path] | None,
-    lean_routes: Mapping[str, Callable[..., Any]] | None,
+    lean_routes: Mapping[str, WebSocketRoute] | None,
     max_message_bytes: int,
     shared_port: bool,
     shutdown_trigger: Callable[[], Awaitable[None]],
@@ -39,15 +41,10 @@ def listener_server(
     if lean_routes is not None:
         return partial(
             serve_lean,
-            lean_routes,
+            {path: route.handler for path, route in lean_routes.items()},
             asgi,
             parse_hostport(bind, "agent_listen"),
-            LeanSettings(
-                max_message_bytes=max_message_bytes,
-                handshake_timeout_s=server.tls_handshake_timeout_s,
-                body_timeout_s=server.http_body_timeout_s,
-                max_body_bytes=MAX_BODY_BYTES,
-            ),
+            _lean_settings(lean_routes.values(), server, max_message_bytes),
             tls=None if tls is None else server_context(*tls),
             shutdown_trigger=shutdown_trigger,
             graceful_timeout_s=DRAIN_TIMEOUT_S,
@@ -55,6 +52,28 @@ def listener_server(
         )
     config = _hypercorn_config(bind, server, tls, max_message_bytes, shared_port)
     return partial(hypercorn_serve, asgi, config, shutdown_trigger=shutdown_trigger)
+
+
+def _lean_settings(
+    routes: Iterable[WebSocketRoute], server: ServerSettings, max_message_bytes: int
+) -> LeanSettings:
+    """The lean listener's limits: before it knows the route, the strictest of them."""
+    routes = list(routes)
+
+    def least(values: Iterable[int | None], default: int) -> int:
+        return min((value for value in values if value is not None), default=default)
+
+    return LeanSettings(
+        max_message_bytes=max_message_bytes,
+        max_first_message_bytes=least((r.max_first_message_bytes for r in routes), 1 << 20),
+        max_unanswered=least((r.max_unauthenticated for r in routes), 2048),
+        max_unanswered_per_address=least((r.max_unauthenticated_per_address for r in routes), 256),
+        handshake_timeout_s=server.tls_handshake_timeout_s,
+        body_timeout_s=server.http_body_timeout_s,
+        max_body_bytes=MAX_BODY_BYTES,
+        # Checked with the config: these parse.
+        proxies=tuple(ipaddress.ip_network(p, strict=False) for p in server.trusted_proxies),
+    )
 
 
 def _hypercorn_config(

@@ -65,6 +65,13 @@ class WebSocketRoute:
     handler: WebSocketHandler
     #: Frames larger than this are refused with 1009.
     max_message_bytes: int = 1 << 20
+    #: A connection's first message is read only up to this (an agent's ``auth``; None:
+    #: ``max_message_bytes``).
+    max_first_message_bytes: int | None = None
+    #: Sockets the lean listener holds from accept until this route takes them, in all
+    #: and from one address (None: its defaults, 2,048 and 256).
+    max_unauthenticated: int | None = None
+    max_unauthenticated_per_address: int | None = None
 
 
 @attrs.frozen

@@ -308,7 +308,6 @@ async def _listen(
     async def shutdown_trigger() -> None:
         await stopped.wait()
 
-    lean_routes = {path: route.handler for path, route in built.routes.items()}
     async with trio.open_nursery() as serving:
         urls = []
         for asgi, bind, listener_tls, lean in listeners:
@@ -317,7 +316,7 @@ async def _listen(
                 bind,
                 server,
                 tls=listener_tls,
-                lean_routes=lean_routes if lean else None,
+                lean_routes=built.routes if lean else None,
                 max_message_bytes=max_bytes,
                 shared_port=shared,
                 shutdown_trigger=shutdown_trigger,
