@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import open_websocket_url
 
 from monitoring_ws.agent.metrics import collect
 from monitoring_ws.configbase import ConfigError
@@ -124,3 +125,52 @@ async def test_agent_gauges_show_the_fleet_and_feed_the_dashboard(
         f"{name}{suffix}" for name in families for suffix in ("_total", "_bucket")
     }
     assert queried - exposed == {"monitoring_ws_cluster_redis_up"}  # a cluster's only
+
+
+async def test_metrics_honour_a_tokens_agent_globs(start_server: StartServer) -> None:
+    web, every = "w" * 32, "e" * 32
+    tokens = (
+        {"name": "web", "token": web, "scopes": ["metrics:read"], "agents": ["web-*"]},
+        {"name": "all", "token": every, "scopes": ["metrics:read"]},
+    )
+    running = await start_server(agent_gauges=True, api_tokens=tokens)
+    url = running.agent_urls[0]
+    async with (
+        httpx.AsyncClient(base_url=running.api_url) as http,
+        open_agent(url, "web-1") as first,
+        open_agent(url, "db-1") as second,
+    ):
+        for agent in (first, second):
+            await agent.send(agent.session.metrics(collect(), now_ms()))
+            await agent.send(agent.session.heartbeat(now_ms()))
+            await agent.events()  # the heartbeat's answer: the sample went before it
+        seen = {}
+        for name, token in (("web", web), ("all", every)):
+            text = (await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
+            seen[name] = {dict(labels).get("agent_id") for _, labels in samples(text)}
+    assert "web-1" in seen["web"]
+    assert "db-1" not in seen["web"]  # a token for web-* sees no db-1 series
+    assert {"web-1", "db-1"} <= seen["all"]
+
+
+async def test_close_codes_a_peer_chooses_are_bucketed(start_server: StartServer) -> None:
+    running = await start_server(agent_listen="127.0.0.1:0")  # the lean listener
+    for code in (3999, 4321, 4999, 1000):
+        async with open_websocket_url(running.agent_urls[0], connect_timeout=5) as ws:
+            await ws.aclose(code)
+    async with httpx.AsyncClient(base_url=running.api_url) as http:
+        with trio.fail_after(5):  # the server counts each end as it sees it
+            while True:
+                found = samples((await http.get("/metrics")).text)
+                codes = {
+                    dict(labels)["code"]
+                    for name, labels in found
+                    if name == "monitoring_ws_agent_disconnects_total"
+                    and dict(labels)["by"] == "agent"
+                }
+                if codes >= {"other", "1000"}:
+                    break
+                await trio.sleep(0.02)
+    assert codes == {"other", "1000"}, codes  # 3999, 4321 and 4999 are nobody's label values
+    other = (("by", "agent"), ("code", "other"))
+    assert found["monitoring_ws_agent_disconnects_total", other] == 3

@@ -95,3 +95,17 @@ async def test_the_api_serves_configs_only_with_tokens(
         assert settings["wsAgentKey"] == derive_agent_key(SECRET, "web-01").hex()
         assert settings["wsApiUrl"].startswith("ws://gw.example.com:")
         assert "wsSecret" not in settings
+
+
+def test_output_onto_an_existing_readable_file_is_tightened(
+    tmp_path: Path, silent_imds: str
+) -> None:
+    output = tmp_path / "agent.json"
+    output.write_text("{}\n")
+    output.chmod(0o644)
+    args = ("web-1", "--imds-endpoint", silent_imds, "--output", str(output))
+    result = agent_config(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    assert "0600" in result.stderr + result.stdout  # what it says is what it did
+    assert oct(output.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(output.read_text())["wsAgentKey"] == derive_agent_key(SECRET, "web-1").hex()

@@ -74,7 +74,14 @@ def agent_config(
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds a key)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write a file only its owner can read (it holds a key). An existing file is
+    tightened to 0600 before a byte is written (``O_CREAT``'s mode applies only to a new
+    one: a 0644 file would otherwise hold the key world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)

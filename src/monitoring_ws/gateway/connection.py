@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .links import SharedReplayWindow, TelemetryOut
     from .spool import Spool
 
-__all__ = ["AgentConnection", "ConnectionOwner"]
+__all__ = ["PEER_CLOSE_CODES", "AgentConnection", "ConnectionOwner"]
 
 
 class ConnectionOwner(Protocol):
@@ -70,6 +70,10 @@ class ConnectionOwner(Protocol):
 
     def log_close(self, connection: AgentConnection, event: CloseConnection) -> None: ...
 
+
+#: Close codes a peer's close is counted under by name (metrics label values); any other
+#: code, which a peer may choose before it authenticates, is counted as ``other``.
+PEER_CLOSE_CODES = frozenset(range(1000, 1016)) | frozenset(int(code) for code in CloseCode)
 
 #: How long queued frames and the close frame may take to leave after a close is decided.
 CLOSE_GRACE_S = 2.0
@@ -313,7 +317,9 @@ class AgentConnection:
                             events = await self._receive_shared(data, shared)
                         await self._act(events, text or "")
                     elif kind == "websocket.disconnect":  # the agent closed (or vanished: 1006)
-                        self._gateway.stats[f"peer_closed_{message.get('code', 1006)}"] += 1
+                        code = message.get("code", 1006)
+                        label = code if code in PEER_CLOSE_CODES else "other"
+                        self._gateway.stats[f"peer_closed_{label}"] += 1
                         return
             self._read_scope = None
             if self._closing is None:

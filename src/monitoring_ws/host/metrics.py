@@ -8,7 +8,8 @@ nothing but an integer increment.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -73,5 +74,30 @@ class ServerMetrics:
         for collector in collectors:
             self.registry.register(collector)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, reaches: Callable[[str], bool] | None = None) -> bytes:
+        """The text exposition; with ``reaches``, series of agents it refuses (their
+        ``agent_id`` label: a token limited to some agents) are left out."""
+        if reaches is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Reachable(self.registry, reaches))
+
+
+class _Reachable:
+    """A registry's families without the series of agents a token may not see."""
+
+    def __init__(self, registry: CollectorRegistry, reaches: Callable[[str], bool]) -> None:
+        self._registry, self._reaches = registry, reaches
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():
+            kept = [
+                sample
+                for sample in family.samples
+                if "agent_id" not in sample.labels or self._reaches(sample.labels["agent_id"])
+            ]
+            if len(kept) == len(family.samples):
+                yield family
+                continue
+            trimmed = copy.copy(family)
+            trimmed.samples = kept
+            yield trimmed

@@ -10,7 +10,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ...forwarded import client_address
-from ...web import MAX_BODY_BYTES, error, forbidden
+from ...web import MAX_BODY_BYTES, error, forbidden, token
 from ..audit import AuditLog
 from ..commandlog import CommandLog
 from ..config import ServerSettings
@@ -70,7 +70,10 @@ def create_app(
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus exposition (behind the API's tokens; or open on ``metrics_listen``)."""
-        return Response(metrics.exposition(), content_type=CONTENT_TYPE)
+        presented = token()
+        reaches = presented.reaches if presented is not None and presented.agents else None
+        exposition = metrics.exposition(reaches)
+        return Response(exposition, content_type=CONTENT_TYPE)
 
     add_health_routes(app, readiness or Readiness(listening=True), lambda: plugins)
 
