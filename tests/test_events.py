@@ -11,10 +11,13 @@ import trio
 import trio.testing
 
 from monitoring_ws.host.events import DROPPED, EventHub
+from monitoring_ws.host.server import apply_reload
+from monitoring_ws.host.telemetry import MemoryTelemetry, TelemetryBus
 from monitoring_ws.protocol import LogEntry
 
-from .conftest import StartServer
+from .conftest import SECRET, StartServer
 from .gateway.agents import now_ms, open_agent
+from .support.served import config_from_flat
 
 
 async def read_events(http: httpx.AsyncClient, count: int, **params: Any) -> list[dict[str, Any]]:
@@ -141,3 +144,83 @@ async def test_streams_end_when_the_server_stops(start_server: StartServer) -> N
         with trio.fail_after(5):
             await ended.wait()
         assert trio.current_time() - started < 2  # not Hypercorn's graceful timeout
+
+
+def test_the_replay_ring_is_bounded_in_bytes() -> None:
+    hub = EventHub(ring_bytes=8 << 20)
+    bus = TelemetryBus(events=hub)
+    sample = {"x": "y" * (1 << 20)}
+    for number in range(40):  # 40 samples of 1 MiB from an agent that then leaves
+        bus.metrics("big", number, sample, size=(1 << 20) + 100)
+    assert hub.ring_held <= 8 << 20
+    assert len(hub._ring) <= 8
+    hub.publish("command", "other", {"state": "succeeded"})  # measured when not given
+    assert hub._ring[-1].size > len('{"state":"succeeded"}')
+
+
+async def test_a_subscriber_queue_is_bounded_in_bytes() -> None:
+    hub = EventHub(queue_limit=1_000, queue_bytes=4 << 20)
+    received: list[Any] = []
+
+    async def consume() -> None:
+        received.extend([item async for item in hub.subscribe()])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        for number in range(10):  # ten 1 MiB events, far fewer than queue_limit
+            hub.publish("metrics", "a", {"n": number}, size=1 << 20)
+    assert received == [DROPPED]
+    # A client resuming from before them gets the newest that fit, not a drop.
+    resumed = hub.subscribe(after=0)
+    first = await resumed.__anext__()
+    assert not isinstance(first, str)
+    assert first.data["n"] >= 6
+    await resumed.aclose()
+
+
+def test_log_rings_are_bounded_per_agent_and_in_all() -> None:
+    memory = MemoryTelemetry(200, log_ring_bytes=64 << 10, log_bytes=1 << 20)
+    line = LogEntry(ts=1, level="info", message="z" * 10_000)
+    memory.logs("one", [line] * 200)
+    assert len(memory.recent_logs("one")) <= 7  # 64 KiB of 10 KB lines, not 200 of them
+    for number in range(200):  # many agents, most of them gone now
+        memory.logs(f"agent-{number}", [line] * 10)
+    assert memory.held_log_bytes <= 1 << 20
+    assert memory.recent_logs("agent-199")  # the latest writers keep theirs
+    assert not memory.recent_logs("one")  # the longest silent lost theirs first
+
+
+async def test_a_stream_ends_when_a_reload_removes_its_token(start_server: StartServer) -> None:
+    kept, dropped = "k" * 32, "d" * 32
+    running = await start_server(api_tokens=(kept, dropped))
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=running.api_url, timeout=30) as http,
+        trio.open_nursery() as nursery,
+    ):
+        ended = trio.Event()
+
+        async def listen() -> None:
+            headers = {"Authorization": f"Bearer {dropped}"}
+            async with http.stream("GET", "/api/events", headers=headers) as stream:
+                lines.extend([line async for line in stream.aiter_lines()])
+            ended.set()
+
+        nursery.start_soon(listen)
+        with trio.fail_after(5):
+            while running.running.events.subscribers == 0:
+                await trio.sleep(0.01)
+        config = config_from_flat({"master_secrets": (SECRET,), "api_tokens": [kept]})
+        plugins = list(running.running.plugins.values())
+        apply_reload(plugins, lambda: config, None, running.running.tokens)
+        with trio.fail_after(5):  # at once, not at the next keepalive (15 s)
+            await ended.wait()
+        async with open_agent(running.agent_urls[0], "web-after"):
+            pass
+        assert "event: revoked" in lines
+        assert not any("web-after" in line for line in lines)
+        answer = await http.get("/api/agents", headers={"Authorization": f"Bearer {kept}"})
+        assert answer.status_code == 200
+        gone = await http.get("/api/agents", headers={"Authorization": f"Bearer {dropped}"})
+        assert gone.status_code == 401

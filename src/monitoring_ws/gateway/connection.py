@@ -372,13 +372,13 @@ class AgentConnection:
                     gateway.stats["frames_metrics"] += 1
                     agent_id = envelope.agent_id
                     if spool.admit(agent_id, delivery):
-                        gateway.sink.metrics(agent_id, envelope.ts, metrics.values)
+                        gateway.sink.metrics(agent_id, envelope.ts, metrics.values, size=len(frame))
                         spool.keep(agent_id, "metrics", frame)
                 case LogsReceived(envelope=envelope, batch=batch, delivery=delivery):
                     gateway.stats["frames_log"] += 1
                     agent_id = envelope.agent_id
                     if spool.admit(agent_id, delivery):
-                        gateway.sink.logs(agent_id, batch.entries)
+                        gateway.sink.logs(agent_id, batch.entries, size=len(frame))
                         spool.keep(agent_id, "log", frame)
                 case CommandResultReceived(result=result, delivery=delivery):
                     gateway.stats["frames_command_result"] += 1

@@ -77,10 +77,10 @@ _CLOSE_LOG_LEVEL = {
 
 
 class _Discard:
-    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any], *, size: int = 0) -> None:
         return None
 
-    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
+    def logs(self, agent_id: str, entries: Sequence[LogEntry], *, size: int = 0) -> None:
         return None
 
 

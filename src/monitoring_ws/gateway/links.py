@@ -75,11 +75,14 @@ class SharedReplayWindow(Protocol):
 
 class TelemetryOut(Protocol):
     """Where accepted metrics and logs go (the host's telemetry bus): called on the event
-    loop for every message, so it must not wait."""
+    loop for every message, so it must not wait. ``size``: the frame's length, what the
+    bus's byte bounds count it as (0: unknown, estimated)."""
 
-    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None: ...
+    def metrics(
+        self, agent_id: str, ts: int, values: Mapping[str, Any], *, size: int = 0
+    ) -> None: ...
 
-    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None: ...
+    def logs(self, agent_id: str, entries: Sequence[LogEntry], *, size: int = 0) -> None: ...
 
 
 class SharedRecords(Protocol):

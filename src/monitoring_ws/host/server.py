@@ -80,6 +80,8 @@ class Running:
     events: EventHub
     #: The Quart app (its routes: tests/test_openapi.py compares them with /openapi.json).
     app: Any
+    #: The API tokens in force (a reload replaces them).
+    tokens: TokenSet
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -344,6 +346,7 @@ async def _listen(
                 built.audit,
                 built.events,
                 built.app,
+                built.tokens,
             )
         )
         if handle_signals:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -83,22 +83,63 @@ class TelemetryReader(Protocol):
         ...
 
 
-class MemoryTelemetry:
-    """Each agent's latest metrics sample and its last ``log_ring`` log lines."""
+#: What one remembered log line costs besides its text (the object, the deque slot).
+_LINE_OVERHEAD = 200
 
-    def __init__(self, log_ring: int = 200) -> None:
-        self.log_ring = log_ring
+
+def _line_bytes(entry: LogEntry) -> int:
+    return len(entry.message) + len(entry.source or "") + _LINE_OVERHEAD
+
+
+class _LogRing:
+    """One agent's last lines, bounded by count and by bytes."""
+
+    __slots__ = ("bytes", "lines")
+
+    def __init__(self) -> None:
+        self.lines: deque[LogEntry] = deque()
+        self.bytes = 0
+
+    def add(self, entry: LogEntry, most: int, most_bytes: int) -> int:
+        """Keep ``entry``, drop the oldest past the bounds; how the byte count changed."""
+        before = self.bytes
+        self.lines.append(entry)
+        self.bytes += _line_bytes(entry)
+        while len(self.lines) > most or (self.bytes > most_bytes and len(self.lines) > 1):
+            self.bytes -= _line_bytes(self.lines.popleft())
+        return self.bytes - before
+
+
+class MemoryTelemetry:
+    """Each agent's latest metrics sample and its last ``log_ring`` log lines: at most
+    ``log_ring_bytes`` an agent and ``log_bytes`` in all (the agents written to longest
+    ago lose their lines first, departed ones included)."""
+
+    def __init__(
+        self, log_ring: int = 200, *, log_ring_bytes: int = 256 << 10, log_bytes: int = 64 << 20
+    ) -> None:
+        self.log_ring, self.log_ring_bytes, self.log_bytes = log_ring, log_ring_bytes, log_bytes
         self._metrics: dict[str, tuple[int, Mapping[str, Any]]] = {}
-        self._logs: dict[str, deque[LogEntry]] = {}
+        #: Least recently written first.
+        self._logs: OrderedDict[str, _LogRing] = OrderedDict()
+        self._log_total = 0
+
+    @property
+    def held_log_bytes(self) -> int:
+        """What the rings hold, as counted against ``log_bytes``."""
+        return self._log_total
 
     def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
         self._metrics[agent_id] = (ts, values)
 
     def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
-        ring = self._logs.get(agent_id)
-        if ring is None:
-            ring = self._logs[agent_id] = deque(maxlen=self.log_ring)
-        ring.extend(entries)
+        ring = self._logs.pop(agent_id, None) or _LogRing()
+        self._logs[agent_id] = ring
+        for entry in entries:
+            self._log_total += ring.add(entry, self.log_ring, self.log_ring_bytes)
+        while self._log_total > self.log_bytes and len(self._logs) > 1:
+            _, oldest = self._logs.popitem(last=False)
+            self._log_total -= oldest.bytes
 
     async def latest_metrics(self, agent_id: str) -> dict[str, Any] | None:
         return self.sample(agent_id)
@@ -112,8 +153,9 @@ class MemoryTelemetry:
         return [(agent_id, ts, values) for agent_id, (ts, values) in self._metrics.items()]
 
     def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        ring = self._logs.get(agent_id, ())
-        entries = list(ring)[-limit:] if limit else list(ring)
+        ring = self._logs.get(agent_id)
+        lines = list(ring.lines) if ring is not None else []
+        entries = lines[-limit:] if limit else lines
         return [entry.to_payload() for entry in entries]
 
 
@@ -176,18 +218,19 @@ class TelemetryBus:
 
     # The publishing side: called on the event loop for every accepted message.
 
-    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any]) -> None:
+    def metrics(self, agent_id: str, ts: int, values: Mapping[str, Any], *, size: int = 0) -> None:
         self.memory.metrics(agent_id, ts, values)
         if self._events is not None:
-            self._events.publish("metrics", agent_id, {"sampleTs": ts, "values": values})
+            data = {"sampleTs": ts, "values": values}
+            self._events.publish("metrics", agent_id, data, size=size or None)
         if self._queues:
             self._put(MetricsSample(agent_id, ts, values))
 
-    def logs(self, agent_id: str, entries: Sequence[LogEntry]) -> None:
+    def logs(self, agent_id: str, entries: Sequence[LogEntry], *, size: int = 0) -> None:
         self.memory.logs(agent_id, entries)
         if self._events is not None:
             lines = [entry.to_payload() for entry in entries]
-            self._events.publish("log", agent_id, {"entries": lines})
+            self._events.publish("log", agent_id, {"entries": lines}, size=size or None)
         if self._queues:
             self._put(LogBatch(agent_id, tuple(entries)))
 

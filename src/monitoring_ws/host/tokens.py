@@ -16,7 +16,7 @@ import fnmatch
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -153,10 +153,22 @@ class TokenSet:
 
     def __init__(self, tokens: Iterable[ApiToken]) -> None:
         self.tokens = tuple(tokens)
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` after each ``replace`` (open event streams check their token)."""
+        self._watchers.append(changed)
 
     def replace(self, tokens: Iterable[ApiToken]) -> None:
-        """SIGHUP: the new list takes effect with the next request."""
+        """SIGHUP: the new list takes effect with the next request, and open streams
+        whose token is gone (or changed) end."""
         self.tokens = tuple(tokens)
+        for changed in self._watchers:
+            changed()
+
+    def holds(self, token: ApiToken) -> bool:
+        """Whether ``token`` is still configured, as it was."""
+        return token in self.tokens
 
     def __bool__(self) -> bool:
         return bool(self.tokens)

@@ -49,7 +49,8 @@ def create_app(
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = server.http_body_timeout_s  # a slow body is cut: 408
-    install_guard(app, server, TokenSet(server.api_tokens) if tokens is None else tokens)
+    tokens = TokenSet(server.api_tokens) if tokens is None else tokens
+    install_guard(app, server, tokens)
     _audit_requests(app, AuditLog(None) if audit is None else audit)
 
     @app.errorhandler(HTTPException)
@@ -63,7 +64,7 @@ def create_app(
     metrics = ServerMetrics() if metrics is None else metrics
     events = EventHub() if events is None else events
     add_agent_routes(app, server, router, log, telemetry, metrics=metrics, events=events)
-    add_event_routes(app, events)
+    add_event_routes(app, events, tokens)
     add_openapi_routes(app, lambda: plugins)
     add_ui_routes(app)
 

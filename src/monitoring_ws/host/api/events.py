@@ -11,11 +11,16 @@ from ...protocol import AGENT_ID
 from ...web import ID_RULE, error, token
 from ..events import DROPPED, EVENT_TYPES, KEEPALIVE, EventHub
 from ..summary import summarize
+from ..tokens import TokenSet
 
 __all__ = ["add_event_routes"]
 
 
-def add_event_routes(app: Quart, hub: EventHub) -> None:
+def add_event_routes(app: Quart, hub: EventHub, tokens: TokenSet | None = None) -> None:
+    """``tokens``: the API's; a stream whose token a reload removed (or changed) ends."""
+    if tokens is not None:
+        tokens.watch(hub.nudge)
+
     @app.get("/api/events")
     async def events() -> Response:
         """``?type=metrics,log&agentId=web-1``; ``Last-Event-ID`` resumes."""
@@ -46,6 +51,9 @@ def add_event_routes(app: Quart, hub: EventHub) -> None:
                 types=types, agents=reaches, after=None if last is None else int(last)
             )
             async for item in subscription:
+                if presented is not None and tokens is not None and not tokens.holds(presented):
+                    yield b"event: revoked\ndata: {}\n\n"
+                    return  # the token is gone: nothing more for its holder
                 if item == KEEPALIVE:
                     yield b": keepalive\n\n"
                 elif item == DROPPED:
