@@ -17,7 +17,7 @@ from monitoring_ws.agent.backoff import AUTH_FAILED_FLOOR_S, Backoff
 from monitoring_ws.agent.client import Agent
 from monitoring_ws.agent.handlers import CommandContext, discover
 from monitoring_ws.agent.main import build_agent
-from monitoring_ws.agent.runner import CommandRunner
+from monitoring_ws.agent.runner import MAX_WAITING_BYTES, CommandRunner
 from monitoring_ws.agent.settings import (
     AgentSettings,
     SettingsError,
@@ -324,3 +324,39 @@ async def test_run_output_is_capped_without_holding_it_all(tmp_path: Path) -> No
     assert result.result["stdout"] == "y\n" * 500
     assert result.result["stderr"] == "oops\n"
     assert result.result["truncated"] is True
+
+
+async def test_commands_waiting_for_a_slot_are_bounded_in_bytes() -> None:
+    release = trio.Event()
+    started: list[str] = []
+
+    async def hold(args: Mapping[str, Any], context: CommandContext) -> int:
+        started.append(str(args["n"]))
+        await release.wait()
+        return 1
+
+    runner = CommandRunner(
+        settings_for("ws://127.0.0.1:1/agent", command_concurrency=1), {"hold": hold}
+    )
+    results: dict[int, Any] = {}
+    big = "x" * 900_000  # 150 of these waited in memory: +130 MB
+
+    async def execute(number: int) -> None:
+        command = Command(f"c-{number}", "hold", {"n": number, "pad": big}, 60_000)
+        results[number] = await runner.execute(command)
+
+    async with trio.open_nursery() as nursery:
+        for number in range(150):
+            nursery.start_soon(execute, number)
+            await trio.testing.wait_all_tasks_blocked()
+        busy = [n for n, result in results.items() if result.error.code == "busy"]
+        waiting = 150 - 1 - len(busy)
+        assert waiting * 900_000 <= MAX_WAITING_BYTES  # what waits is bounded...
+        assert len(busy) >= 150 - 1 - MAX_WAITING_BYTES // 900_000  # ...the rest answered busy
+        release.set()
+    assert started[0] == "0"
+    assert all(results[n].ok for n in range(1 + waiting))  # the waiting ones ran, in turn
+    # A command refused busy was not journalled or remembered: sent again, it runs.
+    again = await runner.execute(Command(f"c-{busy[0]}", "hold", {"n": busy[0]}, 60_000))
+    assert again is not None
+    assert again.ok

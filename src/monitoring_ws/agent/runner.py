@@ -28,6 +28,11 @@ log = logging.getLogger("monitoring_ws.agent")
 #: most this many, and about this many bytes.
 REMEMBERED_RESULTS = 1000
 REMEMBERED_BYTES = 16 << 20
+#: Commands waiting for a free slot (``commandConcurrency`` busy): at most this many, and
+#: about this many bytes of arguments; past either a command is answered ``busy`` at once
+#: and not run (it may be sent again).
+MAX_WAITING = 64
+MAX_WAITING_BYTES = 16 << 20
 
 
 class CommandJournal(Protocol):
@@ -49,6 +54,9 @@ class CommandRunner:
         self._results_bytes = 0
         self._running: dict[str, trio.CancelScope] = {}
         self._cancelled: set[str] = set()
+        #: Commands waiting for a slot, and the bytes of their arguments.
+        self._waiting = 0
+        self._waiting_bytes = 0
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -61,12 +69,26 @@ class CommandRunner:
             return known[0]
         if command.command_id in self._running:
             return None
+        waits = 0
+        if self._limiter.available_tokens == 0:
+            waits = 256 + encoded_size(command.args)
+            if self._waiting >= MAX_WAITING or self._waiting_bytes + waits > MAX_WAITING_BYTES:
+                # Neither run nor journalled nor remembered: a re-send may run it later.
+                log.warning("command %s refused: too many commands waiting", command.command_id)
+                return CommandResult(
+                    command.command_id,
+                    False,
+                    0,
+                    error=CommandError("busy", "too many commands wait for a slot: retry later"),
+                )
         if self.journal is not None and not self.journal.start_command(command.command_id):
             log.info("command %s was started before: not running it again", command.command_id)
             return None
         self._running[command.command_id] = trio.CancelScope()
+        self._waiting += 1 if waits else 0
+        self._waiting_bytes += waits
         try:
-            result = await self._run(command)
+            result = await self._run(command, waits)
         finally:
             del self._running[command.command_id]
             self._cancelled.discard(command.command_id)
@@ -87,7 +109,8 @@ class CommandRunner:
         scope.cancel()
         return True
 
-    async def _run(self, command: Command) -> CommandResult:
+    async def _run(self, command: Command, waits: int) -> CommandResult:
+        """``waits``: what it was counted as among the waiting (0: not counted)."""
         started = time.monotonic()
 
         def failed(code: str, message: str) -> CommandResult:
@@ -97,13 +120,18 @@ class CommandRunner:
             )
 
         handler = self.handlers.get(command.command)
-        if handler is None:
-            return failed("unknown_command", f"this agent has no command {command.command!r}")
         timeout_s = command.timeout_ms / 1000
         context = CommandContext(self.settings, timeout_s)
         scope = self._running[command.command_id]
         scope.deadline = trio.current_time() + timeout_s
-        async with self._limiter:
+        try:
+            if handler is None:
+                return failed("unknown_command", f"this agent has no command {command.command!r}")
+            await self._limiter.acquire()
+        finally:
+            self._waiting -= 1 if waits else 0
+            self._waiting_bytes -= waits
+        try:
             with scope:
                 try:
                     value = await handler(command.args, context)
@@ -112,6 +140,8 @@ class CommandRunner:
                 except Exception as exc:  # a plugin's bug must not take the agent down
                     log.warning("command %s failed: %r", command.command, exc)
                     return failed("handler_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._limiter.release()
         if command.command_id in self._cancelled:
             return failed(CANCELLED, "cancelled by the server")
         if scope.cancelled_caught:
