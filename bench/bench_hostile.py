@@ -8,6 +8,12 @@ addresses of 127.0.1.0/24 that reopen when closed, 100 slow HTTP clients dribble
 bodies, and four senders stream 1 MiB junk first frames. One JSON line: the caller's
 p50/p99 alone and under attack, how many agents stayed connected, what the attackers did.
 
+``HOSTILE_ATTACKS=worst`` is another attack: one authenticated agent (it holds a real
+key) sends, back to back, the costliest frames its limits allow: metrics of nested small
+integers (``[[0]],[[0]],...``, ~1 us of server CPU a value), ``HOSTILE_WORST_VALUES``
+values each (default 60,000; 400,000 fill the 1 MiB frame limit where no value limit
+stops them).
+
 Server and attackers on CPU 0 (attackers at nice 19: their own work is not the server's),
 fleet and caller on CPU 1. Environment: ``HOSTILE_ATTACKS=idle,slow,junk`` picks attacks
 (``control`` sends the junk to a discarding sink instead of the server),
@@ -32,9 +38,11 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import FrameProtocol
+from wsproto.utilities import LocalProtocolError
 
-from fleet import BenchAgent, HttpCaller, emit, start_server, summary
+from fleet import SECRET, BenchAgent, HttpCaller, emit, now_ms, start_server, summary
 from monitoring_ws.host.server import raise_open_file_limit
+from monitoring_ws.protocol import derive_agent_key
 
 ATTACK_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 9)]
 #: One masked frame of 1 MiB of exponent floats, encoded once: the attackers spend their
@@ -89,6 +97,60 @@ async def junk_sender(host: str, port: int, stats: Counter[str]) -> None:
                     pass
         except (OSError, trio.BrokenResourceError):
             stats["junk_cut"] += 1
+        await trio.sleep(0.05)
+
+
+def worst_frames(agent_id: str, values: int, count: int) -> list[str]:
+    """Signed metrics frames of ``values`` nested small integers each, built around one
+    canonical payload (the attacker spends nothing on canonicalizing)."""
+    from monitoring_ws.protocol import random_nonce, sign  # noqa: PLC0415
+
+    key = derive_agent_key(SECRET, agent_id)
+    payload = b'{"pad":[' + b",".join([b"[[0]]"] * (values // 3)) + b"]}"
+    frames, ts = [], now_ms()
+    for _ in range(count):
+        nonce = random_nonce()
+        signing_input = b'{"agentId":"%s","nonce":"%s","payload":%s,"ts":%d,"type":"metrics"}' % (
+            agent_id.encode(),
+            nonce.encode(),
+            payload,
+            ts,
+        )
+        signature = sign(key, signing_input).encode()
+        frame = (
+            signing_input[:-1].replace(b',"ts":', b',"signature":"%s","ts":' % signature, 1) + b"}"
+        )
+        frames.append(frame.decode())
+    return frames
+
+
+async def _drain(agent: BenchAgent) -> None:
+    while True:  # what the server sends (heartbeat answers, the close)
+        await agent.next_events()
+
+
+async def worst_sender(host: str, port: int, stats: Counter[str]) -> None:
+    """One authenticated agent sending the costliest frames it may, as fast as it may;
+    it reconnects when closed (4429 or 1009) and starts again."""
+    values = int(os.environ.get("HOSTILE_WORST_VALUES", "60000"))
+    frames = worst_frames("worst-1", values, 100)
+    while True:
+        agent = BenchAgent(host, port, "worst-1")
+        try:
+            await agent.connect()
+            stats["worst_connected"] += 1
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drain, agent)
+                for frame in frames:  # each nonce once
+                    await agent.send_raw(agent.encode(frame))
+                    stats["worst_frames"] += 1
+                await trio.sleep_forever()
+        except* (ConnectionError, OSError, trio.BrokenResourceError, LocalProtocolError) as group:
+            for exc in group.exceptions:
+                stats[f"worst_closed {str(exc).partition('closed ')[2][:24] or 'socket'}"] += 1
+            frames = worst_frames("worst-1", values, 100)  # fresh nonces
+        finally:
+            await agent.aclose()
         await trio.sleep(0.05)
 
 
@@ -218,6 +280,8 @@ async def attack(ws_url: str, api_url: str, seconds: float) -> None:
                 nursery.start_soon(junk_sender, host, port, stats)
             for _ in range(senders * ("control" in kinds)):
                 nursery.start_soon(control_sender, stats)
+            if "worst" in kinds:
+                nursery.start_soon(worst_sender, host, port, stats)
     print(json.dumps(stats), flush=True)
 
 

@@ -211,3 +211,16 @@ def test_close_reasons_and_retry_hints() -> None:
     assert parse_retry_after("retry-after=abc") is None
     for code in CloseCode:
         assert len(close_reason(code, 999_999).encode()) <= 123  # RFC 6455 5.5: 125 - 2
+
+
+def test_a_frame_of_too_many_values_is_refused_before_parsing() -> None:
+    payload = {"pad": [[[0]]] * 30_000}  # ~90,000 values in ~180 KB: ~100 ms to read
+    crowded = frame("metrics", payload)
+    assert code_of(crowded) is CloseCode.MESSAGE_TOO_BIG
+    with pytest.raises(ProtocolError, match="JSON values, over 65536"):
+        decode(crowded, sender=Sender.AGENT)
+    # The limit is the caller's; under it, the same kind of frame reads as ever.
+    assert decode(crowded, sender=Sender.AGENT, max_values=100_000).body is not None
+    assert decode(frame("metrics", {"pad": [[[0]]] * 20_000}), sender=Sender.AGENT)
+    # Commas in strings count too: the bound errs on the safe side, never the other.
+    assert code_of(frame("metrics", {"s": "," * 70_000})) is CloseCode.MESSAGE_TOO_BIG

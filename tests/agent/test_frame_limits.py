@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from monitoring_ws.agent.main import build_agent
-from monitoring_ws.protocol import AuthReply, CloseCode
+from monitoring_ws.protocol import DEFAULT_MAX_FRAME_VALUES, AuthReply, CloseCode
 from tests.support.served import Served as Running
 
 from ..conftest import StartServer
@@ -144,3 +144,41 @@ async def test_the_server_reports_a_frame_hypercorn_dropped(
     assert agent.ws.closed.code == CloseCode.MESSAGE_TOO_BIG
     assert "closing agent-huge with 1009" in caplog.text
     assert server.gateway.stats["closed_1009"] == 1
+
+
+async def test_an_output_of_many_commas_arrives_trimmed_to_the_value_limit(
+    server: Running, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """CSV: every comma counts as a JSON value where the server counts them (before it
+    parses): the agent trims the result to the value limit instead of being refused."""
+    script = tmp_path / "csv.sh"
+    script.write_text("#!/bin/sh\nhead -c 300000 /dev/zero | tr '\\0' ,\n")
+    script.chmod(0o755)
+    settings = settings_for(
+        server.agent_urls[0],
+        "agent-csv",
+        allowed_commands=(str(script),),
+        state_dir=tmp_path / "agent",
+    )
+    agent = build_agent(settings)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(agent.run)
+        await agent.connected.wait()
+        body = await command(http, "agent-csv", "run", command=str(script))
+        assert body["ok"] is True, body
+        result = body["result"]
+        assert result["truncated"] is True
+        assert 10_000 < len(result["stdout"]) <= DEFAULT_MAX_FRAME_VALUES
+        assert server.gateway.stats["closed_1009"] == 0  # trimmed before it was sent
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_command_of_too_many_values_is_refused_by_the_server(
+    server: Running, http: httpx.AsyncClient
+) -> None:
+    async with open_agent(server.agent_urls[0], "agent-v") as agent:
+        body = {"command": "ping", "args": {"list": [0] * 70_000}}
+        answer = await http.post("/api/websocket/agents/agent-v/command", json=body)
+        assert answer.status_code == 413, answer.text
+        assert "JSON values" in answer.json()["error"]["message"]
+        assert agent.ws.closed is None

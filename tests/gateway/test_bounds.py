@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from monitoring_ws.agent import runner as runner_module
 from monitoring_ws.agent.runner import CommandRunner
@@ -13,7 +14,14 @@ from monitoring_ws.clock import wall_ms
 from monitoring_ws.gateway import commands as commands_module
 from monitoring_ws.gateway.commands import CommandBook
 from monitoring_ws.gateway.store import StateStore
-from monitoring_ws.protocol import CloseCode, Command, CommandResult, RateLimit, RateMeter
+from monitoring_ws.protocol import (
+    CloseCode,
+    Command,
+    CommandResult,
+    RateLimit,
+    RateMeter,
+    WorkBudget,
+)
 from monitoring_ws.transports import Requester
 from monitoring_ws.transports.records import CommandRecord, CommandState
 
@@ -111,3 +119,32 @@ def test_a_rate_limit_that_no_full_frame_could_pass_is_refused() -> None:
     with pytest.raises(ConfigError, match="agent_burst_s"):
         GatewayConfig(agent_bytes_per_s=10_000, agent_burst_s=1).check()
     GatewayConfig(agent_bytes_per_s=1 << 20, agent_burst_s=1).check()
+
+
+def test_work_budget() -> None:
+    budget = WorkBudget(per_s=0.01, burst_s=0.05, now_ms=0)
+    assert budget.charge(0.04, 0) == 0  # within the burst
+    assert budget.charge(0.03, 0) == pytest.approx(2.0)  # 20 ms over at 10 ms/s
+    assert budget.charge(0.0, 2000) == 0  # paid back
+    assert budget.charge(0.0, 100_000) == 0
+    assert budget.charge(0.05, 100_000) == 0  # refilled to the burst, not beyond
+    assert budget.charge(0.001, 100_000) == pytest.approx(0.1)
+
+
+async def test_an_agent_past_its_share_of_the_server_is_read_later(
+    start_server: StartServer,
+) -> None:
+    running = await start_server(agent_cpu_ms_per_s=20, agent_cpu_burst_ms=1)
+    costly = {"pad": [[[0]]] * 10_000}  # ~30,000 values: several ms to read each
+    async with open_agent(running.agent_urls[0], "agent-costly") as agent:
+        for _ in range(2):
+            await agent.send(agent.session.metrics(costly, now_ms()))
+        await agent.send(agent.session.heartbeat(now_ms()))
+        with trio.fail_after(60):  # a hang guard: each wait is its frame's cost x 50
+            while not await agent.events():
+                pass
+        assert agent.ws.closed is None  # slowed down, not closed: nothing is lost
+    gateway = running.gateway
+    assert gateway.stats["throttled"] >= 1
+    assert gateway.workload.throttled_s > 0
+    assert gateway.stats["frames_metrics"] == 2

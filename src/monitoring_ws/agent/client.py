@@ -22,6 +22,7 @@ from .. import __version__
 from ..clock import wall_ms as now_ms
 from ..protocol import (
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_FRAME_VALUES,
     FEATURE_ACK,
     FEATURE_CANCEL,
     INTERRUPTED,
@@ -43,6 +44,7 @@ from ..protocol import (
     SendFrame,
     encoded_size,
     fit_payload,
+    value_count,
 )
 from ..protocol.payloads import MIN_FRAME_LIMIT
 from .backoff import Backoff
@@ -284,16 +286,21 @@ class Agent:
         if not problem:
             try:
                 frame = session.message(kind, payload, now_ms())
-                if len(frame) * 4 <= limit:  # n characters are at most 4n bytes: it fits
+                # n characters are at most 4n bytes: most frames fit without encoding.
+                if len(frame) * 4 <= limit and _few_values(frame):
                     return frame
                 size = len(frame.encode())
-                for budget in (limit * 7 // 8, limit // 2, limit // 8):
-                    if size <= limit:
+                for share in (8, 4, 1):  # eighths of the limit
+                    if size <= limit and _few_values(frame):
                         return frame
+                    budget = limit * share // 8
+                    values = value_count(frame)
+                    if values > DEFAULT_MAX_FRAME_VALUES:  # bytes in proportion to values
+                        budget = min(budget, size * DEFAULT_MAX_FRAME_VALUES // values * 7 // 8)
                     payload = fit_payload(kind, payload, budget - (size - encoded_size(payload)))
                     frame = session.message(kind, payload, now_ms())
                     size = len(frame.encode())
-                if size <= limit:
+                if size <= limit and _few_values(frame):
                     return frame
                 problem = f"it does not fit in {limit} bytes even trimmed"
             except ValueError as exc:
@@ -320,6 +327,11 @@ class Agent:
         while True:
             self.outbox.put(MessageType.METRICS, await trio.to_thread.run_sync(collect))
             await trio.sleep(self.settings.metrics_interval_s)
+
+
+def _few_values(frame: str) -> bool:
+    """Whether the server will read ``frame``'s JSON values (it counts them first)."""
+    return len(frame) <= DEFAULT_MAX_FRAME_VALUES or value_count(frame) <= DEFAULT_MAX_FRAME_VALUES
 
 
 def _close_of(closed: ConnectionClosed) -> tuple[int | None, str]:

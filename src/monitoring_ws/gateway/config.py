@@ -58,6 +58,14 @@ class GatewayConfig:
     agent_messages_per_s: float = attrs.field(default=1000.0, validator=_positive)
     agent_bytes_per_s: float = attrs.field(default=float(8 << 20), validator=_positive)
     agent_burst_s: float = attrs.field(default=10.0, validator=_positive)
+    #: JSON values one frame may hold, counted before parsing (1009): bounds the CPU one
+    #: frame costs (~1 us a value) whatever its bytes are.
+    max_frame_values: int = attrs.field(default=65_536, validator=_positive)
+    #: Server time each agent's frames may take to read and verify, sustained, and how
+    #: much may come at once: past it the agent is not read until it is paid back
+    #: (backpressure, not a close), so one agent cannot take the event loop.
+    agent_cpu_ms_per_s: float = attrs.field(default=25.0, validator=_positive)
+    agent_cpu_burst_ms: float = attrs.field(default=100.0, validator=_positive)
     #: Agents refused (4401) and disconnected; re-read on SIGHUP without a restart.
     revoked_agents: tuple[str, ...] = ()
     #: An agent's session ends after this long (1001 with a retry hint; it reconnects),

@@ -12,12 +12,14 @@ Every close goes through the writer, after the frames queued before it.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from ..asgi import TOO_BIG
 from ..protocol import (
+    DEFAULT_MAX_FRAME_VALUES,
     Authenticated,
     CloseCode,
     CloseConnection,
@@ -31,6 +33,7 @@ from ..protocol import (
     ProtocolError,
     SendFrame,
     ServerSession,
+    value_count,
 )
 from ..transports import CommandTooLargeError, InvalidCommandError
 from .registry import AgentInfo
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from .config import GatewayConfig
     from .links import SharedReplayWindow, TelemetryOut
     from .spool import Spool
+    from .workload import Workload
 
 __all__ = ["PEER_CLOSE_CODES", "AgentConnection", "ConnectionOwner"]
 
@@ -63,6 +67,7 @@ class ConnectionOwner(Protocol):
     spool: Spool
     sink: TelemetryOut
     stats: Counter[str]
+    workload: Workload
 
     async def authenticated(self, connection: AgentConnection) -> None: ...
 
@@ -211,12 +216,20 @@ class AgentConnection:
             frame = self._session.command(command, now_ms)
         except (ValueError, RuntimeError) as exc:
             raise InvalidCommandError(f"the command cannot be signed: {exc}") from None
-        limit = self._gateway.config.max_frame_bytes
+        config = self._gateway.config
+        limit = config.max_frame_bytes
         # A str of n characters encodes to at most 4n bytes: most frames need no encoding.
         if len(frame) * 4 > limit and len(frame.encode()) > limit:
             raise CommandTooLargeError(
                 f"the signed command would be {len(frame.encode())} bytes; "
                 f"frames are limited to {limit} bytes"
+            )
+        # Agents read at most the protocol's default (they do not say), whatever ours is.
+        most = min(config.max_frame_values, DEFAULT_MAX_FRAME_VALUES)
+        if len(frame) > most and value_count(frame) > most:
+            raise CommandTooLargeError(
+                f"the command's arguments hold about {value_count(frame)} JSON values; "
+                f"frames are limited to {most}"
             )
         return frame
 
@@ -311,11 +324,15 @@ class AgentConnection:
                         data: str | bytes = (
                             text if text is not None else message.get("bytes") or b""
                         )
+                        started = time.perf_counter()
                         if shared is None:
                             events = session.receive(data, self._gateway.clock(), replay)
+                            spent = time.perf_counter() - started
                         else:
-                            events = await self._receive_shared(data, shared)
+                            events, spent = await self._receive_shared(data, shared)
                         await self._act(events, text or "")
+                        if self._authenticated:
+                            await self._pay(spent)
                     elif kind == "websocket.disconnect":  # the agent closed (or vanished: 1006)
                         code = message.get("code", 1006)
                         label = code if code in PEER_CLOSE_CODES else "other"
@@ -325,16 +342,30 @@ class AgentConnection:
             if self._closing is None:
                 await self._act(session.on_deadline(self._gateway.clock()))
 
-    async def _receive_shared(self, data: str | bytes, shared: SharedReplayWindow) -> list[Event]:
-        """``ServerSession.receive`` with the nonce checked in the window all nodes share."""
+    async def _receive_shared(
+        self, data: str | bytes, shared: SharedReplayWindow
+    ) -> tuple[list[Event], float]:
+        """``ServerSession.receive`` with the nonce checked in the window all nodes share;
+        and the seconds the checks took on the event loop (the wait for Redis not)."""
         session, now = self._session, self._gateway.clock()
+        started = time.perf_counter()
         try:
             verified = session.verify(data, now)
         except ProtocolError as error:
-            return [session.fail(error)]
+            return [session.fail(error)], time.perf_counter() - started
+        spent = time.perf_counter() - started
         envelope = verified.message.envelope
         verdict = await shared.check(envelope.agent_id, envelope.nonce, envelope.ts, now)
-        return session.accept(verified, verdict, now)
+        return session.accept(verified, verdict, now), spent
+
+    async def _pay(self, spent: float) -> None:
+        """Charge the frame's cost to the agent; past its share, stop reading it a while
+        (its frames wait in the socket: backpressure, nothing is lost)."""
+        gateway = self._gateway
+        wait = gateway.workload.charge(self.agent_id, spent, gateway.clock())
+        if wait > 0:
+            gateway.stats["throttled"] += 1
+            await trio.sleep(wait)
 
     def _trio_deadline(self) -> float:
         deadline_ms = self._session.deadline_ms()

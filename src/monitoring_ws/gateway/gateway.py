@@ -50,6 +50,7 @@ from .registry import MemoryRegistry, Registry
 from .seen import LastSeen
 from .spool import Spool
 from .store import StateStore
+from .workload import Workload
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
@@ -147,6 +148,8 @@ class Gateway:
             address_failures_per_minute=config.address_failures_per_minute,
         )
         self._proxies = config.proxy_networks()
+        #: What each agent's frames cost to read and verify; the wait that bounds it.
+        self.workload = Workload(config.agent_cpu_ms_per_s / 1000, config.agent_cpu_burst_ms / 1000)
         #: Join tokens and enrolled agents' key generations (shared by the workers).
         self.enrollments = JoinTokens(config.state_dir)
         #: Agents refused at once (``revoked_agents``; replaced on reload).
@@ -165,6 +168,7 @@ class Gateway:
             ),
             limits=Limits(
                 max_frame_bytes=config.max_frame_bytes,
+                max_frame_values=config.max_frame_values,
                 max_auth_frame_bytes=config.max_auth_frame_bytes,
                 auth_timeout_ms=config.auth_timeout_ms,
             ),

@@ -78,6 +78,12 @@ class GatewayCollector:
             "Connections closed for a failed signature or a revoked agent (4401).",
             stats[f"closed_{int(CloseCode.AUTH_FAILED)}"],
         )
+        yield CounterMetricFamily(
+            "monitoring_ws_agent_throttled_seconds",
+            "Time agents were not read for, having used their share of the server "
+            "(agent_cpu_ms_per_s).",
+            gateway.workload.throttled_s,
+        )
         yield GaugeMetricFamily(
             "monitoring_ws_spool_bytes",
             "Characters of spooled telemetry in the state database.",

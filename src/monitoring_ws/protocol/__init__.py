@@ -18,6 +18,7 @@ from .envelope import (
     AGENT_ID,
     DEFAULT_MAX_AUTH_FRAME_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_FRAME_VALUES,
     TIMESTAMP_WINDOW_MS,
     Body,
     Envelope,
@@ -27,6 +28,7 @@ from .envelope import (
     check_timestamp,
     decode,
     seal,
+    value_count,
     verify_signature,
 )
 from .errors import CloseCode, ProtocolError, close_reason, parse_retry_after
@@ -65,7 +67,7 @@ from .payloads import (
     Metrics,
     delivery_of,
 )
-from .ratelimit import RateLimit, RateMeter
+from .ratelimit import RateLimit, RateMeter, WorkBudget
 from .replay import MemoryReplayWindow, ReplayVerdict, ReplayWindow
 from .server_session import ServerConfig, ServerSession, ServerState
 from .session_base import Limits, Verified
@@ -76,6 +78,7 @@ __all__ = [
     "CANCELLED",
     "DEFAULT_MAX_AUTH_FRAME_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_FRAME_VALUES",
     "FEATURE_ACK",
     "FEATURE_CANCEL",
     "INTERRUPTED",
@@ -133,6 +136,7 @@ __all__ = [
     "ServerSession",
     "ServerState",
     "Verified",
+    "WorkBudget",
     "canonicalize",
     "canonicalize_reference",
     "check_timestamp",
@@ -148,6 +152,7 @@ __all__ = [
     "random_nonce",
     "seal",
     "sign",
+    "value_count",
     "verify",
     "verify_signature",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "BODIES",
     "DEFAULT_MAX_AUTH_FRAME_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_MAX_FRAME_VALUES",
     "NONCE",
     "TIMESTAMP_WINDOW_MS",
     "Body",
@@ -47,6 +48,7 @@ __all__ = [
     "check_timestamp",
     "decode",
     "seal",
+    "value_count",
     "verify_signature",
 ]
 
@@ -54,6 +56,10 @@ __all__ = [
 DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
 #: The first frame (``auth``) a server reads before it knows who is speaking.
 DEFAULT_MAX_AUTH_FRAME_BYTES: Final = 16 << 10
+#: JSON values a frame may hold (counted as its commas, ``[`` and ``{``, before parsing):
+#: reading and canonicalizing cost about a microsecond a value, so this bounds the work one
+#: frame can cost (~40 ms) whatever its bytes hold. A 256 KiB log batch holds ~15,000.
+DEFAULT_MAX_FRAME_VALUES: Final = 65_536
 #: Largest accepted difference between a message's ``ts`` and the receiver's clock.
 TIMESTAMP_WINDOW_MS: Final = 300_000
 
@@ -252,15 +258,22 @@ def decode(
     sender: Sender,
     agent_id: str | None = None,
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    max_values: int = DEFAULT_MAX_FRAME_VALUES,
     now_ms: int | None = None,
     window_ms: int = TIMESTAMP_WINDOW_MS,
 ) -> Message:
-    """Size, JSON, schema, (when given) agentId and ``ts`` checks of one text frame, in
-    that order; canonicalization, the costliest, comes last.
+    """Size (bytes, then JSON values), JSON, schema, (when given) agentId and ``ts`` checks
+    of one text frame, in that order; canonicalization, the costliest, comes last.
 
     ``frame`` is the frame's text, or its UTF-8 bytes. Raises only ``ProtocolError``.
     """
     text = _text_of(frame, max_bytes)
+    if len(text) > max_values:  # each value takes at least one character
+        values = value_count(text)
+        if values > max_values:
+            raise ProtocolError(
+                CloseCode.MESSAGE_TOO_BIG, f"{values} JSON values, over {max_values}"
+            )
     try:
         value = strictjson.loads(text)
     except strictjson.JSONRejectedError as exc:
@@ -277,6 +290,13 @@ def decode(
     except CanonicalizationError as exc:
         raise _malformed(str(exc)) from None
     return Message(envelope, body, envelope.signing_input(payload_canonical))
+
+
+def value_count(text: str) -> int:
+    """At least the number of JSON values in ``text``, found at C speed without parsing:
+    every value but the first takes a comma or opens a container (commas in strings count
+    too, so it errs on the safe side)."""
+    return text.count(",") + text.count("[") + text.count("{") + 1
 
 
 def check_timestamp(ts: int, now_ms: int, window_ms: int = TIMESTAMP_WINDOW_MS) -> None:

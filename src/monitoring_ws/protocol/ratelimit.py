@@ -11,7 +11,7 @@ import math
 
 import attrs
 
-__all__ = ["RateLimit", "RateMeter"]
+__all__ = ["RateLimit", "RateMeter", "WorkBudget"]
 
 
 @attrs.frozen
@@ -52,3 +52,24 @@ class RateMeter:
         self._messages, self._bytes = messages, size_tokens
         wait = max((1 - messages) / limit.messages_per_s, (size - size_tokens) / limit.bytes_per_s)
         return max(1, math.ceil(wait))
+
+
+class WorkBudget:
+    """Time spent on one agent's frames: a bucket of ``burst_s`` that fills at ``per_s``
+    seconds a second. Work is charged after it is done (its cost is known only then) and
+    may take the bucket below zero; the shell then stops reading the agent until the debt
+    is repaid, so its share of the server stays ``per_s`` however costly its frames."""
+
+    __slots__ = ("_level", "_updated_ms", "burst_s", "per_s")
+
+    def __init__(self, per_s: float, burst_s: float, now_ms: int) -> None:
+        self.per_s, self.burst_s = per_s, burst_s
+        self._level = burst_s
+        self._updated_ms = now_ms
+
+    def charge(self, seconds: float, now_ms: int) -> float:
+        """Charge ``seconds`` of work; how long to wait before reading more (0: at once)."""
+        elapsed = max(0, now_ms - self._updated_ms) / 1000
+        self._updated_ms = now_ms
+        self._level = min(self.burst_s, self._level + elapsed * self.per_s) - seconds
+        return 0.0 if self._level >= 0 else -self._level / self.per_s

@@ -10,6 +10,7 @@ import attrs
 from .envelope import (
     DEFAULT_MAX_AUTH_FRAME_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_FRAME_VALUES,
     TIMESTAMP_WINDOW_MS,
     Message,
     MessageType,
@@ -29,6 +30,8 @@ class Limits:
     """Limits both ends apply to what they receive."""
 
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: JSON values in a frame, counted before parsing (1009): bounds the CPU one costs.
+    max_frame_values: int = DEFAULT_MAX_FRAME_VALUES
     #: A server's limit on the first frame, read before it knows who speaks (1009).
     max_auth_frame_bytes: int = DEFAULT_MAX_AUTH_FRAME_BYTES
     timestamp_window_ms: int = TIMESTAMP_WINDOW_MS
@@ -95,6 +98,7 @@ class SessionBase:
             sender=self._peer,
             agent_id=agent_id,
             max_bytes=limits.max_frame_bytes if max_bytes is None else max_bytes,
+            max_values=limits.max_frame_values,
             now_ms=peer_now_ms if check_ts else None,
             window_ms=limits.timestamp_window_ms,
         )
