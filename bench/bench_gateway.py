@@ -14,10 +14,8 @@ import gc
 import os
 import platform
 import random
-import tempfile
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -27,6 +25,7 @@ from fleet import (
     HttpCaller,
     cpu_seconds,
     emit,
+    listener_args,
     now_ms,
     rss_bytes,
     start_server,
@@ -197,15 +196,6 @@ async def idle(pid: int, ws_url: str, agents: int) -> dict[str, Any]:
         "rss_after": after,
         "bytes_per_agent": round((after - before) / agents),
     }
-
-
-def listener_args(listener: str) -> list[str]:
-    """``serve`` arguments for the agent listener asked for."""
-    if listener == "combined":
-        return []
-    config = Path(tempfile.mkdtemp(prefix="bench-config-")) / "monitoring.toml"
-    config.write_text(f'[server]\nagent_server = "{listener}"\n', encoding="utf-8")
-    return ["--agent-listen", "127.0.0.1:0", "--config", str(config)]
 
 
 def main() -> None:

@@ -40,7 +40,16 @@ from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import LocalProtocolError
 
-from fleet import SECRET, BenchAgent, HttpCaller, emit, now_ms, start_server, summary
+from fleet import (
+    SECRET,
+    BenchAgent,
+    HttpCaller,
+    emit,
+    listener_args,
+    now_ms,
+    start_server,
+    summary,
+)
 from monitoring_ws.host.server import raise_open_file_limit
 from monitoring_ws.protocol import derive_agent_key
 
@@ -300,18 +309,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--listener",
+        choices=["combined", "lean", "hypercorn"],
+        default="combined",
+        help="agents (and attackers) on the API's port, or on agent_listen (lean or Hypercorn)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     raise_open_file_limit()
     gc.freeze()
     machine = f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}"
-    process, api_url, ws_url = start_server()
+    process, api_url, ws_url = start_server(*listener_args(args.listener))
     try:
         result = trio.run(run, api_url, ws_url, args.agents, args.seconds)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    emit({"bench": "hostile", **result, "machine": machine})
+    emit({"bench": "hostile", **result, "listener": args.listener, "machine": machine})
 
 
 if __name__ == "__main__":

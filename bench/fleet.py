@@ -191,6 +191,16 @@ def start_server(
     raise RuntimeError(f"server exited with {process.wait()}")
 
 
+def listener_args(listener: str) -> list[str]:
+    """``serve`` arguments for the agent listener asked for: ``combined`` (agents on the
+    API's port, Hypercorn), or ``agent_listen`` served ``lean`` or by ``hypercorn``."""
+    if listener == "combined":
+        return []
+    config = Path(tempfile.mkdtemp(prefix="bench-config-")) / "monitoring.toml"
+    config.write_text(f'[server]\nagent_server = "{listener}"\n', encoding="utf-8")
+    return ["--agent-listen", "127.0.0.1:0", "--config", str(config)]
+
+
 def _drain(stream: Any) -> None:
     for _ in stream:
         pass

@@ -353,6 +353,29 @@ def test_adjust_clock_before_start_makes_a_skewed_agent_authenticate() -> None:
     assert isinstance(events[-1], Authenticated)
 
 
+def test_an_unauthenticated_clock_stamps_auth_but_makes_nothing_old_look_fresh() -> None:
+    """Over plain ws:// a man in the middle could set the Date header: it may only stamp
+    the auth frame, never move the clock a v1 server's reply (no nonce echo) is checked
+    against."""
+    hour = 3_600_000
+    agt = agent()
+    agt.adjust_clock(NOW - hour, NOW, authenticated=False)  # "the server says it is 1 h ago"
+    assert json.loads(agt.start(NOW))["ts"] == NOW - hour
+    assert agt.clock_offset_ms == 0
+    old_reply = {
+        "ok": True,
+        "sessionId": "s",
+        "serverTime": NOW - hour,
+        "heartbeatIntervalMs": HB,
+        "features": [],
+    }  # a v1 server's reply captured an hour ago: no authNonce to tie it to this auth
+    events = agt.receive(frame("auth", old_reply, ts=NOW - hour), NOW)
+    assert close_of(events).code is CloseCode.AUTH_FAILED  # its ts is an hour off: refused
+    trusted = agent()
+    trusted.adjust_clock(NOW - hour, NOW)  # over TLS the same header moves the clock
+    assert trusted.clock_offset_ms == -hour
+
+
 def test_agent_runs_no_command_that_does_not_verify() -> None:
     _, agt, _ = connect()
     command = {"commandId": "c", "command": "run", "args": {}, "timeoutMs": 100}

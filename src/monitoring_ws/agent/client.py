@@ -175,7 +175,7 @@ class Agent:
             instance_id=self.settings.instance_id,
         )
         session = AgentSession(agent_id=self.settings.agent_id, key=self.settings.key, hello=hello)
-        _take_server_clock(ws, session)
+        _take_server_clock(ws, session, tls=self.settings.url.startswith("wss://"))
         await ws.send_message(session.start(now_ms()))
         closed_by_server: tuple[int | None, str] | None = None
         link: _Link | None = None
@@ -346,8 +346,9 @@ def _first(group: BaseExceptionGroup[Any]) -> BaseException:
     return leaf
 
 
-def _take_server_clock(ws: WebSocketConnection, session: AgentSession) -> None:
-    """Set the clock offset from the upgrade response's Date header, when there is one."""
+def _take_server_clock(ws: WebSocketConnection, session: AgentSession, *, tls: bool) -> None:
+    """Set the clock offset from the upgrade response's Date header, when there is one:
+    over TLS for everything, over plain ``ws://`` for the ``auth`` frame's ``ts`` only."""
     for name, value in ws.handshake_headers:
         if name.lower() == b"date":
             try:
@@ -356,7 +357,7 @@ def _take_server_clock(ws: WebSocketConnection, session: AgentSession) -> None:
                 return
             server_ms = int(server.timestamp() * 1000)
             if abs(server_ms - now_ms()) > 2000:  # one-second resolution: only real skew
-                session.adjust_clock(server_ms + 500, now_ms())
+                session.adjust_clock(server_ms + 500, now_ms(), authenticated=tls)
             return
 
 

@@ -69,6 +69,7 @@ class AgentSession(SessionBase):
 
     __slots__ = (
         "_auth_nonce",
+        "_auth_offset_ms",
         "_replay",
         "agent_id",
         "clock_offset_ms",
@@ -99,6 +100,8 @@ class AgentSession(SessionBase):
         self._key = key
         #: Added to the local clock to get the server's: learned from ``serverTime``.
         self.clock_offset_ms = clock_offset_ms
+        #: Added to the ``auth`` frame's ``ts`` only: a clock from an unauthenticated source.
+        self._auth_offset_ms = 0
         self._replay = (
             MemoryReplayWindow(config.limits.timestamp_window_ms) if replay is None else replay
         )
@@ -122,9 +125,18 @@ class AgentSession(SessionBase):
             return None
         return max(self.reply.heartbeat_interval_ms, self.config.min_heartbeat_interval_ms)
 
-    def adjust_clock(self, server_time_ms: int, local_now_ms: int) -> None:
-        """Take the server's clock (e.g. from the upgrade response's ``Date``) before ``start``."""
-        self.clock_offset_ms = server_time_ms - local_now_ms
+    def adjust_clock(
+        self, server_time_ms: int, local_now_ms: int, *, authenticated: bool = True
+    ) -> None:
+        """Take the server's clock (e.g. from the upgrade response's ``Date``) before
+        ``start``. Unless it came over a channel that proves the server (TLS), it only stamps
+        the ``auth`` frame: frames are still checked against the local clock until the
+        signed ``serverTime`` arrives, so a man in the middle who sets it cannot make old
+        captured frames look fresh (at worst the server refuses the ``auth``)."""
+        if authenticated:
+            self.clock_offset_ms = server_time_ms - local_now_ms
+        else:
+            self._auth_offset_ms = server_time_ms - local_now_ms
 
     def start(self, now_ms: int) -> str:
         """The ``auth`` frame: send it first."""
@@ -134,7 +146,9 @@ class AgentSession(SessionBase):
         self._auth_nonce = nonce
         self.started_at_ms = now_ms
         payload = self.hello.to_payload()
-        return self._seal_with_nonce(MessageType.AUTH, payload, now_ms, nonce)
+        return self._seal_with_nonce(
+            MessageType.AUTH, payload, now_ms + self._auth_offset_ms, nonce
+        )
 
     def deadline_ms(self) -> int | None:
         """When ``on_deadline`` must be called next (None when idle or closed)."""
