@@ -38,7 +38,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import FrameProtocol
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from fleet import (
     SECRET,
@@ -104,8 +104,8 @@ async def junk_sender(host: str, port: int, stats: Counter[str]) -> None:
                 stats["junk_frames"] += 1
                 while await stream.receive_some(4096):
                     pass
-        except (OSError, trio.BrokenResourceError):
-            stats["junk_cut"] += 1
+        except (OSError, trio.BrokenResourceError, RemoteProtocolError):
+            stats["junk_cut"] += 1  # RemoteProtocolError: closed before the upgrade's answer
         await trio.sleep(0.05)
 
 

@@ -90,6 +90,12 @@ async def test_an_agent_enrolls_itself(start_server: StartServer, tmp_path: Path
     assert "not the one the join token pins" in err
     code, _, err = await cli(tmp_path, *elsewhere, MONITORING_WS_JOIN_TOKEN=fresh.strip())
     assert code == 0, err  # the same token, unspent by the forged attempt
+    # Known: a valid token does not enroll web-7 a second time; the CLI says what to do.
+    _, another, _ = await cli(tmp_path, *create)
+    code, _, err = await cli(tmp_path, *enroll, MONITORING_WS_JOIN_TOKEN=another.strip())
+    assert code != 0
+    assert "the server refused (409)" in err
+    assert "--reenroll" in err
     audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     events = [(line["event"], line.get("agentId")) for line in audit]
     assert ("enrolled", "web-7") in events

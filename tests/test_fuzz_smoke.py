@@ -1,4 +1,5 @@
-"""A short, bounded run of the protocol fuzzer (docs/security.md quotes a long one)."""
+"""Short, bounded runs of the protocol and listener fuzzers (docs/security.md quotes long
+ones)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-HARNESS = Path(__file__).parent / "fuzz" / "fuzz_protocol.py"
+import pytest
+
+FUZZ = Path(__file__).parent / "fuzz"
 
 
-def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("harness", "runs", "max_len"),
+    [("fuzz_protocol.py", 20_000, 4096), ("fuzz_listener.py", 3_000, 8192)],
+)
+def test_a_short_fuzz_run_finds_nothing(
+    harness: str, runs: int, max_len: int, tmp_path: Path
+) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(HARNESS),
-            "-runs=20000",
+            str(FUZZ / harness),
+            f"-runs={runs}",
             "-seed=7",
-            "-max_len=4096",
+            f"-max_len={max_len}",
             f"-artifact_prefix={tmp_path}/",
         ],
         capture_output=True,
@@ -26,5 +35,5 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert "Done 20000 runs" in output
+    assert f"Done {runs} runs" in output
     assert not list(tmp_path.iterdir())  # no crash or timeout artifact

@@ -141,3 +141,47 @@ def test_a_reload_rekeys_the_seal_and_still_opens_the_old() -> None:
     assert old.open(sealed_after, 1_000) is None  # why a rotation takes two reloads
     old.rekey(["secret-one", "secret-two"])  # the first reload, on the other node
     assert old.open(sealed_after, 1_000) == {"n": 2}
+
+
+def test_a_presence_value_is_refused_after_its_sealed_expiry() -> None:
+    seal = NodeSeal(["secret"])
+    value = seal.seal({"agentId": "gone"}, 1_000_000, expires_ms=1_060_000)
+    assert seal.open(value, 1_050_000, once=False, expiring=True) == {"agentId": "gone"}
+    assert seal.open(value, 1_060_000 + WINDOW_MS, once=False, expiring=True) is not None
+    assert seal.open(value, 1_060_001 + WINDOW_MS, once=False, expiring=True) is None
+    # Without a sealed expiry (or with one changed) a presence value is not taken at all.
+    plain = seal.seal({"agentId": "gone"}, 1_000_000)
+    assert seal.open(plain, 1_000_000, once=False, expiring=True) is None
+    moved = json.loads(value)
+    moved["exp"] = 10**13
+    assert seal.open(json.dumps(moved), 1_050_000, once=False, expiring=True) is None
+
+
+async def test_a_departed_agents_presence_written_back_does_not_list_it(
+    start_server: StartServer, tmp_path: Path, redis_url: str
+) -> None:
+    """Someone who can write to Redis copied an agent's sealed presence value while it was
+    connected (here: the value the node wrote an hour ago) and writes it back after the
+    agent left: it is not listed, nor found, as connected."""
+    node = await start_node(start_server, tmp_path, redis_url, "node-a")
+    registry = node.gateway.registry
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis_url, decode_responses=True)
+    async with client:
+        async with open_agent(node.agent_urls[0], "leaver"):
+            current = json.loads(await client.get("mws:agent:leaver") or "{}")
+        hour_ago = now_ms() - 3_600_000
+        old = registry.seal.seal(current["m"], hour_ago, expires_ms=hour_ago + 90_000)  # type: ignore[attr-defined]
+        await client.set("mws:agent:leaver", old, px=600_000)
+        await client.zadd("mws:agents", {"leaver": now_ms() + 600_000})
+        async with httpx.AsyncClient(base_url=node.api_url) as http:
+            listed = (await http.get("/api/websocket/agents")).json()
+            found = await http.get("/api/websocket/agents/leaver")
+        assert listed["agents"] == []
+        assert found.json()["connected"] is False
+        # The same value as the node writes it now (unexpired) is listed: the check is
+        # the expiry, nothing else.
+        fresh = registry.seal.seal(current["m"], now_ms(), expires_ms=now_ms() + 90_000)  # type: ignore[attr-defined]
+        await client.set("mws:agent:leaver", fresh, px=600_000)
+        async with httpx.AsyncClient(base_url=node.api_url) as http:
+            listed = (await http.get("/api/websocket/agents")).json()
+        assert [a["agentId"] for a in listed["agents"]] == ["leaver"]

@@ -14,17 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
-import sys
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-try:
-    import atheris
-except ImportError:  # only where no wheel exists: the fallback below
-    atheris = None
+from harness import atheris, fuzz
 
 
 def _imports() -> Any:
@@ -184,50 +176,8 @@ def one_input(data: bytes) -> None:
             _feed(agent, frames, False, window)
 
 
-def _fallback(runs: int, seed: int) -> None:
-    """A seeded random mutator over the seeds: the same checks, without coverage."""
-    rng = random.Random(seed)
-    corpus = [bytearray(s) for s in SEEDS]
-    started = time.monotonic()
-    for i in range(runs):
-        data = bytearray(rng.choice(corpus))
-        for _ in range(rng.randint(1, 8)):
-            op = rng.randrange(4)
-            at = rng.randrange(len(data) + 1)
-            if op == 0:
-                data[at:at] = bytes([rng.randrange(256)])
-            elif op == 1 and len(data) > 2:
-                del data[min(at, len(data) - 1)]
-            elif op == 2:
-                data[at:at] = rng.choice(SEEDS)[2:][: rng.randrange(1, 40)]
-            elif len(data) > 2:
-                data[min(at, len(data) - 1)] = rng.randrange(256)
-        one_input(bytes(data))
-        if rng.random() < 0.01:
-            corpus.append(data)
-        if i and i % 100_000 == 0:
-            print(f"#{i} runs, {i / (time.monotonic() - started):.0f}/s", flush=True)
-    print(f"Done {runs} runs in {time.monotonic() - started:.0f} s (random mutator)", flush=True)
-
-
 def main() -> None:
-    if atheris is None:
-        runs = next((int(a[6:]) for a in sys.argv if a.startswith("-runs=")), 100_000)
-        seed = next((int(a[6:]) for a in sys.argv if a.startswith("-seed=")), 1)
-        _fallback(runs, seed)
-        return
-    argv = list(sys.argv)
-    if not any(not a.startswith("-") for a in argv[1:]):  # no corpus given: start from seeds
-        corpus = Path(tempfile.mkdtemp(prefix="mws-fuzz-"))
-        for i, seed in enumerate(SEEDS):
-            (corpus / f"seed-{i}").write_bytes(seed)
-        argv.append(str(corpus))
-    if not any(a.startswith("-dict=") for a in argv):
-        words = Path(tempfile.mkstemp(prefix="mws-fuzz-", suffix=".dict")[1])
-        words.write_text("".join(f"{json.dumps(json.dumps(w))}\n" for w in DICTIONARY))
-        argv.append(f"-dict={words}")
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
+    fuzz(one_input, SEEDS, dictionary=DICTIONARY, name="mws-fuzz")
 
 
 if __name__ == "__main__":

@@ -260,11 +260,13 @@ class RedisRegistry(Generic[C]):
         return None if value is None else self._info(value)
 
     def _dump(self, info: AgentInfo) -> str:
-        return self.seal.seal(info.to_json(), wall_ms())
+        now = wall_ms()
+        return self.seal.seal(info.to_json(), now, expires_ms=now + self.ttl_ms)
 
     def _info(self, value: str) -> AgentInfo | None:
-        """A presence value another node sealed; None (logged) for anything else."""
-        fields = self.seal.open(value, wall_ms(), once=False)
+        """A presence value another node sealed and that has not expired; None (logged)
+        for anything else (a departed agent's value written back, say)."""
+        fields = self.seal.open(value, wall_ms(), once=False, expiring=True)
         if fields is not None:
             try:
                 return agent_info_from_json(fields)

@@ -6,7 +6,9 @@ presence value is sealed with a cluster key derived from the master secret (whic
 the nodes hold): ``{"m": message, "ts": ms, "nonce": uuid, "sig": hex}``, the signature
 an HMAC-SHA256 over the RFC 8785 form of the first three members. A node accepts a
 message only with a good signature, a ``ts`` within the window and (for messages, not
-presence values that are read many times) a nonce not seen before.
+presence values that are read many times) a nonce not seen before. Presence values also
+seal their expiry, ``"exp"``: a value copied back after its agent left (anyone who can
+write to Redis could) is refused once its expiry has passed.
 """
 
 from __future__ import annotations
@@ -52,24 +54,33 @@ class NodeSeal:
             raise ValueError("a cluster needs a master secret to derive its key")
         self._keys = tuple(cluster_key(secret) for secret in master_secrets)
 
-    def seal(self, message: dict[str, Any], now_ms: int) -> str:
-        body = {"m": message, "ts": now_ms, "nonce": str(uuid.uuid4())}
+    def seal(self, message: dict[str, Any], now_ms: int, *, expires_ms: int | None = None) -> str:
+        """The sealed text; ``expires_ms``: when it stops being good (presence values)."""
+        body: dict[str, Any] = {"m": message, "ts": now_ms, "nonce": str(uuid.uuid4())}
+        if expires_ms is not None:
+            body["exp"] = expires_ms
         return json.dumps({**body, "sig": sign(self._keys[0], canonicalize(body))})
 
-    def open(self, data: str, now_ms: int, *, once: bool = True) -> dict[str, Any] | None:
+    def open(
+        self, data: str, now_ms: int, *, once: bool = True, expiring: bool = False
+    ) -> dict[str, Any] | None:
         """The message, or None (counted) when it is not one this cluster sealed lately.
 
-        ``once``: refuse a nonce seen before (pub/sub messages); presence values are read
-        many times and pass ``once=False``, and their ``ts`` is not checked (they live
-        for their TTL; the signature binds them to this cluster)."""
+        ``once``: refuse a nonce seen before (pub/sub messages); values read many times
+        pass ``once=False``, and their ``ts`` is not checked. ``expiring``: the value must
+        carry a sealed expiry that has not passed (presence values, with ``WINDOW_MS`` of
+        leeway for the nodes' clocks)."""
         try:
             sealed = json.loads(data)
             body = {"m": sealed["m"], "ts": sealed["ts"], "nonce": sealed["nonce"]}
+            if "exp" in sealed:
+                body["exp"] = sealed["exp"]
             signature = sealed["sig"]
             if not (
                 isinstance(body["m"], dict)
                 and isinstance(body["ts"], int)
                 and isinstance(body["nonce"], str)
+                and isinstance(body.get("exp", 0), int)
                 and isinstance(signature, str)
             ):
                 raise TypeError("wrong types")  # noqa: TRY301 - one path for every malformation
@@ -78,6 +89,9 @@ class NodeSeal:
             self.refused += 1
             return None
         if verify(self._keys, signed, signature) is None:
+            self.refused += 1
+            return None
+        if expiring and ("exp" not in body or now_ms > body["exp"] + WINDOW_MS):
             self.refused += 1
             return None
         if once:

@@ -40,6 +40,7 @@ REFUSALS_PER_MINUTE = 10
 ADDRESS_REFUSALS_PER_MINUTE = 300
 #: (address, token id) pairs remembered at most (the oldest go first).
 MAX_TRACKED = 65_536
+_FORBIDDEN = "the join token is not valid for this agent (unknown, expired or used up)"
 _CONFLICT = (
     "{agent} is already enrolled or known to this server: enroll the machine under a new "
     "agentId, or make a token with `monitoring-ws token create --reenroll` to replace its "
@@ -136,7 +137,7 @@ class EnrollEndpoint:
         redeemed = await trio.to_thread.run_sync(
             partial(self.tokens.redeem, join, agent_id, self.clock(), known=known)
         )
-        if isinstance(redeemed, Refusal) and redeemed.conflict:
+        if isinstance(redeemed, Refusal):
             self._refused(address, join.id)
             log.warning("enrollment of %s from %s refused: %s", agent_id, address, redeemed.reason)
             if self.audit is not None:
@@ -147,28 +148,10 @@ class EnrollEndpoint:
                     joinToken=join.id,
                     reason=redeemed.reason,
                 )
-            await _answer(send, 409, _error("conflict", _CONFLICT.format(agent=agent_id)))
-            return
-        if isinstance(redeemed, Refusal):
-            refusal = redeemed.reason
-            self._refused(address, join.id)
-            log.warning("enrollment of %s from %s refused: %s", agent_id, address, refusal)
-            if self.audit is not None:
-                self.audit.noisy(
-                    "enroll_refused",
-                    agentId=agent_id,
-                    address=address,
-                    joinToken=join.id,
-                    reason=refusal,
-                )
-            await _answer(
-                send,
-                403,
-                _error(
-                    "forbidden",
-                    "the join token is not valid for this agent (unknown, expired or used up)",
-                ),
-            )
+            if redeemed.conflict:
+                await _answer(send, 409, _error("conflict", _CONFLICT.format(agent=agent_id)))
+            else:
+                await _answer(send, 403, _error("forbidden", _FORBIDDEN))
             return
         log.info("agent %s enrolled from %s with join token %s", agent_id, address, join.id)
         if self.audit is not None:

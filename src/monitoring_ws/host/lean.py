@@ -380,6 +380,7 @@ async def _serve_connection(
             reason = str(exc)[:120] or type(exc).__name__
             log.info("a bad upgrade request from %s:%d: 400 (%s)", *client, reason)
             await stream.send_all(BAD_REQUEST)
+            await _linger(stream)
             return
         taken()
         route = routes.get(request.target.partition("?")[0])

@@ -4,6 +4,7 @@ to the same ASGI app (agents' routes such as ``/enroll``, and the 404 for the re
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from .lean import LeanSettings
 
 __all__ = ["BAD_REQUEST", "HEAD_TOO_LARGE", "serve_http"]
+
+log = logging.getLogger("monitoring_ws.lean")
 
 #: What a request that cannot be read at all gets.
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -79,7 +82,8 @@ async def serve_http(
     conn.receive_data(head)
     try:
         request = conn.next_event()
-    except h11.RemoteProtocolError:
+    except h11.RemoteProtocolError as exc:
+        log.info("a bad request from %s:%d: 400 (%s)", *client, str(exc)[:120])
         await stream.send_all(BAD_REQUEST)
         return
     if not isinstance(request, h11.Request):
