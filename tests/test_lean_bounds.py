@@ -17,7 +17,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, Request
 from wsproto.handshake import H11Handshake
 
-from monitoring_ws.host.lean import LeanSettings, _Socket, serve_lean
+from monitoring_ws.host.lean import LeanSettings, serve_lean
+from monitoring_ws.host.leansocket import LeanSocket
 
 SETTINGS = LeanSettings(
     max_message_bytes=1 << 20,
@@ -57,12 +58,12 @@ class _StuckPeer(trio.abc.Stream):
         return None
 
 
-async def _upgraded(peer: _StuckPeer, settings: LeanSettings = SETTINGS) -> tuple[_Socket, Any]:
+async def _upgraded(peer: _StuckPeer, settings: LeanSettings = SETTINGS) -> tuple[LeanSocket, Any]:
     client = WSConnection(ConnectionType.CLIENT)
     handshake = H11Handshake(ConnectionType.SERVER)
     handshake.receive_data(client.send(Request(host="127.0.0.1", target="/agent")))
     assert any(isinstance(event, Request) for event in handshake.events())
-    socket = _Socket(peer, handshake, settings)
+    socket = LeanSocket(peer, handshake, settings)
     assert (await socket.receive())["type"] == "websocket.connect"
     await socket.send({"type": "websocket.accept"})
     client.receive_data(peer.answer)

@@ -25,16 +25,17 @@ from harness import atheris, fuzz
 
 
 def _imports() -> Any:
+    from monitoring_ws.asgi import TOO_BIG  # noqa: PLC0415
     from monitoring_ws.host import lean  # noqa: PLC0415
 
-    return lean
+    return lean, TOO_BIG
 
 
 if atheris is not None:
     with atheris.instrument_imports(include=["monitoring_ws.host", "wsproto", "h11"]):
-        lean = _imports()
+        lean, TOO_BIG = _imports()
 else:
-    lean = _imports()
+    lean, TOO_BIG = _imports()
 
 SETTINGS = lean.LeanSettings(
     max_message_bytes=4096,
@@ -85,7 +86,7 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "websocket.disconnect":
             return
-        if lean.TOO_BIG in message:
+        if TOO_BIG in message:
             await send({"type": "websocket.close", "code": 1009, "reason": "too big"})
             return
         text = message.get("text")

@@ -12,7 +12,7 @@ import h11
 import trio
 
 if TYPE_CHECKING:
-    from .lean import LeanSettings
+    from .leansocket import LeanSettings
 
 __all__ = ["BAD_REQUEST", "HEAD_TOO_LARGE", "serve_http"]
 

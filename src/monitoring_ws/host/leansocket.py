@@ -1,0 +1,217 @@
+"""One upgraded connection of the lean agent listener (``lean.py``) as ASGI
+``receive``/``send``, and the listener's settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, cast
+
+import trio
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    TextMessage,
+)
+from wsproto.handshake import H11Handshake
+
+from ..asgi import TOO_BIG
+
+__all__ = ["READ_BYTES", "LeanSettings", "LeanSocket"]
+
+READ_BYTES = 64 * 1024
+
+
+class LeanSettings:
+    """What the listener needs of ``[server]`` and the routes."""
+
+    __slots__ = (
+        "body_timeout_s",
+        "handshake_timeout_s",
+        "max_body_bytes",
+        "max_first_message_bytes",
+        "max_message_bytes",
+        "max_unanswered",
+        "max_unanswered_per_address",
+        "proxies",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int,
+        handshake_timeout_s: float,
+        body_timeout_s: float,
+        max_body_bytes: int,
+        max_first_message_bytes: int | None = None,
+        max_unanswered: int = 2048,
+        max_unanswered_per_address: int = 256,
+        proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
+        #: A connection's first message (an agent's ``auth``) is read up to this only.
+        self.max_first_message_bytes = min(
+            max_message_bytes, max_first_message_bytes or max_message_bytes
+        )
+        self.handshake_timeout_s = handshake_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.max_body_bytes = max_body_bytes
+        #: Connections held from accept until a route takes them (or their HTTP answer),
+        #: in all and from one address: past them a new socket is closed at once.
+        self.max_unanswered = max_unanswered
+        self.max_unanswered_per_address = max_unanswered_per_address
+        #: Trusted proxies (``trusted_proxies``): their sockets count only in all.
+        self.proxies = proxies
+
+
+class LeanSocket:
+    """One upgraded connection as ASGI ``receive``/``send`` (``receive_nowait`` too: the
+    gateway's read loop takes frames already parsed without a scheduler round trip)."""
+
+    __slots__ = (
+        "_connection",
+        "_limit",
+        "_part",
+        "_part_size",
+        "_pending",
+        "_sending",
+        "_settings",
+        "_stream",
+        "_too_big",
+        "_turn",
+        "closed",
+        "connected",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handshake: H11Handshake,
+        settings: LeanSettings,
+    ) -> None:
+        self._stream = stream
+        self._connection: Connection | H11Handshake = handshake
+        self._settings = settings
+        self._pending: list[dict[str, Any]] = []
+        self._part: list[Any] = []
+        self._part_size = 0
+        self._too_big = False
+        #: The first message is an agent's ``auth``: read no more of it than its limit.
+        self._limit = settings.max_first_message_bytes
+        # One sender at a time (a stream allows no more). Whoever finds the stream busy
+        # waits for its turn (the reader too, with a pong: a peer that sends pings and
+        # reads nothing stops being read, instead of growing a queue). The event exists
+        # only while someone waits; a lock would cost every idle agent.
+        self._sending = False
+        self._turn: trio.Event | None = None
+        self.connected = False  # the app has asked for the connect message
+        self.closed = False  # a close went out, or the peer is gone
+
+    # -- receive ----------------------------------------------------------------------------
+
+    def receive_nowait(self) -> dict[str, Any]:
+        if self._pending:
+            return self._pending.pop(0)
+        raise trio.WouldBlock
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        pending = self._pending
+        while not pending:  # read here, not in a helper: an idle agent waits in this frame
+            connection = self._connection
+            if self.closed or not isinstance(connection, Connection):
+                return {"type": "websocket.disconnect", "code": 1006}
+            try:
+                data = await self._stream.receive_some(READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.closed = True
+                return {"type": "websocket.disconnect", "code": 1006}
+            connection.receive_data(cast("bytes", data))  # SocketStream reads bytes
+            await self._handle(connection)
+        return pending.pop(0)
+
+    async def _handle(self, connection: Connection) -> None:
+        for event in connection.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                text = isinstance(event, TextMessage)
+                self._message(event.data, event.message_finished, text=text)
+            elif isinstance(event, Ping):
+                await self._write(connection.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                if connection.state is ConnectionState.REMOTE_CLOSING:  # the peer closed
+                    await self._write(connection.send(event.response()))
+                elif connection.state is ConnectionState.OPEN:  # a frame wsproto refused
+                    refusal = CloseConnection(code=event.code, reason=(event.reason or "")[:100])
+                    await self._write(connection.send(refusal))
+                self.closed = True
+                self._pending.append({"type": "websocket.disconnect", "code": event.code})
+                return
+
+    def _message(self, data: Any, finished: bool, *, text: bool) -> None:
+        self._part_size += len(data)
+        if self._part_size > self._limit:
+            self._too_big, self._part = True, []  # dropped as it comes, reported at its end
+        elif not self._too_big:
+            self._part.append(data)
+        if not finished:
+            return
+        message: dict[str, Any] = {"type": "websocket.receive", "bytes": None, "text": None}
+        if self._too_big:
+            message[TOO_BIG] = self._part_size
+        elif text:
+            message["text"] = "".join(self._part)
+        else:
+            message["bytes"] = b"".join(self._part)
+        self._pending.append(message)
+        self._part, self._part_size, self._too_big = [], 0, False
+        self._limit = self._settings.max_message_bytes
+
+    # -- send -------------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        connection = self._connection
+        if kind == "websocket.accept" and isinstance(connection, H11Handshake):
+            head = connection.send(AcceptConnection())  # no extension: no compression
+            accepted = connection.connection
+            assert accepted is not None  # noqa: S101 - accepting made it
+            self._connection = accepted  # the handshake (and its h11 state) is dropped
+            await self._write(head)
+        elif kind == "websocket.close" and isinstance(connection, H11Handshake):
+            self.closed = True  # closed before accept: a 403, as Hypercorn answers
+            await self._write(connection.send(RejectConnection(status_code=403)))
+        elif self.closed or not isinstance(connection, Connection):
+            return  # after the peer has gone, as Hypercorn does: ignored
+        elif kind == "websocket.send":
+            text = message.get("text")
+            payload = TextMessage(data=text) if text is not None else BytesMessage(message["bytes"])
+            await self._write(connection.send(payload))
+        elif kind == "websocket.close" and connection.state is ConnectionState.OPEN:
+            closing = CloseConnection(code=message["code"], reason=message.get("reason") or "")
+            self.closed = True
+            await self._write(connection.send(closing))
+
+    async def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        while self._sending:
+            if self._turn is None:
+                self._turn = trio.Event()
+            await self._turn.wait()
+        self._sending = True
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+        finally:
+            self._sending = False
+            turn, self._turn = self._turn, None
+            if turn is not None:
+                turn.set()
