@@ -331,7 +331,7 @@ class AgentConnection:
                         else:
                             events, spent = await self._receive_shared(data, shared)
                         await self._act(events, text or "")
-                        if self._authenticated:
+                        if self._authenticated and self._closing is None:
                             await self._pay(spent)
                     elif kind == "websocket.disconnect":  # the agent closed (or vanished: 1006)
                         code = message.get("code", 1006)
