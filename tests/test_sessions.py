@@ -191,6 +191,17 @@ def test_auth_timeout_is_4408() -> None:
     assert srv.deadline_ms() is None
 
 
+def test_a_shell_may_give_the_first_frame_more_time_never_less() -> None:
+    later = ServerSession(Keyring([SECRET]), opened_at_ms=NOW, session_id="s", auth_extra_ms=2_500)
+    assert later.deadline_ms() == NOW + 12_500
+    assert later.on_deadline(NOW + 12_499) == []
+    assert close_of(later.on_deadline(NOW + 12_500)).code is CloseCode.TIMEOUT
+    never_less = ServerSession(
+        Keyring([SECRET]), opened_at_ms=NOW, session_id="s", auth_extra_ms=-5_000
+    )
+    assert never_less.deadline_ms() == NOW + 10_000
+
+
 # -- open session ------------------------------------------------------------------------
 
 

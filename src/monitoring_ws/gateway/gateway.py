@@ -217,6 +217,9 @@ class Gateway:
             # Spread over the last tenth, so a fleet that connected at once does not
             # reconnect at once.
             lifetime_ms=lifetime_ms - random.randrange(lifetime_ms // 10 + 1),  # noqa: S311
+            # Sockets opened at once that never authenticate (a flood) are not all closed,
+            # and do not all come back, at once: a quarter more, at random.
+            auth_extra_ms=random.randrange(self.config.auth_timeout_ms // 4 + 1),  # noqa: S311
         )
         connection = AgentConnection(self, session, receive, send, address=address, port=port)
         self._connections.add(connection)

@@ -82,6 +82,7 @@ class ServerSession(SessionBase):
     """One connection, server side."""
 
     __slots__ = (
+        "_auth_deadline_ms",
         "_gate",
         "_generation_of",
         "_meter",
@@ -112,6 +113,7 @@ class ServerSession(SessionBase):
         gate: Callable[[str], ProtocolError | None] | None = None,
         generation_of: Callable[[str], str | None] | None = None,
         lifetime_ms: int | None = None,
+        auth_extra_ms: int = 0,
     ) -> None:
         super().__init__(config.limits, new_nonce)
         #: Asked with the agentId a first frame claims, before its signature is checked: an
@@ -121,6 +123,11 @@ class ServerSession(SessionBase):
         #: An enrolled agent's key generation (None: never enrolled, its key is derived
         #: from the id alone); asked after the gate, before the signature is checked.
         self._generation_of = generation_of
+        #: The first frame must come by then: the auth timeout, never less (the protocol's
+        #: 10 s), plus ``auth_extra_ms`` (a shell spreads sockets opened at once this way).
+        self._auth_deadline_ms: int | None = (
+            opened_at_ms + config.limits.auth_timeout_ms + max(0, auth_extra_ms)
+        )
         #: When an open session ends with 1001 and a retry hint, so that rotated secrets
         #: and revocations reach every agent (None: never).
         self.closes_at_ms = None if lifetime_ms is None else opened_at_ms + lifetime_ms
@@ -150,7 +157,7 @@ class ServerSession(SessionBase):
         """When ``on_deadline`` must be called next (None once closed)."""
         state = self.state
         if state is ServerState.AWAITING_AUTH:
-            return self.opened_at_ms + self.limits.auth_timeout_ms
+            return self._auth_deadline_ms
         if state is ServerState.OPEN:
             silence = self.limits.missed_heartbeats * self.config.heartbeat_interval_ms
             if self.closes_at_ms is None:
@@ -267,7 +274,7 @@ class ServerSession(SessionBase):
         self._numbered = FEATURE_ACK in self.features
         self.last_heard_ms = now_ms
         # Only first frames pass these; an open session holds no more.
-        self._gate = self._generation_of = None
+        self._gate = self._generation_of = self._auth_deadline_ms = None
         if self.config.rate_limit is not None:
             self._meter = RateMeter(self.config.rate_limit, now_ms)
         reply = AuthReply(
