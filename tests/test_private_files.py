@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from monitoring_ws.agent.outbox import Outbox
 from monitoring_ws.clock import wall_ms
+from monitoring_ws.gateway.enrollment import JoinTokens
 from monitoring_ws.gateway.store import StateStore
 from monitoring_ws.protocol import MessageType
 
@@ -40,3 +44,28 @@ def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) -> Non
     path.chmod(0o644)
     StateStore(path).close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_open_database_keeps_its_locks_when_another_connection_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing any descriptor of a file drops this process's POSIX locks on it: tightening
+    an existing file must not open it, or a SQLite connection another thread holds open
+    (the gateway's reader of the enrollment records) loses its locks ("disk I/O error")."""
+    tokens = JoinTokens(tmp_path)
+    token = tokens.create(ttl_s=60, uses=5, agents=(), pin=None, now_ms=wall_ms())
+    assert tokens.generation("web-1") is None  # the reader connection is open now
+    opened: list[str] = []
+    real_open = os.open
+
+    def spying(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spying)
+    for number in range(3):
+        assert isinstance(tokens.redeem(token, f"web-{number}", wall_ms()), str)
+        assert isinstance(tokens.generation(f"web-{number}"), str)
+    assert str(tokens.path) not in opened  # tightened with chmod, never opened and closed
+    assert oct(tokens.path.stat().st_mode & 0o777) == "0o600"
+    tokens.close()

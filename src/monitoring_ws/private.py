@@ -16,13 +16,19 @@ def private_file(path: Path) -> None:
     """Create ``path`` (and missing parents, 0700) as an empty 0600 file, or tighten an
     existing one and its SQLite companions to 0600: they hold command output and logs.
 
-    Raises OSError when the directory or the file cannot be made."""
+    An existing file is never opened: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, which would pull the locks from under a SQLite
+    connection that another thread holds open. Raises OSError when the directory or the
+    file cannot be made."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        os.chmod(path, 0o600)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
     for suffix in _COMPANIONS:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)

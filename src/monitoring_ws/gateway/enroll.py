@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -134,9 +135,16 @@ class EnrollEndpoint:
             await _answer(send, 429, _error("too_many_requests", "too many refusals: wait"))
             return
         known = self.known is not None and await self.known(agent_id)
-        redeemed = await trio.to_thread.run_sync(
-            partial(self.tokens.redeem, join, agent_id, self.clock(), known=known)
-        )
+        try:
+            redeemed = await trio.to_thread.run_sync(
+                partial(self.tokens.redeem, join, agent_id, self.clock(), known=known)
+            )
+        except (sqlite3.Error, OSError) as exc:
+            log.error(  # noqa: TRY400 - one line says it all
+                "cannot enroll %s: the join tokens in %s: %s", agent_id, self.tokens.path, exc
+            )
+            await _answer(send, 503, _error("unavailable", "the join tokens cannot be read now"))
+            return
         if isinstance(redeemed, Refusal):
             self._refused(address, join.id)
             log.warning("enrollment of %s from %s refused: %s", agent_id, address, redeemed.reason)
