@@ -104,8 +104,8 @@ async def test_a_token_sees_only_its_agents(start_server: StartServer) -> None:
         assert (await http.get("/api/agents", headers=reader)).status_code == 200
 
 
-async def test_a_slow_subscriber_is_dropped_not_waited_for() -> None:
-    hub = EventHub(queue_limit=3)
+async def _flooded(hub: EventHub, events: int, size: int | None = None) -> list[Any]:
+    """What a subscriber that never gets to run receives while ``events`` are published."""
     received: list[Any] = []
 
     async def consume() -> None:
@@ -115,8 +115,14 @@ async def test_a_slow_subscriber_is_dropped_not_waited_for() -> None:
         nursery.start_soon(consume)
         await trio.testing.wait_all_tasks_blocked()
         assert hub.subscribers == 1
-        for number in range(10):  # publishing never waits for a subscriber
-            hub.publish("metrics", "a", {"n": number})
+        for number in range(events):  # publishing never waits for a subscriber
+            hub.publish("metrics", "a", {"n": number}, size=size)
+    return received
+
+
+async def test_a_slow_subscriber_is_dropped_not_waited_for() -> None:
+    hub = EventHub(queue_limit=3)
+    received = await _flooded(hub, 10)
     assert received == [DROPPED]  # it fell behind: its stream ends, it reconnects
     assert (hub.subscribers, hub.dropped) == (0, 1)
 
@@ -160,17 +166,8 @@ def test_the_replay_ring_is_bounded_in_bytes() -> None:
 
 async def test_a_subscriber_queue_is_bounded_in_bytes() -> None:
     hub = EventHub(queue_limit=1_000, queue_bytes=4 << 20)
-    received: list[Any] = []
-
-    async def consume() -> None:
-        received.extend([item async for item in hub.subscribe()])
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(consume)
-        await trio.testing.wait_all_tasks_blocked()
-        for number in range(10):  # ten 1 MiB events, far fewer than queue_limit
-            hub.publish("metrics", "a", {"n": number}, size=1 << 20)
-    assert received == [DROPPED]
+    # Ten 1 MiB events, far fewer than queue_limit.
+    assert await _flooded(hub, 10, size=1 << 20) == [DROPPED]
     # A client resuming from before them gets the newest that fit, not a drop.
     resumed = hub.subscribe(after=0)
     first = await resumed.__anext__()

@@ -80,6 +80,11 @@ class ConnectionOwner(Protocol):
 #: code, which a peer may choose before it authenticates, is counted as ``other``.
 PEER_CLOSE_CODES = frozenset(range(1000, 1016)) | frozenset(int(code) for code in CloseCode)
 
+#: The most a frame is charged (``agent_cpu_ms_per_s``): this, plus a microsecond a
+#: character of it.
+MOST_PER_FRAME_S = 1e-4
+MOST_PER_CHARACTER_S = 1e-6
+
 #: How long queued frames and the close frame may take to leave after a close is decided.
 CLOSE_GRACE_S = 2.0
 
@@ -332,7 +337,7 @@ class AgentConnection:
                             events, spent = await self._receive_shared(data, shared)
                         await self._act(events, text or "")
                         if self._authenticated and self._closing is None:
-                            await self._pay(spent)
+                            await self._pay(spent, len(data))
                     elif kind == "websocket.disconnect":  # the agent closed (or vanished: 1006)
                         code = message.get("code", 1006)
                         label = code if code in PEER_CLOSE_CODES else "other"
@@ -358,10 +363,13 @@ class AgentConnection:
         verdict = await shared.check(envelope.agent_id, envelope.nonce, envelope.ts, now)
         return session.accept(verified, verdict, now), spent
 
-    async def _pay(self, spent: float) -> None:
+    async def _pay(self, spent: float, size: int) -> None:
         """Charge the frame's cost to the agent; past its share, stop reading it a while
-        (its frames wait in the socket: backpressure, nothing is lost)."""
+        (its frames wait in the socket: backpressure, nothing is lost). The time measured
+        is wall time, which a busy machine inflates: no frame is charged more than its
+        size could cost (a microsecond a character is above the worst found, ~0.35)."""
         gateway = self._gateway
+        spent = min(spent, MOST_PER_FRAME_S + size * MOST_PER_CHARACTER_S)
         wait = gateway.workload.charge(self.agent_id, spent, gateway.clock())
         if wait > 0:
             gateway.stats["throttled"] += 1
