@@ -139,8 +139,7 @@ async def _connection(data: bytes) -> bytes:
                     server,
                     SETTINGS,
                     None,
-                    client=("127.0.0.1", 1),
-                    taken=lambda: None,
+                    unanswered=lean._Unanswered(SETTINGS),
                 )
             )
             for at in range(0, len(request), chunk):

@@ -338,6 +338,8 @@ class AgentConnection:
                         await self._act(events, text or "")
                         if self._authenticated and self._closing is None:
                             await self._pay(spent, len(data))
+                        # This frame lives as long as the agent: hold no float objects.
+                        started = spent = 0
                     elif kind == "websocket.disconnect":  # the agent closed (or vanished: 1006)
                         code = message.get("code", 1006)
                         label = code if code in PEER_CLOSE_CODES else "other"

@@ -83,6 +83,15 @@ async def _linger(stream: trio.abc.Stream) -> None:
             left -= len(chunk)
 
 
+async def _refuse(
+    stream: trio.abc.Stream, answer: bytes, client: tuple[str, int], what: str
+) -> None:
+    """Answer a request that cannot be served, with one log line."""
+    log.info("%s from %s:%d: %s", what, *client, answer.split(b" ", 2)[1].decode())
+    await stream.send_all(answer)
+    await _linger(stream)
+
+
 class _HeadTooLarge(Exception):
     """The request head is over ``MAX_HEAD_BYTES`` or ``MAX_HEADERS`` (431)."""
 
@@ -146,11 +155,14 @@ async def _serve_connection(
     settings: LeanSettings,
     tls: ssl.SSLContext | None,
     *,
-    client: tuple[str, int],
-    taken: Callable[[], None],
+    unanswered: _Unanswered,
 ) -> None:
-    """One connection; ``taken()`` once a route has it (it is no longer unanswered)."""
-    head = None
+    """One connection, counted in ``unanswered`` from accept until a route takes it."""
+    client = _peer(stream)
+    if not unanswered.enter(client[0]):
+        await trio.aclose_forcefully(stream)  # over a cap: the socket goes at once
+        return
+    counted, head = True, None
     try:
         with trio.move_on_after(settings.handshake_timeout_s):
             if tls is not None:
@@ -159,9 +171,7 @@ async def _serve_connection(
             try:
                 head = await _read_head(stream)
             except _HeadTooLarge:
-                log.info("a request head over the limits from %s:%d: 431", *client)
-                await stream.send_all(HEAD_TOO_LARGE)
-                await _linger(stream)
+                await _refuse(stream, HEAD_TOO_LARGE, client, "a request head over the limits")
                 return
         if head is None:
             return
@@ -175,11 +185,10 @@ async def _serve_connection(
         except (RemoteProtocolError, StopIteration, ValueError) as exc:
             # ValueError: wsproto decodes some headers as ASCII (UnicodeDecodeError).
             reason = str(exc)[:120] or type(exc).__name__
-            log.info("a bad upgrade request from %s:%d: 400 (%s)", *client, reason)
-            await stream.send_all(BAD_REQUEST)
-            await _linger(stream)
+            await _refuse(stream, BAD_REQUEST, client, f"a bad upgrade request ({reason})")
             return
-        taken()
+        unanswered.leave(client[0])  # the route's now: the gateway counts it from here
+        counted = False
         route = routes.get(request.target.partition("?")[0])
         socket = LeanSocket(stream, handshake, settings)
         if route is None:  # refused before accept: a 403, as Hypercorn answers
@@ -199,6 +208,8 @@ async def _serve_connection(
     except Exception:  # a bug must end this connection, not the listener with every agent
         log.exception("the agent listener's connection from %s:%d failed", *client)
     finally:
+        if counted:
+            unanswered.leave(client[0])
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True
             await trio.aclose_forcefully(stream) if tls is not None else await stream.aclose()
@@ -263,22 +274,7 @@ async def serve_lean(
     unanswered = _Unanswered(settings)
 
     async def handle(stream: trio.SocketStream) -> None:
-        client = _peer(stream)
-        if not unanswered.enter(client[0]):
-            await trio.aclose_forcefully(stream)  # over a cap: the socket goes at once
-            return
-        left = False
-
-        def taken() -> None:
-            nonlocal left
-            if not left:
-                left = True
-                unanswered.leave(client[0])
-
-        try:
-            await _serve_connection(routes, app, stream, settings, tls, client=client, taken=taken)
-        finally:
-            taken()
+        await _serve_connection(routes, app, stream, settings, tls, unanswered=unanswered)
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
