@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -162,10 +163,17 @@ async def test_agent_mismatch_after_auth_is_4403(server: Running) -> None:
         assert await close_code(agent.ws) == CloseCode.AGENT_MISMATCH
 
 
-async def test_auth_deadline_is_4408(start_server: StartServer) -> None:
+async def test_auth_deadline_is_4408(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="monitoring_ws")
     running = await start_server(auth_timeout_ms=300)
     async with open_websocket_url(running.agent_urls[0], connect_timeout=5) as ws:
         assert await close_code(ws, timeout=3) == CloseCode.TIMEOUT
+    # Counted, not logged a line each at INFO: a flood of silent sockets is not a flood
+    # of log lines.
+    assert running.gateway.stats["closed_4408"] == 1
+    assert not [r for r in caplog.records if "with 4408" in r.getMessage()]
 
 
 def following(clock: MockClock) -> Callable[[], int]:

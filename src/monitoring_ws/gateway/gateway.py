@@ -336,9 +336,15 @@ class Gateway:
         self.stats[f"closed_{int(event.code)}"] += 1
         who = connection.agent_id or connection.remote
         level = _CLOSE_LOG_LEVEL.get(event.code, logging.WARNING)
+        if event.code == CloseCode.TIMEOUT and not connection.agent_id:
+            # A socket that never said who it is: scanners and floods, counted in the
+            # metrics; a line each would cost a flood's every socket a log write.
+            level = logging.DEBUG
         if event.code == CloseCode.AUTH_FAILED and self._audit is not None:
             agent_id = connection.agent_id or connection.claimed_agent_id
             self._audit.noisy("agent_auth_failed", agentId=agent_id, address=connection.address)
+        if not log.isEnabledFor(level):
+            return
         # ``detail`` names the failed check: for the log only, never for the peer.
         detail = event.detail or event.reason
         extra = _context(connection)
