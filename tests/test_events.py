@@ -145,11 +145,11 @@ async def test_streams_end_when_the_server_stops(start_server: StartServer) -> N
         with trio.fail_after(5):
             while running.running.events.subscribers == 0:
                 await trio.sleep(0.01)
-        started = trio.current_time()
         running.stop()
-        with trio.fail_after(5):
+        # It ends cleanly (listen() raises on a stream cut at Hypercorn's graceful timeout);
+        # the deadline only catches a hang.
+        with trio.fail_after(30):
             await ended.wait()
-        assert trio.current_time() - started < 2  # not Hypercorn's graceful timeout
 
 
 def test_the_replay_ring_is_bounded_in_bytes() -> None:

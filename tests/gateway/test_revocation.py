@@ -60,7 +60,7 @@ async def test_sessions_end_after_their_lifetime(start_server: StartServer) -> N
     async with open_agent(running.agent_urls[0], "agent-old") as agent:
         started = trio.current_time()
         assert await close_code(agent.ws) == CloseCode.GOING_AWAY
-        assert 0.8 <= trio.current_time() - started <= 1.5
+        assert trio.current_time() - started >= 0.8  # not before its lifetime (less a tenth)
         assert parse_retry_after(agent.ws.closed.reason or "") == 1  # type: ignore[union-attr]
 
 
