@@ -45,6 +45,7 @@ from ..protocol import (
     encoded_size,
     fit_payload,
     value_count,
+    values_over,
 )
 from ..protocol.payloads import MIN_FRAME_LIMIT
 from .backoff import Backoff
@@ -331,7 +332,7 @@ class Agent:
 
 def _few_values(frame: str) -> bool:
     """Whether the server will read ``frame``'s JSON values (it counts them first)."""
-    return len(frame) <= DEFAULT_MAX_FRAME_VALUES or value_count(frame) <= DEFAULT_MAX_FRAME_VALUES
+    return not values_over(frame, DEFAULT_MAX_FRAME_VALUES)
 
 
 def _close_of(closed: ConnectionClosed) -> tuple[int | None, str]:

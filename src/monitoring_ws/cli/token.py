@@ -9,7 +9,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..gateway.config import GatewayConfig
+    from ..gateway.enrollment import JoinTokens
 
 __all__ = ["add", "parse_ttl"]
 
@@ -60,7 +64,7 @@ def add(commands: Any) -> None:
     revoke.set_defaults(run=_revoke)
 
 
-def _tokens(args: argparse.Namespace) -> Any:
+def _tokens(args: argparse.Namespace) -> tuple[JoinTokens, GatewayConfig]:
     """The state directory's ``JoinTokens`` and the gateway settings it was found by."""
     from ..gateway.enrollment import JoinTokens  # noqa: PLC0415
     from ..gateway.plugin import gateway_config_of  # noqa: PLC0415

@@ -33,7 +33,7 @@ from ..protocol import (
     ProtocolError,
     SendFrame,
     ServerSession,
-    value_count,
+    values_over,
 )
 from ..transports import CommandTooLargeError, InvalidCommandError
 from .registry import AgentInfo
@@ -231,9 +231,10 @@ class AgentConnection:
             )
         # Agents read at most the protocol's default (they do not say), whatever ours is.
         most = min(config.max_frame_values, DEFAULT_MAX_FRAME_VALUES)
-        if len(frame) > most and value_count(frame) > most:
+        values = values_over(frame, most)
+        if values:
             raise CommandTooLargeError(
-                f"the command's arguments hold about {value_count(frame)} JSON values; "
+                f"the command's arguments hold about {values} JSON values; "
                 f"frames are limited to {most}"
             )
         return frame

@@ -47,8 +47,8 @@ class LeanSettings:
         body_timeout_s: float,
         max_body_bytes: int,
         max_first_message_bytes: int | None = None,
-        max_unanswered: int = 2048,
-        max_unanswered_per_address: int = 256,
+        max_unanswered: int | None = None,
+        max_unanswered_per_address: int | None = None,
         proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
     ) -> None:
         self.max_message_bytes = max_message_bytes
@@ -60,9 +60,10 @@ class LeanSettings:
         self.body_timeout_s = body_timeout_s
         self.max_body_bytes = max_body_bytes
         #: Connections held from accept until a route takes them (or their HTTP answer),
-        #: in all and from one address: past them a new socket is closed at once.
-        self.max_unanswered = max_unanswered
-        self.max_unanswered_per_address = max_unanswered_per_address
+        #: in all and from one address: past them a new socket is closed at once (None:
+        #: the gateway's defaults, 2,048 and 256).
+        self.max_unanswered = max_unanswered or 2048
+        self.max_unanswered_per_address = max_unanswered_per_address or 256
         #: Trusted proxies (``trusted_proxies``): their sockets count only in all.
         self.proxies = proxies
 

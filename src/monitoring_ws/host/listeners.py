@@ -60,14 +60,15 @@ def _lean_settings(
     """The lean listener's limits: before it knows the route, the strictest of them."""
     routes = list(routes)
 
-    def least(values: Iterable[int | None], default: int) -> int:
-        return min((value for value in values if value is not None), default=default)
+    def least(values: Iterable[int | None]) -> int | None:
+        """The smallest a route sets (None: none does, the listener's default)."""
+        return min((value for value in values if value is not None), default=None)
 
     return LeanSettings(
         max_message_bytes=max_message_bytes,
-        max_first_message_bytes=least((r.max_first_message_bytes for r in routes), 1 << 20),
-        max_unanswered=least((r.max_unauthenticated for r in routes), 2048),
-        max_unanswered_per_address=least((r.max_unauthenticated_per_address for r in routes), 256),
+        max_first_message_bytes=least(r.max_first_message_bytes for r in routes),
+        max_unanswered=least(r.max_unauthenticated for r in routes),
+        max_unanswered_per_address=least(r.max_unauthenticated_per_address for r in routes),
         handshake_timeout_s=server.tls_handshake_timeout_s,
         body_timeout_s=server.http_body_timeout_s,
         max_body_bytes=MAX_BODY_BYTES,

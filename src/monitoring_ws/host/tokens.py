@@ -153,6 +153,8 @@ class TokenSet:
 
     def __init__(self, tokens: Iterable[ApiToken]) -> None:
         self.tokens = tuple(tokens)
+        #: Goes up with each ``replace``: who holds a token looks again only then.
+        self.version = 0
         self._watchers: list[Callable[[], None]] = []
 
     def watch(self, changed: Callable[[], None]) -> None:
@@ -163,6 +165,7 @@ class TokenSet:
         """SIGHUP: the new list takes effect with the next request, and open streams
         whose token is gone (or changed) end."""
         self.tokens = tuple(tokens)
+        self.version += 1
         for changed in self._watchers:
             changed()
 

@@ -29,6 +29,7 @@ from .envelope import (
     decode,
     seal,
     value_count,
+    values_over,
     verify_signature,
 )
 from .errors import CloseCode, ProtocolError, close_reason, parse_retry_after
@@ -153,6 +154,7 @@ __all__ = [
     "seal",
     "sign",
     "value_count",
+    "values_over",
     "verify",
     "verify_signature",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "decode",
     "seal",
     "value_count",
+    "values_over",
     "verify_signature",
 ]
 
@@ -268,12 +269,9 @@ def decode(
     ``frame`` is the frame's text, or its UTF-8 bytes. Raises only ``ProtocolError``.
     """
     text = _text_of(frame, max_bytes)
-    if len(text) > max_values:  # each value takes at least one character
-        values = value_count(text)
-        if values > max_values:
-            raise ProtocolError(
-                CloseCode.MESSAGE_TOO_BIG, f"{values} JSON values, over {max_values}"
-            )
+    values = values_over(text, max_values)
+    if values:
+        raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, f"{values} JSON values, over {max_values}")
     try:
         value = strictjson.loads(text)
     except strictjson.JSONRejectedError as exc:
@@ -297,6 +295,15 @@ def value_count(text: str) -> int:
     every value but the first takes a comma or opens a container (commas in strings count
     too, so it errs on the safe side)."""
     return text.count(",") + text.count("[") + text.count("{") + 1
+
+
+def values_over(text: str, most: int) -> int:
+    """``value_count(text)`` when it is over ``most``, else 0 (text no longer than ``most``
+    is not counted: each value takes at least one character)."""
+    if len(text) <= most:
+        return 0
+    values = value_count(text)
+    return values if values > most else 0
 
 
 def check_timestamp(ts: int, now_ms: int, window_ms: int = TIMESTAMP_WINDOW_MS) -> None:

@@ -50,10 +50,13 @@ def add_event_routes(app: Quart, hub: EventHub, tokens: TokenSet | None = None) 
             subscription = hub.subscribe(
                 types=types, agents=reaches, after=None if last is None else int(last)
             )
+            checked = None if tokens is None else tokens.version
             async for item in subscription:
-                if presented is not None and tokens is not None and not tokens.holds(presented):
-                    yield b"event: revoked\ndata: {}\n\n"
-                    return  # the token is gone: nothing more for its holder
+                if tokens is not None and tokens.version != checked:  # reloaded since
+                    if presented is not None and not tokens.holds(presented):
+                        yield b"event: revoked\ndata: {}\n\n"
+                        return  # the token is gone: nothing more for its holder
+                    checked = tokens.version
                 if item == KEEPALIVE:
                     yield b": keepalive\n\n"
                 elif item == DROPPED:
