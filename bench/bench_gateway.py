@@ -1,7 +1,7 @@
 """Gateway benchmarks against a real ``monitoring-ws serve`` process; one JSON line each.
 
     .venv/bin/python bench/bench_gateway.py ingest   [--agents 100] [--frames 1500] [--ack]
-    .venv/bin/python bench/bench_gateway.py commands [--agents 1000] [--callers 1 32]
+    .venv/bin/python bench/bench_gateway.py commands [--agents 1000] [--callers 1 32] [--route seed]
     .venv/bin/python bench/bench_gateway.py idle     [--agents 5000 10000]
 
 The server runs pinned to CPU 0, this load generator to CPU 1; loopback only.
@@ -105,8 +105,22 @@ async def ingest(ws_url: str, agents: int, frames: int, ack: bool) -> dict[str, 
     }
 
 
+#: The command routes: the seed's (what most callers use) and the transport-neutral one.
+ROUTES = {
+    "seed": "/api/websocket/agents/{}/command",
+    "neutral": "/api/agents/{}/commands",
+}
+
+
 async def commands(
-    api_url: str, ws_url: str, agents: int, callers: int, seconds: float, *, pid: int
+    api_url: str,
+    ws_url: str,
+    agents: int,
+    callers: int,
+    seconds: float,
+    *,
+    pid: int,
+    route: str = "seed",
 ) -> dict[str, Any]:
     host, port = host_port(ws_url)
     fleet = [BenchAgent(host, port, f"cmd-{i}") for i in range(agents)]
@@ -122,7 +136,7 @@ async def commands(
         http = HttpCaller(api_host, api_port)
         await http.connect()
         while time.perf_counter() < deadline:
-            path = f"/api/websocket/agents/cmd-{rng.randrange(agents)}/command"
+            path = ROUTES[route].format(f"cmd-{rng.randrange(agents)}")
             start = time.perf_counter()
             status, _ = await http.post(path, body)
             if status != 200:
@@ -146,6 +160,7 @@ async def commands(
     return {
         "agents": agents,
         "callers": callers,
+        "route": route,
         "requests": len(latencies),
         "failures": failures,
         "req_per_s": round(len(latencies) / elapsed),
@@ -206,6 +221,7 @@ def main() -> None:
     parser.add_argument("--ack", action="store_true", help="ingest: numbered frames, acked")
     parser.add_argument("--callers", type=int, nargs="*", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="commands: measured time")
+    parser.add_argument("--route", choices=sorted(ROUTES), default="seed", help="commands: which")
     parser.add_argument(
         "--listener",
         choices=["combined", "lean", "hypercorn"],
@@ -227,7 +243,7 @@ def main() -> None:
                     result = trio.run(ingest, ws_url, count, args.frames, args.ack)
                 elif args.scenario == "commands":
                     assert callers is not None
-                    run = partial(commands, pid=process.pid)
+                    run = partial(commands, pid=process.pid, route=args.route)
                     result = trio.run(run, api_url, ws_url, count, callers, args.seconds)
                 elif args.scenario == "auth":
                     result = trio.run(auth, process.pid, ws_url, count)

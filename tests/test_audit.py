@@ -52,6 +52,12 @@ async def test_what_was_asked_and_refused_is_audited(
         nursery.start_soon(agent.serve_commands)
         sent = await http.post("/api/agents/agent-au/commands", json=ping, headers=admin)
         command_id = sent.json()["commandId"]
+        seed = await http.post(
+            "/api/websocket/agents/agent-au/command",
+            json={**ping, "requestedBy": "seed-caller"},
+            headers=admin,
+        )
+        assert "transport" not in seed.json()  # the seed's shape
         finished = await http.delete(
             f"/api/commands/{command_id}",
             headers={**admin, "Content-Type": "application/json"},
@@ -72,12 +78,18 @@ async def test_what_was_asked_and_refused_is_audited(
     )
     found = await until(audit, lambda ls: any(line["event"] == "reload" for line in ls))
     by_event = {(line["event"], line.get("method"), line.get("status")): line for line in found}
-    command = by_event["request", "POST", 200]
+    command = next(line for line in found if line.get("path") == "/api/agents/agent-au/commands")
     assert command["command"] == "ping"
     assert command["commandId"] == command_id
     assert command["agentId"] == "agent-au"
     assert command["token"] not in {None, ADMIN}  # named by its fingerprint
     assert by_event["request", "DELETE", 409]["path"] == f"/api/commands/{command_id}"
+    # Both routes go through the one command service: a line per command, who asked.
+    ran = [line for line in found if line["event"] == "command"]
+    assert [line["commandId"] for line in ran] == [command_id, seed.json()["commandId"]]
+    assert {line["transport"] for line in ran} == {"websocket"}
+    assert ran[1]["requestedBy"]["label"] == "seed-caller"
+    assert ran[0]["requestedBy"]["credential"].endswith(command["token"])
     assert by_event["refused", "POST", 403]["token"] == "reader"
     assert by_event["refused", "GET", 401]["token"] is None
     assert by_event["agent_auth_failed", None, None]["agentId"] == "agent-evil"

@@ -10,6 +10,7 @@ import trio
 
 from monitoring_ws.host.api import create_app
 from monitoring_ws.host.api.health import Readiness
+from monitoring_ws.host.command_service import CommandService
 from monitoring_ws.host.commandlog import CommandLog
 from monitoring_ws.host.config import ServerSettings
 from monitoring_ws.host.router import TransportRouter
@@ -61,10 +62,16 @@ async def test_not_ready_while_redis_is_away(
 
 async def test_draining_is_503(tmp_path: Path) -> None:
     readiness = Readiness(listening=True, draining=True)
-    app = create_app(
-        ServerSettings(),
+    settings = ServerSettings()
+    commands = CommandService(
         TransportRouter([SSMTransport()]),
         CommandLog(None),
+        default_timeout_ms=settings.default_command_timeout_ms,
+        max_timeout_ms=settings.max_command_timeout_ms,
+    )
+    app = create_app(
+        settings,
+        commands,
         TelemetryBus(),
         readiness=readiness,
     )

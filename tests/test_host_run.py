@@ -26,8 +26,8 @@ class EchoTransport:
     async def can_reach(self, agent_id, command):
         return agent_id.startswith("echo-")
 
-    async def send_command(self, agent_id, command, args, timeout_s):
-        return CommandOutcome("echo-1", True, 0, result={"echoed": dict(args)})
+    async def send_command(self, order):
+        return CommandOutcome("echo-1", True, 0, result={"echoed": dict(order.args)})
 
     def health(self):
         return {"ok": True}

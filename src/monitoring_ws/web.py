@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from jsonschema import Draft202012Validator
@@ -17,12 +16,15 @@ from .host.tokens import ApiToken
 from .openapi import COMMAND_SCHEMAS
 from .protocol.payloads import NAME
 from .protocol.strictjson import JSONRejectedError, loads
-from .transports import REQUESTER, Requester, TransportError
+from .transports import CommandOrder, CommandOutcome, Requester, TransportError
+
+if TYPE_CHECKING:
+    from .host.command_service import CommandService
 
 __all__ = [
     "MAX_BODY_BYTES",
     "BadBody",
-    "CommandRequest",
+    "CommandBody",
     "command_body",
     "error",
     "forbidden",
@@ -61,7 +63,7 @@ class BadBody(ValueError):
 
 
 @attrs.frozen
-class CommandRequest:
+class CommandBody:
     """A command POST's body, checked."""
 
     command: str
@@ -73,7 +75,7 @@ class CommandRequest:
     label: str | None = None
 
 
-def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandRequest:
+def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandBody:
     """Check a command POST's body with the protocol's strict reader: what could not be
     signed (NaN, unsafe integers, duplicate keys, deep nesting) never becomes a command."""
     try:
@@ -108,7 +110,7 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandReque
     label = body.get("requestedBy")
     if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= 128):
         raise BadBody('"requestedBy" must be a string of 1-128 characters')
-    return CommandRequest(command, args, timeout_ms, wait, label)
+    return CommandBody(command, args, timeout_ms, wait, label)
 
 
 def transport_error(exc: TransportError) -> Response:
@@ -116,40 +118,44 @@ def transport_error(exc: TransportError) -> Response:
     return error(exc.status, exc.code, str(exc), **exc.extra)
 
 
-Send = Callable[[CommandRequest], Awaitable[dict[str, Any]]]
-
-
 async def run_command_request(
-    default_ms: int, max_ms: int, send: Send, submit: Send
+    service: CommandService, agent_id: str, *, via: str | None, records_path: str
 ) -> tuple[dict[str, Any], int] | Response:
-    """A command route's whole answer: parse the request's body, ``send`` (or ``submit``
-    when the caller does not wait), map failures to statuses."""
+    """A command route's whole answer: parse the request's body, hand the order to the
+    host's ``service`` (``via``: that transport only, and the answer without its name, the
+    seed's shape), map failures to statuses. A 202's ``Location`` is under
+    ``records_path``."""
     raw_body = await request.get_data()
     try:
-        body = command_body(raw_body, default_ms, max_ms)
+        body = command_body(raw_body, service.default_timeout_ms, service.max_timeout_ms)
     except BadBody as exc:
         return error(400, "bad_request", str(exc))
     presented = token()
     if presented is not None and not presented.may_send(body.command):
         scope = f"commands:send:{body.command}"
         return forbidden(scope, f"the token {presented.name} may not send {body.command!r}")
-    g.audit = {"command": body.command}  # the audit log names what was asked
-    asked_by = REQUESTER.set(requester(body.label))  # for the transport's record
+    g.audit = {"command": body.command}  # the request's audit line names what was asked
+    order = CommandOrder(agent_id, body.command, body.args, body.timeout_ms, requester(body.label))
     try:
         if not body.wait:
-            accepted = await submit(body)
-            g.audit["commandId"] = accepted["commandId"]
-            response = Response(json.dumps(accepted), status=202, mimetype="application/json")
-            response.headers["Location"] = accepted["location"]
+            accepted = await service.submit(order, via=via)
+            g.audit["commandId"] = accepted.command_id
+            location = f"{records_path}/{accepted.command_id}"
+            answer = {"commandId": accepted.command_id, "state": accepted.state}
+            response = Response(
+                json.dumps({**answer, "location": location}),
+                status=202,
+                mimetype="application/json",
+            )
+            response.headers["Location"] = location
             return response
-        answer = await send(body)
+        routed = await service.run(order, via=via)
     except TransportError as exc:
         return transport_error(exc)
-    else:
-        g.audit["commandId"] = answer.get("commandId")
-        return answer, 200
-    finally:
-        REQUESTER.reset(asked_by)
+    outcome = routed.outcome
+    assert isinstance(outcome, CommandOutcome)  # noqa: S101 - run raises the others
+    g.audit["commandId"] = outcome.command_id
+    return (outcome.to_json() if via is not None else routed.to_json()), 200
 
 
 def int_arg(name: str, default: int) -> int | None:

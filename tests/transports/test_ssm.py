@@ -13,6 +13,7 @@ from botocore.stub import ANY, Stubber
 from monitoring_ws.transports import (
     AgentNotConnectedError,
     CommandNotSupportedError,
+    CommandOrder,
     CommandTimeoutError,
     TransportError,
 )
@@ -39,7 +40,7 @@ def moto_ssm(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 async def test_send_and_poll_against_moto(moto_ssm: str) -> None:
     transport = SSMTransport(poll_first_s=0.01)
     assert await transport.can_reach(INSTANCE, "ping")
-    outcome = await transport.send_command(INSTANCE, "ping", {}, timeout_s=10)
+    outcome = await transport.send_command(CommandOrder(INSTANCE, "ping", {}, 10000))
     assert outcome.ok is True
     assert outcome.result["status"] == "Success"
     assert len(outcome.command_id) == 36
@@ -50,7 +51,7 @@ async def test_send_and_poll_against_moto(moto_ssm: str) -> None:
     )
     assert await shell.can_reach(INSTANCE, SSM_SHELL)
     lines = {"commands": ["uptime", "df -h /var"]}
-    outcome = await shell.send_command(INSTANCE, SSM_SHELL, lines, timeout_s=10)
+    outcome = await shell.send_command(CommandOrder(INSTANCE, SSM_SHELL, lines, 10000))
     assert outcome.ok is True
 
 
@@ -59,13 +60,13 @@ async def test_what_ssm_cannot_carry_is_refused() -> None:
     assert not await transport.can_reach("web-01", "ping")
     assert not await transport.can_reach(INSTANCE, "tail_log")
     with pytest.raises(AgentNotConnectedError):
-        await transport.send_command("web-01", "ping", {}, timeout_s=1)
+        await transport.send_command(CommandOrder("web-01", "ping", {}, 1000))
     with pytest.raises(CommandNotSupportedError):
-        await transport.send_command(INSTANCE, "tail_log", {}, timeout_s=1)
+        await transport.send_command(CommandOrder(INSTANCE, "tail_log", {}, 1000))
     with pytest.raises(CommandNotSupportedError, match="never goes to SSM"):
-        await transport.send_command(INSTANCE, "run", {"commands": ["uptime"]}, timeout_s=1)
+        await transport.send_command(CommandOrder(INSTANCE, "run", {"commands": ["uptime"]}, 1000))
     with pytest.raises(CommandNotSupportedError, match="ssm_shell is off"):
-        await transport.send_command(INSTANCE, SSM_SHELL, {"commands": ["id"]}, timeout_s=1)
+        await transport.send_command(CommandOrder(INSTANCE, SSM_SHELL, {"commands": ["id"]}, 1000))
     assert transport.refusal(INSTANCE, "collect_metrics") == (
         "'collect_metrics' is not SSM-safe (ssm_safe_commands: ping)"
     )
@@ -110,7 +111,7 @@ async def test_invocation_does_not_exist_is_retried() -> None:
             ("ok", invocation("Success", ResponseCode=0, StandardOutputContent="pong\n")),
         ]
     )
-    outcome = await transport.send_command(INSTANCE, "ping", {}, timeout_s=5)
+    outcome = await transport.send_command(CommandOrder(INSTANCE, "ping", {}, 5000))
     assert outcome.ok is True
     assert outcome.result["stdout"] == "pong\n"
     stubber.assert_no_pending_responses()
@@ -129,7 +130,7 @@ async def test_invocation_does_not_exist_is_retried() -> None:
 )
 async def test_every_terminal_status_maps_to_a_result(status: str, code: str) -> None:
     transport, _ = stubbed([("ok", invocation(status, StatusDetails=status, ResponseCode=1))])
-    outcome = await transport.send_command(INSTANCE, "ping", {}, timeout_s=5)
+    outcome = await transport.send_command(CommandOrder(INSTANCE, "ping", {}, 5000))
     assert outcome.ok is False
     assert outcome.error_code == code
     assert outcome.result["status"] == status
@@ -145,7 +146,7 @@ async def test_timeout_cancels_the_command() -> None:
     # Seen before the stubber answers (it has no answer queued for it at this point).
     stubber.client.meta.events.register("provide-client-params.ssm.CancelCommand", record)
     with trio.fail_after(5), pytest.raises(CommandTimeoutError) as info:
-        await transport.send_command(INSTANCE, "ping", {}, timeout_s=0.3)
+        await transport.send_command(CommandOrder(INSTANCE, "ping", {}, 300))
     assert info.value.command_id == COMMAND_ID
     assert cancelled == [{"CommandId": COMMAND_ID, "InstanceIds": [INSTANCE]}]
 
@@ -158,7 +159,7 @@ async def test_missing_aws_configuration_is_a_transport_error(
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(TransportError, match="SendCommand failed"):
-        await SSMTransport().send_command(INSTANCE, "ping", {}, timeout_s=1)
+        await SSMTransport().send_command(CommandOrder(INSTANCE, "ping", {}, 1000))
 
 
 def test_shell_lines_are_allowed_word_for_word_and_sent_quoted() -> None:

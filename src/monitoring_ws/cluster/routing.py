@@ -12,22 +12,21 @@ once with ``ClusterUnavailableError`` (503); no answer in time: ``CommandTimeout
 from __future__ import annotations
 
 import logging
-import math
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 import coredis
 import trio
 from coredis.exceptions import RedisError
 
 from ..clock import wall_ms
 from ..transports import (
-    REQUESTER,
     AgentGoneError,
     AgentNotConnectedError,
     ClusterUnavailableError,
     CommandNotSupportedError,
+    CommandOrder,
     CommandOutcome,
     CommandTimeoutError,
     CommandTooLargeError,
@@ -65,15 +64,11 @@ _ERRORS: dict[str, type[TransportError]] = {
 class LocalCommands(Protocol):
     """This node's own way to its agents (the gateway's ``WebSocketTransport``)."""
 
-    async def submit_here(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> tuple[str, str]:
+    async def submit_here(self, order: CommandOrder) -> tuple[str, str]:
         """Send without waiting; the command's id and state once its record is durable."""
         ...
 
-    async def send_here(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> CommandOutcome: ...
+    async def send_here(self, order: CommandOrder) -> CommandOutcome: ...
 
 
 class NodeRouter:
@@ -100,18 +95,14 @@ class NodeRouter:
     def _channel(self, node: str) -> str:
         return f"{self.prefix}node:{node}"
 
-    async def send(
-        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
-    ) -> CommandOutcome:
-        """Run ``command`` on ``agent_id``, held by ``node``: its answer, or TransportError."""
-        return _answer(await self._ask(node, agent_id, command, args, timeout_s, wait=True))
+    async def send(self, node: str, order: CommandOrder) -> CommandOutcome:
+        """Run the order on ``node``, which holds its agent: the answer, or TransportError."""
+        return _answer(await self._ask(node, order, order.timeout_s, wait=True))
 
-    async def submit(
-        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]:
+    async def submit(self, node: str, order: CommandOrder) -> dict[str, Any]:
         """Have ``node`` send the command without waiting: ``{"commandId", "state"}`` once
         its record is on that node's disk."""
-        answer = await self._ask(node, agent_id, command, args, PUBLISH_TIMEOUT_S, wait=False)
+        answer = await self._ask(node, order, PUBLISH_TIMEOUT_S, wait=False)
         accepted = answer.get("accepted")
         if isinstance(accepted, dict):
             return accepted
@@ -119,25 +110,18 @@ class NodeRouter:
         raise TransportError(f"node {node} gave no answer to a submit")
 
     async def _ask(
-        self,
-        node: str,
-        agent_id: str,
-        command: str,
-        args: dict[str, Any],
-        timeout_s: float,
-        *,
-        wait: bool,
+        self, node: str, order: CommandOrder, timeout_s: float, *, wait: bool
     ) -> dict[str, Any]:
-        request_id = str(uuid.uuid4())
+        request_id, agent_id = str(uuid.uuid4()), order.agent_id
         request = {
             "type": "command",
             "requestId": request_id,
             "replyTo": self.node,
             "agentId": agent_id,
-            "command": command,
-            "args": args,
-            "timeoutMs": max(1, math.ceil(timeout_s * 1000)),
-            "requestedBy": REQUESTER.get().to_json(),
+            "command": order.command,
+            "args": dict(order.args),
+            "timeoutMs": order.timeout_ms,
+            "requestedBy": order.requester.to_json(),
             "wait": wait,
         }
         done, answers = trio.Event(), list[dict[str, Any]]()
@@ -182,19 +166,18 @@ class NodeRouter:
         reply: dict[str, Any] = {"type": "result", "requestId": message.get("requestId")}
         try:
             asked_by = Requester.from_json(message["requestedBy"])
-            token = REQUESTER.set(
-                Requester(f"{asked_by.address} via {message['replyTo']}", *_rest(asked_by))
+            order = CommandOrder(
+                message["agentId"],
+                message["command"],
+                dict(message["args"]),
+                int(message["timeoutMs"]),
+                attrs.evolve(asked_by, address=f"{asked_by.address} via {message['replyTo']}"),
             )
-            try:
-                args = (message["agentId"], message["command"], dict(message["args"]))
-                timeout_s = int(message["timeoutMs"]) / 1000
-                if message.get("wait") is False:
-                    command_id, state = await local.submit_here(*args, timeout_s)
-                    reply["accepted"] = {"commandId": command_id, "state": state}
-                else:
-                    reply["outcome"] = (await local.send_here(*args, timeout_s)).to_json()
-            finally:
-                REQUESTER.reset(token)
+            if message.get("wait") is False:
+                command_id, state = await local.submit_here(order)
+                reply["accepted"] = {"commandId": command_id, "state": state}
+            else:
+                reply["outcome"] = (await local.send_here(order)).to_json()
         except TransportError as exc:
             reply["error"] = {"code": exc.code, "message": str(exc), **exc.extra}
         except (KeyError, TypeError, ValueError) as exc:
@@ -216,10 +199,6 @@ class NodeRouter:
                 await trio.sleep_forever()
             finally:
                 self._serving = None
-
-
-def _rest(requester: Requester) -> tuple[str | None, str | None]:
-    return requester.credential, requester.label
 
 
 def _answer(message: dict[str, Any]) -> CommandOutcome:

@@ -14,7 +14,6 @@ from ..protocol.payloads import NAME
 from ..transports import ShuttingDownError, TransportError, UnknownCommandError
 from ..web import (
     ID_RULE,
-    CommandRequest,
     error,
     forbidden,
     int_arg,
@@ -26,6 +25,7 @@ from ..web import (
 from .agent_config import agent_config
 
 if TYPE_CHECKING:
+    from ..host.command_service import CommandService
     from .config import GatewayConfig
     from .gateway import Gateway
     from .transport import WebSocketTransport
@@ -55,8 +55,10 @@ def websocket_blueprint(
     transport: WebSocketTransport,
     telemetry: TelemetryRead,
     config: Callable[[], GatewayConfig],
+    commands: Callable[[], CommandService | None],
 ) -> Blueprint:
-    """The routes; ``config`` gives the settings in force (they change on reload)."""
+    """The routes; ``config`` gives the settings in force (they change on reload),
+    ``commands`` the host's command service (None until the plugin runs)."""
     gateway: Gateway = transport.gateway
     api = Blueprint("websocket", __name__, url_prefix="/api/websocket")
 
@@ -112,24 +114,13 @@ def websocket_blueprint(
 
     @api.post("/agents/<agent_id>/command")
     async def send_command(agent_id: str) -> tuple[dict[str, Any], int] | Response:
-        if gateway.shutting_down:
+        """The seed's route: the host's command service, through this transport only,
+        answered in the seed's shape."""
+        service = commands()
+        if gateway.shutting_down or service is None:
             return error(503, ShuttingDownError.code, "the server is shutting down")
-
-        async def send(body: CommandRequest) -> dict[str, Any]:
-            timeout_s = body.timeout_ms / 1000
-            outcome = await transport.send_command(agent_id, body.command, body.args, timeout_s)
-            return outcome.to_json()
-
-        async def submit(body: CommandRequest) -> dict[str, Any]:
-            command_id, state = await transport.submit_anywhere(
-                agent_id, body.command, body.args, body.timeout_ms / 1000
-            )
-            location = f"{COMMANDS_PATH}/{command_id}"
-            return {"commandId": command_id, "state": state, "location": location}
-
-        settings = config()
         return await run_command_request(
-            settings.default_command_timeout_ms, settings.max_command_timeout_ms, send, submit
+            service, agent_id, via=transport.name, records_path=COMMANDS_PATH
         )
 
     @api.get("/commands/<command_id>")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..protocol import CloseConnection, Command, Delivery, LogEntry, ReplayVerdict
-    from ..transports import CommandOutcome
+    from ..transports import CommandOrder, CommandOutcome
     from ..transports.records import CommandRecord, RecordQuery
     from .registry import AgentInfo
 
@@ -108,10 +108,6 @@ class RemoteCommands(Protocol):
         """Who holds the agent; raises ``ClusterUnavailableError`` when that is unknowable."""
         ...
 
-    async def send(
-        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
-    ) -> CommandOutcome: ...
+    async def send(self, node: str, order: CommandOrder) -> CommandOutcome: ...
 
-    async def submit(
-        self, node: str, agent_id: str, command: str, args: dict[str, Any], timeout_s: float
-    ) -> dict[str, Any]: ...
+    async def submit(self, node: str, order: CommandOrder) -> dict[str, Any]: ...

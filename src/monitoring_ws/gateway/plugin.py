@@ -35,6 +35,7 @@ from .transport import WebSocketTransport
 
 if TYPE_CHECKING:
     from ..cluster.node import Cluster
+    from ..host.command_service import CommandService
 
 __all__ = ["WebSocketPlugin", "gateway_config", "gateway_config_of"]
 
@@ -105,7 +106,10 @@ class WebSocketPlugin(PluginBase):
             known=self.gateway.knows,
             rekeyed=self.gateway.rekeyed,
         )
-        self._blueprint = websocket_blueprint(self.transport, context.telemetry, self._settings)
+        self._host: HostContext | None = None
+        self._blueprint = websocket_blueprint(
+            self.transport, context.telemetry, self._settings, self._commands
+        )
 
     @staticmethod
     def validate(settings: Mapping[str, Any], context: PluginContext) -> None:
@@ -114,6 +118,9 @@ class WebSocketPlugin(PluginBase):
 
     def _settings(self) -> GatewayConfig:
         return self.config
+
+    def _commands(self) -> CommandService | None:
+        return None if self._host is None else self._host.commands
 
     def transports(self) -> Sequence[Transport]:
         return (self.transport,)
@@ -159,6 +166,7 @@ class WebSocketPlugin(PluginBase):
         async with contextlib.AsyncExitStack() as stack:
             if self.cluster is not None:
                 await stack.enter_async_context(self.cluster.running(self.transport))
+            self._host = host
             task_status.started()
             await self.gateway.run()
 

@@ -4,17 +4,15 @@ records it keeps of them, and the agents it knows (the ``websocket`` plugin's tr
 from __future__ import annotations
 
 import contextlib
-import math
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..transports import (
-    REQUESTER,
     AgentListing,
     AgentNotConnectedError,
     CommandConflictError,
     CommandNotSupportedError,
+    CommandOrder,
     CommandOutcome,
     ShuttingDownError,
     StateUnavailableError,
@@ -56,36 +54,26 @@ class WebSocketTransport:
             "shuttingDown": gateway.shutting_down,
         }
 
-    async def send_command(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> CommandOutcome:
+    async def send_command(self, order: CommandOrder) -> CommandOutcome:
         """Through this node's connection, or (in a cluster) the node that holds the agent."""
-        node = await self._holder(agent_id, command)
+        node = await self._holder(order.agent_id, order.command)
         if node is not None and self.gateway.remote is not None:
-            return await self.gateway.remote.send(node, agent_id, command, dict(args), timeout_s)
-        return await self.send_here(agent_id, command, args, timeout_s)
+            return await self.gateway.remote.send(node, order)
+        return await self.send_here(order)
 
-    async def submit_anywhere(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> tuple[str, str]:
+    async def submit_command(self, order: CommandOrder) -> tuple[str, str]:
         """Send without waiting, here or on the node that holds the agent; the command's id
         and state once its record is on that node's disk."""
-        node = await self._holder(agent_id, command)
+        node = await self._holder(order.agent_id, order.command)
         if node is not None and self.gateway.remote is not None:
-            accepted = await self.gateway.remote.submit(
-                node, agent_id, command, dict(args), timeout_s
-            )
+            accepted = await self.gateway.remote.submit(node, order)
             return str(accepted["commandId"]), str(accepted["state"])
-        return await self.submit_here(agent_id, command, args, timeout_s)
+        return await self.submit_here(order)
 
-    submit_command = submit_anywhere
-
-    async def submit_here(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> tuple[str, str]:
+    async def submit_here(self, order: CommandOrder) -> tuple[str, str]:
         """Send through this node's connection without waiting; id and state once the
         record is on disk."""
-        record = self.submit(agent_id, command, args, timeout_s)
+        record = self.submit(order)
         try:
             await self.gateway.spool.durable()
         except StoreError as exc:
@@ -178,26 +166,18 @@ class WebSocketTransport:
             )
         return info.node
 
-    async def send_here(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> CommandOutcome:
+    async def send_here(self, order: CommandOrder) -> CommandOutcome:
         """Through this node's own connection to the agent only."""
-        return await self.gateway.commands.wait(self.submit(agent_id, command, args, timeout_s))
+        return await self.gateway.commands.wait(self.submit(order))
 
-    def submit(
-        self,
-        agent_id: str,
-        command: str,
-        args: Mapping[str, Any],
-        timeout_s: float,
-    ) -> CommandRecord:
+    def submit(self, order: CommandOrder) -> CommandRecord:
         """Send now, without waiting: the record (``GET .../commands/:id``) follows it."""
         return self.gateway.commands.submit(
-            self.connection_for(agent_id, command),
-            command,
-            dict(args),
-            max(1, math.ceil(timeout_s * 1000)),
-            requested_by=REQUESTER.get(),  # set by the HTTP API around its call
+            self.connection_for(order.agent_id, order.command),
+            order.command,
+            dict(order.args),
+            order.timeout_ms,
+            requested_by=order.requester,
             command_id=str(uuid.uuid4()),
         )
 

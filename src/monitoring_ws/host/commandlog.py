@@ -7,7 +7,6 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import trio
 from ..clock import wall_ms
 from ..private import private_file
 from ..protocol import CommandError, CommandResult
-from ..transports import CommandOutcome, CommandTimeoutError, Requester, TransportError
+from ..transports import CommandOrder, CommandOutcome, CommandTimeoutError, TransportError
 from ..transports.records import CommandRecord, CommandState, RecordQuery
 
 __all__ = ["CommandLog", "ended_record"]
@@ -98,16 +97,12 @@ class CommandLog:
 
 def ended_record(
     transport: str,
-    agent_id: str,
-    command: str,
-    args: Mapping[str, Any],
-    timeout_ms: int,
+    order: CommandOrder,
     *,
-    requested_by: Requester,
     created_ms: int,
     answer: CommandOutcome | TransportError,
 ) -> CommandRecord:
-    """The record of a command ``transport`` carried: its outcome, or the failure."""
+    """The record of an order ``transport`` carried: its outcome, or the failure."""
     now = wall_ms()
     if isinstance(answer, CommandOutcome):
         command_id = answer.command_id
@@ -115,12 +110,12 @@ def ended_record(
         command_id = getattr(answer, "command_id", None) or str(uuid.uuid4())
     record = CommandRecord(
         command_id=command_id,
-        agent_id=agent_id,
-        command=command,
-        args=dict(args),
-        timeout_ms=timeout_ms,
+        agent_id=order.agent_id,
+        command=order.command,
+        args=dict(order.args),
+        timeout_ms=order.timeout_ms,
         transport=transport,
-        requested_by=requested_by,
+        requested_by=order.requester,
         created_ms=created_ms,
         sent_ms=created_ms,
         attempts=1,

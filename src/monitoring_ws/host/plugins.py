@@ -28,6 +28,7 @@ from .events import EventHub
 from .metrics import MetricsCollector, ServerMetrics
 
 if TYPE_CHECKING:
+    from .command_service import CommandService
     from .config import ClusterSettings, MonitoringConfig, ServerSettings
     from .router import TransportRouter
     from .telemetry import TelemetryBus, TelemetryReader, TelemetrySink
@@ -94,10 +95,12 @@ class PluginContext:
 
 @attrs.frozen
 class HostContext:
-    """What a running plugin may use: the router over every transport."""
+    """What a running plugin may use: the router over every transport, the telemetry
+    read side, and the one way to send commands (records, audit, events, metrics)."""
 
     router: TransportRouter
     telemetry: TelemetryReader
+    commands: CommandService
 
 
 class Plugin(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -13,6 +13,7 @@ import attrs
 from ..transports.base import (
     AgentNotConnectedError,
     CommandNotSupportedError,
+    CommandOrder,
     CommandOutcome,
     ShuttingDownError,
     Transport,
@@ -29,12 +30,15 @@ _NOT_DELIVERED = (AgentNotConnectedError, CommandNotSupportedError, ShuttingDown
 
 @attrs.frozen
 class Routed:
-    """A command's outcome and the transport that carried it."""
+    """The transport that took a command, and what came of it: the agent's answer, or
+    a failure after which the command may have run (a timeout, the agent gone)."""
 
     transport: str
-    outcome: CommandOutcome
+    outcome: CommandOutcome | TransportError
 
     def to_json(self) -> dict[str, Any]:
+        """The answer's JSON (only for an ``outcome`` that is one)."""
+        assert isinstance(self.outcome, CommandOutcome)  # noqa: S101 - callers check
         return {**self.outcome.to_json(), "transport": self.transport}
 
 
@@ -51,13 +55,18 @@ class TransportRouter:
     async def reachability(self, agent_id: str, command: str = "ping") -> dict[str, bool]:
         return {t.name: await t.can_reach(agent_id, command) for t in self.transports}
 
-    async def send_command(
-        self,
-        agent_id: str,
-        command: str,
-        args: Mapping[str, Any],
-        timeout_s: float,
-    ) -> Routed:
+    def named(self, name: str) -> Transport:
+        """The transport called ``name``; KeyError when there is none."""
+        for transport in self.transports:
+            if transport.name == name:
+                return transport
+        raise KeyError(name)
+
+    async def send_command(self, order: CommandOrder) -> Routed:
+        """The first transport that reaches the agent runs the order. Raises
+        ``AgentNotConnectedError`` or ``CommandNotSupportedError`` when none took it;
+        returns any other failure in ``Routed`` (the command may have run)."""
+        agent_id, command = order.agent_id, order.command
         refused: list[str] = []
         unsupported = False
         for transport in self.transports:
@@ -67,7 +76,7 @@ class TransportRouter:
                 refused.append(f"{transport.name}: {reason or 'cannot reach it'}")
                 continue
             try:
-                outcome = await transport.send_command(agent_id, command, args, timeout_s)
+                outcome = await transport.send_command(order)
             except _NOT_DELIVERED as exc:
                 log.info(
                     "%s could not deliver %s to %s: %s", transport.name, command, agent_id, exc
@@ -78,8 +87,7 @@ class TransportRouter:
             except TransportError as exc:
                 # Maybe delivered (timeout, agent gone mid-command): never run it twice.
                 self._record(agent_id, command, transport.name, None)
-                exc.transport = transport.name
-                raise
+                return Routed(transport.name, exc)
             self._record(agent_id, command, transport.name, outcome)
             return Routed(transport.name, outcome)
         message = f"no transport reaches {agent_id} for {command!r} ({'; '.join(refused)})"

@@ -31,6 +31,7 @@ from .api import create_app
 from .api.health import Readiness
 from .asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
 from .audit import AuditLog
+from .command_service import CommandService
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .events import EventHub
@@ -166,7 +167,7 @@ class _Assembly:
     plugins: tuple[Plugin, ...]
     router: TransportRouter
     telemetry: TelemetryBus
-    commands: CommandLog
+    commands: CommandService
     app: Any
     routes: Mapping[str, WebSocketRoute]
     readiness: Readiness
@@ -209,12 +210,20 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     http_routes = {
         path: handler for plugin in plugins for path, handler in plugin.agent_http_routes().items()
     }
-    commands = CommandLog(_state_file(config, "commands"))
+    commands = CommandService(
+        router,
+        CommandLog(_state_file(config, "commands")),
+        default_timeout_ms=server.default_command_timeout_ms,
+        max_timeout_ms=server.max_command_timeout_ms,
+        events=events,
+        metrics=metrics,
+        audit=audit,
+        clock=clock,
+    )
     readiness = Readiness()
     tokens = TokenSet(server.api_tokens)
     app = create_app(
         config.server,
-        router,
         commands,
         telemetry,
         plugins=plugins,
@@ -264,8 +273,9 @@ async def serve_host(
         async with trio.open_nursery() as background:
             await background.start(built.telemetry.run)
             await background.start(built.audit.run)
+            host = HostContext(built.router, built.telemetry, built.commands)
             for plugin in built.plugins:
-                await background.start(plugin.run, HostContext(built.router, built.telemetry))
+                await background.start(plugin.run, host)
                 log.info("plugin %s started", plugin.name)
             if handle_signals and reload is not None:  # until the background is cancelled
                 background.start_soon(_reload_on_sighup, built, reload)
@@ -274,7 +284,7 @@ async def serve_host(
             await built.audit.flush(FLUSH_TIMEOUT_S)
             background.cancel_scope.cancel()
     finally:
-        built.commands.close()
+        built.commands.log.close()
     log.info("stopped")
 
 

@@ -2,13 +2,13 @@
 
 from .base import (
     IN_PROCESS,
-    REQUESTER,
     AgentGoneError,
     AgentListing,
     AgentNotConnectedError,
     ClusterUnavailableError,
     CommandConflictError,
     CommandNotSupportedError,
+    CommandOrder,
     CommandOutcome,
     CommandTimeoutError,
     CommandTooLargeError,
@@ -25,13 +25,13 @@ from .base import (
 
 __all__ = [
     "IN_PROCESS",
-    "REQUESTER",
     "AgentGoneError",
     "AgentListing",
     "AgentNotConnectedError",
     "ClusterUnavailableError",
     "CommandConflictError",
     "CommandNotSupportedError",
+    "CommandOrder",
     "CommandOutcome",
     "CommandTimeoutError",
     "CommandTooLargeError",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -13,13 +12,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IN_PROCESS",
-    "REQUESTER",
     "AgentGoneError",
     "AgentListing",
     "AgentNotConnectedError",
     "ClusterUnavailableError",
     "CommandConflictError",
     "CommandNotSupportedError",
+    "CommandOrder",
     "CommandOutcome",
     "CommandTimeoutError",
     "CommandTooLargeError",
@@ -54,11 +53,24 @@ class Requester:
 
 #: Who asks when a plugin calls a transport directly rather than through the HTTP API.
 IN_PROCESS = Requester("in-process")
-#: Who is asking for the command being sent, set by the HTTP API around its call (so the
-#: ``Transport`` interface stays as plugins implement it).
-REQUESTER: contextvars.ContextVar[Requester] = contextvars.ContextVar(
-    "monitoring_ws_requester", default=IN_PROCESS
-)
+
+
+@attrs.frozen
+class CommandOrder:
+    """One command for one agent, and who asked for it: what the host's
+    ``CommandService`` hands a transport (and a cluster node hands the node holding the
+    agent). Checked before a transport sees it: a command name, a timeout within the
+    server's limit."""
+
+    agent_id: str
+    command: str
+    args: Mapping[str, Any] = attrs.field(factory=dict)
+    timeout_ms: int = 30_000
+    requester: Requester = IN_PROCESS
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ms / 1000
 
 
 @attrs.frozen
@@ -93,8 +105,6 @@ class TransportError(Exception):
     status = 500
     #: More members of the error body (e.g. ``commandId``).
     extra: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
-    #: Which transport failed, when a router tried one (set by ``TransportRouter``).
-    transport: str | None = None
 
 
 class AgentNotConnectedError(TransportError):
@@ -191,11 +201,9 @@ class Transport(Protocol):
         """Whether this transport can deliver ``command`` to ``agent_id`` right now."""
         ...
 
-    async def send_command(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> CommandOutcome:
-        """Run ``command`` on the agent and wait for its result (a transport that keeps
-        records finds who asked in ``REQUESTER``).
+    async def send_command(self, order: CommandOrder) -> CommandOutcome:
+        """Run the order's command on its agent and wait for the result (a transport that
+        keeps records names ``order.requester`` in them).
 
         Raises a ``TransportError`` subclass when there is no result.
         """
@@ -236,9 +244,7 @@ class KeepsRecords(Transport, Protocol):
     """A transport that keeps its own command records and can send without waiting
     (optional; the host keeps records for the others)."""
 
-    async def submit_command(
-        self, agent_id: str, command: str, args: Mapping[str, Any], timeout_s: float
-    ) -> tuple[str, str]:
+    async def submit_command(self, order: CommandOrder) -> tuple[str, str]:
         """Send without waiting; the command's id and state once its record is durable."""
         ...
 

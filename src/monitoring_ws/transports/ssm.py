@@ -25,6 +25,7 @@ from .base import (
     AgentListing,
     AgentNotConnectedError,
     CommandNotSupportedError,
+    CommandOrder,
     CommandOutcome,
     CommandTimeoutError,
     TransportError,
@@ -211,18 +212,13 @@ class SSMTransport:
         # minute-long default timeouts (the thread finishes on its own).
         return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
 
-    async def send_command(
-        self,
-        agent_id: str,
-        command: str,
-        args: Mapping[str, Any],
-        timeout_s: float,
-    ) -> CommandOutcome:
+    async def send_command(self, order: CommandOrder) -> CommandOutcome:
+        agent_id, timeout_s = order.agent_id, order.timeout_s
         if not is_instance_id(agent_id):
             raise AgentNotConnectedError(
                 f"{agent_id} is not an EC2 instance id: SSM cannot reach it"
             )
-        lines = self.policy.shell_lines(command, args)
+        lines = self.policy.shell_lines(order.command, order.args)
         started = trio.current_time()
         try:
             client = self.client  # created on first use: a missing region fails here

@@ -8,15 +8,11 @@ from typing import Any
 
 from quart import Quart, Response, request
 
-from ...clock import wall_ms
 from ...protocol import AGENT_ID
 from ...protocol.payloads import NAME
 from ...transports import (
-    REQUESTER,
     AgentListing,
-    AgentNotConnectedError,
     CommandConflictError,
-    CommandOutcome,
     KeepsRecords,
     ListsAgents,
     TransportError,
@@ -26,16 +22,13 @@ from ...transports.records import CommandState, RecordQuery
 from ...web import (
     ID_RULE,
     BadBody,
-    CommandRequest,
     error,
     reaches,
     run_command_request,
     transport_error,
 )
-from ..commandlog import CommandLog, ended_record
-from ..config import ServerSettings
-from ..events import EventHub
-from ..metrics import ServerMetrics
+from ..command_service import CommandService
+from ..commandlog import CommandLog
 from ..router import TransportRouter
 from ..summary import summarize
 from ..telemetry import TelemetryBus
@@ -83,17 +76,8 @@ def _keepers(router: TransportRouter) -> Sequence[KeepsRecords]:
     return [t for t in router.transports if isinstance(t, KeepsRecords)]
 
 
-def add_agent_routes(
-    app: Quart,
-    server: ServerSettings,
-    router: TransportRouter,
-    log: CommandLog,
-    telemetry: TelemetryBus,
-    *,
-    metrics: ServerMetrics,
-    events: EventHub,
-) -> None:
-    keepers = {t.name for t in _keepers(router)}
+def add_agent_routes(app: Quart, commands: CommandService, telemetry: TelemetryBus) -> None:
+    router, log = commands.router, commands.log
 
     @app.get("/api/agents")
     async def list_agents() -> dict[str, Any] | Response:
@@ -136,53 +120,7 @@ def add_agent_routes(
 
     @app.post("/api/agents/<agent_id>/commands")
     async def send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
-        async def keep(
-            transport: str, body: CommandRequest, answer: CommandOutcome | TransportError
-        ) -> None:
-            record = ended_record(
-                transport,
-                agent_id,
-                body.command,
-                body.args,
-                body.timeout_ms,
-                requested_by=REQUESTER.get(),
-                created_ms=started,
-                answer=answer,
-            )
-            await log.record(record)
-            events.publish("command", record.agent_id, record.to_json())
-            ended_ms = record.finished_ms or record.updated_ms
-            metrics.command_ended(transport, record.state.value, (ended_ms - started) / 1000)
-
-        async def wait(body: CommandRequest) -> dict[str, Any]:
-            try:
-                routed = await router.send_command(
-                    agent_id, body.command, body.args, body.timeout_ms / 1000
-                )
-            except TransportError as exc:
-                if exc.transport is not None and exc.transport not in keepers:
-                    await keep(exc.transport, body, exc)
-                raise
-            if routed.transport not in keepers:  # the others keep their own records
-                await keep(routed.transport, body, routed.outcome)
-            return routed.to_json()
-
-        async def submit(body: CommandRequest) -> dict[str, Any]:
-            # Only a transport that keeps records can take a command and answer later.
-            for transport in _keepers(router):
-                if await transport.can_reach(agent_id, body.command):
-                    command_id, state = await transport.submit_command(
-                        agent_id, body.command, body.args, body.timeout_ms / 1000
-                    )
-                    location = f"{COMMANDS_PATH}/{command_id}"
-                    return {"commandId": command_id, "state": state, "location": location}
-            message = f"no transport that can answer later reaches {agent_id} for {body.command!r}"
-            raise AgentNotConnectedError(message + ' (send with "wait": true)')
-
-        started = wall_ms()
-        return await run_command_request(
-            server.default_command_timeout_ms, server.max_command_timeout_ms, wait, submit
-        )
+        return await run_command_request(commands, agent_id, via=None, records_path=COMMANDS_PATH)
 
     _add_record_routes(app, router, log)
 

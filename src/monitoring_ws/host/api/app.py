@@ -12,12 +12,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from ...forwarded import client_address
 from ...web import MAX_BODY_BYTES, error, forbidden, token
 from ..audit import AuditLog
-from ..commandlog import CommandLog
+from ..command_service import CommandService
 from ..config import ServerSettings
 from ..events import EventHub
 from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
-from ..router import TransportRouter
 from ..telemetry import TelemetryBus
 from ..tokens import ApiToken, TokenSet, required_scope
 from .agents import add_agent_routes
@@ -32,8 +31,7 @@ __all__ = ["create_app", "install_guard"]
 
 def create_app(
     server: ServerSettings,
-    router: TransportRouter,
-    log: CommandLog,
+    commands: CommandService,
     telemetry: TelemetryBus,
     *,
     plugins: Sequence[Plugin] = (),
@@ -43,7 +41,7 @@ def create_app(
     events: EventHub | None = None,
     tokens: TokenSet | None = None,
 ) -> Quart:
-    """The API: the neutral routes over ``router`` and every plugin's blueprints, all
+    """The API: the neutral routes over ``commands`` and every plugin's blueprints, all
     behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
     ``/readyz`` outside it."""
     app = QuartTrio(__name__)
@@ -63,7 +61,7 @@ def create_app(
 
     metrics = ServerMetrics() if metrics is None else metrics
     events = EventHub() if events is None else events
-    add_agent_routes(app, server, router, log, telemetry, metrics=metrics, events=events)
+    add_agent_routes(app, commands, telemetry)
     add_event_routes(app, events, tokens)
     add_openapi_routes(app, lambda: plugins)
     add_ui_routes(app)

@@ -1,0 +1,170 @@
+"""``CommandService``: the one way every command goes, whoever asks (the transport-neutral
+route, the seed's route, ``wait: false``, the dashboard, jobs).
+
+It checks the order, picks the transport (the router, or the one a route names), keeps
+the record of transports that keep none themselves, writes the audit line, publishes the
+``command`` event and counts the outcome, then answers or returns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from ..clock import wall_ms
+from ..protocol.payloads import NAME
+from ..transports import (
+    AgentNotConnectedError,
+    CommandNotSupportedError,
+    CommandOrder,
+    CommandOutcome,
+    InvalidCommandError,
+    KeepsRecords,
+    ShuttingDownError,
+    Transport,
+    TransportError,
+)
+from .audit import AuditLog
+from .commandlog import CommandLog, ended_record
+from .events import EventHub
+from .metrics import ServerMetrics
+from .router import Routed, TransportRouter
+
+__all__ = ["Accepted", "CommandService"]
+
+#: Failures that prove the named transport never sent the command.
+_NOT_SENT = (AgentNotConnectedError, CommandNotSupportedError, ShuttingDownError)
+
+
+@attrs.frozen
+class Accepted:
+    """A command sent without waiting: its id and state once its record is durable."""
+
+    command_id: str
+    state: str
+    transport: str
+
+
+class CommandService:
+    """Runs orders through the router; one record, audit line, event and count each."""
+
+    def __init__(
+        self,
+        router: TransportRouter,
+        log: CommandLog,
+        *,
+        default_timeout_ms: int,
+        max_timeout_ms: int,
+        events: EventHub | None = None,
+        metrics: ServerMetrics | None = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.router = router
+        self.log = log
+        #: A command's timeout when its caller gives none, and the most it may give.
+        self.default_timeout_ms, self.max_timeout_ms = default_timeout_ms, max_timeout_ms
+        self._events = EventHub() if events is None else events
+        self._metrics = ServerMetrics() if metrics is None else metrics
+        self._audit = AuditLog(None) if audit is None else audit
+        self._clock = clock
+        self._keepers = {t.name for t in router.transports if isinstance(t, KeepsRecords)}
+
+    def check(self, order: CommandOrder) -> None:
+        """Raise ``InvalidCommandError`` for an order no transport may be given."""
+        if not NAME.fullmatch(order.command):
+            raise InvalidCommandError(f"{order.command[:64]!r} is not a command name")
+        if not 1 <= order.timeout_ms <= self.max_timeout_ms:
+            raise InvalidCommandError(f"timeoutMs must be between 1 and {self.max_timeout_ms}")
+
+    async def run(self, order: CommandOrder, *, via: str | None = None) -> Routed:
+        """Run the order and wait for its answer (``via``: that transport only, no
+        fallback). Raises ``TransportError`` when there is none."""
+        self.check(order)
+        started = self._clock()
+        try:
+            routed = await (
+                self.router.send_command(order) if via is None else self._send_via(via, order)
+            )
+        except TransportError as exc:  # no transport took it: nothing ran, nothing kept
+            self._audit_line(order, None, exc)
+            raise
+        if routed.transport not in self._keepers:  # the others keep their own records
+            await self._keep(order, routed, started)
+        self._audit_line(order, routed.transport, routed.outcome)
+        if isinstance(routed.outcome, TransportError):
+            raise routed.outcome
+        return routed
+
+    async def submit(self, order: CommandOrder, *, via: str | None = None) -> Accepted:
+        """Send without waiting, through a transport that keeps records (``via``: that
+        one, without asking first whether it reaches the agent)."""
+        self.check(order)
+        try:
+            accepted = await self._submit(order, via)
+        except TransportError as exc:
+            self._audit_line(order, via, exc)
+            raise
+        self._audit_line(order, accepted.transport, accepted.state, command_id=accepted.command_id)
+        return accepted
+
+    async def _submit(self, order: CommandOrder, via: str | None) -> Accepted:
+        for transport in self._candidates(via):
+            if via is not None or await transport.can_reach(order.agent_id, order.command):
+                command_id, state = await transport.submit_command(order)
+                return Accepted(command_id, state, transport.name)
+        message = f"no transport that can answer later reaches {order.agent_id} for "
+        raise AgentNotConnectedError(f'{message}{order.command!r} (send with "wait": true)')
+
+    def _candidates(self, via: str | None) -> Sequence[KeepsRecords]:
+        # Only a transport that keeps records can take a command and answer later.
+        keepers = [t for t in self.router.transports if isinstance(t, KeepsRecords)]
+        return keepers if via is None else [t for t in keepers if t.name == via]
+
+    async def _send_via(self, name: str, order: CommandOrder) -> Routed:
+        transport: Transport = self.router.named(name)
+        try:
+            return Routed(name, await transport.send_command(order))
+        except _NOT_SENT:
+            raise
+        except TransportError as exc:  # maybe delivered: answered like the router does
+            return Routed(name, exc)
+
+    async def _keep(self, order: CommandOrder, routed: Routed, started_ms: int) -> None:
+        record = ended_record(routed.transport, order, created_ms=started_ms, answer=routed.outcome)
+        await self.log.record(record)
+        self._events.publish("command", record.agent_id, record.to_json())
+        ended_ms = record.finished_ms or record.updated_ms
+        seconds = (ended_ms - started_ms) / 1000
+        self._metrics.command_ended(routed.transport, record.state.value, seconds)
+
+    def _audit_line(
+        self,
+        order: CommandOrder,
+        transport: str | None,
+        outcome: CommandOutcome | TransportError | str,
+        *,
+        command_id: str | None = None,
+    ) -> None:
+        """One ``command`` line: who asked what of which agent, and what came of it."""
+        fields: dict[str, Any] = {
+            "agentId": order.agent_id,
+            "command": order.command,
+            "commandId": command_id or _command_id_of(outcome),
+            "transport": transport,
+            "requestedBy": order.requester.to_json(),
+        }
+        if isinstance(outcome, CommandOutcome):
+            fields["outcome"] = "succeeded" if outcome.ok else "failed"
+        elif isinstance(outcome, TransportError):
+            fields["outcome"], fields["error"] = "error", outcome.code
+        else:
+            fields["outcome"] = outcome  # accepted: the record's state
+        self._audit.record("command", **fields)
+
+
+def _command_id_of(outcome: object) -> str | None:
+    found = getattr(outcome, "command_id", None)
+    return found if isinstance(found, str) else None
