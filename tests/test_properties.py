@@ -22,7 +22,7 @@ from monitoring_ws.protocol import (
     verify_signature,
 )
 
-from .strategies import agent_ids, json_values, nonces, payloads, timestamps
+from .strategies import agent_ids, json_values, nonces, payloads, scalars, text, timestamps
 from .support import AGENT, HELLO, KEY, NOW, examples, frame
 
 FREE_FORM = st.sampled_from([MessageType.METRICS, MessageType.HEARTBEAT])
@@ -207,3 +207,50 @@ def test_smoke_100k_random_frames() -> None:
     assert sum(outcomes.values()) == 100_000
     # The corpus reached every decode-time outcome, not just one kind of refusal.
     assert {"MALFORMED", "AUTH_FAILED", "AGENT_MISMATCH", "accepted"} <= outcomes.keys()
+
+
+def _schema_validator() -> Any:
+    """openapi.COMMAND_SCHEMAS' ``CommandRequest`` (its maximum is the server's own)."""
+    import copy  # noqa: PLC0415
+
+    from jsonschema import Draft202012Validator  # noqa: PLC0415
+
+    from monitoring_ws.openapi import COMMAND_SCHEMAS  # noqa: PLC0415
+
+    schema = copy.deepcopy(COMMAND_SCHEMAS["CommandRequest"])
+    del schema["properties"]["timeoutMs"]["maximum"]
+    return Draft202012Validator({**schema, "components": {"schemas": COMMAND_SCHEMAS}})
+
+
+_COMMAND_SCHEMA = _schema_validator()
+_MEMBER_VALUES = {
+    "command": st.sampled_from(["ping", "run", "a.b:c-d_1", "", "bad name!", "-x"]) | text,
+    "args": st.dictionaries(text, json_values, max_size=3) | json_values,
+    "timeoutMs": st.integers(-5, 3_600_005) | st.sampled_from([0, 1, 1000.0, 1.5, 0.0]) | scalars,
+    "wait": st.booleans() | json_values,
+    "requestedBy": st.text(max_size=130) | json_values,
+    "extra": json_values,
+}
+
+
+@settings(max_examples=examples(1500))
+@given(
+    st.dictionaries(st.sampled_from(sorted(_MEMBER_VALUES)), st.just(None), max_size=6).flatmap(
+        lambda keys: st.fixed_dictionaries({k: _MEMBER_VALUES[k] for k in keys})
+    )
+)
+def test_command_bodies_are_checked_as_the_schema_says(body: dict[str, Any]) -> None:
+    """The hand-written check (web.command_body) accepts exactly what /openapi.json's
+    CommandRequest accepts, within the server's timeout limit."""
+    from monitoring_ws.web import BadBody, command_body  # noqa: PLC0415
+
+    max_ms = 3_600_000
+    schema_ok = not any(_COMMAND_SCHEMA.iter_errors(body))
+    timeout = body.get("timeoutMs", 1)
+    within = not schema_ok or timeout <= max_ms
+    refusal = None
+    try:
+        command_body(json.dumps(body), 30_000, max_ms)
+    except BadBody as exc:
+        refusal = str(exc)
+    assert (refusal is None) == (schema_ok and within), refusal

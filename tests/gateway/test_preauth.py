@@ -138,6 +138,7 @@ async def test_slow_http_body_is_cut(start_server: StartServer) -> None:
     running = await start_server(http_body_timeout_s=0.5)
     targets = (
         (running.api_url, "/api/websocket/agents/x/command"),
+        (running.api_url, "/api/agents/x/commands"),
         (running.agent_urls[0], "/enroll"),
     )
     for url, path in targets:

@@ -117,8 +117,8 @@ def websocket_blueprint(
         """The seed's route: the host's command service, through this transport only,
         answered in the seed's shape."""
         service = commands()
-        if gateway.shutting_down or service is None:
-            return error(503, ShuttingDownError.code, "the server is shutting down")
+        if service is None:  # not yet running
+            return error(503, ShuttingDownError.code, "the server is not serving commands yet")
         return await run_command_request(
             service, agent_id, via=transport.name, records_path=COMMANDS_PATH
         )

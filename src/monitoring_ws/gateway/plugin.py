@@ -20,11 +20,18 @@ from quart import Blueprint
 from ..configbase import ConfigError
 from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
 from ..host.metrics import MetricsCollector
-from ..host.plugins import AsgiHandler, HostContext, PluginBase, PluginContext, WebSocketRoute
+from ..host.plugins import (
+    AsgiHandler,
+    CommandRoute,
+    HostContext,
+    PluginBase,
+    PluginContext,
+    WebSocketRoute,
+)
 from ..host.telemetry import TelemetryReader, TelemetrySink
 from ..protocol import Keyring
 from ..transports import Transport
-from .blueprint import websocket_blueprint
+from .blueprint import COMMANDS_PATH, websocket_blueprint
 from .config import GatewayConfig, load_config
 from .enroll import ENROLL_PATH, EnrollEndpoint
 from .gateway import AGENT_PATH, Gateway
@@ -141,6 +148,10 @@ class WebSocketPlugin(PluginBase):
 
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
         return {ENROLL_PATH: self._enroll}
+
+    def command_routes(self) -> Sequence[CommandRoute]:
+        # The seed's POST /api/websocket/agents/:id/command (blueprint.py has it too).
+        return (CommandRoute("/api/websocket/agents/", "/command", self.name, COMMANDS_PATH),)
 
     def openapi_paths(self) -> Mapping[str, Any]:
         return websocket_paths()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
     from quart import Quart
 
+    from .api.commandroutes import LeanCommandRoutes
     from .metrics import ServerMetrics
     from .plugins import AsgiHandler, WebSocketRoute
 
@@ -102,15 +103,22 @@ class HostApp:
         api: Quart | None,
         routes: Mapping[str, WebSocketRoute],
         http_routes: Mapping[str, AsgiHandler] | None = None,
+        commands: LeanCommandRoutes | None = None,
     ) -> None:
         self.api = api
         self.routes = routes
         self.http_routes = http_routes or {}
+        #: The command POSTs, answered ahead of the API's framework.
+        self.commands = commands
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] == "websocket":
+        lean = None if self.commands is None else self.commands.match(scope)
+        if lean is not None:
+            assert self.commands is not None  # noqa: S101 - it matched
+            await self.commands.serve(*lean, scope, receive, send)
+        elif scope["type"] == "websocket":
             await _websocket(self.routes, scope, receive, send)
         elif scope["type"] == "http" and scope["path"] in self.http_routes:
             await self.http_routes[scope["path"]](scope, receive, send)

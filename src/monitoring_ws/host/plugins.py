@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLUGIN_GROUP",
+    "CommandRoute",
     "Discovered",
     "HostContext",
     "Plugin",
@@ -73,6 +74,20 @@ class WebSocketRoute:
     #: and from one address (None: its defaults, 2,048 and 256).
     max_unauthenticated: int | None = None
     max_unauthenticated_per_address: int | None = None
+
+
+@attrs.frozen
+class CommandRoute:
+    """A plugin's command POST route (``prefix`` + agent id + ``suffix``), answered by the
+    host's command service through transport ``via`` only; the host serves it without
+    the web framework (the plugin's blueprint keeps the same route for its docs)."""
+
+    prefix: str
+    suffix: str
+    #: The transport it is limited to (None: the router picks, as for the neutral route).
+    via: str | None
+    #: Where its records are read (a 202's ``Location``).
+    records_path: str
 
 
 @attrs.frozen
@@ -123,6 +138,10 @@ class Plugin(Protocol):
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
         """Raw ASGI HTTP endpoints for agents, by path, served on both listeners outside
         the API's guard (they authenticate the caller themselves, e.g. ``/enroll``)."""
+        ...
+
+    def command_routes(self) -> Sequence[CommandRoute]:
+        """Command POST routes of its blueprints that the host may serve lean."""
         ...
 
     def sinks(self) -> Sequence[TelemetrySink]:
@@ -178,6 +197,9 @@ class PluginBase:
 
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
         return {}
+
+    def command_routes(self) -> Sequence[CommandRoute]:
+        return ()
 
     def sinks(self) -> Sequence[TelemetrySink]:
         return ()

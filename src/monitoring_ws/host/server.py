@@ -28,6 +28,8 @@ from ..transports.ssm import SSMPolicy, SSMTransport
 from ..wsmask import accelerate_masking
 from .agent_gauges import AgentGauges
 from .api import create_app
+from .api.agents import COMMAND_ROUTE
+from .api.commandroutes import LeanCommandRoutes
 from .api.health import Readiness
 from .asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
 from .audit import AuditLog
@@ -176,6 +178,7 @@ class _Assembly:
     events: EventHub
     tokens: TokenSet
     http_routes: Mapping[str, AsgiHandler]
+    lean_commands: LeanCommandRoutes
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
@@ -246,6 +249,13 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         events,
         tokens,
         http_routes,
+        LeanCommandRoutes(
+            [COMMAND_ROUTE, *(r for plugin in plugins for r in plugin.command_routes())],
+            commands,
+            server,
+            tokens,
+            audit,
+        ),
     )
 
 
@@ -303,7 +313,7 @@ async def _listen(
     shared = config.cluster.worker_index is not None
     listeners: list[tuple[Any, str, tuple[Path, Path] | None, bool]] = [
         (
-            HostApp(built.app, built.routes, built.http_routes),
+            HostApp(built.app, built.routes, built.http_routes, built.lean_commands),
             server.listen,
             tls if server.agent_listen is None else None,
             False,

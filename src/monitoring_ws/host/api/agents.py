@@ -29,14 +29,17 @@ from ...web import (
 )
 from ..command_service import CommandService
 from ..commandlog import CommandLog
+from ..plugins import CommandRoute
 from ..router import TransportRouter
 from ..summary import summarize
 from ..telemetry import TelemetryBus
 
-__all__ = ["COMMANDS_PATH", "add_agent_routes"]
+__all__ = ["COMMANDS_PATH", "COMMAND_ROUTE", "add_agent_routes"]
 
 #: Where a command's record lives (a 202 names it in ``Location``).
 COMMANDS_PATH = "/api/commands"
+#: ``POST /api/agents/:id/commands``, also served lean (commandroutes.py).
+COMMAND_ROUTE = CommandRoute("/api/agents/", "/commands", None, COMMANDS_PATH)
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 _HISTORY_ARGS = frozenset(
     {"agentId", "command", "state", "since", "until", "requestedBy", "limit", "cursor"}

@@ -9,8 +9,7 @@ from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ...forwarded import client_address
-from ...web import MAX_BODY_BYTES, error, forbidden, token
+from ...web import MAX_BODY_BYTES, error, token
 from ..audit import AuditLog
 from ..command_service import CommandService
 from ..config import ServerSettings
@@ -18,13 +17,13 @@ from ..events import EventHub
 from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
 from ..telemetry import TelemetryBus
-from ..tokens import ApiToken, TokenSet, required_scope
+from ..tokens import TokenSet
 from .agents import add_agent_routes
 from .events import add_event_routes
-from .guard import check_browser_rules, check_content_type
+from .gate import Refused, admit, audit_request
 from .health import HEALTH_PATHS, Readiness, add_health_routes
 from .openapi import add_openapi_routes
-from .ui import add_ui_routes, is_ui_path
+from .ui import add_ui_routes
 
 __all__ = ["create_app", "install_guard"]
 
@@ -89,51 +88,34 @@ def create_app(
 
 def install_guard(app: Quart, server: ServerSettings, tokens: TokenSet) -> None:
     """Every route, plugins' included: browser rules (403), the token (401), JSON (415)."""
-    proxies = server.proxy_networks()
 
     @app.before_request
     async def guard() -> Response | None:
         if request.path in HEALTH_PATHS:  # probes: no token, nothing to protect
             return None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        if proxies:  # who asked, as a trusted proxy says (records name it)
-            g.address = client_address(
-                request.remote_addr or "unknown", headers.get("x-forwarded-for"), proxies
-            )
-        refusal = check_browser_rules(
-            headers, tokens_configured=bool(tokens), allowed_hosts=server.allowed_hosts
+        routed = request.routing_exception is None and request.url_rule is not None
+        agent_id = (request.view_args or {}).get("agent_id")
+        verdict = admit(
+            server,
+            tokens,
+            method=request.method,
+            path=request.path,
+            headers={name.lower(): value for name, value in request.headers.items()},
+            authorization=request.headers.get("Authorization", ""),
+            peer=request.remote_addr or "unknown",
+            rule=request.url_rule.rule if routed and request.url_rule is not None else None,
+            agent_id=agent_id if isinstance(agent_id, str) else None,
         )
-        # The dashboard's files hold no data: no token (the page asks for it), same rules.
-        if refusal is None and tokens and not is_ui_path(request.path):
-            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-            found = tokens.find(presented) if scheme.lower() == "bearer" else None
-            if found is None:
-                response = error(401, "unauthorized", "send Authorization: Bearer <api token>")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="monitoring-ws"'
-                return response
-            # Records name the token by its name (a fingerprint for plain ones), never itself.
-            g.token, g.credential = found, found.credential
-            if request.routing_exception is None:  # else 404/405 first
-                scoped = _scope_refusal(found)
-                if scoped is not None:
-                    return scoped
-        if refusal is None and request.routing_exception is None:  # else 404/405 first
-            refusal = check_content_type(request.method, headers)
-        if refusal is not None:
-            return error(refusal.status, refusal.code, refusal.message)
+        if verdict.address is not None:  # who asked, as a trusted proxy says
+            g.address = verdict.address
+        if verdict.token is not None:  # records name it by its name, never itself
+            g.token, g.credential = verdict.token, verdict.token.credential
+        if isinstance(verdict, Refused):
+            response = error(verdict.status, verdict.code, verdict.message, **verdict.extra)
+            for name, value in verdict.headers:
+                response.headers[name] = value
+            return response
         return None
-
-
-def _scope_refusal(token: ApiToken) -> Response | None:
-    """403 when the token lacks the route's scope, or the agent in its path."""
-    rule = request.url_rule.rule if request.url_rule is not None else None
-    missing = token.lacks(required_scope(request.method, rule))
-    if missing is not None:
-        return forbidden(missing, f"the token {token.name} lacks the scope {missing}")
-    agent_id = (request.view_args or {}).get("agent_id")
-    if isinstance(agent_id, str) and not token.reaches(agent_id):
-        return forbidden("agents", f"the token {token.name} does not reach agent {agent_id}")
-    return None
 
 
 def _audit_requests(app: Quart, audit: AuditLog) -> None:
@@ -141,21 +123,16 @@ def _audit_requests(app: Quart, audit: AuditLog) -> None:
 
     @app.after_request
     async def audited(response: Response) -> Response:
-        if request.path in HEALTH_PATHS:
-            return response
-        refused = response.status_code in {401, 403}
-        if request.method in {"GET", "HEAD"} and not refused:
-            return response
-        token = g.get("token")
-        fields = {
-            "method": request.method,
-            "path": request.path[:512],
-            "status": response.status_code,
-            "address": g.get("address") or request.remote_addr,
-            "token": None if token is None else token.name,
-            "agentId": (request.view_args or {}).get("agent_id"),
-            **g.get("audit", {}),
-        }
-        # Anyone can make refusals: they are rate-limited (the rest counted).
-        (audit.noisy if refused else audit.record)("refused" if refused else "request", **fields)
+        if request.path not in HEALTH_PATHS:
+            agent_id = (request.view_args or {}).get("agent_id")
+            audit_request(
+                audit,
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                address=g.get("address") or request.remote_addr,
+                token=g.get("token"),
+                agent_id=agent_id if isinstance(agent_id, str) else None,
+                more=g.get("audit", {}),
+            )
         return response
