@@ -15,7 +15,7 @@ from monitoring_ws.host.commandlog import CommandLog
 from monitoring_ws.host.config import ServerSettings
 from monitoring_ws.host.router import TransportRouter
 from monitoring_ws.host.telemetry import TelemetryBus
-from monitoring_ws.transports.ssm import SSMTransport
+from monitoring_ws.ssm import SSMTransport
 
 from .conftest import RedisProcess, StartServer
 

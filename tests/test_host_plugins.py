@@ -50,7 +50,9 @@ def _config(plugins: dict[str, Any], **tables: Any) -> MonitoringConfig:
 
 
 def _context(config: MonitoringConfig) -> PluginContext:
-    return PluginContext(config.server, config.cluster, TelemetryBus())
+    return PluginContext(
+        config.server, config.cluster, TelemetryBus(), transports=config.transports
+    )
 
 
 def _load(plugins: dict[str, Any]) -> list[Plugin]:
@@ -122,6 +124,10 @@ def test_the_annotated_example_config_reads() -> None:
     assert config.server.listen == "127.0.0.1:4000"
     assert validate_enabled(config, _context(config)) == ["websocket"]
     with_ssm = attrs.evolve(config, transports=attrs.evolve(config.transports, ssm=True))
-    [ssm] = transports_in_order([], with_ssm.transports)
+    assert validate_enabled(with_ssm, _context(with_ssm)) == ["ssm", "websocket"]
+    plugins = load_enabled(
+        attrs.evolve(with_ssm, plugins={"websocket": {"enabled": False}}), _context(with_ssm)
+    )
+    [ssm] = transports_in_order(plugins, with_ssm.transports)
     assert ssm.name == "ssm"
     assert ssm.health()["commands"] == ["ping"]

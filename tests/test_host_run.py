@@ -9,8 +9,10 @@ import httpx
 import pytest
 import trio
 
-from monitoring_ws.host.config import TransportSettings, config_from_document
+from monitoring_ws.host.config import config_from_document
+from monitoring_ws.host.plugins import PluginContext, load_enabled
 from monitoring_ws.host.server import Running, serve_host, transports_in_order
+from monitoring_ws.host.telemetry import TelemetryBus
 
 from .conftest import SECRET
 
@@ -105,6 +107,13 @@ async def test_plugins_share_transports_and_routes(
             await trio.sleep(0.05)
 
 
-def test_ssm_joins_in_the_configured_order() -> None:
-    assert [t.name for t in transports_in_order([], TransportSettings(ssm=True))] == ["ssm"]
-    assert transports_in_order([], TransportSettings()) == ()
+def test_ssm_is_a_plugin_enabled_by_the_transports_table() -> None:
+    document = {"transports": {"ssm": True}, "plugins": {"websocket": {"enabled": False}}}
+    config = config_from_document(document, "test")
+    context = PluginContext(
+        config.server, config.cluster, TelemetryBus(), transports=config.transports
+    )
+    plugins = load_enabled(config, context)
+    assert [plugin.name for plugin in plugins] == ["ssm"]
+    assert [t.name for t in transports_in_order(plugins, config.transports)] == ["ssm"]
+    assert not config_from_document({}, "test").enabled("ssm")

@@ -10,6 +10,7 @@ import pytest
 import trio
 from botocore.stub import ANY, Stubber
 
+from monitoring_ws.ssm import SSM_SHELL, SSMPolicy, SSMTransport, is_instance_id
 from monitoring_ws.transports import (
     AgentNotConnectedError,
     CommandNotSupportedError,
@@ -17,7 +18,6 @@ from monitoring_ws.transports import (
     CommandTimeoutError,
     TransportError,
 )
-from monitoring_ws.transports.ssm import SSM_SHELL, SSMPolicy, SSMTransport, is_instance_id
 
 from ..conftest import moto_server
 

@@ -16,7 +16,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from monitoring_ws.host.config import config_from_document
 from monitoring_ws.host.server import Running, serve_host
-from monitoring_ws.transports.ssm import SSMTransport
+from monitoring_ws.ssm import SSMTransport
 
 from .test_ssm import INSTANCE, moto_ssm
 

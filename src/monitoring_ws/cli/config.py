@@ -30,20 +30,19 @@ def _check(args: argparse.Namespace) -> int:
     from ..configbase import ConfigError  # noqa: PLC0415
     from ..host.config import load_monitoring_config  # noqa: PLC0415
     from ..host.plugins import PluginContext, PluginError, validate_enabled  # noqa: PLC0415
-    from ..host.server import transports_in_order  # noqa: PLC0415
     from ..host.telemetry import TelemetryBus  # noqa: PLC0415
 
     try:
         config = load_monitoring_config(args.file)
-        context = PluginContext(config.server, config.cluster, TelemetryBus())
+        context = PluginContext(
+            config.server, config.cluster, TelemetryBus(), transports=config.transports
+        )
         plugins = validate_enabled(config, context)
-        ssm = [t.name for t in transports_in_order([], config.transports)]
     except (ConfigError, PluginError) as exc:
         raise SystemExit(f"monitoring-ws config check: {exc}") from None
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(
-        f"{args.file}: ok (plugins: {', '.join(plugins) or 'none'}; "
-        f"built-in transports: {', '.join(ssm) or 'none'}; listen {config.server.listen})"
+        f"{args.file}: ok (plugins: {', '.join(plugins) or 'none'}; listen {config.server.listen})"
     )
     return 0

@@ -159,6 +159,9 @@ class Gateway:
         #: Set once the background work has made its last commit and closed the store.
         self.closed = trio.Event()
         self._connections: set[AgentConnection] = set()
+        #: Set while no connection is open (``wait_closed`` waits for it).
+        self._none_open = trio.Event()
+        self._none_open.set()
         self.revoke(config.revoked_agents)
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
@@ -223,6 +226,8 @@ class Gateway:
         )
         connection = AgentConnection(self, session, receive, send, address=address, port=port)
         self._connections.add(connection)
+        if self._none_open.is_set():
+            self._none_open = trio.Event()
         self.stats["connections"] += 1
         await connection.run()
 
@@ -327,6 +332,8 @@ class Gateway:
         finally:
             # Only now is it gone: a shutdown waits for this before the last commit.
             self._connections.discard(connection)
+            if not self._connections:
+                self._none_open.set()
 
     def _command_changed(self, record: CommandRecord) -> None:
         if self._events is not None:
@@ -386,8 +393,7 @@ class Gateway:
     async def wait_closed(self, timeout_s: float) -> None:
         """Wait (bounded) until every agent connection has ended."""
         with trio.move_on_after(timeout_s):
-            while self._connections:
-                await trio.sleep(0.02)
+            await self._none_open.wait()
 
 
 def _context(connection: AgentConnection) -> dict[str, str | None]:

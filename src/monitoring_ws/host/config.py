@@ -218,8 +218,10 @@ class MonitoringConfig:
     warnings: tuple[str, ...] = ()
 
     def enabled(self, name: str) -> bool:
-        """Whether plugin ``name`` runs (``websocket`` unless disabled; others if enabled)."""
-        value = self.plugins.get(name, {}).get("enabled", name in BUILT_IN_ENABLED)
+        """Whether plugin ``name`` runs (``websocket`` unless disabled, ``ssm`` when
+        ``[transports] ssm = true``; others if enabled)."""
+        default = self.transports.ssm if name == "ssm" else name in BUILT_IN_ENABLED
+        value = self.plugins.get(name, {}).get("enabled", default)
         if not isinstance(value, bool):
             raise ConfigError(f"[plugins.{name}] enabled must be true or false, got {value!r}")
         return value

@@ -24,6 +24,7 @@ from ..clock import wall_ms
 from ..configbase import ConfigError
 from ..transports import Transport
 from .audit import AuditLog
+from .config import TransportSettings
 from .events import EventHub
 from .metrics import MetricsCollector, ServerMetrics
 
@@ -106,6 +107,8 @@ class PluginContext:
     audit: AuditLog = attrs.field(factory=lambda: AuditLog(None))
     #: Live events (``GET /api/events``): agents connecting and leaving, commands.
     events: EventHub = attrs.field(factory=EventHub)
+    #: ``[transports]``: the router's order and SSM's settings.
+    transports: TransportSettings = attrs.field(factory=TransportSettings)
 
 
 @attrs.frozen

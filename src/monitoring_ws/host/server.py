@@ -24,7 +24,6 @@ from ..clock import wall_ms
 from ..configbase import ConfigError, parse_hostport
 from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
-from ..transports.ssm import SSMPolicy, SSMTransport
 from ..wsmask import accelerate_masking
 from .agent_gauges import AgentGauges
 from .api import create_app
@@ -113,17 +112,12 @@ def tune_gc() -> None:
 def transports_in_order(
     plugins: Sequence[Plugin], settings: TransportSettings
 ) -> tuple[Transport, ...]:
-    """The plugins' transports and (``ssm = true``) SSM, in ``order``; the rest after."""
+    """The enabled plugins' transports (``ssm`` among them when ``[transports] ssm =
+    true``), in ``order``; the rest after."""
     available: dict[str, Transport] = {}
     for plugin in plugins:
         for transport in plugin.transports():
             available[transport.name] = transport
-    if settings.ssm:
-        try:
-            policy = SSMPolicy.from_settings(settings.ssm_safe_commands, settings.ssm_shell_allowed)
-        except ValueError as exc:
-            raise ConfigError(f"[transports] {exc}") from None
-        available["ssm"] = SSMTransport(policy=policy)
     unknown = sorted(set(settings.order) - set(available) - {"websocket", "ssm"})
     if unknown:
         offered = ", ".join(sorted({"websocket", "ssm", *available}))
@@ -193,7 +187,9 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         max_bytes=server.audit_max_bytes,
         backups=server.audit_backups,
     )
-    context = PluginContext(server, config.cluster, telemetry, clock, metrics, audit, events)
+    context = PluginContext(
+        server, config.cluster, telemetry, clock, metrics, audit, events, config.transports
+    )
     plugins = tuple(load_enabled(config, context))
     metrics.add([collector for plugin in plugins for collector in plugin.collectors()])
     if config.server.agent_gauges:

@@ -170,12 +170,17 @@ class _Queue:
         self.last_complaint = 0.0
         #: A batch is with the sink right now (taken from ``items``, not yet written).
         self.writing = False
+        #: Set while nothing is queued or being written (``flush`` waits for it).
+        self.idle = trio.Event()
+        self.idle.set()
 
     def put(self, item: TelemetryItem) -> None:
         if len(self.items) >= self.limit:
             self.dropped += 1
             return
         self.items.append(item)
+        if self.idle.is_set():
+            self.idle = trio.Event()
         self.ready.set()
 
     def stats(self) -> dict[str, int]:
@@ -282,12 +287,13 @@ class TelemetryBus:
     async def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until every sink has taken what was queued for it."""
         with trio.move_on_after(timeout_s):
-            while any(queue.items or queue.writing for queue in self._queues):
-                await trio.sleep(0.02)
+            for queue in self._queues:
+                await queue.idle.wait()
 
     async def _deliver(self, queue: _Queue) -> None:
         while True:
             if not queue.items:
+                queue.idle.set()
                 queue.ready = trio.Event()
                 await queue.ready.wait()
             batch = [queue.items.popleft() for _ in range(min(self.batch, len(queue.items)))]

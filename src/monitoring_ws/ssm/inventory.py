@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .base import AgentListing
+from ..transports import AgentListing
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient

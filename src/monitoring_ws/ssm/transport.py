@@ -21,7 +21,7 @@ import trio
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..allowlist import AllowList, AllowListError
-from .base import (
+from ..transports import (
     AgentListing,
     AgentNotConnectedError,
     CommandNotSupportedError,
@@ -30,7 +30,7 @@ from .base import (
     CommandTimeoutError,
     TransportError,
 )
-from .ssm_inventory import SSMInventory
+from .inventory import SSMInventory
 
 if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
