@@ -17,6 +17,7 @@ from monitoring_ws.protocol import derive_agent_key
 from .conftest import SECRET, StartServer
 from .gateway.agents import first_frame_close, open_agent
 from .gateway.test_agent_endpoint import HELLO, signed
+from .support.eventually import eventually
 from .support.served import config_from_flat
 
 ADMIN, READER = "admin-token-" + "a" * 10, "reader-token-" + "r" * 10
@@ -30,9 +31,14 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 
 async def until(path: Path, check: Any) -> list[dict[str, Any]]:
-    with trio.fail_after(10):
-        while not check(found := lines(path)):
-            await trio.sleep(0.02)
+    """The audit log's lines once ``check`` holds for them."""
+    found: list[dict[str, Any]] = []
+
+    def holds() -> bool:
+        found[:] = lines(path)
+        return bool(check(found))
+
+    await eventually(holds, what="the audit lines")
     return found
 
 

@@ -31,6 +31,7 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import SECRET
+from ..support.eventually import eventually
 
 
 def settings_for(url: str, agent_id: str = "agent-1", **extra: Any) -> AgentSettings:
@@ -39,10 +40,8 @@ def settings_for(url: str, agent_id: str = "agent-1", **extra: Any) -> AgentSett
     )
 
 
-async def wait_for(condition: Any, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while not await condition():
-            await trio.sleep(0.05)
+async def wait_for(condition: Any, timeout: float = 30) -> None:
+    await eventually(condition, timeout_s=timeout)
 
 
 async def command(http: httpx.AsyncClient, agent_id: str, name: str, **args: Any) -> dict[str, Any]:

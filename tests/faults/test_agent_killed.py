@@ -11,6 +11,7 @@ import trio
 
 from ..conftest import StartServer
 from ..support import processes
+from ..support.eventually import eventually
 
 
 async def _record(http: httpx.AsyncClient, location: str) -> dict[str, Any]:
@@ -23,10 +24,11 @@ async def _record(http: httpx.AsyncClient, location: str) -> dict[str, Any]:
 async def _until(
     http: httpx.AsyncClient, location: str, check: Any, timeout: float
 ) -> dict[str, Any]:
-    with trio.fail_after(timeout):
-        while not check(record := await _record(http, location)):
-            await trio.sleep(0.05)
-    return record
+    async def record_if_held() -> dict[str, Any] | None:
+        record = await _record(http, location)
+        return record if check(record) else None
+
+    return await eventually(record_if_held, timeout_s=timeout, what=f"{location}'s state")
 
 
 async def test_an_agent_killed_mid_command_reports_it_after_restart(

@@ -19,6 +19,7 @@ import trio
 
 from ..gateway.agents import SECRET
 from ..support import processes
+from ..support.eventually import eventually
 from ..support.processes import isolated_env
 
 FLEETS, PER_FLEET = 4, 500
@@ -36,12 +37,11 @@ async def _stats(http: httpx.AsyncClient) -> dict[str, Any] | None:
 
 
 async def _all_connected(http: httpx.AsyncClient, timeout: float) -> dict[str, Any]:
-    with trio.fail_after(timeout):
-        while True:
-            stats = await _stats(http)
-            if stats is not None and stats["openConnections"] >= AGENTS:
-                return stats
-            await trio.sleep(0.25)
+    async def all_in() -> dict[str, Any] | None:
+        stats = await _stats(http)
+        return stats if stats is not None and stats["openConnections"] >= AGENTS else None
+
+    return await eventually(all_in, timeout_s=timeout, what=f"{AGENTS} agents connected")
 
 
 async def test_two_thousand_agents_all_come_back_after_a_restart(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from trio_websocket import open_websocket_url
 
 from monitoring_ws.forwarded import client_address
 from monitoring_ws.gateway.admission import Admission
-from monitoring_ws.gateway.config import ConfigError, GatewayConfig
+from monitoring_ws.gateway.config import ConfigError
+from monitoring_ws.host.config import ServerSettings
 from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_after
 
 from ..conftest import StartServer
@@ -111,13 +112,13 @@ async def test_unauthenticated_sockets_are_capped_per_address(start_server: Star
     ],
 )
 def test_client_address(peer: str, header: str | None, expected: str) -> None:
-    proxies = GatewayConfig(trusted_proxies=("127.0.0.0/8", "10.0.0.0/8")).proxy_networks()
+    proxies = ServerSettings(trusted_proxies=("127.0.0.0/8", "10.0.0.0/8")).proxy_networks()
     assert client_address(peer, header, proxies) == expected
 
 
 def test_bad_proxy_setting_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="trusted_proxies"):
-        GatewayConfig(trusted_proxies=("not-an-address",)).check()
+        ServerSettings(trusted_proxies=("not-an-address",)).check()
 
 
 def test_admission_tables_are_bounded() -> None:

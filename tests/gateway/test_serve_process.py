@@ -74,7 +74,7 @@ def test_seed_curl_commands_and_sigterm(tmp_path: Path) -> None:
 
 
 def test_default_listen_is_the_seed_address() -> None:
-    assert GatewayConfig().listen == "127.0.0.1:4000"
+    assert GatewayConfig().server.listen == "127.0.0.1:4000"
 
 
 @pytest.mark.parametrize("flag", ["--tls-self-signed"])

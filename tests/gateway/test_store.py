@@ -189,7 +189,7 @@ async def test_marks_cover_exactly_the_rows_of_their_commit(tmp_path: Path) -> N
 
     path = tmp_path / "state.sqlite3"
     store = StateStore(path)
-    spool = Spool(GatewayConfig(state_dir=tmp_path), store, CommandBook(store), lambda _: None)
+    spool = Spool(GatewayConfig(), store, CommandBook(store), lambda _: None)
     assert spool.admit("a", Delivery("s", 1))
     spool.keep("a", "metrics", '{"n": 1}')
     # The commit has to wait for the store, as behind a prune.

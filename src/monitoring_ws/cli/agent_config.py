@@ -49,7 +49,7 @@ def _agent_config(args: argparse.Namespace) -> int:
         config = gateway_config_of(whole)
         secret = resolve_master_secrets(config)[0]
         settings = agent_config(
-            config,
+            config.server,
             secret,
             args.agent_id,
             public_host=args.public_host,

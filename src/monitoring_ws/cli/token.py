@@ -72,7 +72,7 @@ def _tokens(args: argparse.Namespace) -> tuple[JoinTokens, GatewayConfig]:
 
     whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
     config = gateway_config_of(whole)
-    return JoinTokens(config.state_dir), config
+    return JoinTokens(config.server.state_dir), config
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -126,7 +126,7 @@ def _create(args: argparse.Namespace) -> int:
     try:
         ttl_s = parse_ttl(args.ttl)
         tokens, config = _tokens(args)
-        pin = certificate_pin(config)
+        pin = certificate_pin(config.server)
         tokens.prune(wall_ms())
         token = tokens.create(
             ttl_s=ttl_s,

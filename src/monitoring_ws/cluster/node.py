@@ -1,12 +1,13 @@
-"""A server node of a cluster: the gateway with presence, the replay window, command
-routing and command records shared between nodes through Redis."""
+"""A server node's cluster parts: presence, the replay window, command routing, command
+records and latest metrics shared between nodes through Redis. The websocket plugin
+builds its gateway on them (gateway/plugin.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import attrs
@@ -14,12 +15,8 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
-from ..clock import wall_ms
-from ..gateway.config import GatewayConfig
 from ..gateway.connection import AgentConnection
-from ..gateway.gateway import Gateway
-from ..gateway.links import AuditOut, EventsOut, MetricsOut, TelemetryOut
-from ..protocol import Keyring
+from ..host.config import ClusterSettings
 from .presence import RedisRegistry
 from .records import RedisRecords
 from .replay import RedisReplayWindow
@@ -55,8 +52,8 @@ def redacted(url: str) -> str:
 
 @attrs.frozen
 class Cluster:
-    """This node's Redis-backed parts and the gateway built on them. ``build`` does no
-    I/O; ``running`` connects and keeps them working."""
+    """This node's Redis-backed parts. ``build`` does no I/O; ``running`` connects and
+    keeps them working."""
 
     client: coredis.Redis[str]
     #: The Redis URL without its password, for messages.
@@ -68,50 +65,34 @@ class Cluster:
     records: RedisRecords
     #: Each agent's latest metrics, for every node to read (a sink and a reader).
     latest_metrics: RedisLatestMetrics
-    gateway: Gateway
 
     @classmethod
     def build(
         cls,
-        config: GatewayConfig,
+        cluster: ClusterSettings,
         master_secrets: tuple[str, ...],
         *,
-        sink: TelemetryOut | None = None,
-        clock: Callable[[], int] = wall_ms,
-        metrics: MetricsOut | None = None,
-        audit: AuditOut | None = None,
-        events: EventsOut | None = None,
+        presence_ttl_ms: int,
+        record_retention_ms: int,
+        metrics_ttl_ms: int,
     ) -> Cluster:
-        """Every part, each given what it uses when it is made."""
-        assert config.redis_url is not None  # noqa: S101 - the caller checked
+        """Every part, each given what it uses when it is made: an agent's presence lives
+        ``presence_ttl_ms`` unless refreshed; records and latest metrics are kept so long."""
+        assert cluster.redis_url is not None  # noqa: S101 - the caller checked
         client: coredis.Redis[str] = coredis.Redis.from_url(
-            config.redis_url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
+            cluster.redis_url, decode_responses=True, connect_timeout=CONNECT_TIMEOUT_S
         )
-        node = config.node_id or default_node_id(config.worker_index)
+        node = cluster.node_id or default_node_id(cluster.worker_index)
         seal = NodeSeal(master_secrets)
         registry: RedisRegistry[AgentConnection] = RedisRegistry(
-            client, node, seal, ttl_ms=3 * config.heartbeat_interval_ms
+            client, node, seal, ttl_ms=presence_ttl_ms
         )
-        window = RedisReplayWindow(client, fail_open_s=config.replay_fail_open_s)
+        window = RedisReplayWindow(client, fail_open_s=cluster.replay_fail_open_s)
         router = NodeRouter(client, node, registry)
-        records = RedisRecords(client, node, retention_ms=config.command_retention_s * 1000)
-        latest = RedisLatestMetrics(client, seal, ttl_ms=config.telemetry_retention_s * 1000)
-        gateway = Gateway(
-            config,
-            Keyring(master_secrets, seed_compatible=config.seed_compatible),
-            registry=registry,
-            sink=sink,
-            shared_replay=window,
-            node=node,
-            remote=router,
-            records=records,
-            clock=clock,
-            metrics=metrics,
-            audit=audit,
-            events=events,
-        )
-        where = redacted(config.redis_url)
-        return cls(client, where, node, registry, window, router, records, latest, gateway)
+        records = RedisRecords(client, node, retention_ms=record_retention_ms)
+        latest = RedisLatestMetrics(client, seal, ttl_ms=metrics_ttl_ms)
+        where = redacted(cluster.redis_url)
+        return cls(client, where, node, registry, window, router, records, latest)
 
     @contextlib.asynccontextmanager
     async def running(self, local: LocalCommands) -> AsyncIterator[None]:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..configbase import parse_hostport
+from ..host.config import ServerSettings
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
 from ..tls import certificate_fingerprint
-from .config import GatewayConfig
 
 __all__ = ["IMDS_ENDPOINT", "agent_config", "certificate_pin", "public_ipv4", "write_private"]
 
@@ -23,18 +23,18 @@ def public_ipv4(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> s
     return imds_get("meta-data/public-ipv4", imds_endpoint, timeout_s)
 
 
-def certificate_pin(config: GatewayConfig) -> str | None:
+def certificate_pin(server: ServerSettings) -> str | None:
     """The SHA-256 of the certificate agents are served, or None without TLS."""
-    if config.tls_cert is not None:
-        return certificate_fingerprint(config.tls_cert)
-    cert = config.state_dir / "tls" / "cert.pem"
-    if config.tls_self_signed and cert.is_file():
+    if server.tls_cert is not None:
+        return certificate_fingerprint(server.tls_cert)
+    cert = server.state_dir / "tls" / "cert.pem"
+    if server.tls_self_signed and cert.is_file():
         return certificate_fingerprint(cert)
     return None
 
 
 def agent_config(
-    config: GatewayConfig,
+    server: ServerSettings,
     master_secret: str | bytes,
     agent_id: str,
     *,
@@ -45,15 +45,15 @@ def agent_config(
     """The agent's JSON settings: hardened (its derived key) unless ``seed_compatible``."""
     if not AGENT_ID.fullmatch(agent_id):
         raise ValueError(f"invalid agent id {agent_id!r}: 1-128 chars of [A-Za-z0-9._:-]")
-    listen = config.agent_listen or config.listen
+    listen = server.agent_listen or server.listen
     _, port = parse_hostport(listen, "agent_listen")
     host = (
         public_host
-        or config.public_host
-        or public_ipv4(imds_endpoint or config.imds_endpoint)
+        or server.public_host
+        or public_ipv4(imds_endpoint or server.imds_endpoint)
         or "{public_ip}"
     )
-    scheme = "wss" if config.tls_enabled else "ws"
+    scheme = "wss" if server.tls_enabled else "ws"
     default_port = 443 if scheme == "wss" else 80
     authority = host if port == default_port else f"{host}:{port}"
     settings: dict[str, Any] = {"agentId": agent_id, "wsApiUrl": f"{scheme}://{authority}/agent"}
@@ -67,7 +67,7 @@ def agent_config(
         settings["wsSecret"] = secret
     else:
         settings["wsAgentKey"] = derive_agent_key(master_secret, agent_id).hex()
-    fingerprint = certificate_pin(config)
+    fingerprint = certificate_pin(server)
     if fingerprint is not None:
         settings["wsCertSha256"] = fingerprint
     return settings

@@ -81,7 +81,7 @@ def websocket_blueprint(
     async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
         if (bad := _bad_agent(agent_id)) is not None:
             return bad
-        ring = config().log_ring
+        ring = config().server.log_ring
         limit = int_arg("limit", 100)
         if limit is None or limit < 1:
             return error(400, "bad_request", f"limit must be a number from 1 (at most {ring} kept)")
@@ -105,7 +105,7 @@ def websocket_blueprint(
             return bad
         make = functools.partial(
             agent_config,
-            settings,
+            settings.server,
             gateway.keyring.master_secrets[0],
             agent_id,
             public_host=request.args.get("publicHost"),

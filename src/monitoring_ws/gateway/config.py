@@ -1,9 +1,8 @@
-"""The websocket plugin's settings, flat: ``[plugins.websocket]`` with what it uses of
-``[server]`` and ``[cluster]`` (docs/gateway.md)."""
+"""The websocket plugin's settings: ``[plugins.websocket]``, and the host's ``[server]``
+and ``[cluster]`` as the host read them (docs/gateway.md)."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +11,23 @@ import attrs
 from ..configbase import ConfigError
 from ..configbase import one_of as _one_of
 from ..configbase import positive as _positive
+from ..host.config import ClusterSettings, ServerSettings
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-__all__ = ["ConfigError", "GatewayConfig", "load_config"]
-
-DEFAULT_LISTEN = "127.0.0.1:4000"
+__all__ = ["ConfigError", "GatewayConfig", "load_config", "own_keys"]
 
 
 @attrs.frozen
 class GatewayConfig:
-    """Everything ``monitoring-ws serve`` can be told."""
+    """``[plugins.websocket]``'s own settings, with the host's ``[server]`` and
+    ``[cluster]`` it reads (held, never copied: one source per setting)."""
 
-    listen: str = DEFAULT_LISTEN
-    #: A second listener that serves only ``/agent`` (e.g. public, with TLS).
-    agent_listen: str | None = None
-    state_dir: Path = Path(".monitoring-ws")
+    server: ServerSettings = attrs.field(factory=ServerSettings)
+    cluster: ClusterSettings = attrs.field(factory=ClusterSettings)
     #: Master secrets, current first; empty means boto3's credential chain.
     master_secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
     #: Fetch the master secret at start: ``secretsmanager:NAME`` or ``ssm:/parameter/name``.
     master_secret_from: str | None = None
     seed_compatible: bool = False
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_self_signed: bool = False
-    #: Extra names the self-signed certificate is valid for (besides localhost).
-    tls_hostnames: tuple[str, ...] = ()
     heartbeat_interval_ms: int = attrs.field(default=30_000, validator=_positive)
     auth_timeout_ms: int = attrs.field(default=10_000, validator=_positive)
     max_frame_bytes: int = attrs.field(default=1 << 20, validator=_positive)
@@ -71,14 +61,8 @@ class GatewayConfig:
     #: An agent's session ends after this long (1001 with a retry hint; it reconnects),
     #: so that a rotated secret or a revocation reaches every agent.
     max_session_s: int = attrs.field(default=86_400, validator=_positive)
-    #: Proxies or load balancers whose ``X-Forwarded-For`` names the agent's address
-    #: (addresses or networks, e.g. "10.0.0.0/8"); from anyone else the header is ignored.
-    trusted_proxies: tuple[str, ...] = ()
     #: Retry hint sent with 1001 at shutdown (agents add jitter).
     shutdown_retry_after_s: int = 5
-    #: How long a command waits by default, and at most.
-    default_command_timeout_ms: int = attrs.field(default=10_000, validator=_positive)
-    max_command_timeout_ms: int = attrs.field(default=3_600_000, validator=_positive)
     #: Finished command records are kept this long (state.sqlite3 in state_dir).
     command_retention_s: int = attrs.field(default=7 * 86_400, validator=_positive)
     #: Accepted metrics and logs stay in the telemetry spool this long.
@@ -92,44 +76,17 @@ class GatewayConfig:
     #: SQLite's ``synchronous``: "normal" survives a crash of the process, "full" also a
     #: power cut (an fsync per commit).
     state_sync: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
-    #: Log lines kept per agent by the built-in sink.
-    log_ring: int = attrs.field(default=200, validator=_positive)
-    #: The address agents dial, for generated agent configs (default: IMDSv2's public IPv4).
-    public_host: str | None = None
-    imds_endpoint: str = "http://169.254.169.254"
-    #: Several nodes share presence, the replay window and commands through this Redis.
-    redis_url: str | None = attrs.field(default=None, repr=False)  # may hold a password
-    #: When Redis stops answering nonce checks, this node's own window decides for this
-    #: long (counted), then frames are refused with 1013 until Redis is back (0: at once).
-    replay_fail_open_s: float = 30.0
-    #: This node's name in listings (default host:pid, or host:w<i> for worker i).
-    node_id: str | None = None
-    #: Set in the processes of ``serve --workers N``: they share the port and the state dir.
-    worker_index: int | None = None
 
     @property
     def state_file(self) -> Path:
         """The state database: one per worker when several share the state directory."""
-        name = (
-            "state.sqlite3" if self.worker_index is None else f"state-w{self.worker_index}.sqlite3"
-        )
-        return self.state_dir / name
-
-    @property
-    def tls_enabled(self) -> bool:
-        return self.tls_self_signed or self.tls_cert is not None
-
-    def proxy_networks(self) -> tuple[IPNetwork, ...]:
-        """``trusted_proxies`` as networks; raises ``ConfigError`` for one that is not."""
-        try:
-            return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
-        except ValueError as exc:
-            raise ConfigError(f"trusted_proxies: {exc}") from None
+        index = self.cluster.worker_index
+        name = "state.sqlite3" if index is None else f"state-w{index}.sqlite3"
+        return self.server.state_dir / name
 
     def check(self) -> None:
         """The gateway's own cross-field rules (the host checked ``[server]``); raises
         ``ConfigError`` with the fix."""
-        self.proxy_networks()
         if self.agent_bytes_per_s * self.agent_burst_s < self.max_frame_bytes:
             raise ConfigError(
                 "agent_bytes_per_s x agent_burst_s must be at least max_frame_bytes, or a "
@@ -137,18 +94,10 @@ class GatewayConfig:
             )
 
 
-_PATHS = {"state_dir", "tls_cert", "tls_key"}
-_TUPLES = {
-    "master_secrets",
-    "tls_hostnames",
-    "trusted_proxies",
-    "revoked_agents",
-}
+_TUPLES = {"master_secrets", "revoked_agents"}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in _PATHS:
-        return Path(value).expanduser()
     if name in _TUPLES:
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise ConfigError(f"{name} must be a list of strings")
@@ -156,13 +105,29 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def load_config(**settings: Any) -> GatewayConfig:
-    """The settings (None values skipped: the default stays), checked; raises
-    ``ConfigError`` naming what is wrong. ``monitoring_ws.gateway.plugin.gateway_config``
-    gathers them from monitoring.toml."""
+def own_keys() -> frozenset[str]:
+    """The keys of ``[plugins.websocket]`` (besides ``enabled``)."""
+    return frozenset(f.name for f in attrs.fields(GatewayConfig)) - {"server", "cluster"}
+
+
+def load_config(
+    server: ServerSettings | None = None,
+    cluster: ClusterSettings | None = None,
+    **settings: Any,
+) -> GatewayConfig:
+    """``[plugins.websocket]``'s table (None values skipped: the default stays) with the
+    host's settings, checked; raises ``ConfigError`` naming what is wrong."""
+    unknown = sorted(set(settings) - own_keys())
+    if unknown:
+        raise ConfigError(
+            f"unknown key {', '.join(unknown)} (the websocket plugin's settings are listed "
+            "in docs/gateway.md; listeners, TLS and tokens go in [server])"
+        )
     values = {k: _coerce(k, v) for k, v in settings.items() if v is not None}
     try:
-        config = GatewayConfig(**values)
+        config = GatewayConfig(
+            server=server or ServerSettings(), cluster=cluster or ClusterSettings(), **values
+        )
     except TypeError as exc:
         raise ConfigError(f"invalid setting: {exc}") from None
     config.check()

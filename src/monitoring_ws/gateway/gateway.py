@@ -147,11 +147,11 @@ class Gateway:
             max_unauthenticated_per_address=config.max_unauthenticated_per_address,
             address_failures_per_minute=config.address_failures_per_minute,
         )
-        self._proxies = config.proxy_networks()
+        self._proxies = config.server.proxy_networks()
         #: What each agent's frames cost to read and verify; the wait that bounds it.
         self.workload = Workload(config.agent_cpu_ms_per_s / 1000, config.agent_cpu_burst_ms / 1000)
         #: Join tokens and enrolled agents' key generations (shared by the workers).
-        self.enrollments = JoinTokens(config.state_dir)
+        self.enrollments = JoinTokens(config.server.state_dir)
         #: Agents refused at once (``revoked_agents``; replaced on reload).
         self.revoked: frozenset[str] = frozenset()
         self.stats: Counter[str] = Counter()

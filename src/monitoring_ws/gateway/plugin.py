@@ -13,11 +13,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 from quart import Blueprint
 
-from ..configbase import ConfigError
 from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
 from ..host.metrics import MetricsCollector
 from ..host.plugins import (
@@ -50,25 +48,14 @@ log = logging.getLogger("monitoring_ws.gateway")
 
 #: How long agents get to take their 1001 at shutdown.
 AGENT_CLOSE_TIMEOUT_S = 5.0
-_FROM_CLUSTER = ("redis_url", "node_id", "replay_fail_open_s", "worker_index")
 
 
 def gateway_config(
     settings: Mapping[str, Any], server_settings: ServerSettings, cluster: ClusterSettings
 ) -> GatewayConfig:
-    """The gateway's settings: ``[server]`` and ``[cluster]`` from the host, then its own
-    table. Raises ``ConfigError`` naming a key it does not know."""
-    fields = {f.name for f in attrs.fields(GatewayConfig)}
-    server = {k: v for k, v in attrs.asdict(server_settings, recurse=False).items() if k in fields}
-    own = fields - set(_FROM_CLUSTER) - set(attrs.asdict(server_settings, recurse=False))
-    unknown = sorted(set(settings) - own)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {', '.join(unknown)} (the websocket plugin's settings are listed "
-            "in docs/gateway.md; listeners, TLS and tokens go in [server])"
-        )
-    shared = {key: getattr(cluster, key) for key in _FROM_CLUSTER}
-    return load_config(**server, **shared, **settings)
+    """The gateway's settings: its own table, with ``[server]`` and ``[cluster]`` as the
+    host read them. Raises ``ConfigError`` naming a key it does not know."""
+    return load_config(server_settings, cluster, **settings)
 
 
 def gateway_config_of(config: MonitoringConfig) -> GatewayConfig:
@@ -95,14 +82,28 @@ class WebSocketPlugin(PluginBase):
             "events": context.events,
         }
         self.cluster: Cluster | None = None
-        if self.config.redis_url is not None:  # one node of several (docs/scaling.md)
+        shared: dict[str, Any] = {}
+        if self.config.cluster.redis_url is not None:  # one node of several (docs/scaling.md)
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
-            self.cluster = Cluster.build(self.config, secrets, **host)
-            self.gateway = self.cluster.gateway
-        else:
-            keyring = Keyring(secrets, seed_compatible=self.config.seed_compatible)
-            self.gateway = Gateway(self.config, keyring, **host)
+            config = self.config
+            self.cluster = Cluster.build(
+                config.cluster,
+                secrets,
+                presence_ttl_ms=3 * config.heartbeat_interval_ms,
+                record_retention_ms=config.command_retention_s * 1000,
+                metrics_ttl_ms=config.telemetry_retention_s * 1000,
+            )
+            # The gateway's ports (links.py), filled by the cluster's Redis parts.
+            shared = {
+                "registry": self.cluster.registry,
+                "shared_replay": self.cluster.window,
+                "node": self.cluster.node,
+                "remote": self.cluster.router,
+                "records": self.cluster.records,
+            }
+        keyring = Keyring(secrets, seed_compatible=self.config.seed_compatible)
+        self.gateway = Gateway(self.config, keyring, **host, **shared)
         self.transport = WebSocketTransport(self.gateway)
         self._enroll = EnrollEndpoint(
             self.gateway.enrollments,
