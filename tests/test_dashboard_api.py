@@ -4,6 +4,8 @@ stale / active events. The page itself is driven in a browser by tests/ui/."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 import trio
@@ -14,6 +16,7 @@ from monitoring_ws.host.summary import summarize
 
 from .conftest import StartServer
 from .gateway.agents import now_ms, open_agent
+from .support.eventually import eventually
 from .test_events import read_events
 
 TOKEN = "a-dashboard-test-token-0123456789"
@@ -67,13 +70,13 @@ async def test_the_fleet_summary_and_the_spool_by_time(start_server: StartServer
         started = now_ms()
         await agent.send(agent.session.metrics(values, now_ms()))
         await agent.send(agent.session.metrics({"cpu": 99}, now_ms()))
-        with trio.fail_after(5):
-            while True:
-                listed = (await http.get("/api/agents", params={"metrics": "summary"})).json()
-                summary = listed["agents"][0]["metrics"]
-                if summary is not None and summary["cpu"] == 99.0:
-                    break
-                await trio.sleep(0.02)
+
+        async def latest() -> dict[str, Any] | None:
+            listed = (await http.get("/api/agents", params={"metrics": "summary"})).json()
+            summary: dict[str, Any] | None = listed["agents"][0]["metrics"]
+            return summary if summary is not None and summary["cpu"] == 99.0 else None
+
+        summary = await eventually(latest, timeout_s=5, what="the second sample summarised")
         assert summary == {
             "ts": summary["ts"],
             "cpu": 99.0,
@@ -202,15 +205,12 @@ async def test_a_fleet_stream_carries_summaries_not_samples(start_server: StartS
             found.extend(await read_events(http, 1, type="metrics", metrics="summary"))
 
         nursery.start_soon(watch)
-        with trio.fail_after(5):  # the stream is open before the agent sends
-            while running.running.events.subscribers == 0:
-                await trio.sleep(0.01)
+        # The stream is open before the agent sends.
+        await eventually(lambda: running.running.events.subscribers != 0, timeout_s=5)
         async with open_agent(running.agent_urls[0], "sum-2") as agent:
             sample = {"cpu": {"percent": 7.5}, "memory": {"percent": 30}, "extra": "x" * 500}
             await agent.send(agent.session.metrics(sample, now_ms()))
-            with trio.fail_after(5):
-                while not found:
-                    await trio.sleep(0.01)
+            await eventually(lambda: bool(found), timeout_s=5)
     data = found[0]["data"]
     assert isinstance(data, dict)
     assert "values" not in data

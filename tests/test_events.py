@@ -17,6 +17,7 @@ from monitoring_ws.protocol import LogEntry
 
 from .conftest import SECRET, StartServer
 from .gateway.agents import now_ms, open_agent
+from .support.eventually import eventually
 from .support.served import config_from_flat
 
 
@@ -59,9 +60,8 @@ async def test_a_stream_follows_agents_telemetry_and_commands(
 
         async with trio.open_nursery() as watching:
             await watching.start(watch)
-            with trio.fail_after(5):  # the stream is open before the agent comes
-                while running.running.events.subscribers == 0:
-                    await trio.sleep(0.01)
+            # The stream is open before the agent comes.
+            await eventually(lambda: running.running.events.subscribers != 0, timeout_s=5)
             async with open_agent(url, "ev-1") as agent, trio.open_nursery() as n:
                 n.start_soon(agent.serve_commands)
                 await agent.send(agent.session.metrics({"cpu": 1}, now_ms()))
@@ -142,9 +142,7 @@ async def test_streams_end_when_the_server_stops(start_server: StartServer) -> N
             ended.set()
 
         nursery.start_soon(listen)
-        with trio.fail_after(5):
-            while running.running.events.subscribers == 0:
-                await trio.sleep(0.01)
+        await eventually(lambda: running.running.events.subscribers != 0, timeout_s=5)
         running.stop()
         # It ends cleanly (listen() raises on a stream cut at Hypercorn's graceful timeout);
         # the deadline only catches a hang.
@@ -205,9 +203,7 @@ async def test_a_stream_ends_when_a_reload_removes_its_token(start_server: Start
             ended.set()
 
         nursery.start_soon(listen)
-        with trio.fail_after(5):
-            while running.running.events.subscribers == 0:
-                await trio.sleep(0.01)
+        await eventually(lambda: running.running.events.subscribers != 0, timeout_s=5)
         config = config_from_flat({"master_secrets": (SECRET,), "api_tokens": [kept]})
         plugins = list(running.running.plugins.values())
         apply_reload(plugins, lambda: config, None, running.running.tokens)

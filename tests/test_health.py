@@ -18,6 +18,7 @@ from monitoring_ws.host.telemetry import TelemetryBus
 from monitoring_ws.ssm import SSMTransport
 
 from .conftest import RedisProcess, StartServer
+from .support.eventually import eventually
 
 
 async def test_probes_need_no_token_and_say_one_word_per_check(
@@ -47,17 +48,22 @@ async def test_not_ready_while_redis_is_away(
     async with httpx.AsyncClient(base_url=running.api_url) as http:
         assert (await http.get("/readyz")).json()["checks"]["websocket.redis"] == "ok"
         await trio.to_thread.run_sync(redis_server.stop)
-        with trio.fail_after(10):
-            while (ready := await http.get("/readyz")).status_code == 200:
-                await trio.sleep(0.05)
+
+        async def not_ready() -> httpx.Response | None:
+            ready = await http.get("/readyz")
+            return ready if ready.status_code != 200 else None
+
+        ready = await eventually(not_ready, timeout_s=10, what="/readyz failing")
         assert ready.status_code == 503
         assert ready.json()["status"] == "not_ready"
         assert ready.json()["checks"]["websocket.redis"] == "failing"
         assert (await http.get("/healthz")).status_code == 200  # alive all the same
         await trio.to_thread.run_sync(redis_server.start)
-        with trio.fail_after(15):
-            while (await http.get("/readyz")).status_code != 200:
-                await trio.sleep(0.05)
+
+        async def _done() -> bool:
+            return (await http.get("/readyz")).status_code == 200
+
+        await eventually(_done, timeout_s=15)
 
 
 async def test_draining_is_503(tmp_path: Path) -> None:

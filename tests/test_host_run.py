@@ -15,6 +15,7 @@ from monitoring_ws.host.server import Running, serve_host, transports_in_order
 from monitoring_ws.host.telemetry import TelemetryBus
 
 from .conftest import SECRET
+from .support.eventually import eventually
 
 PLUGIN = """
 from quart import Blueprint
@@ -102,9 +103,7 @@ async def test_plugins_share_transports_and_routes(
         assert record["state"] == "succeeded"
         assert record["requestedBy"]["address"] == "127.0.0.1"
     running.stop()
-    with trio.fail_after(10):
-        while not echo.drained:  # type: ignore[attr-defined]
-            await trio.sleep(0.05)
+    await eventually(lambda: bool(echo.drained), timeout_s=10)  # type: ignore[attr-defined]
 
 
 def test_ssm_is_a_plugin_enabled_by_the_transports_table() -> None:

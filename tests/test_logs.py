@@ -14,6 +14,7 @@ from monitoring_ws.logformat import JsonFormatter
 from .conftest import SECRET
 from .gateway.agents import open_agent
 from .support import processes
+from .support.eventually import eventually
 
 
 async def test_the_server_logs_json_lines_with_context(tmp_path: Path) -> None:
@@ -23,9 +24,9 @@ async def test_the_server_logs_json_lines_with_context(tmp_path: Path) -> None:
     try:
         async with open_agent(f"ws://127.0.0.1:{port}/agent", "agent-j"):
             pass
-        with trio.fail_after(10):
-            while "agent agent-j disconnected" not in server.log.read_text():
-                await trio.sleep(0.05)
+        await eventually(
+            lambda: "agent agent-j disconnected" in server.log.read_text(), timeout_s=10
+        )
     finally:
         await trio.to_thread.run_sync(server.stop)
     text = server.log.read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from monitoring_ws.host.config import ServerSettings
 
 from .conftest import REPO, StartServer
 from .gateway.agents import now_ms, open_agent
+from .support.eventually import eventually
 from .support.processes import free_port
 
 
@@ -46,24 +48,28 @@ async def test_the_server_counts_agents_frames_commands_and_commits(
             assert (await http.post("/api/agents/agent-p/commands", json=body)).status_code == 200
             seed = "/api/websocket/agents/agent-p/command"
             assert (await http.post(seed, json=body)).status_code == 200
-            with trio.fail_after(5):  # what was accepted gets committed within a tick
-                while True:
-                    scraped = await http.get("/metrics")
-                    found = samples(scraped.text)
-                    if found["monitoring_ws_state_commit_seconds_count", ()] >= 1:
-                        break
-                    await trio.sleep(0.01)
+
+            async def committed() -> httpx.Response | None:
+                scraped = await http.get("/metrics")
+                found = samples(scraped.text)
+                return scraped if found["monitoring_ws_state_commit_seconds_count", ()] else None
+
+            # What was accepted gets committed within a tick.
+            scraped = await eventually(committed, timeout_s=5)
+            found = samples(scraped.text)
             assert scraped.headers["content-type"].startswith("text/plain; version=0.0.4")
             n.cancel_scope.cancel()
         assert (await httpx.AsyncClient().get(f"{running.api_url}/metrics")).status_code == 401
         # The open listener on loopback: no token, /metrics only.
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as open_http:
-            with trio.fail_after(5):  # the agent's end is counted, with who ended it
-                while not any(
+
+            async def counted() -> bool:  # the agent's end, with who ended it
+                return any(
                     name == "monitoring_ws_agent_disconnects_total" and ("by", "agent") in labels
                     for name, labels in samples((await open_http.get("/metrics")).text)
-                ):
-                    await trio.sleep(0.02)
+                )
+
+            await eventually(counted, timeout_s=5)
             assert (await open_http.get("/api/agents")).status_code == 404
     ws = (("transport", "websocket"),)
     assert found["monitoring_ws_agents_connected", ws] == 1
@@ -159,18 +165,17 @@ async def test_close_codes_a_peer_chooses_are_bucketed(start_server: StartServer
         async with open_websocket_url(running.agent_urls[0], connect_timeout=5) as ws:
             await ws.aclose(code)
     async with httpx.AsyncClient(base_url=running.api_url) as http:
-        with trio.fail_after(5):  # the server counts each end as it sees it
-            while True:
-                found = samples((await http.get("/metrics")).text)
-                codes = {
-                    dict(labels)["code"]
-                    for name, labels in found
-                    if name == "monitoring_ws_agent_disconnects_total"
-                    and dict(labels)["by"] == "agent"
-                }
-                if codes >= {"other", "1000"}:
-                    break
-                await trio.sleep(0.02)
+
+        async def every_end() -> tuple[Any, set[str]] | None:  # counted as the server sees it
+            found = samples((await http.get("/metrics")).text)
+            codes = {
+                dict(labels)["code"]
+                for name, labels in found
+                if name == "monitoring_ws_agent_disconnects_total" and dict(labels)["by"] == "agent"
+            }
+            return (found, codes) if codes >= {"other", "1000"} else None
+
+        found, codes = await eventually(every_end, timeout_s=5)
     assert codes == {"other", "1000"}, codes  # 3999, 4321 and 4999 are nobody's label values
     other = (("by", "agent"), ("code", "other"))
     assert found["monitoring_ws_agent_disconnects_total", other] == 3

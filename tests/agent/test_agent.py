@@ -227,9 +227,9 @@ async def test_reconnects_after_the_server_restarts(start_server: StartServer) -
             await first.gateway.closed.wait()
         assert first.gateway.stats["closed_1001"] == 1  # a clean stop: 1001, not 1006
         second = await start_server(listen=f"127.0.0.1:{port}")
-        with trio.fail_after(10):
-            while second.gateway.registry.local("survivor") is None:
-                await trio.sleep(0.05)
+        await eventually(
+            lambda: second.gateway.registry.local("survivor") is not None, timeout_s=10
+        )
         nursery.cancel_scope.cancel()
 
 

@@ -22,6 +22,7 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import SECRET
+from ..support.eventually import eventually
 from ..support.processes import READY, free_port, isolated_env
 from .test_agent import settings_for
 
@@ -118,12 +119,12 @@ async def test_reconnects_after_the_server_process_is_killed(tmp_path: Path) -> 
             await trio.to_thread.run_sync(server.wait)
             server = await trio.to_thread.run_sync(_start, port, tmp_path)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                with trio.fail_after(15):
-                    while True:
-                        status = (await http.get("/api/websocket/agents/phoenix")).json()
-                        if status["connected"]:
-                            break
-                        await trio.sleep(0.1)
+
+                async def back() -> bool:
+                    status = (await http.get("/api/websocket/agents/phoenix")).json()
+                    return bool(status["connected"])
+
+                await eventually(back, timeout_s=15, what="phoenix connected again")
             nursery.cancel_scope.cancel()
     finally:
         server.kill()

@@ -17,6 +17,7 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..gateway.agents import now_ms, open_agent
+from ..support.eventually import eventually
 from .test_agent import command, settings_for, wait_for
 
 
@@ -138,9 +139,7 @@ async def test_the_server_reports_a_frame_hypercorn_dropped(
     async with open_agent(server.agent_urls[0], "agent-huge") as agent:
         with caplog.at_level(logging.WARNING):
             await agent.send(agent.session.metrics({"blob": "x" * (2 << 20)}, now_ms()))
-            with trio.fail_after(5):
-                while agent.ws.closed is None:
-                    await trio.sleep(0.02)
+            await eventually(lambda: agent.ws.closed is not None, timeout_s=5)
     assert agent.ws.closed.code == CloseCode.MESSAGE_TOO_BIG
     assert "closing agent-huge with 1009" in caplog.text
     assert server.gateway.stats["closed_1009"] == 1

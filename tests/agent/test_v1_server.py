@@ -20,6 +20,7 @@ from monitoring_ws.agent.main import build_agent
 from monitoring_ws.protocol import AgentSession, AuthHello, Capabilities, CloseCode
 
 from ..gateway.agents import SECRET
+from ..support.eventually import eventually
 from .test_agent import settings_for
 
 AGENT = "v1-agent"
@@ -77,9 +78,7 @@ async def test_our_agent_works_with_a_server_that_does_not_echo_the_nonce() -> N
         port = server.port
         agent = build_agent(settings_for(f"ws://127.0.0.1:{port}/agent", AGENT))
         nursery.start_soon(agent.run)
-        with trio.fail_after(10):
-            while not results:
-                await trio.sleep(0.02)
+        await eventually(lambda: bool(results), timeout_s=10)
         nursery.cancel_scope.cancel()
     assert results[0]["commandId"] == "c-1"
     assert results[0]["ok"] is True

@@ -18,6 +18,7 @@ from tests.support.served import Served as Running
 from ..conftest import SECRET, StartServer
 from ..gateway.agents import CloseCode, close_code, open_agent
 from ..support import processes
+from ..support.eventually import eventually
 from ..support.processes import isolated_env, run_cli, server_process
 from .helpers import serving_agent, start_node
 
@@ -47,9 +48,11 @@ async def test_any_node_lists_every_agent(
             status = (await http.get("/api/websocket/agents/on-b")).json()
         assert status["connected"] is True
         assert status["node"] == "node-b"
-    with trio.fail_after(5):  # a clean disconnect leaves every listing at once
-        while await _agents(node_a):
-            await trio.sleep(0.05)
+
+    async def _done() -> bool:
+        return not (await _agents(node_a))
+
+    await eventually(_done, timeout_s=5)  # a clean disconnect leaves every listing at once
 
 
 async def test_the_newest_connection_wins_across_nodes(
@@ -85,9 +88,11 @@ async def test_a_dead_nodes_agents_expire(tmp_path: Path, redis_url: str) -> Non
     try:
         api = witness.args[witness.args.index("--listen") + 1]
         async with httpx.AsyncClient(base_url=f"http://{api}") as http:
-            with trio.fail_after(10):  # three heartbeat intervals of 300 ms, then gone
-                while (await http.get("/api/websocket/agents")).json()["count"]:
-                    await trio.sleep(0.1)
+
+            async def _done() -> bool:
+                return not ((await http.get("/api/websocket/agents")).json()["count"])
+
+            await eventually(_done, timeout_s=10)  # three heartbeat intervals of 300 ms, then gone
     finally:
         await trio.to_thread.run_sync(witness.stop)
 

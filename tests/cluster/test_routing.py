@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
 
 from ..conftest import RedisProcess, StartServer
 from ..gateway.agents import open_agent
+from ..support.eventually import eventually
 from .helpers import start_node
 
 
@@ -81,11 +83,12 @@ async def test_redis_lost_fails_cross_node_commands_fast_and_recovers(
         assert lost.status_code == 503, lost.text
         assert lost.json()["error"]["code"] == "cluster_unavailable"
         await trio.to_thread.run_sync(redis_server.start)
-        with trio.fail_after(20):  # presence is refreshed and the channel resubscribed
-            while (
-                await http.post("/api/websocket/agents/far/command", json=body)
-            ).status_code != 200:
-                await trio.sleep(0.2)
+
+        async def through() -> bool:  # presence is refreshed and the channel resubscribed
+            sent = await http.post("/api/websocket/agents/far/command", json=body)
+            return sent.status_code == 200
+
+        await eventually(through, timeout_s=20, what="commands through node-a again")
 
 
 async def test_async_commands_and_records_through_any_node(
@@ -102,17 +105,22 @@ async def test_async_commands_and_records_through_any_node(
         )
         assert response.status_code == 202, response.text
         location = response.headers["Location"]
+
         # Not answered yet: it runs on node-b, so only node-b can cancel it.
-        with trio.fail_after(5):  # the holder's commit mirrors the record to Redis
-            while (await http.get(location)).status_code != 200:
-                await trio.sleep(0.05)
+        async def _done() -> bool:
+            return (await http.get(location)).status_code == 200
+
+        await eventually(_done, timeout_s=5)  # the holder's commit mirrors the record to Redis
         refused = await http.delete(location, headers={"Content-Type": "application/json"})
         assert refused.status_code == 409
         assert refused.json()["error"]["code"] == "command_elsewhere"
         assert refused.json()["error"]["node"] == "node-b"
         nursery.start_soon(far.serve_commands)
-        with trio.fail_after(10):  # any node reads the record as it ends
-            while (record := (await http.get(location)).json())["state"] != "succeeded":
-                await trio.sleep(0.05)
+
+        async def ended() -> dict[str, Any] | None:  # any node reads the record as it ends
+            record: dict[str, Any] = (await http.get(location)).json()
+            return record if record["state"] == "succeeded" else None
+
+        record = await eventually(ended, timeout_s=10, what="the record succeeded")
     assert record["transport"] == "websocket"
     assert record["requestedBy"]["address"] == "127.0.0.1 via node-a"

@@ -4,6 +4,7 @@ when it left, whichever node it left."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import coredis
 import httpx
@@ -11,6 +12,7 @@ import trio
 
 from ..conftest import StartServer
 from ..gateway.agents import now_ms, open_agent
+from ..support.eventually import eventually
 from .helpers import serving_agent, start_node
 
 
@@ -24,11 +26,12 @@ async def test_any_node_reads_an_agents_latest_metrics(
         await agent.send(agent.session.heartbeat(now_ms()))
         await agent.events()
         async with httpx.AsyncClient(base_url=node_b.api_url) as http:
-            with trio.fail_after(5):
-                while (status := (await http.get("/api/agents/agent-far")).json())[
-                    "metrics"
-                ] is None:
-                    await trio.sleep(0.02)
+
+            async def with_metrics() -> dict[str, Any] | None:
+                status: dict[str, Any] = (await http.get("/api/agents/agent-far")).json()
+                return status if status["metrics"] is not None else None
+
+            status = await eventually(with_metrics, timeout_s=5, what="node b reads the metrics")
             assert status["metrics"]["values"] == {"cpu": {"percent": 42.0}}
             assert status["connected"] is True
             websocket = (await http.get("/api/websocket/agents/agent-far")).json()
@@ -55,9 +58,12 @@ async def test_any_node_lists_an_agent_that_left_another(
     async with open_agent(node_a.agent_urls[0], "agent-left"):
         pass
     async with httpx.AsyncClient(base_url=node_b.api_url) as http:
-        with trio.fail_after(5):
-            while not (listing := (await http.get("/api/agents")).json())["agents"]:
-                await trio.sleep(0.02)
+
+        async def listed() -> dict[str, Any] | None:
+            listing: dict[str, Any] = (await http.get("/api/agents")).json()
+            return listing if listing["agents"] else None
+
+        listing = await eventually(listed, timeout_s=5, what="node b lists the agent")
         [agent] = listing["agents"]
         assert agent["agentId"] == "agent-left"
         assert agent["connected"] is False
@@ -86,9 +92,11 @@ async def test_any_node_lists_every_nodes_command_history(
         async with httpx.AsyncClient(base_url=node_b.api_url, timeout=30) as b:
             sent.append((await a.post("/api/agents/on-a/commands", json=ping)).json()["commandId"])
             sent.append((await b.post("/api/agents/on-b/commands", json=ping)).json()["commandId"])
-        with trio.fail_after(5):  # node b's copy reaches Redis with its next commit
-            while len((await a.get("/api/commands")).json()["commands"]) < 2:
-                await trio.sleep(0.02)
+
+        async def _done() -> bool:
+            return len((await a.get("/api/commands")).json()["commands"]) >= 2
+
+        await eventually(_done, timeout_s=5)  # node b's copy reaches Redis with its next commit
         seen, params = [], {"limit": 1}
         for _ in range(5):
             page = (await a.get("/api/commands", params=params)).json()

@@ -20,6 +20,7 @@ from monitoring_ws.agent.main import build_agent
 from ..agent.test_agent import settings_for
 from ..conftest import SECRET
 from ..support import processes
+from ..support.eventually import eventually
 from ..support.processes import isolated_env, run_cli
 from .helpers import serving_agent
 
@@ -122,20 +123,20 @@ async def test_a_killed_workers_agents_come_back_and_commands_follow(
             ]
             for agent in fleet:
                 nursery.start_soon(agent.run)
-            with trio.fail_after(20):
-                while (await http.get("/api/websocket/agents")).json()["count"] < AGENTS:
-                    await trio.sleep(0.1)
+
+            async def _done() -> bool:
+                return (await http.get("/api/websocket/agents")).json()["count"] >= AGENTS
+
+            await eventually(_done, timeout_s=20)
             listing = (await http.get("/api/websocket/agents")).json()["agents"]
             victim = next(a["node"] for a in listing)  # a worker holding at least one agent
             pid = _worker_pid(tmp_path, int(victim.rsplit(":w", 1)[1]))
             os.kill(pid, signal.SIGKILL)
             # Its agents reconnect (to the other worker, or the restarted one) and every
             # command through the shared port reaches its agent again.
-            with trio.fail_after(30):
-                for index in range(AGENTS):
-                    path = f"/api/websocket/agents/k-{index}/command"
-                    while not await _ok(http, path):
-                        await trio.sleep(0.2)
+            for index in range(AGENTS):
+                path = f"/api/websocket/agents/k-{index}/command"
+                await eventually(partial(_ok, http, path), timeout_s=30, what=f"k-{index} back")
             nursery.cancel_scope.cancel()
     finally:
         workers.terminate()
@@ -162,9 +163,7 @@ async def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path, redi
     pids = [_worker_pid(tmp_path, index) for index in range(2)]
     supervisor.kill()  # no SIGTERM to pass on: the kernel tells the workers (PDEATHSIG)
     supervisor.wait(timeout=10)
-    with trio.fail_after(20):
-        while any(_running(pid) for pid in pids):
-            await trio.sleep(0.1)
+    await eventually(lambda: not any(_running(pid) for pid in pids), timeout_s=20)
 
 
 def _running(pid: int) -> bool:

@@ -54,9 +54,7 @@ async def test_an_agent_killed_mid_command_reports_it_after_restart(
             )
             assert response.status_code == 202, response.text
             location = response.headers["Location"]
-            with trio.fail_after(10):
-                while not marker.exists():  # running on the agent
-                    await trio.sleep(0.05)
+            await eventually(lambda: bool(marker.exists()), timeout_s=10)  # running on the agent
             await trio.to_thread.run_sync(victim.kill)
             gone = await _until(http, location, lambda r: r["state"] == "agent_disconnected", 10)
             assert gone["finishedAt"] is None  # it waits for the agent until its deadline

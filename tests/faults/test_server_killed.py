@@ -18,6 +18,7 @@ from monitoring_ws.agent.main import build_agent
 
 from ..agent.test_agent import settings_for
 from ..support import processes
+from ..support.eventually import eventually
 
 AGENTS = 20
 
@@ -37,9 +38,10 @@ async def _spool(http: httpx.AsyncClient) -> list[dict[str, Any]]:
 
 async def _drained(agents: list[Agent], timeout: float) -> None:
     """Until every agent is connected and its outbox is empty (all acknowledged)."""
-    with trio.fail_after(timeout):
-        while not all(agent.connected.is_set() and len(agent.outbox) == 0 for agent in agents):
-            await trio.sleep(0.1)
+    await eventually(
+        lambda: bool(all(agent.connected.is_set() and len(agent.outbox) == 0 for agent in agents)),
+        timeout_s=timeout,
+    )
 
 
 async def test_kill_9_mid_stream_loses_and_repeats_nothing(

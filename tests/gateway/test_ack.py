@@ -20,6 +20,7 @@ from monitoring_ws.protocol import (
 from tests.support.served import Served as Running
 
 from ..conftest import StartServer
+from ..support.eventually import eventually
 from .agents import TestAgent, close_code, now_ms, open_agent
 
 pytestmark = pytest.mark.usefixtures("agent_listener")  # both listeners
@@ -93,9 +94,11 @@ async def test_without_the_feature_delivery_is_just_a_member(
             await agent.send(_numbered(agent, 1, {"cpu": 1}))
         await agent.send(agent.session.heartbeat(now_ms()))
         await agent.events()  # the heartbeat's answer: everything before it was handled
-    with trio.fail_after(5):  # the next commit stores both
-        while len(await _spooled(http, "plain")) < 2:
-            await trio.sleep(0.01)
+
+    async def _done() -> bool:
+        return len(await _spooled(http, "plain")) >= 2
+
+    await eventually(_done, timeout_s=5)  # the next commit stores both
     assert len(await _spooled(http, "plain")) == 2
 
 

@@ -30,6 +30,7 @@ from tests.support.served import Served as Running
 
 from ..conftest import StartServer
 from ..support import frame as signed_frame
+from ..support.eventually import open_connections
 from .agents import SECRET, agent_address, close_code, first_frame_close, now_ms, open_agent
 
 pytestmark = pytest.mark.usefixtures("agent_listener")
@@ -246,7 +247,7 @@ async def test_auth_failures_per_address_get_4429(start_server: StartServer) -> 
     for _ in range(2):
         code, _ = await first_frame_close(running.agent_urls[0], signed("auth", HELLO, key=wrong))
         assert code == CloseCode.AUTH_FAILED
-    await trio.sleep(0.05)
+    await open_connections(running.api_url, 0)
     code, reason = await first_frame_close(running.agent_urls[0], signed("auth", HELLO))
     assert code == CloseCode.TOO_MANY_ATTEMPTS
     assert reason is not None
@@ -259,7 +260,7 @@ async def test_unauthenticated_sockets_are_capped(start_server: StartServer) -> 
     running = await start_server(max_unauthenticated=1)
     url = running.agent_urls[0]
     async with open_websocket_url(url, connect_timeout=5):  # holds the one slot
-        await trio.sleep(0.05)
+        await open_connections(running.api_url, 1)
         async with open_websocket_url(url, connect_timeout=5) as second:
             assert await close_code(second) == CloseCode.TOO_MANY_ATTEMPTS
             assert parse_retry_after(second.closed.reason or "") == 1  # type: ignore[union-attr]

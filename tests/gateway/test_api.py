@@ -13,6 +13,7 @@ from monitoring_ws.protocol import CommandError, LogEntry
 from tests.support.served import Served as Running
 
 from ..conftest import StartServer
+from ..support.eventually import eventually
 from .agents import now_ms, open_agent
 
 JSON = {"Content-Type": "application/json"}
@@ -33,10 +34,12 @@ async def test_agents_list_and_status(server: Running, http: httpx.AsyncClient) 
         assert {"sessionId", "agentVersion", "instanceId", "node"} <= agent.keys()
         status = (await http.get("/api/websocket/agents/i-0abc123def4567890")).json()
         assert status["connected"] is True
-    await trio.sleep(0.1)
-    gone = await http.get("/api/websocket/agents/i-0abc123def4567890")
-    assert gone.status_code == 200
-    assert gone.json()["connected"] is False
+
+    async def gone() -> bool:
+        status = await http.get("/api/websocket/agents/i-0abc123def4567890")
+        return status.status_code == 200 and status.json()["connected"] is False
+
+    await eventually(gone, what="the agent listed as gone")
     bad = await http.get("/api/websocket/agents/not%20valid")
     assert bad.status_code == 400
     assert bad.json()["error"]["code"] == "invalid_agent_id"

@@ -7,6 +7,7 @@ import httpx
 import trio
 
 from ..conftest import StartServer
+from ..support.eventually import eventually
 from .agents import open_agent
 
 
@@ -23,9 +24,11 @@ async def test_agents_that_left_are_listed_offline_with_last_seen(
             assert [a["agentId"] for a in listing["agents"]] == ["agent-gone", "agent-here"]
             assert all(a["connected"] for a in listing["agents"])
             assert listing["agents"][0]["details"]["websocket"]["hostname"] == "host-agent-gone"
-        with trio.fail_after(5):
-            while (await http.get("/api/agents")).json()["agents"][0]["connected"]:
-                await trio.sleep(0.02)
+
+        async def _done() -> bool:
+            return not ((await http.get("/api/agents")).json()["agents"][0]["connected"])
+
+        await eventually(_done, timeout_s=5)
         gone = (await http.get("/api/agents")).json()["agents"][0]
         assert gone == {
             "agentId": "agent-gone",

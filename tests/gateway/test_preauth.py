@@ -19,6 +19,7 @@ from monitoring_ws.host.config import ServerSettings
 from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_after
 
 from ..conftest import StartServer
+from ..support.eventually import eventually, open_connections
 from .agents import agent_address, close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
 
@@ -52,7 +53,7 @@ async def test_malformed_first_frames_count_as_failures(start_server: StartServe
     for junk in ("not json", "{}", junk_first_frame(20 << 10)):
         code, _ = await first_frame_close(url, junk)
         assert code in {CloseCode.MALFORMED, CloseCode.MESSAGE_TOO_BIG}
-    await trio.sleep(0.05)
+    await open_connections(running.api_url, 0)
     code, reason = await first_frame_close(url, signed("auth", HELLO))
     assert code == CloseCode.TOO_MANY_ATTEMPTS
     assert parse_retry_after(reason or "") is not None
@@ -65,7 +66,7 @@ async def test_one_bad_agent_does_not_lock_out_its_neighbours(start_server: Star
     for _ in range(3):
         code, _ = await first_frame_close(url, signed("auth", HELLO, key=wrong))
         assert code == CloseCode.AUTH_FAILED
-    await trio.sleep(0.05)
+    await open_connections(running.api_url, 0)
     code, reason = await first_frame_close(url, signed("auth", HELLO, key=wrong))
     assert code == CloseCode.TOO_MANY_ATTEMPTS
     assert 1 <= (parse_retry_after(reason or "") or 0) <= 60
@@ -88,9 +89,8 @@ async def test_unauthenticated_sockets_are_capped_per_address(start_server: Star
 
         nursery.start_soon(hold)
         nursery.start_soon(hold)
-        with trio.fail_after(5):  # both held open, unauthenticated
-            while running.gateway.open_connections < 2:
-                await trio.sleep(0.01)
+        # Both held open, unauthenticated.
+        await eventually(lambda: running.gateway.open_connections >= 2, timeout_s=5)
         async with open_websocket_url(url, connect_timeout=5, extra_headers=attacker) as third:
             assert await close_code(third) == CloseCode.TOO_MANY_ATTEMPTS
         # Another address (and the proxy's own connections) still come in.

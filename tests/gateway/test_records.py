@@ -19,6 +19,7 @@ from tests.support.served import Served as Running
 
 from ..agent.test_agent import settings_for
 from ..conftest import StartServer
+from ..support.eventually import eventually
 from .agents import open_agent
 
 TOKEN = "records-test-token-0123456789"
@@ -41,14 +42,13 @@ async def _run_agent(nursery: trio.Nursery, url: str, agent_id: str) -> Agent:
 async def _record_when(
     http: httpx.AsyncClient, location: str, *states: str, timeout: float = 10
 ) -> dict[str, Any]:
-    with trio.fail_after(timeout):
-        while True:
-            response = await http.get(location)
-            assert response.status_code == 200, response.text
-            record: dict[str, Any] = response.json()
-            if record["state"] in states:
-                return record
-            await trio.sleep(0.05)
+    async def in_state() -> dict[str, Any] | None:
+        response = await http.get(location)
+        assert response.status_code == 200, response.text
+        record: dict[str, Any] = response.json()
+        return record if record["state"] in states else None
+
+    return await eventually(in_state, timeout_s=timeout, what=f"state in {states}")
 
 
 async def _submit(http: httpx.AsyncClient, path: str, **body: Any) -> httpx.Response:
@@ -113,16 +113,21 @@ async def test_delete_cancels_on_the_agent(
         http, "/api/websocket/agents/cancel-1/command", command="slow", args={"seconds": 30}
     )
     location = response.headers["Location"]
-    with trio.fail_after(5):  # handed to the agent
-        while (await http.get(location)).json()["state"] != "sent":
-            await trio.sleep(0.01)
+
+    async def _done() -> bool:
+        return (await http.get(location)).json()["state"] == "sent"
+
+    await eventually(_done, timeout_s=5)  # handed to the agent
     cancelled = await http.delete(location, headers={"Content-Type": "application/json"})
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
+
     # The agent was told: its answer (error "cancelled") lands in the record.
-    with trio.fail_after(10):
-        while (record := (await http.get(location)).json())["result"] is None:
-            await trio.sleep(0.05)
+    async def answered() -> dict[str, Any] | None:
+        record: dict[str, Any] = (await http.get(location)).json()
+        return record if record["result"] is not None else None
+
+    record = await eventually(answered, timeout_s=10, what="the agent's answer")
     assert record["state"] == "cancelled"
     assert record["result"]["error"]["code"] == "cancelled"
     again = await http.delete(location, headers={"Content-Type": "application/json"})
@@ -210,9 +215,7 @@ async def test_a_command_is_sent_again_when_its_agent_comes_back(
         nursery.start_soon(caller)
         first: CommandReceived = await agent.next_command()
     # The connection dropped before an answer: the waiting caller hears 502 at once...
-    with trio.fail_after(10):
-        while "waited" not in outcome:
-            await trio.sleep(0.02)
+    await eventually(lambda: "waited" in outcome, timeout_s=10)
     assert outcome["waited"].status_code == 502
     location = f"/api/websocket/commands/{first.command.command_id}"
     assert (await http.get(location)).json()["state"] == "agent_disconnected"

@@ -16,6 +16,7 @@ from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_afte
 
 from ..conftest import SECRET, StartServer
 from ..support import processes
+from ..support.eventually import eventually
 from ..support.served import config_from_flat
 from .agents import close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
@@ -101,9 +102,11 @@ async def test_sighup_reloads_tokens_secrets_and_log_level(tmp_path: Path) -> No
         async with open_agent(url, "agent-stays") as agent, httpx.AsyncClient(base_url=api) as http:
             config.write_text(settings(new, f'"{rotated}", "{SECRET}"', "debug"), encoding="utf-8")
             server.popen.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-            with trio.fail_after(10):
-                while (await http.get("/api/agents", headers=bearer(new))).status_code != 200:
-                    await trio.sleep(0.05)
+
+            async def _done() -> bool:
+                return (await http.get("/api/agents", headers=bearer(new))).status_code == 200
+
+            await eventually(_done, timeout_s=10)
             assert (await http.get("/api/agents", headers=bearer(old))).status_code == 401
             assert agent.ws.closed is None  # nobody was dropped
             # A new agent key from the new current secret works; the old one still does.

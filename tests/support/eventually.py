@@ -31,3 +31,17 @@ async def eventually(
         if trio.current_time() >= deadline:
             raise AssertionError(f"{what} did not hold within {timeout_s:g} s")
         await trio.sleep(POLL_S)
+
+
+async def open_connections(api_url: str, count: int, *, timeout_s: float = 30.0) -> None:
+    """Until the gateway holds ``count`` agent sockets (``GET /api/websocket/stats``): with
+    0, it has finished with every connection a test closed (failures are counted then)."""
+    import httpx  # noqa: PLC0415 - only the tests that count need it
+
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
+
+        async def reached() -> bool:
+            stats = (await http.get("/api/websocket/stats")).json()
+            return int(stats["openConnections"]) == count
+
+        await eventually(reached, timeout_s=timeout_s, what=f"{count} open connection(s)")

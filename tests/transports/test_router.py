@@ -13,6 +13,7 @@ from monitoring_ws.host.router import TransportRouter
 
 from ..conftest import StartServer
 from ..gateway.agents import open_agent
+from ..support.eventually import eventually
 from .test_ssm import INSTANCE, moto_ssm
 
 __all__ = ["moto_ssm"]
@@ -52,9 +53,13 @@ async def test_websocket_first_ssm_when_it_cannot(moto_ssm: str, start_server: S
             assert (await post(http, INSTANCE, not_listed)).status_code == 400
             assert len(ssm_commands()) == 1
             n.cancel_scope.cancel()
-        with trio.fail_after(5):  # the agent is gone
-            while (await http.get(f"/api/agents/{INSTANCE}")).json()["transports"]["websocket"]:
-                await trio.sleep(0.01)
+
+        async def _done() -> bool:
+            return not (
+                (await http.get(f"/api/agents/{INSTANCE}")).json()["transports"]["websocket"]
+            )
+
+        await eventually(_done, timeout_s=5)  # the agent is gone
         fallback = await post(http, INSTANCE, {"command": "ping"})
         assert fallback.status_code == 200
         assert fallback.json()["transport"] == "ssm"
