@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..configbase import is_loopback
-from ..gateway.enrollment import parse_join_token
+from ..protocol.jointoken import parse_join_token
 
 __all__ = ["EnrollError", "enroll"]
 

@@ -20,7 +20,6 @@ import fnmatch
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import Literal
 import attrs
 
 from ..private import private_file
+from ..protocol.jointoken import JoinToken, parse_join_token
 
 __all__ = [
     "JOIN_TOKEN_FILE",
@@ -41,10 +41,6 @@ __all__ = [
 ]
 
 JOIN_TOKEN_FILE = "join-tokens.sqlite3"  # noqa: S105 - a file name
-_PREFIX = "mwsj1"
-_ID = re.compile(r"[a-f0-9]{16}")
-_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
-_PIN = re.compile(r"[a-f0-9]{64}|-")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS join_tokens (
     id TEXT PRIMARY KEY,
@@ -63,17 +59,6 @@ CREATE TABLE IF NOT EXISTS enrolled (
 """
 #: Added after the first release: a token that may re-enroll ids already known.
 _REENROLL = "ALTER TABLE join_tokens ADD COLUMN reenroll INTEGER NOT NULL DEFAULT 0"
-
-
-@attrs.frozen
-class JoinToken:
-    id: str
-    secret: str = attrs.field(repr=False)
-    #: The server certificate's SHA-256 (hex), or None without TLS.
-    pin: str | None
-
-    def __str__(self) -> str:
-        return f"{_PREFIX}.{self.id}.{self.secret}.{self.pin or '-'}"
 
 
 @attrs.frozen
@@ -105,17 +90,6 @@ class Refusal:
 
     reason: str
     conflict: bool = False
-
-
-def parse_join_token(text: str) -> JoinToken:
-    """The token's parts; ValueError saying what is wrong (never echoing the secret)."""
-    parts = text.strip().split(".")
-    if len(parts) != 4 or parts[0] != _PREFIX:
-        raise ValueError(f"a join token looks like {_PREFIX}.<id>.<secret>.<pin>")
-    _, token_id, secret, pin = parts
-    if not (_ID.fullmatch(token_id) and _SECRET.fullmatch(secret) and _PIN.fullmatch(pin)):
-        raise ValueError("the join token is damaged (copy it whole)")
-    return JoinToken(token_id, secret, None if pin == "-" else pin)
 
 
 def _digest(secret: str) -> str:

@@ -22,10 +22,14 @@ from typing import Any
 
 import trio
 
-from monitoring_ws.configbase import ConfigError
-from monitoring_ws.host.plugins import PluginBase, PluginContext
-from monitoring_ws.host.telemetry import TelemetryItem, TelemetrySink
-from monitoring_ws.jsonlines import RotatingJsonLines
+from monitoring_ws.plugin_api import (
+    ConfigError,
+    PluginBase,
+    PluginContext,
+    RotatingJsonLines,
+    TelemetryItem,
+    TelemetrySink,
+)
 
 __all__ = ["JsonLinesSink", "TelemetryFilePlugin"]
 
