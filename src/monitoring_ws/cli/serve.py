@@ -32,7 +32,9 @@ def add(commands: Any) -> None:
         "--listen", metavar="HOST:PORT", help="API and agents (default 127.0.0.1:4000)"
     )
     serve.add_argument(
-        "--agent-listen", metavar="HOST:PORT", help="a second listener serving only /agent"
+        "--agent-listen",
+        metavar="HOST:PORT",
+        help="a second listener for agents only (/agent, /enroll)",
     )
     serve.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
     serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")

@@ -71,7 +71,7 @@ def adapt_hypercorn_websockets() -> None:
     over the limit to the app (``TOO_BIG``) instead of closing silently.
 
     Hypercorn accepts whatever compression a client offers and has no setting for it;
-    a compressed idle connection costs ~149 KB instead of ~22 KB (DESIGN.md section 5).
+    a compressed idle connection costs ~149 KB instead of ~22 KB (docs/performance.md).
     Its handshake looks ``PerMessageDeflate`` up in its module on every upgrade, and each
     stream builds its ``WebsocketBuffer`` the same way, so pointing those names at our
     classes changes both. tests/gateway/test_agent_endpoint.py checks an offer is

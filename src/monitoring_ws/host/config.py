@@ -70,7 +70,8 @@ class ServerSettings:
     """``[server]``: the host's listeners, TLS, API access and state (docs/gateway.md)."""
 
     listen: str = attrs.field(default="127.0.0.1:4000", validator=_text)
-    #: A second listener that serves only the plugins' agent endpoints (``/agent``).
+    #: A second listener for agents only: the plugins' agent endpoints (``/agent``,
+    #: ``/enroll``).
     agent_listen: str | None = attrs.field(default=None, validator=_optional_text)
     #: What serves ``agent_listen``: ``lean`` (trio streams and wsproto, host/lean.py) or
     #: ``hypercorn`` (as the main listener).
