@@ -17,8 +17,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, Request
 from wsproto.handshake import H11Handshake
 
-from monitoring_ws.host.lean import LeanSettings, serve_lean
-from monitoring_ws.host.leansocket import LeanSocket
+from monitoring_ws.host.serving.lean import LeanSettings, serve_lean
+from monitoring_ws.host.serving.leansocket import LeanSocket
 
 SETTINGS = LeanSettings(
     max_message_bytes=1 << 20,

@@ -11,7 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from monitoring_ws.host.lean import LeanSettings, serve_lean
+from monitoring_ws.host.serving.lean import LeanSettings, serve_lean
 
 SETTINGS = LeanSettings(
     max_message_bytes=1024, handshake_timeout_s=2, body_timeout_s=2, max_body_bytes=1024

@@ -11,8 +11,8 @@ from wsaccel.xormask import XorMaskerSimple as CMasker
 from wsproto import ConnectionType, WSConnection, frame_protocol
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from monitoring_ws.wsmask import PYTHON_MASKER as PythonMasker
-from monitoring_ws.wsmask import accelerate_masking
+from monitoring_ws.host.serving.wsmask import PYTHON_MASKER as PythonMasker
+from monitoring_ws.host.serving.wsmask import accelerate_masking
 
 from .support import examples
 

@@ -16,6 +16,7 @@ from .host.command_service import Accepted, CommandService
 from .host.metrics import MetricsCollector, ServerMetrics
 from .host.plugins import (
     PLUGIN_GROUP,
+    TOO_BIG,
     AsgiHandler,
     CommandRoute,
     HostContext,
@@ -76,6 +77,7 @@ __all__ = [
     "IN_PROCESS",
     "MAX_BODY_BYTES",
     "PLUGIN_GROUP",
+    "TOO_BIG",
     "Accepted",
     "AgentGoneError",
     "AgentListing",

@@ -25,8 +25,8 @@ from monitoring_ws.agent.settings import (
     imds_instance_id,
     load_settings,
 )
+from monitoring_ws.host.serving.tls import certificate_fingerprint
 from monitoring_ws.protocol import CloseCode, Command, derive_agent_key
-from monitoring_ws.tls import certificate_fingerprint
 from tests.support.served import Served as Running
 
 from ..conftest import StartServer

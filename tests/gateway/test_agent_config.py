@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from monitoring_ws.agent.settings import load_settings
+from monitoring_ws.host.serving.tls import certificate_fingerprint, ensure_self_signed
 from monitoring_ws.protocol import derive_agent_key
-from monitoring_ws.tls import certificate_fingerprint, ensure_self_signed
 
 from ..conftest import StartServer
 from ..support.processes import isolated_env, run_cli

@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from monitoring_ws.gateway.config import GatewayConfig
+from monitoring_ws.host.serving.tls import certificate_fingerprint, ensure_self_signed
 from monitoring_ws.protocol import CloseCode, parse_retry_after
-from monitoring_ws.tls import certificate_fingerprint, ensure_self_signed
 
 from ..support.processes import isolated_env, run_cli, server_process
 from .agents import SECRET, close_code, now_ms, open_agent

@@ -21,7 +21,7 @@ from types import FrameType
 
 from ..configbase import ConfigError, parse_hostport
 from ..host.config import REDIS_URL_ENV, MonitoringConfig
-from ..tls import ensure_self_signed
+from ..host.serving.tls import ensure_self_signed
 
 __all__ = ["run_workers", "worker_argv"]
 

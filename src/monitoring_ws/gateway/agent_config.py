@@ -9,9 +9,9 @@ from typing import Any
 
 from ..configbase import parse_hostport
 from ..host.config import ServerSettings
+from ..host.serving.tls import certificate_fingerprint
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
-from ..tls import certificate_fingerprint
 
 __all__ = ["IMDS_ENDPOINT", "agent_config", "certificate_pin", "public_ipv4", "write_private"]
 

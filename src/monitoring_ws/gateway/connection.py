@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..asgi import TOO_BIG
+from ..plugin_api import TOO_BIG
 from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
     Authenticated,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLUGIN_GROUP",
+    "TOO_BIG",
     "CommandRoute",
     "Discovered",
     "HostContext",
@@ -50,6 +51,10 @@ __all__ = [
 ]
 
 PLUGIN_GROUP = "monitoring_ws.plugins"
+#: A key the host adds to a ``websocket.receive`` message for a ``WebSocketRoute``: a
+#: frame over the limit was dropped (not buffered); the value is its length. The endpoint
+#: closes with 1009 and says why.
+TOO_BIG = "monitoring_ws.too_big"
 
 #: A raw ASGI handler: ``(scope, receive, send)``.
 AsgiHandler = Callable[[Any, Any, Any], Awaitable[None]]

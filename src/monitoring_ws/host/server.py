@@ -22,21 +22,17 @@ import trio
 
 from ..clock import wall_ms
 from ..configbase import ConfigError, parse_hostport
-from ..tls import certificate_fingerprint, ensure_self_signed
 from ..transports import Transport
-from ..wsmask import accelerate_masking
 from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.agents import COMMAND_ROUTE
 from .api.commandroutes import LeanCommandRoutes
 from .api.health import Readiness
-from .asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
 from .audit import AuditLog
 from .command_service import CommandService
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .events import EventHub
-from .listeners import DRAIN_TIMEOUT_S, listener_server
 from .metrics import ServerMetrics
 from .plugins import (
     AsgiHandler,
@@ -48,6 +44,10 @@ from .plugins import (
     load_enabled,
 )
 from .router import TransportRouter
+from .serving.asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
+from .serving.listeners import DRAIN_TIMEOUT_S, listener_server
+from .serving.tls import certificate_fingerprint, ensure_self_signed
+from .serving.wsmask import accelerate_masking
 from .telemetry import TelemetryBus
 from .tokens import TokenSet
 

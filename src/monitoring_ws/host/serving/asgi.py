@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from hypercorn.protocol import ws_stream
 from wsproto.extensions import Extension
 
-from ..asgi import TOO_BIG
+from ..plugins import TOO_BIG
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
     from quart import Quart
 
-    from .api.commandroutes import LeanCommandRoutes
-    from .metrics import ServerMetrics
-    from .plugins import AsgiHandler, WebSocketRoute
+    from ..api.commandroutes import LeanCommandRoutes
+    from ..metrics import ServerMetrics
+    from ..plugins import AsgiHandler, WebSocketRoute
 
 __all__ = ["HostApp", "MetricsApp", "adapt_hypercorn_websockets"]
 

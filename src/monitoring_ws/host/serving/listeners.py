@@ -13,11 +13,11 @@ from typing import Any
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from ..configbase import parse_hostport
-from ..web import MAX_BODY_BYTES
-from .config import ServerSettings
+from ...configbase import parse_hostport
+from ...web import MAX_BODY_BYTES
+from ..config import ServerSettings
+from ..plugins import WebSocketRoute
 from .lean import LeanSettings, serve_lean, server_context
-from .plugins import WebSocketRoute
 
 __all__ = ["DRAIN_TIMEOUT_S", "listener_server"]
 

@@ -18,7 +18,7 @@ from wsproto.events import (
 )
 from wsproto.handshake import H11Handshake
 
-from ..asgi import TOO_BIG
+from ..plugins import TOO_BIG
 
 __all__ = ["READ_BYTES", "LeanSettings", "LeanSocket"]
 
