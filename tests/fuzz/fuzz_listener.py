@@ -25,7 +25,7 @@ from harness import atheris, fuzz
 
 
 def _imports() -> Any:
-    from monitoring_ws.host import lean  # noqa: PLC0415
+    from monitoring_ws.host.serving import lean  # noqa: PLC0415
     from monitoring_ws.plugin_api import TOO_BIG  # noqa: PLC0415
 
     return lean, TOO_BIG
