@@ -26,7 +26,7 @@ from ..host.plugins import (
     PluginContext,
     WebSocketRoute,
 )
-from ..host.telemetry import TelemetryReader, TelemetrySink
+from ..host.telemetry import TelemetryHistory, TelemetryReader, TelemetrySink
 from ..protocol import Keyring
 from ..transports import Transport
 from .blueprint import COMMANDS_PATH, websocket_blueprint
@@ -142,6 +142,9 @@ class WebSocketPlugin(PluginBase):
 
     def readers(self) -> Sequence[TelemetryReader]:
         return () if self.cluster is None else (self.cluster.latest_metrics,)
+
+    def history(self) -> TelemetryHistory:
+        return self.gateway.store  # the spool: this node's agents' metrics and logs
 
     def collectors(self) -> Sequence[MetricsCollector]:
         redis = None if self.cluster is None else self.cluster.registry

@@ -273,6 +273,12 @@ class StateStore:
 
         return [json.loads(row[0]) for row in await self._run(read)]
 
+    async def history(
+        self, *, after: int, limit: int, agent_id: str | None, kind: str | None, since_ms: int
+    ) -> list[dict[str, Any]]:
+        """``telemetry`` as the host's ``TelemetryHistory`` (``GET /api/telemetry``)."""
+        return await self.telemetry(after, limit, agent_id, kind=kind, since_ms=since_ms)
+
     async def telemetry(
         self,
         after: int,

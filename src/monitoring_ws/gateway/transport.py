@@ -139,6 +139,10 @@ class WebSocketTransport:
                 listed[agent_id] = AgentListing(agent_id, False, seen_ms)
         return [listed[agent_id] for agent_id in sorted(listed)]
 
+    async def sessions(self, agent_id: str) -> list[dict[str, Any]]:
+        """The agent's last sessions on this node since it started, newest first."""
+        return list(self.gateway.history.of(agent_id))
+
     async def describe_agent(self, agent_id: str) -> AgentListing | None:
         info = await self.gateway.registry.lookup(agent_id)
         if info is not None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .command_service import CommandService
     from .config import ClusterSettings, MonitoringConfig, ServerSettings
     from .router import TransportRouter
-    from .telemetry import TelemetryBus, TelemetryReader, TelemetrySink
+    from .telemetry import TelemetryBus, TelemetryHistory, TelemetryReader, TelemetrySink
 
 __all__ = [
     "PLUGIN_GROUP",
@@ -160,6 +160,10 @@ class Plugin(Protocol):
         """Where else the API may read telemetry from (e.g. other nodes' agents)."""
         ...
 
+    def history(self) -> TelemetryHistory | None:
+        """The telemetry it keeps, for ``GET /api/telemetry`` (None: it keeps none)."""
+        ...
+
     def collectors(self) -> Sequence[MetricsCollector]:
         """Prometheus families it alone produces, read at scrape time (``GET /metrics``)."""
         ...
@@ -214,6 +218,9 @@ class PluginBase:
 
     def readers(self) -> Sequence[TelemetryReader]:
         return ()
+
+    def history(self) -> TelemetryHistory | None:
+        return None
 
     def collectors(self) -> Sequence[MetricsCollector]:
         return ()

@@ -199,6 +199,9 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
             telemetry.register(sink)
         for reader in plugin.readers():
             telemetry.add_reader(reader)
+        history = plugin.history()
+        if history is not None:
+            telemetry.set_history(history)
     transports = transports_in_order(plugins, config.transports)
     if not transports:
         raise PluginError(

@@ -22,10 +22,13 @@ from ..protocol import LogEntry
 from .events import EventHub
 
 __all__ = [
+    "HISTORY_KINDS",
+    "MAX_HISTORY_PAGE",
     "LogBatch",
     "MemoryTelemetry",
     "MetricsSample",
     "TelemetryBus",
+    "TelemetryHistory",
     "TelemetryItem",
     "TelemetryReader",
     "TelemetrySink",
@@ -80,6 +83,23 @@ class TelemetryReader(Protocol):
 
     async def latest_many(self, agent_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The same for several agents at once (those it knows), in one round trip."""
+        ...
+
+
+#: What a telemetry history holds, and the most one page of it returns.
+HISTORY_KINDS = frozenset({"metrics", "log"})
+MAX_HISTORY_PAGE = 1000
+
+
+class TelemetryHistory(Protocol):
+    """Kept metrics and logs, a page at a time (``GET /api/telemetry``): a plugin that
+    keeps them offers this through ``Plugin.history()``."""
+
+    async def history(
+        self, *, after: int, limit: int, agent_id: str | None, kind: str | None, since_ms: int
+    ) -> list[dict[str, Any]]:
+        """Items with ``id > after`` (received at ``since_ms`` or later), oldest first,
+        each ``{"id", "agentId", "type", "receivedAt", ...}``."""
         ...
 
 
@@ -212,10 +232,26 @@ class TelemetryBus:
         self.queue_limit, self.batch = queue_limit, batch
         self._queues: list[_Queue] = []
         self._readers: list[TelemetryReader] = []
+        self._history: TelemetryHistory | None = None
 
     def register(self, sink: TelemetrySink) -> None:
         """Add a sink (before ``run``); it receives what is published from then on."""
         self._queues.append(_Queue(sink, self.queue_limit))
+
+    def set_history(self, history: TelemetryHistory) -> None:
+        """Where ``history`` reads (the first plugin that keeps one)."""
+        if self._history is None:
+            self._history = history
+
+    async def history(
+        self, *, after: int, limit: int, agent_id: str | None, kind: str | None, since_ms: int
+    ) -> list[dict[str, Any]] | None:
+        """A page of the kept history; None when no plugin keeps one."""
+        if self._history is None:
+            return None
+        return await self._history.history(
+            after=after, limit=limit, agent_id=agent_id, kind=kind, since_ms=since_ms
+        )
 
     def add_reader(self, reader: TelemetryReader) -> None:
         """A reader asked when this process does not know an agent's telemetry."""

@@ -24,6 +24,7 @@ __all__ = [
     "CommandTooLargeError",
     "InvalidCommandError",
     "KeepsRecords",
+    "KnowsSessions",
     "ListsAgents",
     "Requester",
     "ShuttingDownError",
@@ -236,6 +237,15 @@ class ListsAgents(Transport, Protocol):
 
     async def describe_agent(self, agent_id: str) -> AgentListing | None:
         """What it knows of one agent, or None."""
+        ...
+
+
+@runtime_checkable
+class KnowsSessions(Transport, Protocol):
+    """A transport that remembers agents' recent sessions (optional)."""
+
+    async def sessions(self, agent_id: str) -> Sequence[Mapping[str, Any]]:
+        """The agent's recent sessions on this node, newest first (JSON objects)."""
         ...
 
 

@@ -23,6 +23,7 @@ from .events import add_event_routes
 from .gate import Refused, admit, audit_request
 from .health import HEALTH_PATHS, Readiness, add_health_routes
 from .openapi import add_openapi_routes
+from .telemetry import add_telemetry_routes
 from .ui import add_ui_routes
 
 __all__ = ["create_app", "install_guard"]
@@ -61,6 +62,7 @@ def create_app(
     metrics = ServerMetrics() if metrics is None else metrics
     events = EventHub() if events is None else events
     add_agent_routes(app, commands, telemetry)
+    add_telemetry_routes(app, server, commands.router, telemetry)
     add_event_routes(app, events, tokens)
     add_openapi_routes(app, lambda: plugins)
     add_ui_routes(app)

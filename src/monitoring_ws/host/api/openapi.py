@@ -29,6 +29,8 @@ _ANY: dict[str, Any] = {"type": "object", "additionalProperties": True}
 _MS = {"type": "integer", "minimum": 0, "maximum": 10**16 - 1}
 _CURSOR = "^[0-9]{1,16}~" + ID_PATTERN.removeprefix("^")
 _ID = {"type": "string", "pattern": ID_PATTERN}
+#: What ``int_arg`` reads: up to 18 digits.
+_ROW = {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
 _STATES = ["queued", "sent", "succeeded", "failed", "timed_out", "cancelled", "agent_disconnected"]
 
 SCHEMAS: dict[str, Any] = {
@@ -152,6 +154,39 @@ def _host_paths() -> dict[str, Any]:
             )
         },
         "/api/agents/{agentId}/commands": {"post": send},
+        "/api/agents/{agentId}/logs": {
+            "get": operation(
+                "The agent's last log lines (the host's ring)",
+                "agents",
+                _ANY,
+                errors=(400,),
+                params=(agent_param(), query("limit", {"type": "integer", "minimum": 1}, "lines")),
+            )
+        },
+        "/api/agents/{agentId}/sessions": {
+            "get": operation(
+                "The agent's recent sessions on this node, every transport's",
+                "agents",
+                _ANY,
+                errors=(400,),
+                params=(agent_param(),),
+            )
+        },
+        "/api/telemetry": {
+            "get": operation(
+                "Kept metrics and logs, a page at a time",
+                "agents",
+                _ANY,
+                errors=(400, 403, 404),
+                params=(
+                    query("after", _ROW, "row id"),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "rows"),
+                    query("agentId", _ID, "one agent's"),
+                    query("type", {"type": "string", "enum": ["metrics", "log"]}, "one kind"),
+                    query("since", _ROW, "received at or after (ms)"),
+                ),
+            )
+        },
         "/api/commands": {
             "get": operation(
                 "Command history, newest first",

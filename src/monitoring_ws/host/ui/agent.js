@@ -107,7 +107,7 @@ export function agentView(root, agentId, streamState) {
 
   async function loadSessions() {
     try {
-      const { data } = await api(`/api/websocket/agents/${encodeURIComponent(agentId)}/connections`);
+      const { data } = await api(`/api/agents/${encodeURIComponent(agentId)}/sessions`);
       clear(sessions);
       for (const span of [...data.sessions].reverse()) addSession(span);
     } catch (failure) {
@@ -160,7 +160,7 @@ export function agentView(root, agentId, streamState) {
     const since = Date.now() - WINDOW_MS;
     let after = 0;
     for (let page = 0; page < BACKFILL_PAGES && !stopped; page++) {
-      const { data } = await api(`/api/websocket/telemetry${query({ agentId, type: "metrics", since, after, limit: 1000 })}`);
+      const { data } = await api(`/api/telemetry${query({ agentId, type: "metrics", since, after, limit: 1000 })}`);
       for (const item of data.items) point(item.envelope.ts, item.envelope.payload);
       if (data.items.length < 1000) break;
       after = data.next;
@@ -171,7 +171,7 @@ export function agentView(root, agentId, streamState) {
   const stream = new EventStream({ agentId }, onEvent, streamState).start();
   refresh();
   loadSessions();
-  api(`/api/websocket/agents/${encodeURIComponent(agentId)}/logs?limit=${LOG_LINES}`)
+  api(`/api/agents/${encodeURIComponent(agentId)}/logs?limit=${LOG_LINES}`)
     .then(({ data }) => addLogs(data.entries))
     .catch((failure) => { if (failure.status !== 404) showError(failure); });
   api(`/api/commands${query({ agentId, limit: 20 })}`)
