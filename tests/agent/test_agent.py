@@ -6,6 +6,7 @@ import itertools
 import random
 import socket
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from ..gateway.agents import SECRET
 from ..support.eventually import eventually
+from ..support.observe import connected
 
 
 def settings_for(url: str, agent_id: str = "agent-1", **extra: Any) -> AgentSettings:
@@ -225,11 +227,10 @@ async def test_reconnects_after_the_server_restarts(start_server: StartServer) -
         first.stop()
         with trio.fail_after(5):
             await first.gateway.closed.wait()
-        assert first.gateway.stats["closed_1001"] == 1  # a clean stop: 1001, not 1006
+        # A clean stop: 1001, not 1006 (the stopped server's own count: no API to ask).
+        assert first.gateway.stats["closed_1001"] == 1
         second = await start_server(listen=f"127.0.0.1:{port}")
-        await eventually(
-            lambda: second.gateway.registry.local("survivor") is not None, timeout_s=10
-        )
+        await eventually(partial(connected, second.api_url, "survivor"), timeout_s=10)
         nursery.cancel_scope.cancel()
 
 

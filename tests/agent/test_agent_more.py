@@ -23,6 +23,7 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from ..gateway.agents import SECRET
 from ..support.eventually import eventually
+from ..support.observe import connected, counters
 from ..support.processes import READY, free_port, isolated_env
 from .test_agent import settings_for
 
@@ -47,8 +48,8 @@ async def test_heartbeats_keep_the_agent_connected(start_server: StartServer) ->
         nursery.start_soon(agent.run)
         await agent.connected.wait()
         await trio.sleep(1.5)  # three times the silence allowance
-        assert running.gateway.stats["closed_4408"] == 0
-        assert running.gateway.registry.local("beating") is not None
+        assert (await counters(running.api_url))["closed_4408"] == 0
+        assert await connected(running.api_url, "beating")
         nursery.cancel_scope.cancel()
 
 

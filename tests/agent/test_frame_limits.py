@@ -18,6 +18,7 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from ..gateway.agents import now_ms, open_agent
 from ..support.eventually import eventually
+from ..support.observe import counters
 from .test_agent import command, settings_for, wait_for
 
 
@@ -65,7 +66,7 @@ async def test_a_5_mib_output_arrives_trimmed(
 
         await wait_for(more_metrics)
         nursery.cancel_scope.cancel()
-    assert server.gateway.stats["closed_1009"] == 0
+    assert (await counters(server.api_url))["closed_1009"] == 0
 
 
 async def test_a_frame_refused_twice_is_replaced(
@@ -122,7 +123,7 @@ async def test_a_frame_refused_twice_is_replaced(
             assert result["result"]["truncated"] is True
         else:
             assert result["error"]["code"] == "result_undeliverable"
-        assert running.gateway.stats["closed_1009"] >= 1
+        assert (await counters(running.api_url))["closed_1009"] >= 1
         assert "agent-cut with 1009" in caplog.text  # the server says who it refused
         seen = await latest_metrics_ts(http, "agent-cut")
 
@@ -142,7 +143,7 @@ async def test_the_server_reports_a_frame_hypercorn_dropped(
             await eventually(lambda: agent.ws.closed is not None, timeout_s=5)
     assert agent.ws.closed.code == CloseCode.MESSAGE_TOO_BIG
     assert "closing agent-huge with 1009" in caplog.text
-    assert server.gateway.stats["closed_1009"] == 1
+    assert (await counters(server.api_url))["closed_1009"] == 1
 
 
 async def test_an_output_of_many_commas_arrives_trimmed_to_the_value_limit(
@@ -168,7 +169,7 @@ async def test_an_output_of_many_commas_arrives_trimmed_to_the_value_limit(
         result = body["result"]
         assert result["truncated"] is True
         assert 10_000 < len(result["stdout"]) <= DEFAULT_MAX_FRAME_VALUES
-        assert server.gateway.stats["closed_1009"] == 0  # trimmed before it was sent
+        assert (await counters(server.api_url))["closed_1009"] == 0  # trimmed before it was sent
         nursery.cancel_scope.cancel()
 
 

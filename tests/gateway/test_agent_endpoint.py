@@ -31,6 +31,7 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from ..support import frame as signed_frame
 from ..support.eventually import open_connections
+from ..support.observe import connected, counters
 from .agents import SECRET, agent_address, close_code, first_frame_close, now_ms, open_agent
 
 pytestmark = pytest.mark.usefixtures("agent_listener")
@@ -173,7 +174,7 @@ async def test_auth_deadline_is_4408(
         assert await close_code(ws, timeout=3) == CloseCode.TIMEOUT
     # Counted, not logged a line each at INFO: a flood of silent sockets is not a flood
     # of log lines.
-    assert running.gateway.stats["closed_4408"] == 1
+    assert (await counters(running.api_url))["closed_4408"] == 1
     assert not [r for r in caplog.records if "with 4408" in r.getMessage()]
 
 
@@ -227,7 +228,7 @@ async def test_newer_connection_replaces_the_older_with_4409(server: Running) ->
         await second.send(second.session.heartbeat(now_ms()))
         await second.events()
         assert second.ws.closed is None
-        assert server.gateway.registry.local("twin") is not None
+        assert await connected(server.api_url, "twin")
 
 
 async def test_duplicates_are_dropped_and_counted(server: Running) -> None:
@@ -237,7 +238,7 @@ async def test_duplicates_are_dropped_and_counted(server: Running) -> None:
         await agent.send(frame)
         await agent.send(agent.session.heartbeat(now_ms()))
         await agent.events()
-        assert server.gateway.stats["duplicates"] == 1
+        assert (await counters(server.api_url))["duplicates"] == 1
         assert agent.ws.closed is None
 
 
@@ -270,7 +271,6 @@ async def test_slow_agent_gets_backpressure_then_1013(start_server: StartServer)
     running = await start_server(outgoing_queue=2)
     url = f"{running.api_url}/api/websocket/agents/slow/command"
     big = {"command": "ping", "args": {"blob": "x" * 900_000}, "timeoutMs": 5000}
-    stats = running.gateway.stats
     # The agent reads nothing: trio-websocket stops reading the socket once its queue is full.
     async with open_agent(running.agent_urls[0], "slow", message_queue_size=0) as agent:
         statuses: list[int] = []
@@ -282,9 +282,11 @@ async def test_slow_agent_gets_backpressure_then_1013(start_server: StartServer)
             for _ in range(12):
                 n.start_soon(post)
                 await trio.sleep(0.05)
-                if stats["closed_1013"]:
+                if (await counters(running.api_url))["closed_1013"]:
                     break
-            assert stats["closed_1013"] == 1  # the queue overflowed and the close was decided
+            assert (await counters(running.api_url))[
+                "closed_1013"
+            ] == 1  # the queue overflowed and the close was decided
             # Reading again lets the frame in progress finish; the close comes right after it.
             assert await close_code(agent.ws, 10) == CloseCode.TRY_AGAIN_LATER
         assert 502 in statuses  # callers waiting on the slow agent learn it is gone

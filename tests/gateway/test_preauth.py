@@ -20,6 +20,7 @@ from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_afte
 
 from ..conftest import StartServer
 from ..support.eventually import eventually, open_connections
+from ..support.observe import counters, open_connections_now
 from .agents import agent_address, close_code, first_frame_close, open_agent
 from .test_agent_endpoint import HELLO, signed
 
@@ -44,7 +45,7 @@ async def test_first_frame_limit(start_server: StartServer) -> None:
         await agent.send(agent.session.metrics({"blob": "x" * 500_000}, int(time.time() * 1000)))
         await agent.send(agent.session.heartbeat(int(time.time() * 1000)))
         await agent.events()  # answered: the big frame was taken
-    assert running.gateway.stats["closed_1009"] == 2
+    assert (await counters(running.api_url))["closed_1009"] == 2
 
 
 async def test_malformed_first_frames_count_as_failures(start_server: StartServer) -> None:
@@ -89,8 +90,12 @@ async def test_unauthenticated_sockets_are_capped_per_address(start_server: Star
 
         nursery.start_soon(hold)
         nursery.start_soon(hold)
+
         # Both held open, unauthenticated.
-        await eventually(lambda: running.gateway.open_connections >= 2, timeout_s=5)
+        async def both_held() -> bool:
+            return await open_connections_now(running.api_url) >= 2
+
+        await eventually(both_held, timeout_s=5)
         async with open_websocket_url(url, connect_timeout=5, extra_headers=attacker) as third:
             assert await close_code(third) == CloseCode.TOO_MANY_ATTEMPTS
         # Another address (and the proxy's own connections) still come in.
