@@ -103,7 +103,7 @@ def test_secrets_on_the_command_line_warn() -> None:
 
 
 def test_workers_get_the_redis_url_without_argv() -> None:
-    from monitoring_ws.cluster.workers import worker_argv  # noqa: PLC0415 - coredis
+    from monitoring_ws.host.workers import worker_argv  # noqa: PLC0415 - coredis
 
     argv = ["serve", "--redis-url", "redis://:hunter2@127.0.0.1:1", "--workers", "2"]
     worker = worker_argv(argv, 0, "127.0.0.1:4000", None)

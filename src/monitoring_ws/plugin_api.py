@@ -24,6 +24,7 @@ from .host.plugins import (
     PluginBase,
     PluginContext,
     PluginError,
+    StartupError,
     WebSocketRoute,
 )
 from .host.router import Routed
@@ -115,6 +116,7 @@ __all__ = [
     "Routed",
     "ServerMetrics",
     "ShuttingDownError",
+    "StartupError",
     "StateUnavailableError",
     "TelemetryHistory",
     "TelemetryItem",

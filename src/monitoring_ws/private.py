@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["private_file"]
+__all__ = ["private_file", "write_private"]
 
 #: SQLite's companions of a database file (created with the database file's mode).
 _COMPANIONS = ("-wal", "-shm", "-journal")
@@ -32,3 +32,17 @@ def private_file(path: Path) -> None:
     for suffix in _COMPANIONS:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a key). An existing file is
+    tightened to 0600 before a byte is written (``O_CREAT``'s mode applies only to a new
+    one: a 0644 file would otherwise hold the key world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)

@@ -1,14 +1,21 @@
-"""The ``monitoring-ws`` command: one module per subcommand, each adding its parser."""
+"""The ``monitoring-ws`` command: one module per subcommand, each adding its parser, and
+the subcommands plugins add through the ``monitoring_ws.cli`` entry points (the
+websocket plugin's ``token`` and ``agent-config``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from .. import __version__
-from . import agent, agent_config, config, demo, keys, plugins, serve, token
+from . import agent, config, demo, keys, plugins, serve
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CLI_GROUP", "build_parser", "main"]
+
+#: Entry points naming ``add(subparsers)``: a plugin's own subcommands.
+CLI_GROUP = "monitoring_ws.cli"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (keys, serve, config, token, agent, agent_config, plugins, demo):
+    for command in (keys, serve, config, agent, plugins, demo):
         command.add(commands)
+    for entry in sorted(entry_points(group=CLI_GROUP), key=lambda e: e.name):
+        try:
+            entry.load()(commands)
+        except Exception as exc:  # a broken plugin costs its subcommand, not the CLI
+            print(
+                f"monitoring-ws: the subcommand {entry.name!r} ({entry.value}) could not be "
+                f"loaded: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
     return parser
 
 

@@ -90,7 +90,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
     from ..agent.enroll import EnrollError, enroll  # noqa: PLC0415
     from ..agent.settings import hostname_agent_id, imds_instance_id  # noqa: PLC0415
-    from ..gateway.agent_config import write_private  # noqa: PLC0415
+    from ..private import write_private  # noqa: PLC0415
 
     setup_logging(verbose=args.verbose, log_format=args.log_format)
     if args.token:

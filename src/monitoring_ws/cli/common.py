@@ -59,19 +59,17 @@ def add_log_format(parser: Any) -> None:
 def run_server(run: Callable[[], None]) -> None:
     """Run; a failure to bind or to open the state database (inside trio's exception
     groups) becomes a one-line message."""
-    from ..cluster.node import ClusterError  # noqa: PLC0415
     from ..configbase import ConfigError  # noqa: PLC0415
-    from ..gateway.store import StoreError  # noqa: PLC0415
-    from ..host.plugins import PluginError  # noqa: PLC0415
+    from ..host.plugins import PluginError, StartupError  # noqa: PLC0415
 
     try:
         run()
     except* (ConfigError, PluginError) as group:
         raise SystemExit(f"monitoring-ws: {_leaf(group)}") from None
-    except* StoreError as group:
-        raise SystemExit(f"monitoring-ws: {_leaf(group)} (see --state-dir)") from None
-    except* ClusterError as group:
-        raise SystemExit(f"monitoring-ws: {_leaf(group)}") from None
+    except* StartupError as group:
+        failure = _leaf(group)
+        hint = getattr(failure, "hint", "")
+        raise SystemExit(f"monitoring-ws: {failure}" + (f" ({hint})" if hint else "")) from None
     except* OSError as group:
         raise SystemExit(
             f"monitoring-ws: cannot listen: {_leaf(group)} (is another server on that port? "

@@ -106,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = read_config(args)
         if config.cluster.workers > 1 and args.worker_index is None:
-            from ..cluster.workers import run_workers  # noqa: PLC0415
+            from ..host.workers import run_workers  # noqa: PLC0415
 
             return run_workers(config, sys.argv[1:])
         if not args.verbose:

@@ -17,6 +17,7 @@ from coredis.exceptions import RedisError
 
 from ..gateway.connection import AgentConnection
 from ..host.config import ClusterSettings
+from ..host.plugins import StartupError
 from .presence import RedisRegistry
 from .records import RedisRecords
 from .replay import RedisReplayWindow
@@ -30,7 +31,7 @@ __all__ = ["Cluster", "ClusterError", "default_node_id", "redacted"]
 CONNECT_TIMEOUT_S = 5.0
 
 
-class ClusterError(Exception):
+class ClusterError(StartupError):
     """The cluster cannot work (Redis unreachable at start); the message says what to do."""
 
 

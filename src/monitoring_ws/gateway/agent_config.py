@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from ..configbase import parse_hostport
@@ -13,7 +11,7 @@ from ..host.serving.tls import certificate_fingerprint
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
 
-__all__ = ["IMDS_ENDPOINT", "agent_config", "certificate_pin", "public_ipv4", "write_private"]
+__all__ = ["IMDS_ENDPOINT", "agent_config", "certificate_pin", "public_ipv4"]
 
 log = logging.getLogger("monitoring_ws.gateway")
 
@@ -71,17 +69,3 @@ def agent_config(
     if fingerprint is not None:
         settings["wsCertSha256"] = fingerprint
     return settings
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds a key). An existing file is
-    tightened to 0600 before a byte is written (``O_CREAT``'s mode applies only to a new
-    one: a 0644 file would otherwise hold the key world-readable)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    except OSError:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import trio
 
 from ..clock import wall_ms
+from ..host.plugins import StartupError
 from ..private import private_file
 from ..protocol import Delivery
 from ..transports.records import CommandRecord, RecordQuery
@@ -61,8 +62,10 @@ CREATE TABLE IF NOT EXISTS seen (agent_id TEXT PRIMARY KEY, seen_ms INTEGER NOT 
 """
 
 
-class StoreError(Exception):
+class StoreError(StartupError):
     """The state database cannot be opened or used; the message says what to fix."""
+
+    hint = "see --state-dir"
 
 
 class StateStore:

@@ -44,6 +44,7 @@ __all__ = [
     "PluginBase",
     "PluginContext",
     "PluginError",
+    "StartupError",
     "WebSocketRoute",
     "discover",
     "load_enabled",
@@ -63,6 +64,13 @@ WebSocketHandler = AsgiHandler
 
 class PluginError(Exception):
     """An enabled plugin could not be loaded; the message names it and says why."""
+
+
+class StartupError(Exception):
+    """A plugin's part cannot work (Redis unreachable at start, the state database); the
+    message says what to do, and ``monitoring-ws serve`` adds ``hint`` to it."""
+
+    hint = ""
 
 
 @attrs.frozen

@@ -1,5 +1,6 @@
-"""``token create|list|revoke``: join tokens agents enroll with (docs/agent.md,
-"Enrolling")."""
+"""``monitoring-ws token create|list|revoke``: join tokens agents enroll with
+(docs/agent.md, "Enrolling"); a subcommand the websocket plugin adds through the
+``monitoring_ws.cli`` entry points."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..gateway.config import GatewayConfig
-    from ..gateway.enrollment import JoinTokens
+    from .config import GatewayConfig
+    from .enrollment import JoinTokens
 
 __all__ = ["add", "parse_ttl"]
 
@@ -66,9 +67,9 @@ def add(commands: Any) -> None:
 
 def _tokens(args: argparse.Namespace) -> tuple[JoinTokens, GatewayConfig]:
     """The state directory's ``JoinTokens`` and the gateway settings it was found by."""
-    from ..gateway.enrollment import JoinTokens  # noqa: PLC0415
-    from ..gateway.plugin import gateway_config_of  # noqa: PLC0415
     from ..host.config import load_monitoring_config  # noqa: PLC0415
+    from .enrollment import JoinTokens  # noqa: PLC0415
+    from .plugin import gateway_config_of  # noqa: PLC0415
 
     whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
     config = gateway_config_of(whole)
@@ -119,7 +120,7 @@ def _revoke(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     from ..clock import wall_ms  # noqa: PLC0415
     from ..configbase import ConfigError  # noqa: PLC0415
-    from ..gateway.agent_config import certificate_pin  # noqa: PLC0415
+    from .agent_config import certificate_pin  # noqa: PLC0415
 
     if not 1 <= args.uses <= 100_000:
         raise SystemExit("monitoring-ws token create: --uses: between 1 and 100000")

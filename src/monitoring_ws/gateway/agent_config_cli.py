@@ -1,4 +1,5 @@
-"""``agent-config``: an agent's settings file, made on the server."""
+"""``monitoring-ws agent-config``: an agent's settings file, made on the server (a
+subcommand the websocket plugin adds through the ``monitoring_ws.cli`` entry points)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import setup_logging
+from ..logformat import setup_logging
 
 __all__ = ["add"]
 
@@ -38,10 +39,11 @@ def _agent_config(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     from ..configbase import ConfigError  # noqa: PLC0415
-    from ..gateway.agent_config import agent_config, write_private  # noqa: PLC0415
-    from ..gateway.plugin import gateway_config_of  # noqa: PLC0415
-    from ..gateway.secrets import resolve_master_secrets  # noqa: PLC0415
     from ..host.config import load_monitoring_config  # noqa: PLC0415
+    from ..private import write_private  # noqa: PLC0415
+    from .agent_config import agent_config  # noqa: PLC0415
+    from .plugin import gateway_config_of  # noqa: PLC0415
+    from .secrets import resolve_master_secrets  # noqa: PLC0415
 
     setup_logging(verbose=False)
     try:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from ..configbase import ConfigError, parse_hostport
-from ..host.config import REDIS_URL_ENV, MonitoringConfig
-from ..host.serving.tls import ensure_self_signed
+from .config import REDIS_URL_ENV, MonitoringConfig
+from .serving.tls import ensure_self_signed
 
 __all__ = ["run_workers", "worker_argv"]
 
