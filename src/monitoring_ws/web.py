@@ -11,6 +11,7 @@ from quart import Response, g, request
 
 from .host.tokens import ApiToken
 from .openapi import ID_PATTERN
+from .protocol import AGENT_ID
 from .protocol.payloads import NAME
 from .protocol.strictjson import JSONRejectedError, loads
 from .transports import CommandOrder, CommandOutcome, Requester, TransportError
@@ -23,10 +24,13 @@ __all__ = [
     "Answer",
     "BadBody",
     "CommandBody",
+    "HistoryQuery",
+    "bad_agent",
     "command_answer",
     "command_body",
     "error",
     "forbidden",
+    "history_query",
     "int_arg",
     "reaches",
     "run_command_request",
@@ -213,6 +217,47 @@ async def run_command_request(
     for name, value in answer.headers:
         response.headers[name] = value
     return response
+
+
+def bad_agent(agent_id: str) -> Response | None:
+    """The 400 for an agent id in a path that is not one; None when it is."""
+    if AGENT_ID.fullmatch(agent_id):
+        return None
+    return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
+
+
+@attrs.frozen
+class HistoryQuery:
+    """``?after=&limit=&since=&agentId=&type=`` of a telemetry history route, checked."""
+
+    after: int
+    limit: int
+    since_ms: int
+    agent_id: str | None
+    kind: str | None
+
+
+def history_query(max_page: int, kinds: frozenset[str]) -> HistoryQuery | Response:
+    """The request's history query, or the 400 (a bad value) or 403 (a token that
+    reaches some agents only and names none of them) to answer instead."""
+    after, limit = int_arg("after", 0), int_arg("limit", 100)
+    since = int_arg("since", 0)
+    agent_id, kind = request.args.get("agentId"), request.args.get("type")
+    if after is None or after < 0:
+        return error(400, "bad_request", "after must be a non-negative row id")
+    if limit is None or not 1 <= limit <= max_page:
+        return error(400, "bad_request", f"limit must be between 1 and {max_page}")
+    if since is None:
+        return error(400, "bad_request", "since must be a time in ms since the epoch")
+    if kind is not None and kind not in kinds:
+        return error(400, "bad_request", f"type must be {' or '.join(sorted(kinds))}")
+    if agent_id is not None and (bad := bad_agent(agent_id)) is not None:
+        return bad
+    presented = token()
+    if presented is not None and presented.agents and (agent_id is None or not reaches(agent_id)):
+        message = f"the token {presented.name} reaches some agents only: name one it reaches"
+        return forbidden("agents", message)
+    return HistoryQuery(after, limit, since, agent_id, kind)
 
 
 def int_arg(name: str, default: int) -> int | None:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 from quart import Blueprint, Response, request
 
-from ..protocol import AGENT_ID
 from ..protocol.payloads import NAME
 from ..transports import ShuttingDownError, TransportError, UnknownCommandError
 from ..web import (
     ID_RULE,
+    bad_agent,
     error,
-    forbidden,
+    history_query,
     int_arg,
     reaches,
     run_command_request,
@@ -45,12 +45,6 @@ class TelemetryRead(Protocol):
     def recent_logs(self, agent_id: str, limit: int | None = None) -> list[dict[str, Any]]: ...
 
 
-def _bad_agent(agent_id: str) -> Response | None:
-    if AGENT_ID.fullmatch(agent_id):
-        return None
-    return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
-
-
 def websocket_blueprint(
     transport: WebSocketTransport,
     telemetry: TelemetryRead,
@@ -70,7 +64,7 @@ def websocket_blueprint(
 
     @api.get("/agents/<agent_id>")
     async def agent_status(agent_id: str) -> dict[str, Any] | Response:
-        if (bad := _bad_agent(agent_id)) is not None:
+        if (bad := bad_agent(agent_id)) is not None:
             return bad
         info = await gateway.registry.lookup(agent_id)
         status = {"agentId": agent_id, "connected": False} if info is None else info.to_json()
@@ -79,7 +73,7 @@ def websocket_blueprint(
 
     @api.get("/agents/<agent_id>/logs")
     async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
-        if (bad := _bad_agent(agent_id)) is not None:
+        if (bad := bad_agent(agent_id)) is not None:
             return bad
         ring = config().server.log_ring
         limit = int_arg("limit", 100)
@@ -90,7 +84,7 @@ def websocket_blueprint(
 
     @api.get("/agents/<agent_id>/connections")
     async def agent_connections(agent_id: str) -> dict[str, Any] | Response:
-        if (bad := _bad_agent(agent_id)) is not None:
+        if (bad := bad_agent(agent_id)) is not None:
             return bad
         # This node's, since it started: the last sessions of each agent.
         return {"agentId": agent_id, "sessions": gateway.history.of(agent_id)}
@@ -101,7 +95,7 @@ def websocket_blueprint(
         # It hands out keys: only to a token (the guard checked its config:read scope).
         if token() is None:
             return error(403, "forbidden", "agent configs are served only when api_tokens are set")
-        if (bad := _bad_agent(agent_id)) is not None:
+        if (bad := bad_agent(agent_id)) is not None:
             return bad
         make = functools.partial(
             agent_config,
@@ -172,26 +166,10 @@ def _add_state_routes(api: Blueprint, gateway: Gateway) -> None:
 
     @api.get("/telemetry")
     async def spooled() -> dict[str, Any] | Response:
-        after, limit = int_arg("after", 0), int_arg("limit", 100)
-        since = int_arg("since", 0)
-        agent_id, kind = request.args.get("agentId"), request.args.get("type")
-        if after is None or after < 0:
-            return error(400, "bad_request", "after must be a non-negative row id")
-        if limit is None or not 1 <= limit <= MAX_TELEMETRY_PAGE:
-            return error(400, "bad_request", f"limit must be between 1 and {MAX_TELEMETRY_PAGE}")
-        if since is None:
-            return error(400, "bad_request", "since must be a time in ms since the epoch")
-        if kind is not None and kind not in SPOOLED_TYPES:
-            return error(400, "bad_request", "type must be metrics or log")
-        if agent_id is not None and (bad := _bad_agent(agent_id)) is not None:
-            return bad
-        presented = token()
-        if (
-            presented is not None
-            and presented.agents
-            and (agent_id is None or not reaches(agent_id))
-        ):
-            message = f"the token {presented.name} reaches some agents only: name one it reaches"
-            return forbidden("agents", message)
-        items = await gateway.store.telemetry(after, limit, agent_id, kind=kind, since_ms=since)
-        return {"items": items, "next": items[-1]["id"] if items else after}
+        query = history_query(MAX_TELEMETRY_PAGE, SPOOLED_TYPES)
+        if isinstance(query, Response):
+            return query
+        items = await gateway.store.telemetry(
+            query.after, query.limit, query.agent_id, kind=query.kind, since_ms=query.since_ms
+        )
+        return {"items": items, "next": items[-1]["id"] if items else query.after}

@@ -7,22 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart, Response, request
+from quart import Quart, Response
 
-from ...protocol import AGENT_ID
 from ...transports import KnowsSessions
-from ...web import ID_RULE, error, forbidden, int_arg, reaches, token
+from ...web import bad_agent, error, history_query, int_arg
 from ..config import ServerSettings
 from ..router import TransportRouter
 from ..telemetry import HISTORY_KINDS, MAX_HISTORY_PAGE, TelemetryBus
 
 __all__ = ["add_telemetry_routes"]
-
-
-def _bad_agent(agent_id: str) -> Response | None:
-    if AGENT_ID.fullmatch(agent_id):
-        return None
-    return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
 
 
 def add_telemetry_routes(
@@ -31,7 +24,7 @@ def add_telemetry_routes(
     @app.get("/api/agents/<agent_id>/logs")
     async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
         """The last log lines of the agent (the host's ring of ``log_ring`` lines)."""
-        if (bad := _bad_agent(agent_id)) is not None:
+        if (bad := bad_agent(agent_id)) is not None:
             return bad
         ring = server.log_ring
         limit = int_arg("limit", 100)
@@ -43,7 +36,7 @@ def add_telemetry_routes(
     async def agent_sessions(agent_id: str) -> dict[str, Any] | Response:
         """Its recent sessions on this node, newest first, from every transport that
         keeps them (each session names its transport)."""
-        if (bad := _bad_agent(agent_id)) is not None:
+        if (bad := bad_agent(agent_id)) is not None:
             return bad
         sessions = [
             {**session, "transport": transport.name}
@@ -57,31 +50,17 @@ def add_telemetry_routes(
     async def telemetry_history() -> dict[str, Any] | Response:
         """Kept metrics and logs, oldest first, a page at a time (``next`` is ``after``
         for the following page)."""
-        after, limit = int_arg("after", 0), int_arg("limit", 100)
-        since = int_arg("since", 0)
-        agent_id, kind = request.args.get("agentId"), request.args.get("type")
-        if after is None or after < 0:
-            return error(400, "bad_request", "after must be a non-negative row id")
-        if limit is None or not 1 <= limit <= MAX_HISTORY_PAGE:
-            return error(400, "bad_request", f"limit must be between 1 and {MAX_HISTORY_PAGE}")
-        if since is None:
-            return error(400, "bad_request", "since must be a time in ms since the epoch")
-        if kind is not None and kind not in HISTORY_KINDS:
-            return error(400, "bad_request", "type must be metrics or log")
-        if agent_id is not None and (bad := _bad_agent(agent_id)) is not None:
-            return bad
-        presented = token()
-        if (
-            presented is not None
-            and presented.agents
-            and (agent_id is None or not reaches(agent_id))
-        ):
-            message = f"the token {presented.name} reaches some agents only: name one it reaches"
-            return forbidden("agents", message)
+        query = history_query(MAX_HISTORY_PAGE, HISTORY_KINDS)
+        if isinstance(query, Response):
+            return query
         items = await telemetry.history(
-            after=after, limit=limit, agent_id=agent_id, kind=kind, since_ms=since
+            after=query.after,
+            limit=query.limit,
+            agent_id=query.agent_id,
+            kind=query.kind,
+            since_ms=query.since_ms,
         )
         if items is None:
             message = "no enabled plugin keeps telemetry history (the websocket plugin does)"
             return error(404, "no_history", message)
-        return {"items": items, "next": items[-1]["id"] if items else after}
+        return {"items": items, "next": items[-1]["id"] if items else query.after}
