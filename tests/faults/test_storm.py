@@ -38,10 +38,14 @@ async def _stats(http: httpx.AsyncClient) -> dict[str, Any] | None:
 
 async def _all_connected(http: httpx.AsyncClient, timeout: float) -> dict[str, Any]:
     async def all_in() -> dict[str, Any] | None:
+        # Every agent authenticated, not only its socket open (the count is read between
+        # an upgrade and its auth otherwise).
         stats = await _stats(http)
-        return stats if stats is not None and stats["openConnections"] >= AGENTS else None
+        if stats is None or stats["openConnections"] < AGENTS:
+            return None
+        return stats if stats["counters"].get("authenticated", 0) >= AGENTS else None
 
-    return await eventually(all_in, timeout_s=timeout, what=f"{AGENTS} agents connected")
+    return await eventually(all_in, timeout_s=timeout, what=f"{AGENTS} agents authenticated")
 
 
 async def test_two_thousand_agents_all_come_back_after_a_restart(tmp_path: Path) -> None:
