@@ -8,17 +8,11 @@ from pathlib import Path
 import httpx
 import trio
 
-from monitoring_ws.host.api import create_app
 from monitoring_ws.host.api.health import Readiness
-from monitoring_ws.host.command_service import CommandService
-from monitoring_ws.host.commandlog import CommandLog
-from monitoring_ws.host.config import ServerSettings
-from monitoring_ws.host.router import TransportRouter
-from monitoring_ws.host.telemetry import TelemetryBus
-from monitoring_ws.ssm import SSMTransport
 
 from .conftest import RedisProcess, StartServer
 from .support.eventually import eventually
+from .support.served import ssm_only_app
 
 
 async def test_probes_need_no_token_and_say_one_word_per_check(
@@ -68,20 +62,7 @@ async def test_not_ready_while_redis_is_away(
 
 async def test_draining_is_503(tmp_path: Path) -> None:
     readiness = Readiness(listening=True, draining=True)
-    settings = ServerSettings()
-    commands = CommandService(
-        TransportRouter([SSMTransport()]),
-        CommandLog(None),
-        default_timeout_ms=settings.default_command_timeout_ms,
-        max_timeout_ms=settings.max_command_timeout_ms,
-    )
-    app = create_app(
-        settings,
-        commands,
-        TelemetryBus(),
-        readiness=readiness,
-    )
-    client = app.test_client()
+    client = ssm_only_app(readiness=readiness).test_client()
     response = await client.get("/readyz", headers={"Host": "127.0.0.1"})
     assert response.status_code == 503
     assert await response.get_json() == {

@@ -7,18 +7,12 @@ from __future__ import annotations
 import httpx
 import trio
 
-from monitoring_ws.host.api import create_app
-from monitoring_ws.host.command_service import CommandService
-from monitoring_ws.host.commandlog import CommandLog
-from monitoring_ws.host.config import ServerSettings
-from monitoring_ws.host.router import TransportRouter
-from monitoring_ws.host.telemetry import TelemetryBus
 from monitoring_ws.protocol import LogEntry
-from monitoring_ws.ssm import SSMTransport
 
 from .conftest import StartServer
 from .gateway.agents import now_ms, open_agent
 from .support.eventually import eventually
+from .support.served import ssm_only_app
 
 SCOPED = "scoped-token-" + "s" * 10
 ADMIN = "admin-token-" + "a" * 10
@@ -70,14 +64,7 @@ async def test_the_host_routes_answer_as_the_plugins(start_server: StartServer) 
 
 
 async def test_without_a_plugin_that_keeps_history_the_answer_says_so() -> None:
-    settings = ServerSettings()
-    commands = CommandService(
-        TransportRouter([SSMTransport()]),
-        CommandLog(None),
-        default_timeout_ms=settings.default_command_timeout_ms,
-        max_timeout_ms=settings.max_command_timeout_ms,
-    )
-    client = create_app(settings, commands, TelemetryBus()).test_client()
+    client = ssm_only_app().test_client()
     answer = await client.get("/api/telemetry", headers={"Host": "127.0.0.1"})
     assert answer.status_code == 404
     assert (await answer.get_json())["error"]["code"] == "no_history"

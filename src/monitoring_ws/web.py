@@ -4,6 +4,7 @@ body, and transport failures as statuses (docs/api.md, "Errors")."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -33,6 +34,7 @@ __all__ = [
     "history_query",
     "int_arg",
     "reaches",
+    "recent_logs_answer",
     "run_command_request",
     "token",
     "transport_error",
@@ -258,6 +260,19 @@ def history_query(max_page: int, kinds: frozenset[str]) -> HistoryQuery | Respon
         message = f"the token {presented.name} reaches some agents only: name one it reaches"
         return forbidden("agents", message)
     return HistoryQuery(after, limit, since, agent_id, kind)
+
+
+def recent_logs_answer(
+    recent_logs: Callable[[str, int], list[dict[str, Any]]], agent_id: str, ring: int
+) -> dict[str, Any] | Response:
+    """``GET .../agents/:agentId/logs?limit=N``: its last ``limit`` lines of the ``ring``
+    the server keeps (more than the ring keeps is all it keeps)."""
+    if (bad := bad_agent(agent_id)) is not None:
+        return bad
+    limit = int_arg("limit", 100)
+    if limit is None or limit < 1:
+        return error(400, "bad_request", f"limit must be a number from 1 (at most {ring} kept)")
+    return {"agentId": agent_id, "entries": recent_logs(agent_id, min(limit, ring))}
 
 
 def int_arg(name: str, default: int) -> int | None:

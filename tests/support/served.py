@@ -51,3 +51,24 @@ async def serve_in(
     serve = partial(serve_host, config, handle_signals=False, clock=clock)
     running: Running = await nursery.start(serve)
     return Served(running)
+
+
+def ssm_only_app(**create: Any) -> Any:
+    """The host's Quart app over SSM alone (no plugin, nothing served): for what the app
+    answers by itself. ``create`` goes to ``create_app`` (e.g. ``readiness``)."""
+    from monitoring_ws.host.api import create_app  # noqa: PLC0415
+    from monitoring_ws.host.command_service import CommandService  # noqa: PLC0415
+    from monitoring_ws.host.commandlog import CommandLog  # noqa: PLC0415
+    from monitoring_ws.host.config import ServerSettings  # noqa: PLC0415
+    from monitoring_ws.host.router import TransportRouter  # noqa: PLC0415
+    from monitoring_ws.host.telemetry import TelemetryBus  # noqa: PLC0415
+    from monitoring_ws.ssm import SSMTransport  # noqa: PLC0415
+
+    settings = ServerSettings()
+    commands = CommandService(
+        TransportRouter([SSMTransport()]),
+        CommandLog(None),
+        default_timeout_ms=settings.default_command_timeout_ms,
+        max_timeout_ms=settings.max_command_timeout_ms,
+    )
+    return create_app(settings, commands, TelemetryBus(), **create)

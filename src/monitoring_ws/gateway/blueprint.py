@@ -16,8 +16,8 @@ from ..web import (
     bad_agent,
     error,
     history_query,
-    int_arg,
     reaches,
+    recent_logs_answer,
     run_command_request,
     token,
     transport_error,
@@ -73,14 +73,7 @@ def websocket_blueprint(
 
     @api.get("/agents/<agent_id>/logs")
     async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
-        if (bad := bad_agent(agent_id)) is not None:
-            return bad
-        ring = config().server.log_ring
-        limit = int_arg("limit", 100)
-        if limit is None or limit < 1:
-            return error(400, "bad_request", f"limit must be a number from 1 (at most {ring} kept)")
-        # More than the ring keeps is all it keeps.
-        return {"agentId": agent_id, "entries": telemetry.recent_logs(agent_id, min(limit, ring))}
+        return recent_logs_answer(telemetry.recent_logs, agent_id, config().server.log_ring)
 
     @api.get("/agents/<agent_id>/connections")
     async def agent_connections(agent_id: str) -> dict[str, Any] | Response:

@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, Response
 
 from ...transports import KnowsSessions
-from ...web import bad_agent, error, history_query, int_arg
+from ...web import bad_agent, error, history_query, recent_logs_answer
 from ..config import ServerSettings
 from ..router import TransportRouter
 from ..telemetry import HISTORY_KINDS, MAX_HISTORY_PAGE, TelemetryBus
@@ -24,13 +24,7 @@ def add_telemetry_routes(
     @app.get("/api/agents/<agent_id>/logs")
     async def agent_logs(agent_id: str) -> dict[str, Any] | Response:
         """The last log lines of the agent (the host's ring of ``log_ring`` lines)."""
-        if (bad := bad_agent(agent_id)) is not None:
-            return bad
-        ring = server.log_ring
-        limit = int_arg("limit", 100)
-        if limit is None or limit < 1:
-            return error(400, "bad_request", f"limit must be a number from 1 (at most {ring} kept)")
-        return {"agentId": agent_id, "entries": telemetry.recent_logs(agent_id, min(limit, ring))}
+        return recent_logs_answer(telemetry.recent_logs, agent_id, server.log_ring)
 
     @app.get("/api/agents/<agent_id>/sessions")
     async def agent_sessions(agent_id: str) -> dict[str, Any] | Response:
