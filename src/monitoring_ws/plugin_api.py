@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .configbase import ConfigError, is_loopback, one_of, parse_hostport, positive, strings
 from .host.command_service import Accepted, CommandService
+from .host.jsonlines import RotatingJsonLines
 from .host.metrics import MetricsCollector, ServerMetrics
 from .host.plugins import (
     PLUGIN_GROUP,
@@ -36,7 +37,6 @@ from .host.telemetry import (
     TelemetryReader,
     TelemetrySink,
 )
-from .jsonlines import RotatingJsonLines
 from .openapi import ERROR, agent_param, command_param, json_body, operation, query, ref
 from .transports import (
     IN_PROCESS,

@@ -12,10 +12,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from monitoring_ws.forwarded import client_address
 from monitoring_ws.gateway.admission import Admission
 from monitoring_ws.gateway.config import ConfigError
 from monitoring_ws.host.config import ServerSettings
+from monitoring_ws.host.serving.forwarded import client_address
 from monitoring_ws.protocol import CloseCode, derive_agent_key, parse_retry_after
 
 from ..conftest import StartServer

@@ -23,7 +23,7 @@ def add(commands: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
-    from ..demo import run_demo  # noqa: PLC0415
+    from .demo_run import run_demo  # noqa: PLC0415
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_demo(args.agents, keep=args.keep, listen=args.listen)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..clock import wall_ms
-from ..forwarded import client_address
+from ..host.serving.forwarded import client_address
 from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,

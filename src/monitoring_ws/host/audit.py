@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ..jsonlines import RotatingJsonLines
+from .jsonlines import RotatingJsonLines
 
 __all__ = ["AuditLog"]
 

@@ -37,7 +37,7 @@ _KEYS = {"path", "max_bytes", "backups"}
 
 
 class JsonLinesSink:
-    """Each batch appended in a worker thread (monitoring_ws.jsonlines rotates the file)."""
+    """Each batch appended in a worker thread (``RotatingJsonLines`` rotates the file)."""
 
     name = "telemetry_file"
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import attrs
 
-from ...forwarded import client_address
 from ..audit import AuditLog
 from ..config import ServerSettings
+from ..serving.forwarded import client_address
 from ..tokens import ApiToken, TokenSet, required_scope
 from .guard import check_browser_rules, check_content_type
 from .ui import is_ui_path

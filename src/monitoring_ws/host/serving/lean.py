@@ -24,7 +24,7 @@ from wsproto.events import Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
-from ...forwarded import trusted
+from .forwarded import trusted
 from .leanhttp import BAD_REQUEST, HEAD_TOO_LARGE, serve_http
 from .leansocket import READ_BYTES, LeanSettings, LeanSocket
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import trio
 
-from .agent.main import build_agent
-from .agent.settings import AgentSettings
-from .host.config import config_from_document
-from .host.server import Running, serve_host
-from .protocol import derive_agent_key
+from ..agent.main import build_agent
+from ..agent.settings import AgentSettings
+from ..host.config import config_from_document
+from ..host.server import Running, serve_host
+from ..protocol import derive_agent_key
 
 __all__ = ["run_demo"]
 
