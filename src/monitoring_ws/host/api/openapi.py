@@ -160,7 +160,10 @@ def _host_paths() -> dict[str, Any]:
                 "agents",
                 _ANY,
                 errors=(400,),
-                params=(agent_param(), query("limit", {"type": "integer", "minimum": 1}, "lines")),
+                params=(
+                    agent_param(),
+                    query("limit", {**_ROW, "minimum": 1}, "lines (at most log_ring kept)"),
+                ),
             )
         },
         "/api/agents/{agentId}/sessions": {
