@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from quart import Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from .host.tokens import ApiToken
 from .openapi import ID_PATTERN
@@ -30,8 +31,10 @@ __all__ = [
     "command_answer",
     "command_body",
     "error",
+    "error_body",
     "forbidden",
     "history_query",
+    "http_error_body",
     "int_arg",
     "reaches",
     "recent_logs_answer",
@@ -56,9 +59,20 @@ _TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
 ID_RULE = "1-128 chars of [A-Za-z0-9._:-], the first a letter or digit"
 
 
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The API's JSON error (docs/api.md, "Errors")."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
 def error(status: int, code: str, message: str, **extra: Any) -> Response:
-    body = {"error": {"code": code, "message": message, **extra}}
+    body = error_body(code, message, **extra)
     return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def http_error_body(exc: HTTPException) -> dict[str, Any]:
+    """The JSON error for one of werkzeug's HTTP exceptions (413, 405, 408...)."""
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error_body(code, exc.description or exc.name)
 
 
 class BadBody(ValueError):
@@ -156,7 +170,7 @@ class Answer:
 
 
 def _failed(status: int, code: str, message: str, **extra: Any) -> Answer:
-    return Answer(status, {"error": {"code": code, "message": message, **extra}})
+    return Answer(status, error_body(code, message, **extra))
 
 
 async def command_answer(
@@ -192,9 +206,7 @@ async def command_answer(
             return Answer(202, {**answer, "location": location}, (("Location", location),), audit)
         routed = await service.run(order, via=via)
     except TransportError as exc:
-        return Answer(
-            exc.status, {"error": {"code": exc.code, "message": str(exc), **exc.extra}}, (), audit
-        )
+        return Answer(exc.status, error_body(exc.code, str(exc), **exc.extra), (), audit)
     outcome = routed.outcome
     assert isinstance(outcome, CommandOutcome)  # noqa: S101 - run raises the others
     audit["commandId"] = outcome.command_id

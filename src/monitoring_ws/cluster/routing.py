@@ -97,22 +97,23 @@ class NodeRouter:
 
     async def send(self, node: str, order: CommandOrder) -> CommandOutcome:
         """Run the order on ``node``, which holds its agent: the answer, or TransportError."""
-        return _answer(await self._ask(node, order, order.timeout_s, wait=True))
+        return _answer(await self._ask(node, order, wait=True))
 
     async def submit(self, node: str, order: CommandOrder) -> dict[str, Any]:
         """Have ``node`` send the command without waiting: ``{"commandId", "state"}`` once
         its record is on that node's disk."""
-        answer = await self._ask(node, order, PUBLISH_TIMEOUT_S, wait=False)
+        answer = await self._ask(node, order, wait=False)
         accepted = answer.get("accepted")
         if isinstance(accepted, dict):
             return accepted
         _answer(answer)  # raises the error the holder sent
         raise TransportError(f"node {node} gave no answer to a submit")
 
-    async def _ask(
-        self, node: str, order: CommandOrder, timeout_s: float, *, wait: bool
-    ) -> dict[str, Any]:
+    async def _ask(self, node: str, order: CommandOrder, *, wait: bool) -> dict[str, Any]:
+        """Publish the order to ``node``; its answer, within the command's timeout when
+        waiting for the outcome, else within the time a submit takes."""
         request_id, agent_id = str(uuid.uuid4()), order.agent_id
+        timeout_s = order.timeout_s if wait else PUBLISH_TIMEOUT_S
         request = {
             "type": "command",
             "requestId": request_id,

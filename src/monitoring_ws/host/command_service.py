@@ -17,25 +17,19 @@ from ..clock import wall_ms
 from ..protocol.payloads import NAME
 from ..transports import (
     AgentNotConnectedError,
-    CommandNotSupportedError,
     CommandOrder,
     CommandOutcome,
     InvalidCommandError,
     KeepsRecords,
-    ShuttingDownError,
-    Transport,
     TransportError,
 )
 from .audit import AuditLog
 from .commandlog import CommandLog, ended_record
 from .events import EventHub
 from .metrics import ServerMetrics
-from .router import Routed, TransportRouter
+from .router import Routed, TransportRouter, send_through
 
 __all__ = ["Accepted", "CommandService"]
-
-#: Failures that prove the named transport never sent the command.
-_NOT_SENT = (AgentNotConnectedError, CommandNotSupportedError, ShuttingDownError)
 
 
 @attrs.frozen
@@ -70,7 +64,9 @@ class CommandService:
         self._metrics = ServerMetrics() if metrics is None else metrics
         self._audit = AuditLog(None) if audit is None else audit
         self._clock = clock
-        self._keepers = {t.name for t in router.transports if isinstance(t, KeepsRecords)}
+        #: The transports that keep their own records (and can answer later).
+        self.keepers = tuple(t for t in router.transports if isinstance(t, KeepsRecords))
+        self._keeper_names = frozenset(t.name for t in self.keepers)
 
     def check(self, order: CommandOrder) -> None:
         """Raise ``InvalidCommandError`` for an order no transport may be given."""
@@ -86,12 +82,14 @@ class CommandService:
         started = self._clock()
         try:
             routed = await (
-                self.router.send_command(order) if via is None else self._send_via(via, order)
+                self.router.send_command(order)
+                if via is None
+                else send_through(self.router.named(via), order)
             )
         except TransportError as exc:  # no transport took it: nothing ran, nothing kept
             self._audit_line(order, None, exc)
             raise
-        if routed.transport not in self._keepers:  # the others keep their own records
+        if routed.transport not in self._keeper_names:  # the others keep their own records
             await self._keep(order, routed, started)
         self._audit_line(order, routed.transport, routed.outcome)
         if isinstance(routed.outcome, TransportError):
@@ -120,17 +118,7 @@ class CommandService:
 
     def _candidates(self, via: str | None) -> Sequence[KeepsRecords]:
         # Only a transport that keeps records can take a command and answer later.
-        keepers = [t for t in self.router.transports if isinstance(t, KeepsRecords)]
-        return keepers if via is None else [t for t in keepers if t.name == via]
-
-    async def _send_via(self, name: str, order: CommandOrder) -> Routed:
-        transport: Transport = self.router.named(name)
-        try:
-            return Routed(name, await transport.send_command(order))
-        except _NOT_SENT:
-            raise
-        except TransportError as exc:  # maybe delivered: answered like the router does
-            return Routed(name, exc)
+        return self.keepers if via is None else [t for t in self.keepers if t.name == via]
 
     async def _keep(self, order: CommandOrder, routed: Routed, started_ms: int) -> None:
         record = ended_record(routed.transport, order, created_ms=started_ms, answer=routed.outcome)

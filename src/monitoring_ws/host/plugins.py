@@ -103,6 +103,11 @@ class CommandRoute:
     #: Where its records are read (a 202's ``Location``).
     records_path: str
 
+    @property
+    def rule(self) -> str:
+        """As a Quart URL rule (what token scopes are decided by)."""
+        return f"{self.prefix}<agent_id>{self.suffix}"
+
 
 @attrs.frozen
 class PluginContext:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +18,12 @@ from ..transports.base import (
     TransportError,
 )
 
-__all__ = ["Routed", "TransportRouter"]
+__all__ = ["NOT_DELIVERED", "Routed", "TransportRouter", "send_through"]
 
 log = logging.getLogger("monitoring_ws.router")
 
 #: Failures that prove the command never left: the next transport may try it.
-_NOT_DELIVERED = (AgentNotConnectedError, CommandNotSupportedError, ShuttingDownError)
+NOT_DELIVERED = (AgentNotConnectedError, CommandNotSupportedError, ShuttingDownError)
 
 
 @attrs.frozen
@@ -45,12 +43,10 @@ class Routed:
 class TransportRouter:
     """Picks a transport per agent; falls back only when the command was surely not delivered."""
 
-    def __init__(self, transports: Sequence[Transport], *, remember: int = 1000) -> None:
+    def __init__(self, transports: Sequence[Transport]) -> None:
         if not transports:
             raise ValueError("a router needs at least one transport")
         self.transports = tuple(transports)
-        #: The last commands routed: which transport served which command (newest last).
-        self.served: deque[dict[str, Any]] = deque(maxlen=remember)
 
     async def reachability(self, agent_id: str, command: str = "ping") -> dict[str, bool]:
         return {t.name: await t.can_reach(agent_id, command) for t in self.transports}
@@ -76,34 +72,25 @@ class TransportRouter:
                 refused.append(f"{transport.name}: {reason or 'cannot reach it'}")
                 continue
             try:
-                outcome = await transport.send_command(order)
-            except _NOT_DELIVERED as exc:
+                return await send_through(transport, order)
+            except NOT_DELIVERED as exc:
                 log.info(
                     "%s could not deliver %s to %s: %s", transport.name, command, agent_id, exc
                 )
                 refused.append(f"{transport.name}: {exc}")
                 unsupported = unsupported or isinstance(exc, CommandNotSupportedError)
-                continue
-            except TransportError as exc:
-                # Maybe delivered (timeout, agent gone mid-command): never run it twice.
-                self._record(agent_id, command, transport.name, None)
-                return Routed(transport.name, exc)
-            self._record(agent_id, command, transport.name, outcome)
-            return Routed(transport.name, outcome)
         message = f"no transport reaches {agent_id} for {command!r} ({'; '.join(refused)})"
         # A transport that reached the agent and refused the command is the better answer.
         raise (CommandNotSupportedError if unsupported else AgentNotConnectedError)(message)
 
-    def _record(
-        self, agent_id: str, command: str, transport: str, outcome: CommandOutcome | None
-    ) -> None:
-        self.served.append(
-            {
-                "at": time.time_ns() // 1_000_000,
-                "agentId": agent_id,
-                "command": command,
-                "transport": transport,
-                "commandId": None if outcome is None else outcome.command_id,
-                "ok": None if outcome is None else outcome.ok,
-            }
-        )
+
+async def send_through(transport: Transport, order: CommandOrder) -> Routed:
+    """``transport`` runs the order. Raises the failures that prove it never left
+    (``NOT_DELIVERED``); returns any other in ``Routed``: the command may have run (a
+    timeout, the agent gone mid-command), so it is never sent again."""
+    try:
+        return Routed(transport.name, await transport.send_command(order))
+    except NOT_DELIVERED:
+        raise
+    except TransportError as exc:
+        return Routed(transport.name, exc)

@@ -11,7 +11,7 @@ import attrs
 __all__ = ["JOIN_TOKEN_PREFIX", "JoinToken", "parse_join_token"]
 
 JOIN_TOKEN_PREFIX = "mwsj1"  # noqa: S105 - a format tag, not a secret
-TOKEN_ID = re.compile(r"[a-f0-9]{16}")
+_ID = re.compile(r"[a-f0-9]{16}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 _PIN = re.compile(r"[a-f0-9]{64}|-")
 
@@ -33,6 +33,6 @@ def parse_join_token(text: str) -> JoinToken:
     if len(parts) != 4 or parts[0] != JOIN_TOKEN_PREFIX:
         raise ValueError(f"a join token looks like {JOIN_TOKEN_PREFIX}.<id>.<secret>.<pin>")
     _, token_id, secret, pin = parts
-    if not (TOKEN_ID.fullmatch(token_id) and _SECRET.fullmatch(secret) and _PIN.fullmatch(pin)):
+    if not (_ID.fullmatch(token_id) and _SECRET.fullmatch(secret) and _PIN.fullmatch(pin)):
         raise ValueError("the join token is damaged (copy it whole)")
     return JoinToken(token_id, secret, None if pin == "-" else pin)

@@ -75,10 +75,6 @@ def _merge(entry: dict[str, Any], transport: str, listing: AgentListing) -> None
     }
 
 
-def _keepers(router: TransportRouter) -> Sequence[KeepsRecords]:
-    return [t for t in router.transports if isinstance(t, KeepsRecords)]
-
-
 def add_agent_routes(app: Quart, commands: CommandService, telemetry: TelemetryBus) -> None:
     router, log = commands.router, commands.log
 
@@ -125,7 +121,7 @@ def add_agent_routes(app: Quart, commands: CommandService, telemetry: TelemetryB
     async def send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
         return await run_command_request(commands, agent_id, via=None, records_path=COMMANDS_PATH)
 
-    _add_record_routes(app, router, log)
+    _add_record_routes(app, commands.keepers, log)
 
 
 def history_query(args: Mapping[str, str]) -> RecordQuery:
@@ -176,7 +172,7 @@ def history_query(args: Mapping[str, str]) -> RecordQuery:
     )
 
 
-def _add_record_routes(app: Quart, router: TransportRouter, log: CommandLog) -> None:
+def _add_record_routes(app: Quart, keepers: Sequence[KeepsRecords], log: CommandLog) -> None:
     """``/api/commands``: the host's log first, then transports that keep records."""
 
     @app.get(COMMANDS_PATH)
@@ -187,7 +183,7 @@ def _add_record_routes(app: Quart, router: TransportRouter, log: CommandLog) -> 
         except BadBody as exc:
             return error(400, "bad_request", str(exc))
         pages = [await log.list(query)]
-        pages += [await transport.list_records(query) for transport in _keepers(router)]
+        pages += [await transport.list_records(query) for transport in keepers]
         merged = sorted(
             (record for page in pages for record in page),
             key=lambda r: (r["createdAt"], r["commandId"]),
@@ -216,7 +212,7 @@ def _add_record_routes(app: Quart, router: TransportRouter, log: CommandLog) -> 
         reach its agent (a record says nothing of agents the token may not see)."""
         record = await log.get(command_id)
         found = None if record is None else record.to_json()
-        for transport in _keepers(router) if found is None else ():
+        for transport in keepers if found is None else ():
             found = await transport.command_record(command_id)
             if found is not None:
                 break
@@ -234,7 +230,7 @@ def _add_record_routes(app: Quart, router: TransportRouter, log: CommandLog) -> 
             return transport_error(
                 CommandConflictError("command_finished", message, command=record.to_json())
             )
-        for transport in _keepers(router):
+        for transport in keepers:
             try:
                 return await transport.cancel_command(command_id)
             except UnknownCommandError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,7 @@ from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ...web import MAX_BODY_BYTES, error, token
+from ...web import MAX_BODY_BYTES, error, http_error_body, token
 from ..audit import AuditLog
 from ..command_service import CommandService
 from ..config import ServerSettings
@@ -53,8 +54,8 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        code = (exc.name or "error").lower().replace(" ", "_")
-        response = error(exc.code or 500, code, exc.description or exc.name)
+        body = json.dumps(http_error_body(exc))
+        response = Response(body, status=exc.code or 500, mimetype="application/json")
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110: say which
             response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         return response
@@ -90,6 +91,7 @@ def create_app(
 
 def install_guard(app: Quart, server: ServerSettings, tokens: TokenSet) -> None:
     """Every route, plugins' included: browser rules (403), the token (401), JSON (415)."""
+    proxies = server.proxy_networks()
 
     @app.before_request
     async def guard() -> Response | None:
@@ -100,6 +102,7 @@ def install_guard(app: Quart, server: ServerSettings, tokens: TokenSet) -> None:
         verdict = admit(
             server,
             tokens,
+            proxies,
             method=request.method,
             path=request.path,
             headers={name.lower(): value for name, value in request.headers.items()},

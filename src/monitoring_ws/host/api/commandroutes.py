@@ -11,7 +11,7 @@ from typing import Any
 import trio
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
-from ...web import MAX_BODY_BYTES, Answer, command_answer
+from ...web import MAX_BODY_BYTES, Answer, command_answer, error_body, http_error_body
 from ..audit import AuditLog
 from ..command_service import CommandService
 from ..config import ServerSettings
@@ -22,10 +22,10 @@ from .gate import Refused, admit, audit_request
 __all__ = ["LeanCommandRoutes"]
 
 
-def _http_error(status: int, exc: RequestEntityTooLarge | RequestTimeout) -> Answer:
+def _http_error(exc: RequestEntityTooLarge | RequestTimeout) -> Answer:
     """What the Quart app's handler answers for werkzeug's exception (app.py)."""
-    code = (exc.name or "error").lower().replace(" ", "_")
-    return Answer(status, {"error": {"code": code, "message": exc.description or exc.name}})
+    assert exc.code is not None  # noqa: S101 - both have one
+    return Answer(exc.code, http_error_body(exc))
 
 
 class LeanCommandRoutes:
@@ -44,6 +44,7 @@ class LeanCommandRoutes:
         self.server = server
         self.tokens = tokens
         self.audit = audit
+        self._proxies = server.proxy_networks()
 
     def match(self, scope: Any) -> tuple[CommandRoute, str] | None:
         """The route and agent id of a command POST; None for anything else."""
@@ -72,25 +73,26 @@ class LeanCommandRoutes:
         verdict = admit(
             self.server,
             self.tokens,
+            self._proxies,
             method="POST",
             path=path,
             headers=headers,
             authorization=authorization or "",
             peer=peer,
-            rule=f"{route.prefix}<agent_id>{route.suffix}",
+            rule=route.rule,
             agent_id=agent_id,
         )
         if isinstance(verdict, Refused):
-            body = {"error": {"code": verdict.code, "message": verdict.message, **verdict.extra}}
+            body = error_body(verdict.code, verdict.message, **verdict.extra)
             answer = Answer(verdict.status, body, tuple(verdict.headers))
         else:
             raw = await self._body(headers, receive)
             if raw is None:
                 return  # the client went away
-            answer = (
-                raw
-                if isinstance(raw, Answer)
-                else await command_answer(
+            if isinstance(raw, Answer):  # 413, 408
+                answer = raw
+            else:
+                answer = await command_answer(
                     self.commands,
                     agent_id,
                     raw,
@@ -99,7 +101,6 @@ class LeanCommandRoutes:
                     via=route.via,
                     records_path=route.records_path,
                 )
-            )
         await _send(send, answer)
         audit_request(
             self.audit,
@@ -117,7 +118,7 @@ class LeanCommandRoutes:
         client disconnected."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _http_error(413, RequestEntityTooLarge())
+            return _http_error(RequestEntityTooLarge())
         body = bytearray()
         with trio.move_on_after(self.server.http_body_timeout_s):
             while True:
@@ -126,10 +127,10 @@ class LeanCommandRoutes:
                     return None
                 body += message.get("body", b"")
                 if len(body) > MAX_BODY_BYTES:
-                    return _http_error(413, RequestEntityTooLarge())
+                    return _http_error(RequestEntityTooLarge())
                 if not message.get("more_body", False):
                     return bytes(body)
-        return _http_error(408, RequestTimeout())
+        return _http_error(RequestTimeout())
 
 
 async def _send(send: Any, answer: Answer) -> None:

@@ -3,6 +3,7 @@ the lean command routes (``commandroutes.py``), so both answer alike."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,9 @@ from ..tokens import ApiToken, TokenSet, required_scope
 from .guard import check_browser_rules, check_content_type
 from .ui import is_ui_path
 
-__all__ = ["Admitted", "Refused", "admit", "audit_request"]
+__all__ = ["Admitted", "IPNetwork", "Refused", "admit", "audit_request"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: What a 401 says, and its header.
 UNAUTHORIZED = "send Authorization: Bearer <api token>"
@@ -49,6 +52,7 @@ class Refused:
 def admit(
     server: ServerSettings,
     tokens: TokenSet,
+    proxies: Sequence[IPNetwork],
     *,
     method: str,
     path: str,
@@ -60,8 +64,8 @@ def admit(
 ) -> Admitted | Refused:
     """Browser rules (403), the token (401), its scope and agents (403), a JSON body for
     writes (415). ``headers`` by lower-case name; ``rule`` is the matched route (None when
-    none matched: 404 and 405 come first, so no scope or type check then)."""
-    proxies = server.proxy_networks()
+    none matched: 404 and 405 come first, so no scope or type check then); ``proxies`` are
+    ``server.proxy_networks()``, parsed once by the caller."""
     address = (
         client_address(peer or "unknown", headers.get("x-forwarded-for"), proxies)
         if proxies
