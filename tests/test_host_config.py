@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitoring_ws.configbase import ConfigError
-from monitoring_ws.gateway.plugin import gateway_config_of
+from monitoring_ws.gateway.config import gateway_config_of
 from monitoring_ws.host.config import load_monitoring_config
 
 from .support.processes import isolated_env

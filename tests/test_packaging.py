@@ -41,7 +41,7 @@ def test_the_wheel_installs_and_runs(tmp_path: Path) -> None:
     [sdist] = dist.glob("*.tar.gz")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-    assert "monitoring_ws/gateway/plugin.py" in names
+    assert "monitoring_ws/websocket/plugin.py" in names
     # The dashboard's files ship in the wheel (no build step, no CDN).
     shipped = {Path(n).name for n in names if n.startswith("monitoring_ws/host/ui/")}
     assert {"index.html", "app.js", "style.css"} <= shipped

@@ -45,9 +45,29 @@ def test_every_name_the_plugin_api_lists_is_there() -> None:
     assert all(hasattr(plugin_api, name) for name in plugin_api.__all__)
 
 
-def test_a_crossed_layer_fails_the_import_contracts(tmp_path: Path) -> None:
-    """A deliberate violation (the agent importing the gateway) in a copy of the tree:
-    ``lint-imports`` fails naming the contract; the tree as it is passes."""
+@pytest.mark.parametrize(
+    ("where", "line", "contract", "edge"),
+    [
+        (
+            "agent/crossing.py",
+            "from ..gateway import connection",
+            "The agent imports no server package",
+            "monitoring_ws.agent.crossing -> monitoring_ws.gateway",
+        ),
+        (
+            "gateway/crossing.py",
+            "from ..cluster import presence",
+            "Layers:",
+            "monitoring_ws.gateway.crossing -> monitoring_ws.cluster",
+        ),
+    ],
+    ids=["agent-imports-gateway", "gateway-imports-cluster"],
+)
+def test_a_crossed_layer_fails_the_import_contracts(
+    tmp_path: Path, where: str, line: str, contract: str, edge: str
+) -> None:
+    """A deliberate violation in a copy of the tree: ``lint-imports`` fails naming the
+    contract and the import; the tree as it is passes."""
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "src", copy / "src")
     shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
@@ -55,9 +75,8 @@ def test_a_crossed_layer_fails_the_import_contracts(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(copy / "src"), "PATH": "/usr/bin:/bin"}
     clean = subprocess.run(lint, cwd=copy, env=env, capture_output=True, text=True, check=False)
     assert clean.returncode == 0, clean.stdout + clean.stderr
-    crossing = copy / "src" / "monitoring_ws" / "agent" / "crossing.py"
-    crossing.write_text("from ..gateway import plugin  # a deliberate violation\n")
+    (copy / "src" / "monitoring_ws" / where).write_text(f"{line}  # a deliberate violation\n")
     broken = subprocess.run(lint, cwd=copy, env=env, capture_output=True, text=True, check=False)
     assert broken.returncode != 0
-    assert "The agent imports no server package" in broken.stdout
-    assert "monitoring_ws.agent.crossing -> monitoring_ws.gateway" in broken.stdout
+    assert contract in broken.stdout
+    assert edge in broken.stdout.replace("\n", " ")

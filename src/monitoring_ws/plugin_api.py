@@ -28,6 +28,7 @@ from .host.plugins import (
     StartupError,
     WebSocketRoute,
 )
+from .host.presence import AgentInfo, LiveConnection, MemoryRegistry, Registry
 from .host.router import Routed
 from .host.telemetry import (
     LogBatch,
@@ -83,6 +84,7 @@ __all__ = [
     "TOO_BIG",
     "Accepted",
     "AgentGoneError",
+    "AgentInfo",
     "AgentListing",
     "AgentNotConnectedError",
     "AsgiHandler",
@@ -103,7 +105,9 @@ __all__ = [
     "KeepsRecords",
     "KnowsSessions",
     "ListsAgents",
+    "LiveConnection",
     "LogBatch",
+    "MemoryRegistry",
     "MetricsCollector",
     "MetricsSample",
     "Plugin",
@@ -111,6 +115,7 @@ __all__ = [
     "PluginContext",
     "PluginError",
     "RecordQuery",
+    "Registry",
     "Requester",
     "RotatingJsonLines",
     "Routed",

@@ -10,7 +10,7 @@ import coredis
 
 from monitoring_ws.cluster.presence import RedisRegistry
 from monitoring_ws.cluster.sealing import NodeSeal
-from monitoring_ws.gateway.registry import AgentInfo
+from monitoring_ws.host.presence import AgentInfo
 
 from ..gateway.agents import now_ms
 

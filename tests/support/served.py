@@ -11,9 +11,9 @@ import trio
 
 from monitoring_ws.clock import wall_ms
 from monitoring_ws.gateway.gateway import Gateway
-from monitoring_ws.gateway.plugin import WebSocketPlugin
 from monitoring_ws.host.config import MonitoringConfig, config_from_document, translate_legacy
 from monitoring_ws.host.server import Running, serve_host
+from monitoring_ws.websocket.plugin import WebSocketPlugin
 
 __all__ = ["Served", "config_from_flat", "serve_in"]
 

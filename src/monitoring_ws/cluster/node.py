@@ -1,6 +1,6 @@
 """A server node's cluster parts: presence, the replay window, command routing, command
 records and latest metrics shared between nodes through Redis. The websocket plugin
-builds its gateway on them (gateway/plugin.py)."""
+builds its gateway on them (websocket/plugin.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
+from typing import Generic
 from urllib.parse import urlsplit
 
 import attrs
@@ -15,9 +16,9 @@ import coredis
 import trio
 from coredis.exceptions import RedisError
 
-from ..gateway.connection import AgentConnection
 from ..host.config import ClusterSettings
 from ..host.plugins import StartupError
+from ..host.presence import C
 from .presence import RedisRegistry
 from .records import RedisRecords
 from .replay import RedisReplayWindow
@@ -52,15 +53,15 @@ def redacted(url: str) -> str:
 
 
 @attrs.frozen
-class Cluster:
-    """This node's Redis-backed parts. ``build`` does no I/O; ``running`` connects and
-    keeps them working."""
+class Cluster(Generic[C]):
+    """This node's Redis-backed parts, for a gateway whose connections are ``C``. ``build``
+    does no I/O; ``running`` connects and keeps them working."""
 
     client: coredis.Redis[str]
     #: The Redis URL without its password, for messages.
     where: str
     node: str
-    registry: RedisRegistry[AgentConnection]
+    registry: RedisRegistry[C]
     window: RedisReplayWindow
     router: NodeRouter
     records: RedisRecords
@@ -76,7 +77,7 @@ class Cluster:
         presence_ttl_ms: int,
         record_retention_ms: int,
         metrics_ttl_ms: int,
-    ) -> Cluster:
+    ) -> Cluster[C]:
         """Every part, each given what it uses when it is made: an agent's presence lives
         ``presence_ttl_ms`` unless refreshed; records and latest metrics are kept so long."""
         assert cluster.redis_url is not None  # noqa: S101 - the caller checked
@@ -85,9 +86,7 @@ class Cluster:
         )
         node = cluster.node_id or default_node_id(cluster.worker_index)
         seal = NodeSeal(master_secrets)
-        registry: RedisRegistry[AgentConnection] = RedisRegistry(
-            client, node, seal, ttl_ms=presence_ttl_ms
-        )
+        registry: RedisRegistry[C] = RedisRegistry(client, node, seal, ttl_ms=presence_ttl_ms)
         window = RedisReplayWindow(client, fail_open_s=cluster.replay_fail_open_s)
         router = NodeRouter(client, node, registry)
         records = RedisRecords(client, node, retention_ms=record_retention_ms)

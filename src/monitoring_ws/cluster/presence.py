@@ -23,7 +23,7 @@ import trio
 from coredis.exceptions import RedisError
 
 from ..clock import wall_ms
-from ..gateway.registry import AgentInfo, C, MemoryRegistry
+from ..host.presence import AgentInfo, C, MemoryRegistry
 from ..transports import ClusterUnavailableError
 from .sealing import NodeSeal
 from .throttle import Throttle

@@ -38,7 +38,7 @@ from ..transports import (
 )
 
 if TYPE_CHECKING:
-    from ..gateway.registry import AgentInfo
+    from ..host.presence import AgentInfo
     from .presence import RedisRegistry
 
 __all__ = ["NodeRouter"]

@@ -42,7 +42,7 @@ def _agent_config(args: argparse.Namespace) -> int:
     from ..host.config import load_monitoring_config  # noqa: PLC0415
     from ..private import write_private  # noqa: PLC0415
     from .agent_config import agent_config  # noqa: PLC0415
-    from .plugin import gateway_config_of  # noqa: PLC0415
+    from .config import gateway_config_of  # noqa: PLC0415
     from .secrets import resolve_master_secrets  # noqa: PLC0415
 
     setup_logging(verbose=False)

@@ -3,6 +3,7 @@ and ``[cluster]`` as the host read them (docs/gateway.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,16 @@ import attrs
 from ..configbase import ConfigError
 from ..configbase import one_of as _one_of
 from ..configbase import positive as _positive
-from ..host.config import ClusterSettings, ServerSettings
+from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
 
-__all__ = ["ConfigError", "GatewayConfig", "load_config", "own_keys"]
+__all__ = [
+    "ConfigError",
+    "GatewayConfig",
+    "gateway_config",
+    "gateway_config_of",
+    "load_config",
+    "own_keys",
+]
 
 
 @attrs.frozen
@@ -132,3 +140,16 @@ def load_config(
         raise ConfigError(f"invalid setting: {exc}") from None
     config.check()
     return config
+
+
+def gateway_config(
+    settings: Mapping[str, Any], server_settings: ServerSettings, cluster: ClusterSettings
+) -> GatewayConfig:
+    """The gateway's settings: its own table, with ``[server]`` and ``[cluster]`` as the
+    host read them. Raises ``ConfigError`` naming a key it does not know."""
+    return load_config(server_settings, cluster, **settings)
+
+
+def gateway_config_of(config: MonitoringConfig) -> GatewayConfig:
+    """The websocket plugin's settings in a whole monitoring.toml."""
+    return gateway_config(config.plugin_settings("websocket"), config.server, config.cluster)

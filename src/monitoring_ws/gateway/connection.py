@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from ..host.presence import AgentInfo
 from ..plugin_api import TOO_BIG
 from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
@@ -36,7 +37,6 @@ from ..protocol import (
     values_over,
 )
 from ..transports import CommandTooLargeError, InvalidCommandError
-from .registry import AgentInfo
 
 if TYPE_CHECKING:
     from collections import Counter

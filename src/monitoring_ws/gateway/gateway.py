@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..clock import wall_ms
+from ..host.presence import MemoryRegistry, Registry
 from ..host.serving.forwarded import client_address
 from ..protocol import (
     FEATURE_ACK,
@@ -46,7 +47,6 @@ from .links import (
     TelemetryOut,
 )
 from .liveness import ConnectionHistory, SessionSpan, Staleness
-from .registry import MemoryRegistry, Registry
 from .seen import LastSeen
 from .spool import Spool
 from .store import StateStore

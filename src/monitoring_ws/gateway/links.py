@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ..host.presence import AgentInfo
     from ..protocol import CloseConnection, Command, Delivery, LogEntry, ReplayVerdict
     from ..transports import CommandOrder, CommandOutcome
     from ..transports.records import CommandRecord, RecordQuery
-    from .registry import AgentInfo
 
 __all__ = [
     "AgentLink",

@@ -11,8 +11,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from ..protocol import CloseCode
 
 if TYPE_CHECKING:
-    from ..cluster.presence import RedisRegistry
-    from .connection import AgentConnection
     from .gateway import Gateway
 
 __all__ = ["GatewayCollector"]
@@ -31,13 +29,10 @@ _REJECTED = {
 
 class GatewayCollector:
     """``monitoring_ws_agents_connected``, connects, disconnects by code, frames by type,
-    rejected frames by reason, authentication failures, the spool's size and (in a
-    cluster) whether Redis answers."""
+    rejected frames by reason, authentication failures and the spool's size."""
 
-    def __init__(
-        self, gateway: Gateway, redis: RedisRegistry[AgentConnection] | None = None
-    ) -> None:
-        self.gateway, self.redis = gateway, redis
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     def collect(self) -> Iterable[Metric]:
         gateway, stats = self.gateway, self.gateway.stats
@@ -89,9 +84,3 @@ class GatewayCollector:
             "Characters of spooled telemetry in the state database.",
             gateway.store.telemetry_bytes,
         )
-        if self.redis is not None:
-            yield GaugeMetricFamily(
-                "monitoring_ws_cluster_redis_up",
-                "1 when Redis answered since its last failure.",
-                1 if self.redis.reachable else 0,
-            )

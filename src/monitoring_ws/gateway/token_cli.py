@@ -68,8 +68,8 @@ def add(commands: Any) -> None:
 def _tokens(args: argparse.Namespace) -> tuple[JoinTokens, GatewayConfig]:
     """The state directory's ``JoinTokens`` and the gateway settings it was found by."""
     from ..host.config import load_monitoring_config  # noqa: PLC0415
+    from .config import gateway_config_of  # noqa: PLC0415
     from .enrollment import JoinTokens  # noqa: PLC0415
-    from .plugin import gateway_config_of  # noqa: PLC0415
 
     whole = load_monitoring_config(args.config, {"server": {"state_dir": args.state_dir}})
     config = gateway_config_of(whole)

@@ -1,4 +1,7 @@
-"""The WebSocket gateway as a plugin of the monitoring module (entry point ``websocket``).
+"""The WebSocket gateway as a plugin of the monitoring module (entry point ``websocket``),
+and the one place where the gateway and (for several nodes) its cluster parts are put
+together: neither package imports the other; the cluster's parts fill the gateway's ports
+(gateway/links.py).
 
 It contributes the ``websocket`` transport, the raw-ASGI ``/agent`` endpoint, the
 ``/api/websocket/*`` blueprint, and its background work (commits, acks, deadlines; in a
@@ -16,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Blueprint
 
-from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
+from ..gateway.blueprint import COMMANDS_PATH, websocket_blueprint
+from ..gateway.config import GatewayConfig, gateway_config
+from ..gateway.connection import AgentConnection
+from ..gateway.enroll import ENROLL_PATH, EnrollEndpoint
+from ..gateway.gateway import AGENT_PATH, Gateway
+from ..gateway.metrics import GatewayCollector
+from ..gateway.openapi import websocket_paths
+from ..gateway.secrets import resolve_master_secrets
+from ..gateway.transport import WebSocketTransport
 from ..host.metrics import MetricsCollector
 from ..host.plugins import (
     AsgiHandler,
@@ -29,38 +40,17 @@ from ..host.plugins import (
 from ..host.telemetry import TelemetryHistory, TelemetryReader, TelemetrySink
 from ..protocol import Keyring
 from ..transports import Transport
-from .blueprint import COMMANDS_PATH, websocket_blueprint
-from .config import GatewayConfig, load_config
-from .enroll import ENROLL_PATH, EnrollEndpoint
-from .gateway import AGENT_PATH, Gateway
-from .metrics import GatewayCollector
-from .openapi import websocket_paths
-from .secrets import resolve_master_secrets
-from .transport import WebSocketTransport
 
 if TYPE_CHECKING:
     from ..cluster.node import Cluster
     from ..host.command_service import CommandService
 
-__all__ = ["WebSocketPlugin", "gateway_config", "gateway_config_of"]
+__all__ = ["WebSocketPlugin"]
 
 log = logging.getLogger("monitoring_ws.gateway")
 
 #: How long agents get to take their 1001 at shutdown.
 AGENT_CLOSE_TIMEOUT_S = 5.0
-
-
-def gateway_config(
-    settings: Mapping[str, Any], server_settings: ServerSettings, cluster: ClusterSettings
-) -> GatewayConfig:
-    """The gateway's settings: its own table, with ``[server]`` and ``[cluster]`` as the
-    host read them. Raises ``ConfigError`` naming a key it does not know."""
-    return load_config(server_settings, cluster, **settings)
-
-
-def gateway_config_of(config: MonitoringConfig) -> GatewayConfig:
-    """The websocket plugin's settings in a whole monitoring.toml."""
-    return gateway_config(config.plugin_settings("websocket"), config.server, config.cluster)
 
 
 class WebSocketPlugin(PluginBase):
@@ -81,13 +71,13 @@ class WebSocketPlugin(PluginBase):
             "audit": context.audit,
             "events": context.events,
         }
-        self.cluster: Cluster | None = None
+        self.cluster: Cluster[AgentConnection] | None = None
         shared: dict[str, Any] = {}
         if self.config.cluster.redis_url is not None:  # one node of several (docs/scaling.md)
             from ..cluster.node import Cluster  # noqa: PLC0415 - coredis only for clusters
 
             config = self.config
-            self.cluster = Cluster.build(
+            self.cluster = Cluster[AgentConnection].build(
                 config.cluster,
                 secrets,
                 presence_ttl_ms=3 * config.heartbeat_interval_ms,
@@ -147,8 +137,11 @@ class WebSocketPlugin(PluginBase):
         return self.gateway.store  # the spool: this node's agents' metrics and logs
 
     def collectors(self) -> Sequence[MetricsCollector]:
-        redis = None if self.cluster is None else self.cluster.registry
-        return (GatewayCollector(self.gateway, redis),)
+        if self.cluster is None:
+            return (GatewayCollector(self.gateway),)
+        from ..cluster.metrics import ClusterCollector  # noqa: PLC0415 - coredis only for clusters
+
+        return (GatewayCollector(self.gateway), ClusterCollector(self.cluster))
 
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
         return {ENROLL_PATH: self._enroll}

@@ -1,4 +1,5 @@
-"""Who is connected: agentId -> live connection and metadata (Redis-backed in a cluster)."""
+"""Who is connected: agentId -> live connection and metadata. The gateway holds one (in
+memory, or the cluster's Redis-backed one); both meet here, not in each other."""
 
 from __future__ import annotations
 
