@@ -134,14 +134,16 @@ class HttpCaller:
         self.stream = await trio.open_tcp_stream(self.host, self.port)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return await self.request("POST", path, body)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         if self.stream is None:
             await self.connect()
         assert self.stream is not None
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        await self.stream.send_all(head + body)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body or method != "GET":
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        await self.stream.send_all(f"{head}\r\n".encode() + body)
         while b"\r\n\r\n" not in self._buffer:
             self._buffer += await self._receive()
         header, _, rest = self._buffer.partition(b"\r\n\r\n")

@@ -30,6 +30,7 @@ _WHY = {
     409: "the record says no (it ended, or another node runs it)",
     413: "too large",
     415: "a write without Content-Type: application/json",
+    429: "too many at once: retry later",
     502: "the agent went away before it answered",
     503: "shutting down, or the state database or Redis cannot be used",
     504: "no answer within timeoutMs",

@@ -39,6 +39,7 @@ __all__ = [
     "reaches",
     "recent_logs_answer",
     "run_command_request",
+    "strict_json",
     "token",
     "transport_error",
 ]
@@ -92,16 +93,20 @@ class CommandBody:
     label: str | None = None
 
 
-def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandBody:
-    """Check a command POST's body with the protocol's strict reader: what could not be
-    signed (NaN, unsafe integers, duplicate keys, deep nesting) never becomes a command."""
+def strict_json(raw: str | bytes) -> Any:
+    """A request body read with the protocol's strict reader; raises ``BadBody``."""
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        body = loads(text)
+        return loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError:
         raise BadBody("the body is not UTF-8 text") from None
     except JSONRejectedError as exc:
         raise BadBody(f"the body is not JSON this API accepts: {exc}") from None
+
+
+def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandBody:
+    """Check a command POST's body with the protocol's strict reader: what could not be
+    signed (NaN, unsafe integers, duplicate keys, deep nesting) never becomes a command."""
+    body = strict_json(raw)
     if not isinstance(body, dict):
         raise BadBody('the body must be a JSON object: {"command": "ping", "args": {}}')
     _check_schema(body)

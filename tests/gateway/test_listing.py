@@ -36,6 +36,9 @@ async def test_agents_that_left_are_listed_offline_with_last_seen(
             "lastSeen": gone["lastSeen"],
             "transports": {"websocket": False},
             "details": {"websocket": {"connected": False, "lastSeen": gone["lastSeen"]}},
+            "labels": {},
+            "agentLabels": {},
+            "operatorLabels": {},
         }
         assert isinstance(gone["lastSeen"], int)
     first.stop()

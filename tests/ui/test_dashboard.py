@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import time
@@ -63,6 +64,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             logFiles=[str(tmp / f"{name}-app.log")],
             logBatchIntervalS=0.2,
             allowedCommands=["sleep 30", "echo hello"],
+            labels={"role": "db" if name == "web-3" else "web"},
         )
     try:
         for running in agents.values():
@@ -239,6 +241,54 @@ def test_the_history_lists_commands_linked_to_agents(page: Page, fleet: dict[str
     _shoot(page, "commands", fleet["tmp"])  # type: ignore[arg-type]
     page.locator("tr[data-command] a", has_text="web-1").first.click()
     expect(page).to_have_url(f"{fleet['url']}/ui#/agents/web-1")
+
+
+def test_the_jobs_page_composes_runs_and_follows_a_job(
+    page: Page, fleet: dict[str, object]
+) -> None:
+    _log_in(page, "/ui#/jobs")
+    page.fill("#job-selector", "role=web")
+    expect(page.locator("#job-preview")).to_contain_text(
+        "matches 2 agents (2 connected)", timeout=WAIT_MS
+    )
+    page.fill("#job-command", "ping")
+    page.fill("#job-concurrency", "1")
+    page.click("#job-run")
+    expect(page).to_have_url(re.compile(r"/ui#/jobs/j[0-9a-f]+$"), timeout=WAIT_MS)
+    expect(page.locator("#job-state")).to_have_attribute("data-state", "succeeded", timeout=WAIT_MS)
+    rows = page.locator("#job-agents tr[data-agent]")
+    expect(rows).to_have_count(2)
+    expect(page.locator('#job-agents tr[data-agent="web-1"]')).to_have_attribute(
+        "data-state", "succeeded"
+    )
+    expect(page.locator('#job-agents tr[data-agent="web-3"]')).to_have_count(0)
+    _shoot(page, "job", fleet["tmp"])  # type: ignore[arg-type]
+    page.click("header a[data-nav=jobs]")
+    expect(page.locator("tr[data-job]").first).to_have_attribute("data-state", "succeeded")
+
+
+def test_a_job_is_cancelled_from_its_page(page: Page) -> None:
+    _log_in(page, "/ui#/jobs")
+    page.fill("#job-selector", '{"ids": ["web-1", "web-2"]}')
+    page.fill("#job-command", "run")
+    page.fill("#job-args", '{"command": "sleep 30"}')
+    page.fill("#job-concurrency", "1")
+    page.click("#job-run")
+    state = page.locator("#job-state")
+    expect(state).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    expect(page.locator('#job-agents tr[data-state="sent"]')).to_have_count(1, timeout=WAIT_MS)
+    page.click("#job-cancel")
+    expect(state).to_have_attribute("data-state", "cancelled", timeout=WAIT_MS)
+    expect(page.locator('#job-agents tr[data-state="cancelled"]')).to_have_count(2)
+    expect(page.locator("#job-cancel")).to_be_hidden()
+
+
+def test_a_job_the_server_refuses_shows_why(page: Page) -> None:
+    _log_in(page, "/ui#/jobs")
+    page.fill("#job-selector", "role in (nothing")
+    page.fill("#job-command", "ping")
+    page.click("#job-run")
+    expect(page.locator("#job-error")).to_contain_text("400 bad_request", timeout=WAIT_MS)
 
 
 def test_an_agent_that_stops_turns_offline(page: Page, fleet: dict[str, object]) -> None:

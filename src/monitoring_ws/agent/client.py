@@ -25,6 +25,7 @@ from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
     FEATURE_ACK,
     FEATURE_CANCEL,
+    FEATURE_LABELS,
     INTERRUPTED,
     AckReceived,
     AgentSession,
@@ -169,11 +170,15 @@ class Agent:
         return code, reason
 
     async def _session(self, ws: WebSocketConnection) -> tuple[int | None, str]:
+        labels = self.settings.labels
+        # Offered only with labels to send: an unlabelled agent's auth stays as it was.
+        features = (FEATURE_ACK, FEATURE_CANCEL, *((FEATURE_LABELS,) if labels else ()))
         hello = AuthHello(
             agent_version=__version__,
             hostname=socket.gethostname()[:256],
-            capabilities=Capabilities(self.runner.commands, (FEATURE_ACK, FEATURE_CANCEL)),
+            capabilities=Capabilities(self.runner.commands, features),
             instance_id=self.settings.instance_id,
+            labels=labels or None,
         )
         session = AgentSession(agent_id=self.settings.agent_id, key=self.settings.key, hello=hello)
         _take_server_clock(ws, session, tls=self.settings.url.startswith("wss://"))

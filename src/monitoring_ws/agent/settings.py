@@ -17,6 +17,7 @@ from ..allowlist import AllowList, AllowListError
 from ..configbase import is_loopback
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
+from ..protocol.labels import LabelError, check_labels
 
 __all__ = [
     "AgentSettings",
@@ -77,6 +78,9 @@ class AgentSettings:
     #: Bounds of the outbox: past either, the oldest messages go first (counted, logged).
     outbox_max_bytes: int = 64 << 20
     outbox_max_age_s: float = 7 * 86_400.0
+    #: The agent's own labels (``"labels"``: ``{"env": "prod"}``), sorted pairs; sent in
+    #: ``auth`` to servers that speak the ``labels`` feature.
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def outbox_path(self) -> Path | None:
@@ -135,6 +139,13 @@ def _allowed_commands(entries: Any) -> AllowList:
         return AllowList.parse(entries)
     except AllowListError as exc:
         raise SettingsError(f"allowedCommands: {exc}") from None
+
+
+def _labels(value: Any) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple(sorted(check_labels(value).items()))
+    except LabelError as exc:
+        raise SettingsError(f"labels: {exc}") from None
 
 
 def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
@@ -206,6 +217,7 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
         "state_dir": Path(values.get("stateDir") or default_state_dir()).expanduser(),
         "outbox_max_bytes": values.get("outboxMaxBytes", 64 << 20),
         "outbox_max_age_s": values.get("outboxMaxAgeS", 7 * 86_400.0),
+        "labels": _labels(values.get("labels", {})),
     }
     return AgentSettings(
         url=url,

@@ -24,6 +24,7 @@ from coredis.exceptions import RedisError
 
 from ..clock import wall_ms
 from ..host.presence import AgentInfo, C, MemoryRegistry
+from ..protocol.labels import LabelError, check_labels
 from ..transports import ClusterUnavailableError
 from .sealing import NodeSeal
 from .throttle import Throttle
@@ -65,7 +66,16 @@ def agent_info_from_json(value: dict[str, Any]) -> AgentInfo:
         connected_at_ms=value["connectedAt"],
         last_seen_ms=value["lastSeen"],
         node=value["node"],
+        # Checked again: Redis carries what nodes wrote, and a label rule may tighten.
+        labels=_labels(value.get("labels")),
     )
+
+
+def _labels(value: Any) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple(sorted(check_labels(value or {}).items()))
+    except LabelError:
+        return ()
 
 
 class RedisRegistry(Generic[C]):

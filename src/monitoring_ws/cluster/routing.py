@@ -21,6 +21,7 @@ import trio
 from coredis.exceptions import RedisError
 
 from ..clock import wall_ms
+from ..protocol.payloads import NAME
 from ..transports import (
     AgentGoneError,
     AgentNotConnectedError,
@@ -123,6 +124,8 @@ class NodeRouter:
             "args": dict(order.args),
             "timeoutMs": order.timeout_ms,
             "requestedBy": order.requester.to_json(),
+            "commandId": order.command_id,
+            "again": order.again,
             "wait": wait,
         }
         done, answers = trio.Event(), list[dict[str, Any]]()
@@ -173,6 +176,8 @@ class NodeRouter:
                 dict(message["args"]),
                 int(message["timeoutMs"]),
                 attrs.evolve(asked_by, address=f"{asked_by.address} via {message['replyTo']}"),
+                _command_id(message.get("commandId")),
+                message.get("again") is True,
             )
             if message.get("wait") is False:
                 command_id, state = await local.submit_here(order)
@@ -222,3 +227,12 @@ def _answer(message: dict[str, Any]) -> CommandOutcome:
     if code == AgentGoneError.code:
         raise AgentGoneError(text, command_id or "")
     raise _ERRORS.get(code, TransportError)(text)
+
+
+def _command_id(value: Any) -> str | None:
+    """A forwarded order's chosen id, if it is one (the sender's service checked it)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError("commandId is not a command id")
+    return value

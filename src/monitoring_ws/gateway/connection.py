@@ -21,6 +21,7 @@ from ..host.presence import AgentInfo
 from ..plugin_api import TOO_BIG
 from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
+    FEATURE_LABELS,
     Authenticated,
     CloseCode,
     CloseConnection,
@@ -206,6 +207,7 @@ class AgentConnection:
             connected_at_ms=self.connected_at_ms,
             last_seen_ms=session.last_heard_ms,
             node=self._gateway.node,
+            labels=hello.labels if FEATURE_LABELS in session.features and hello.labels else (),
         )
 
     def replace(self) -> None:

@@ -19,6 +19,7 @@ from ..host.serving.forwarded import client_address
 from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
+    FEATURE_LABELS,
     CloseCode,
     CloseConnection,
     Keyring,
@@ -165,7 +166,7 @@ class Gateway:
         self.revoke(config.revoked_agents)
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
-            features=frozenset({FEATURE_ACK, FEATURE_CANCEL}),
+            features=frozenset({FEATURE_ACK, FEATURE_CANCEL, FEATURE_LABELS}),
             rate_limit=RateLimit(
                 config.agent_messages_per_s, config.agent_bytes_per_s, config.agent_burst_s
             ),

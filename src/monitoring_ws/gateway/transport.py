@@ -73,7 +73,7 @@ class WebSocketTransport:
     async def submit_here(self, order: CommandOrder) -> tuple[str, str]:
         """Send through this node's connection without waiting; id and state once the
         record is on disk."""
-        record = self.submit(order)
+        record = await self._held(order) or self.submit(order)
         try:
             await self.gateway.spool.durable()
         except StoreError as exc:
@@ -128,6 +128,7 @@ class WebSocketTransport:
                 True,
                 info.last_seen_ms,
                 {**info.to_json(), "stale": info.agent_id in stale},
+                dict(info.labels),
             )
             for info in await gateway.registry.list()
         }
@@ -147,7 +148,7 @@ class WebSocketTransport:
         info = await self.gateway.registry.lookup(agent_id)
         if info is not None:
             details = {**info.to_json(), "stale": agent_id in self.gateway.staleness.stale}
-            return AgentListing(agent_id, True, info.last_seen_ms, details)
+            return AgentListing(agent_id, True, info.last_seen_ms, details, dict(info.labels))
         times = [await self.gateway.last_seen.get(agent_id)]
         times += (await self.gateway.registry.left(agent_id)).values()
         known = [ms for ms in times if ms is not None]
@@ -172,7 +173,24 @@ class WebSocketTransport:
 
     async def send_here(self, order: CommandOrder) -> CommandOutcome:
         """Through this node's own connection to the agent only."""
-        return await self.gateway.commands.wait(self.submit(order))
+        return await self.gateway.commands.wait(await self._held(order) or self.submit(order))
+
+    async def _held(self, order: CommandOrder) -> CommandRecord | None:
+        """The record of an order that may have been sent before (``again``: a job carried
+        on after a restart) if this node holds it: never sent twice; None to send it."""
+        if order.command_id is None or not order.again:
+            return None
+        record = await self.gateway.commands.get(order.command_id)
+        if record is not None and (record.agent_id, record.command) != (
+            order.agent_id,
+            order.command,
+        ):
+            raise CommandConflictError(
+                "command_id_taken",
+                f"command id {order.command_id} names another command "
+                f"({record.command} to {record.agent_id})",
+            )
+        return record
 
     def submit(self, order: CommandOrder) -> CommandRecord:
         """Send now, without waiting: the record (``GET .../commands/:id``) follows it."""
@@ -182,7 +200,7 @@ class WebSocketTransport:
             dict(order.args),
             order.timeout_ms,
             requested_by=order.requester,
-            command_id=str(uuid.uuid4()),
+            command_id=order.command_id or str(uuid.uuid4()),
         )
 
     def connection_for(self, agent_id: str, command: str) -> AgentConnection:

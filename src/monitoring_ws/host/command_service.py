@@ -72,6 +72,8 @@ class CommandService:
         """Raise ``InvalidCommandError`` for an order no transport may be given."""
         if not NAME.fullmatch(order.command):
             raise InvalidCommandError(f"{order.command[:64]!r} is not a command name")
+        if order.command_id is not None and not NAME.fullmatch(order.command_id):
+            raise InvalidCommandError(f"{order.command_id[:64]!r} is not a command id")
         if not 1 <= order.timeout_ms <= self.max_timeout_ms:
             raise InvalidCommandError(f"timeoutMs must be between 1 and {self.max_timeout_ms}")
 

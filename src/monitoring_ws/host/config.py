@@ -97,6 +97,9 @@ class ServerSettings:
     #: How long a command waits by default, and at most.
     default_command_timeout_ms: int = attrs.field(default=10_000, validator=_count)
     max_command_timeout_ms: int = attrs.field(default=3_600_000, validator=_count)
+    #: Agents one job may match, and jobs running at once (docs/api.md, "Jobs").
+    max_job_agents: int = attrs.field(default=100_000, validator=_count)
+    max_running_jobs: int = attrs.field(default=16, validator=_count)
     #: A loopback listener serving ``GET /metrics`` without a token (Prometheus); worker
     #: i of ``workers`` serves on this port plus i.
     metrics_listen: str | None = attrs.field(default=None, validator=_optional_text)

@@ -34,6 +34,7 @@ EVENT_TYPES = frozenset(
         "metrics",
         "log",
         "command",
+        "job",
     }
 )
 

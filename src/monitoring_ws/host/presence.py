@@ -25,6 +25,8 @@ class AgentInfo:
     connected_at_ms: int
     last_seen_ms: int
     node: str
+    #: The labels the agent reported (sorted pairs).
+    labels: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class AgentInfo:
             "connectedAt": self.connected_at_ms,
             "lastSeen": self.last_seen_ms,
             "node": self.node,
+            "labels": dict(self.labels),
         }
 
 

@@ -33,6 +33,9 @@ from .command_service import CommandService
 from .commandlog import CommandLog
 from .config import MonitoringConfig, ServerSettings, TransportSettings
 from .events import EventHub
+from .fleet import Fleet
+from .jobs import JobRunner, JobStore
+from .labels import LabelStore
 from .metrics import ServerMetrics
 from .plugins import (
     AsgiHandler,
@@ -173,6 +176,7 @@ class _Assembly:
     tokens: TokenSet
     http_routes: Mapping[str, AsgiHandler]
     lean_commands: LeanCommandRoutes
+    jobs: JobRunner
 
 
 def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
@@ -224,6 +228,15 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     )
     readiness = Readiness()
     tokens = TokenSet(server.api_tokens)
+    fleet = Fleet(router, LabelStore(_state_file(config, "labels")))
+    jobs = JobRunner(
+        commands,
+        fleet,
+        JobStore(_state_file(config, "jobs")),
+        events=events,
+        max_targets=server.max_job_agents,
+        max_running=server.max_running_jobs,
+    )
     app = create_app(
         config.server,
         commands,
@@ -234,6 +247,8 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
         audit=audit,
         events=events,
         tokens=tokens,
+        fleet=fleet,
+        jobs=jobs,
     )
     return _Assembly(
         plugins,
@@ -255,6 +270,7 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
             tokens,
             audit,
         ),
+        jobs,
     )
 
 
@@ -286,6 +302,7 @@ async def serve_host(
             for plugin in built.plugins:
                 await background.start(plugin.run, host)
                 log.info("plugin %s started", plugin.name)
+            await background.start(built.jobs.run)  # after the transports: jobs go on
             if handle_signals and reload is not None:  # until the background is cancelled
                 background.start_soon(_reload_on_sighup, built, reload)
             await _listen(config, built, task_status, handle_signals=handle_signals)
@@ -294,6 +311,8 @@ async def serve_host(
             background.cancel_scope.cancel()
     finally:
         built.commands.log.close()
+        built.jobs.store.close()
+        built.jobs.fleet.labels.close()
     log.info("stopped")
 
 

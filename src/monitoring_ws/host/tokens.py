@@ -29,6 +29,8 @@ __all__ = ["SCOPES", "ApiToken", "TokenSet", "parse_tokens", "required_scope"]
 SCOPES = frozenset(
     {
         "agents:read",
+        "agents:label",
+        "jobs:create",
         "commands:send",
         "commands:cancel",
         "config:read",
@@ -191,6 +193,10 @@ def required_scope(method: str, rule: str | None) -> str:
         return "config:read"
     if rule == "/api/events":
         return "events:read"
+    if rule == "/api/jobs" and method == "POST":  # and the command's commands:send rule
+        return "jobs:create"
+    if rule is not None and rule.endswith("/labels") and method == "PATCH":
+        return "agents:label"
     if method == "DELETE":
         return "commands:cancel"
     if method in {"GET", "HEAD", "OPTIONS"}:

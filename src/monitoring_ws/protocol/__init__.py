@@ -52,6 +52,7 @@ from .events import (
 )
 from .fitting import encoded_size, fit_payload
 from .keys import Keyring, derive_agent_key, derive_enrolled_key, parse_agent_key, sign, verify
+from .labels import FEATURE_LABELS, MAX_LABELS, LabelError, check_labels
 from .payloads import (
     PROTOCOL_VERSION,
     AuthHello,
@@ -82,8 +83,10 @@ __all__ = [
     "DEFAULT_MAX_FRAME_VALUES",
     "FEATURE_ACK",
     "FEATURE_CANCEL",
+    "FEATURE_LABELS",
     "INTERRUPTED",
     "MAX_DEPTH",
+    "MAX_LABELS",
     "MAX_SAFE_INTEGER",
     "PROTOCOL_VERSION",
     "TIMESTAMP_WINDOW_MS",
@@ -117,6 +120,7 @@ __all__ = [
     "HeartbeatReceived",
     "HeartbeatReply",
     "Keyring",
+    "LabelError",
     "Limits",
     "LogBatch",
     "LogEntry",
@@ -140,6 +144,7 @@ __all__ = [
     "WorkBudget",
     "canonicalize",
     "canonicalize_reference",
+    "check_labels",
     "check_timestamp",
     "close_reason",
     "decode",

@@ -14,6 +14,7 @@ from typing import Any, Self
 import attrs
 
 from .errors import CloseCode, ProtocolError
+from .labels import FEATURE_LABELS, LabelError, check_labels
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -120,6 +121,8 @@ class AuthHello:
     capabilities: Capabilities = Capabilities()
     instance_id: str | None = None
     protocol: int = PROTOCOL_VERSION
+    #: With the ``labels`` feature: the agent's labels (protocol/labels.py), sorted pairs.
+    labels: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
@@ -129,11 +132,20 @@ class AuthHello:
         instance_id = _optional(payload, "instanceId", str)
         if instance_id is not None and not NAME.fullmatch(instance_id):
             raise schema_error("payload.instanceId must be 1-128 chars of [A-Za-z0-9._:-]")
+        capabilities = Capabilities.from_payload(_member(payload, "capabilities", dict))
+        labels = None
+        # Only an agent that offers the feature means our ``labels`` by the member.
+        if FEATURE_LABELS in capabilities.features and payload.get("labels") is not None:
+            try:
+                labels = tuple(sorted(check_labels(payload["labels"]).items()))
+            except LabelError as exc:
+                raise schema_error(f"payload.labels: {exc}") from None
         return cls(
             agent_version=_text(payload, "agentVersion"),
             hostname=_text(payload, "hostname"),
-            capabilities=Capabilities.from_payload(_member(payload, "capabilities", dict)),
+            capabilities=capabilities,
             instance_id=instance_id,
+            labels=labels,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -145,6 +157,8 @@ class AuthHello:
         }
         if self.instance_id is not None:
             payload["instanceId"] = self.instance_id
+        if self.labels is not None:
+            payload["labels"] = dict(self.labels)
         return payload
 
 

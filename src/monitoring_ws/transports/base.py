@@ -68,6 +68,13 @@ class CommandOrder:
     args: Mapping[str, Any] = attrs.field(factory=dict)
     timeout_ms: int = 30_000
     requester: Requester = IN_PROCESS
+    #: The id the command is to have (a job's ``{jobId}.{n}``); None lets the transport
+    #: choose.
+    command_id: str | None = None
+    #: The id may have been sent before (a job carried on after a restart): a transport
+    #: that keeps records looks for it first and answers from that record instead of
+    #: sending it again.
+    again: bool = False
 
     @property
     def timeout_s(self) -> float:
@@ -225,6 +232,9 @@ class AgentListing:
     last_seen_ms: int | None = None
     #: What else the transport knows (hostname, version, node...), as JSON.
     details: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The labels the agent reports through this transport (its settings, an instance's
+    #: tags); None when the transport does not know them now.
+    labels: Mapping[str, str] | None = None
 
 
 @runtime_checkable

@@ -3,15 +3,16 @@ command records wherever they are kept (docs/api.md, "Any transport")."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from quart import Quart, Response, request
 
 from ...protocol import AGENT_ID
+from ...protocol.labels import LabelError
 from ...protocol.payloads import NAME
 from ...transports import (
-    AgentListing,
     CommandConflictError,
     KeepsRecords,
     ListsAgents,
@@ -25,12 +26,14 @@ from ...web import (
     error,
     reaches,
     run_command_request,
+    strict_json,
     transport_error,
 )
 from ..command_service import CommandService
 from ..commandlog import CommandLog
+from ..fleet import Fleet, merge_listing
 from ..plugins import CommandRoute
-from ..router import TransportRouter
+from ..selectors import Selector, SelectorError, parse_selector
 from ..summary import summarize
 from ..telemetry import TelemetryBus
 
@@ -47,35 +50,9 @@ _HISTORY_ARGS = frozenset(
 _STATES = frozenset(state.value for state in CommandState)
 
 
-async def list_everyone(router: TransportRouter) -> list[dict[str, Any]]:
-    """Every agent any transport lists, once, with each transport's view of it."""
-    merged: dict[str, dict[str, Any]] = {}
-    for transport in router.transports:
-        if not isinstance(transport, ListsAgents):
-            continue
-        for listing in await transport.list_agents():
-            entry = merged.setdefault(
-                listing.agent_id,
-                {"agentId": listing.agent_id, "connected": False, "lastSeen": None},
-            )
-            _merge(entry, transport.name, listing)
-    return [merged[agent_id] for agent_id in sorted(merged)]
-
-
-def _merge(entry: dict[str, Any], transport: str, listing: AgentListing) -> None:
-    entry["connected"] = entry["connected"] or listing.connected
-    seen = listing.last_seen_ms
-    if seen is not None and (entry["lastSeen"] is None or seen > entry["lastSeen"]):
-        entry["lastSeen"] = seen
-    entry.setdefault("transports", {})[transport] = listing.connected
-    entry.setdefault("details", {})[transport] = {
-        "connected": listing.connected,
-        "lastSeen": listing.last_seen_ms,
-        **listing.details,
-    }
-
-
-def add_agent_routes(app: Quart, commands: CommandService, telemetry: TelemetryBus) -> None:
+def add_agent_routes(
+    app: Quart, commands: CommandService, telemetry: TelemetryBus, fleet: Fleet
+) -> None:
     router, log = commands.router, commands.log
 
     @app.get("/api/agents")
@@ -83,7 +60,13 @@ def add_agent_routes(app: Quart, commands: CommandService, telemetry: TelemetryB
         with_metrics = request.args.get("metrics")
         if with_metrics not in {None, "summary"}:
             return error(400, "bad_request", "metrics must be summary (or left out)")
-        agents = [a for a in await list_everyone(router) if reaches(a["agentId"])]
+        written = request.args.get("selector")
+        try:
+            selector = None if written is None else selector_of_query(written)
+        except SelectorError as exc:
+            return error(400, "invalid_selector", str(exc))
+        everyone = await (fleet.agents() if selector is None else fleet.select(selector))
+        agents = [a for a in everyone if reaches(a["agentId"])]
         if with_metrics:  # the fleet table's numbers: one read for every agent
             latest = await telemetry.latest_many([a["agentId"] for a in agents])
             for entry in agents:
@@ -108,20 +91,56 @@ def add_agent_routes(app: Quart, commands: CommandService, telemetry: TelemetryB
             "connected": False,
             "lastSeen": None,
         }
+        reported: dict[str, str] = {}
         for transport in router.transports:
             if isinstance(transport, ListsAgents):
                 listing = await transport.describe_agent(agent_id)
                 if listing is not None:
-                    _merge(answer, transport.name, listing)
+                    merge_listing(answer, transport.name, listing)
+                    reported.update(listing.labels or {})
+        if reported:
+            await fleet.labels.saw({agent_id: reported})
+        fleet.labelled(answer)
         answer["transports"] = await router.reachability(agent_id)
         answer["metrics"] = await telemetry.latest_metrics(agent_id)
         return answer
+
+    @app.patch("/api/agents/<agent_id>/labels")
+    async def agent_labels(agent_id: str) -> dict[str, Any] | Response:
+        """Set (a string) or remove (null) the operator's labels of one agent."""
+        if not AGENT_ID.fullmatch(agent_id):
+            return error(400, "invalid_agent_id", f"agentId: {ID_RULE}")
+        try:
+            body = strict_json(await request.get_data())
+        except BadBody as exc:
+            return error(400, "bad_request", str(exc))
+        changes = body.get("labels") if isinstance(body, dict) and len(body) == 1 else None
+        if not isinstance(changes, dict) or not changes:
+            return error(400, "bad_request", 'body must be {"labels": {"key": "value" or null}}')
+        if not all(value is None or isinstance(value, str) for value in changes.values()):
+            return error(400, "invalid_labels", "each label's value is a string, or null to remove")
+        try:
+            await fleet.labels.change(agent_id, changes)
+        except LabelError as exc:
+            return error(400, "invalid_labels", str(exc))
+        return fleet.labelled({"agentId": agent_id})
 
     @app.post("/api/agents/<agent_id>/commands")
     async def send(agent_id: str) -> tuple[dict[str, Any], int] | Response:
         return await run_command_request(commands, agent_id, via=None, records_path=COMMANDS_PATH)
 
     _add_record_routes(app, commands.keepers, log)
+
+
+def selector_of_query(written: str) -> Selector:
+    """``?selector=``: a label selector, or the object form as JSON (``{...}``)."""
+    if written.lstrip().startswith("{"):
+        try:
+            value = json.loads(written)
+        except ValueError:
+            raise SelectorError("selector: the object form must be JSON") from None
+        return parse_selector(value)
+    return parse_selector(written)
 
 
 def history_query(args: Mapping[str, str]) -> RecordQuery:

@@ -15,6 +15,9 @@ from ..audit import AuditLog
 from ..command_service import CommandService
 from ..config import ServerSettings
 from ..events import EventHub
+from ..fleet import Fleet
+from ..jobs import JobRunner
+from ..labels import LabelStore
 from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
 from ..telemetry import TelemetryBus
@@ -23,6 +26,7 @@ from .agents import add_agent_routes
 from .events import add_event_routes
 from .gate import Refused, admit, audit_request
 from .health import HEALTH_PATHS, Readiness, add_health_routes
+from .jobs import add_job_routes
 from .openapi import add_openapi_routes
 from .telemetry import add_telemetry_routes
 from .ui import add_ui_routes
@@ -41,6 +45,8 @@ def create_app(
     audit: AuditLog | None = None,
     events: EventHub | None = None,
     tokens: TokenSet | None = None,
+    fleet: Fleet | None = None,
+    jobs: JobRunner | None = None,
 ) -> Quart:
     """The API: the neutral routes over ``commands`` and every plugin's blueprints, all
     behind one guard (browser rules, bearer tokens, JSON bodies); ``/healthz`` and
@@ -62,7 +68,10 @@ def create_app(
 
     metrics = ServerMetrics() if metrics is None else metrics
     events = EventHub() if events is None else events
-    add_agent_routes(app, commands, telemetry)
+    fleet = Fleet(commands.router, LabelStore(None)) if fleet is None else fleet
+    add_agent_routes(app, commands, telemetry, fleet)
+    if jobs is not None:
+        add_job_routes(app, jobs)
     add_telemetry_routes(app, server, commands.router, telemetry)
     add_event_routes(app, events, tokens)
     add_openapi_routes(app, lambda: plugins)

@@ -22,6 +22,7 @@ from ...openapi import (
     ref,
 )
 from ..plugins import Plugin
+from .openapi_jobs import JOB_SCHEMAS, SELECTOR_PATTERN, job_paths
 
 __all__ = ["SCHEMAS", "add_openapi_routes", "openapi_document"]
 
@@ -46,6 +47,7 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     **COMMAND_SCHEMAS,
+    **JOB_SCHEMAS,
     "CommandOutcome": {
         "type": "object",
         "required": ["commandId", "ok", "durationMs"],
@@ -91,6 +93,9 @@ SCHEMAS: dict[str, Any] = {
             "transports": {"type": "object"},
             "details": {"type": "object"},
             "metrics": {"type": ["object", "null"]},
+            "labels": ref("Labels"),
+            "agentLabels": ref("Labels"),
+            "operatorLabels": ref("Labels"),
         },
     },
 }
@@ -144,6 +149,12 @@ def _host_paths() -> dict[str, Any]:
                         "metrics",
                         {"type": "string", "enum": ["summary"]},
                         "add each agent's latest CPU, memory, disk and load",
+                    ),
+                    query(
+                        "selector",
+                        {"type": "string", "maxLength": 4096, "pattern": SELECTOR_PATTERN},
+                        "only the agents a selector matches: a label selector (the "
+                        "object form of docs/api.md is taken too, as JSON)",
                     ),
                 ),
             )
@@ -268,7 +279,7 @@ def _host_paths() -> dict[str, Any]:
 
 
 def openapi_document(plugins: Sequence[Plugin]) -> dict[str, Any]:
-    paths = _host_paths()
+    paths = _host_paths() | job_paths()
     for plugin in plugins:
         paths.update(plugin.openapi_paths())
     readyz = paths["/readyz"]["get"]["responses"]

@@ -1,10 +1,12 @@
 // The dashboard's shell: the token prompt, the stream indicator and the router
-// (#/ fleet, #/agents/ID one agent, #/commands history). Each view owns one event stream.
+// (#/ fleet, #/agents/ID one agent, #/commands history, #/jobs and #/jobs/ID). Each view
+// owns one event stream.
 
 import { getToken, onUnauthorized, setToken } from "./api.js";
 import { agentView } from "./agent.js";
 import { commandsView } from "./commands.js";
 import { fleetView } from "./fleet.js";
+import { jobsView } from "./jobs.js";
 
 const view = document.getElementById("view");
 const login = document.getElementById("login");
@@ -62,6 +64,10 @@ function route() {
   } else if (hash.startsWith("/commands")) {
     current = commandsView(view, streamState);
     name = "commands";
+  } else if (hash.startsWith("/jobs")) {
+    const job = hash.match(/^\/jobs\/(.+)$/);
+    current = jobsView(view, job ? job[1] : null, streamState);
+    name = "jobs";
   } else {
     current = fleetView(view, streamState);
   }

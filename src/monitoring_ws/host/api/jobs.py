@@ -1,0 +1,134 @@
+"""``/api/jobs``: one command to every agent a selector matches (docs/api.md, "Jobs")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, Response, g, request
+
+from ...protocol.payloads import NAME
+from ...transports import Requester
+from ...web import BadBody, error, forbidden, int_arg, reaches, strict_json, token
+from ..jobs import JobError, JobRunner, JobSpecError, TargetState, parse_job
+from ..jobs.store import Job
+
+__all__ = ["JOBS_PATH", "add_job_routes"]
+
+JOBS_PATH = "/api/jobs"
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+_TARGET_STATES = frozenset(state.value for state in TargetState)
+
+
+def add_job_routes(app: Quart, runner: JobRunner) -> None:
+    service = runner.service
+
+    @app.post(JOBS_PATH)
+    async def job_create() -> tuple[dict[str, Any], int, dict[str, str]] | Response:
+        """Needs ``jobs:create`` (the guard) and the command's ``commands:send`` rule."""
+        try:
+            body = strict_json(await request.get_data())
+            spec = parse_job(
+                body,
+                default_timeout_ms=service.default_timeout_ms,
+                max_timeout_ms=service.max_timeout_ms,
+            )
+        except (BadBody, JobSpecError) as exc:
+            return error(400, "bad_request", str(exc))
+        presented = token()
+        if presented is not None and not presented.may_send(spec.command):
+            message = f"the token {presented.name} may not send {spec.command!r}"
+            return forbidden(f"commands:send:{spec.command}", message)
+        asked_by = Requester(
+            g.get("address") or request.remote_addr or "unknown",
+            None if presented is None else presented.credential,
+            spec.label,
+        )
+        # The token's globs, read once (not per agent through the request context).
+        allowed = presented.reaches if presented is not None and presented.agents else _anyone
+        try:
+            job = await runner.create(spec, asked_by, allowed)
+        except JobError as exc:
+            return error(exc.status, exc.code, str(exc))
+        g.audit = {"jobId": job.job_id, "command": spec.command, "matched": len(job.targets)}
+        location = f"{JOBS_PATH}/{job.job_id}"
+        answer = {"jobId": job.job_id, "state": job.state.value, "matched": len(job.targets)}
+        return {**answer, "location": location}, 202, {"Location": location}
+
+    @app.get(JOBS_PATH)
+    async def job_list() -> dict[str, Any] | Response:
+        return await _jobs_page(runner)
+
+    @app.get(f"{JOBS_PATH}/<job_id>")
+    async def job_show(job_id: str) -> dict[str, Any] | Response:
+        """The job, and a page of its agents (``state``, ``offset``, ``limit``)."""
+        found = await _find(runner, job_id)
+        if isinstance(found, Response):
+            return found
+        return _job_page(found)
+
+    @app.delete(f"{JOBS_PATH}/<job_id>")
+    async def job_cancel(job_id: str) -> dict[str, Any] | Response:
+        """No new sends; commands that run are cancelled where the transport can."""
+        found = await _find(runner, job_id)
+        if isinstance(found, Response):
+            return found
+        cancelled = await runner.cancel(job_id)
+        if cancelled is None:
+            message = f"job {job_id} already ended: {found.state.value}"
+            return error(409, "job_finished", message, job=found.summary())
+        g.audit = {"jobId": job_id}
+        return cancelled.summary()
+
+
+def _anyone(agent_id: str) -> bool:
+    return True
+
+
+async def _find(runner: JobRunner, job_id: str) -> Job | Response:
+    if not NAME.fullmatch(job_id):
+        return error(400, "invalid_job_id", "jobId: 1-128 chars of [A-Za-z0-9._:-]")
+    found = await runner.find(job_id)
+    if found is None:
+        return error(404, "unknown_job", f"no job {job_id}")
+    return found
+
+
+async def _jobs_page(runner: JobRunner) -> dict[str, Any] | Response:
+    """Jobs newest first, a page at a time (``limit``, ``cursor``)."""
+    limit = int_arg("limit", DEFAULT_PAGE)
+    if limit is None or not 1 <= limit <= MAX_PAGE:
+        return error(400, "bad_request", f"limit must be between 1 and {MAX_PAGE}")
+    before = None
+    cursor = request.args.get("cursor")
+    if cursor is not None:
+        created, _, job_id = cursor.partition("~")
+        if not created.isdigit() or len(created) > 16 or not NAME.fullmatch(job_id):
+            return error(400, "bad_request", "cursor: pass the previous page's next as it is")
+        before = (int(created), job_id)
+    shown = await runner.store.summaries(limit, before)
+    for index, summary in enumerate(shown):  # running ones: as they are now
+        live = runner.running(summary["jobId"])
+        if live is not None:
+            shown[index] = live.summary()
+    last = shown[-1] if len(shown) == limit else None
+    following = None if last is None else f"{last['createdAt']}~{last['jobId']}"
+    return {"jobs": shown, "next": following}
+
+
+def _job_page(found: Job) -> dict[str, Any] | Response:
+    """The job, and a page of its agents (``state``, ``offset``, ``limit``); agents the
+    token may not see are left out of the page (the counts hold them)."""
+    limit, offset = int_arg("limit", DEFAULT_PAGE), int_arg("offset", 0)
+    if limit is None or not 1 <= limit <= MAX_PAGE or offset is None:
+        return error(400, "bad_request", f"limit: 1-{MAX_PAGE}; offset: a whole number")
+    state = request.args.get("state")
+    if state is not None and state not in _TARGET_STATES:
+        return error(400, "bad_request", f"state must be one of {sorted(_TARGET_STATES)}")
+    targets = [
+        t
+        for t in found.targets
+        if reaches(t.agent_id) and (state is None or t.state.value == state)
+    ]
+    page = targets[offset : offset + limit]
+    following = offset + limit if offset + limit < len(targets) else None
+    return {**found.summary(), "agents": [t.to_json() for t in page], "nextOffset": following}
