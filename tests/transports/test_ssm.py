@@ -191,3 +191,21 @@ def test_shell_lines_are_allowed_word_for_word_and_sent_quoted() -> None:
 def test_policy_settings_are_checked(safe: list[str], shell: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SSMPolicy.from_settings(safe, shell)
+
+
+async def test_a_batch_is_one_send_command_with_a_record_per_instance(moto_ssm: str) -> None:
+    transport = SSMTransport(poll_first_s=0.01)
+    instances = [f"i-0abc123def456789{n}" for n in range(3)]
+    orders = [CommandOrder(i, "ping", {}, 10000) for i in [*instances, "web-01"]]
+    answers = await transport.send_batch(orders)
+    outcomes = answers[:3]
+    assert all(getattr(o, "ok", False) for o in outcomes), answers
+    ids = [o.command_id for o in outcomes]  # type: ignore[union-attr]
+    shared = {i.partition(":")[0] for i in ids}
+    assert len(shared) == 1  # one SendCommand ...
+    assert ids == [f"{next(iter(shared))}:{i}" for i in instances]  # ... a record each
+    assert isinstance(answers[3], AgentNotConnectedError)
+    sent = boto3.client("ssm").list_commands()["Commands"]
+    assert [sorted(c["InstanceIds"]) for c in sent] == [instances]
+    with pytest.raises(ValueError, match="1-50"):
+        await transport.send_batch([CommandOrder(i, "ping", {}, 1000) for i in instances * 17])

@@ -97,3 +97,40 @@ async def test_ssm_lists_its_managed_instances() -> None:
     assert listed["i-0fff000000000000f"].connected is False
     assert len(again) == 2
     assert transport.health().get("listError") is None
+
+
+async def test_instances_are_labelled_with_their_ec2_tags(moto_ssm: str) -> None:
+    """Tags from EC2 (moto's server), the listing from SSM (Stubber: moto lacks it)."""
+    ec2 = boto3.client("ec2", endpoint_url=moto_ssm)
+    tags = [
+        {"Key": "env", "Value": "prod"},
+        {"Key": "team.example.com/owner", "Value": "payments"},
+        {"Key": "Name", "Value": "web 1"},  # a space: not a label value
+        {"Key": "aws:cloudformation:stack-name", "Value": "x"},  # ':' in a key: left out
+    ]
+    started = ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=2,
+        MaxCount=2,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
+    tagged, other = [i["InstanceId"] for i in started["Instances"]]
+    ec2.delete_tags(Resources=[other], Tags=[{"Key": t["Key"]} for t in tags])
+    client = boto3.client("ssm")
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "describe_instance_information",
+            {
+                "InstanceInformationList": [
+                    {"InstanceId": tagged, "PingStatus": "Online"},
+                    {"InstanceId": other, "PingStatus": "Online"},
+                    {"InstanceId": "mi-0123456789abcdef0", "PingStatus": "Online"},
+                ]
+            },
+        )
+        transport = SSMTransport(client=client, ec2=ec2)
+        listed = {a.agent_id: a for a in await transport.list_agents()}
+    assert listed[tagged].labels == {"env": "prod", "team.example.com/owner": "payments"}
+    assert listed[other].labels == {}
+    assert listed["mi-0123456789abcdef0"].labels is None  # not an EC2 instance: unknown
+    assert transport.health().get("tagsError") is None

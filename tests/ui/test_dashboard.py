@@ -143,6 +143,8 @@ def test_the_fleet_view_lists_agents_of_every_state(page: Page, fleet: dict[str,
         "%", timeout=WAIT_MS
     )
     _shoot(page, "fleet", fleet["tmp"])  # type: ignore[arg-type]
+    page.fill("input[type=search]", "role=db")
+    expect(counts).to_contain_text("1 shown")
     page.fill("input[type=search]", "fleet-09999")
     expect(page.locator('.row[data-agent="fleet-09999"]')).to_have_attribute(
         "data-state", "offline"
@@ -165,6 +167,7 @@ def test_a_wrong_token_is_refused_and_a_right_one_works(page: Page) -> None:
 def test_the_agent_view_charts_live_points(page: Page, fleet: dict[str, object]) -> None:
     _log_in(page, "/ui#/agents/web-1")
     expect(page.locator("#agent-state")).to_have_text("connected", timeout=WAIT_MS)
+    expect(page.locator("dl.meta")).to_contain_text("role=web")
     for chart in ("cpu", "memory", "disk", "load"):
         points = page.locator(f'[data-chart="{chart}"]')
         expect(points).not_to_have_attribute("data-points", "0", timeout=WAIT_MS)

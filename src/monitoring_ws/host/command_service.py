@@ -21,13 +21,14 @@ from ..transports import (
     CommandOutcome,
     InvalidCommandError,
     KeepsRecords,
+    SendsBatches,
     TransportError,
 )
 from .audit import AuditLog
 from .commandlog import CommandLog, ended_record
 from .events import EventHub
 from .metrics import ServerMetrics
-from .router import Routed, TransportRouter, send_through
+from .router import NOT_DELIVERED, Routed, TransportRouter, send_through
 
 __all__ = ["Accepted", "CommandService"]
 
@@ -97,6 +98,32 @@ class CommandService:
         if isinstance(routed.outcome, TransportError):
             raise routed.outcome
         return routed
+
+    async def run_batch(
+        self, orders: Sequence[CommandOrder], via: str
+    ) -> list[Routed | TransportError]:
+        """Orders of one command to several agents through ``via``, a transport that
+        ``SendsBatches`` (at most its ``max_batch``): each kept, audited and counted as if
+        run alone; a ``TransportError`` for each that failed."""
+        transport = self.router.named(via)
+        if not isinstance(transport, SendsBatches):
+            raise TypeError(f"transport {via} does not send batches")
+        for order in orders:
+            self.check(order)
+        started = self._clock()
+        answers = await transport.send_batch(orders)
+        results: list[Routed | TransportError] = []
+        for order, answer in zip(orders, answers, strict=True):
+            if isinstance(answer, NOT_DELIVERED):  # never left: nothing ran, nothing kept
+                self._audit_line(order, None, answer)
+                results.append(answer)
+                continue
+            routed = Routed(via, answer)
+            if via not in self._keeper_names:
+                await self._keep(order, routed, started)
+            self._audit_line(order, via, answer)
+            results.append(answer if isinstance(answer, TransportError) else routed)
+        return results
 
     async def submit(self, order: CommandOrder, *, via: str | None = None) -> Accepted:
         """Send without waiting, through a transport that keeps records (``via``: that

@@ -13,7 +13,7 @@ import functools
 import math
 import re
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -33,10 +33,13 @@ from ..transports import (
 from .inventory import SSMInventory
 
 if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ssm import SSMClient
 
 __all__ = ["SSM_MAPPED_COMMANDS", "SSM_SHELL", "SSMPolicy", "SSMTransport", "is_instance_id"]
 
+#: SendCommand takes at most this many instance ids.
+MAX_BATCH = 50
 _INSTANCE_ID = re.compile(r"(?:i|mi)-[0-9a-f]{8,17}")
 DOCUMENT = "AWS-RunShellScript"
 # SSM's terminal invocation states; anything else is still on its way.
@@ -150,17 +153,20 @@ class SSMTransport:
     """Reaches EC2 instances through SSM; seconds per command instead of milliseconds."""
 
     name = "ssm"
+    max_batch = MAX_BATCH
 
     def __init__(
         self,
         client: SSMClient | None = None,
         *,
+        ec2: EC2Client | None = None,
         max_concurrent_calls: int = 8,
         poll_first_s: float = 0.1,
         poll_max_s: float = 2.0,
         policy: SSMPolicy | None = None,
     ) -> None:
         self._client = client
+        self._ec2: EC2Client | None = ec2
         self.policy = SSMPolicy() if policy is None else policy
         self._limiter = trio.CapacityLimiter(max_concurrent_calls)
         self.poll_first_s = poll_first_s
@@ -184,11 +190,23 @@ class SSMTransport:
         health = {"ok": True, "commands": commands, "region": region}
         if self.inventory.error is not None:
             health["listError"] = self.inventory.error
+        if self.inventory.tags_error is not None:
+            health["tagsError"] = self.inventory.tags_error
         return health
 
     async def list_agents(self) -> list[AgentListing]:
-        """Managed instances SSM reports (cached a minute), and those that answered here."""
-        return await self.inventory.listing(lambda: self.client)
+        """Managed instances SSM reports (cached a minute) with their EC2 tags as labels,
+        and those that answered here."""
+        return await self.inventory.listing(lambda: self.client, lambda: self.ec2)
+
+    @property
+    def ec2(self) -> EC2Client:
+        """For instances' tags (``ec2:DescribeTags``); the SSM client's region."""
+        if self._ec2 is None:
+            import boto3  # noqa: PLC0415 - slow to import; only needed once used
+
+            self._ec2 = boto3.client("ec2", region_name=self.client.meta.region_name)
+        return self._ec2
 
     async def describe_agent(self, agent_id: str) -> AgentListing | None:
         if not is_instance_id(agent_id):
@@ -220,28 +238,81 @@ class SSMTransport:
             )
         lines = self.policy.shell_lines(order.command, order.args)
         started = trio.current_time()
+        command_id = await self._send([agent_id], lines, timeout_s)
+        return await self._answer(agent_id, command_id, command_id, started, timeout_s)
+
+    async def send_batch(
+        self, orders: Sequence[CommandOrder]
+    ) -> list[CommandOutcome | TransportError]:
+        """One SendCommand for up to 50 instances (one command: the first order's), then
+        each instance's invocation on its own. With several instances a record's id is
+        ``CommandId:InstanceId`` (one SSM command, a record per instance)."""
+        if not 0 < len(orders) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1-{MAX_BATCH} orders")
+        first = orders[0]
+        answers: list[CommandOutcome | TransportError] = []
+        sendable = [o for o in orders if is_instance_id(o.agent_id)]
+        started = trio.current_time()
+        sent: str | None = None
+        failure: TransportError = AgentNotConnectedError("not sent")
         try:
-            client = self.client  # created on first use: a missing region fails here
+            lines = self.policy.shell_lines(first.command, first.args)
+            if sendable:
+                sent = await self._send([o.agent_id for o in sendable], lines, first.timeout_s)
+        except TransportError as exc:
+            failure = exc
+        answered: dict[str, CommandOutcome | TransportError] = {}
+        if sent is not None:
+            shared = sent
+
+            async def one(agent_id: str) -> None:
+                record_id = shared if len(sendable) == 1 else f"{shared}:{agent_id}"
+                try:
+                    answered[agent_id] = await self._answer(
+                        agent_id, shared, record_id, started, first.timeout_s
+                    )
+                except TransportError as exc:
+                    answered[agent_id] = exc
+
+            async with trio.open_nursery() as nursery:
+                for order in sendable:
+                    nursery.start_soon(one, order.agent_id)
+        for order in orders:
+            if not is_instance_id(order.agent_id):
+                message = f"{order.agent_id} is not an EC2 instance id: SSM cannot reach it"
+                answers.append(AgentNotConnectedError(message))
+            else:
+                answers.append(answered[order.agent_id] if sent is not None else failure)
+        return answers
+
+    async def _send(self, instance_ids: list[str], lines: list[str], timeout_s: float) -> str:
+        """SendCommand; the SSM command id."""
+        try:
             sent = await self._call(
-                client.send_command,
-                InstanceIds=[agent_id],
+                self.client.send_command,
+                InstanceIds=instance_ids,
                 DocumentName=DOCUMENT,
                 Parameters={"commands": lines},
                 TimeoutSeconds=max(30, math.ceil(timeout_s)),  # SSM's minimum
             )
         except ClientError as exc:
             if _code(exc) in {"InvalidInstanceId", "InvalidInstanceInformationFilterValue"}:
-                raise AgentNotConnectedError(f"SSM cannot reach {agent_id}: {exc}") from None
+                where = ", ".join(instance_ids[:5])
+                raise AgentNotConnectedError(f"SSM cannot reach {where}: {exc}") from None
             raise TransportError(f"SSM SendCommand failed: {exc}") from None
         except BotoCoreError as exc:
             raise TransportError(f"SSM SendCommand failed: {exc}") from None
-        command_id = sent["Command"]["CommandId"]
+        return str(sent["Command"]["CommandId"])
+
+    async def _answer(
+        self, agent_id: str, command_id: str, record_id: str, started: float, timeout_s: float
+    ) -> CommandOutcome:
         invocation = await self._poll(agent_id, command_id, started + timeout_s)
         if invocation is None:
             await self._cancel(agent_id, command_id)
-            raise CommandTimeoutError(f"no SSM result within {timeout_s:g} s", command_id)
+            raise CommandTimeoutError(f"no SSM result within {timeout_s:g} s", record_id)
         self.inventory.answered(agent_id)
-        return _outcome(command_id, invocation, trio.current_time() - started)
+        return _outcome(record_id, invocation, trio.current_time() - started)
 
     async def _poll(self, agent_id: str, command_id: str, deadline: float) -> dict[str, Any] | None:
         delay = self.poll_first_s

@@ -27,6 +27,7 @@ __all__ = [
     "KnowsSessions",
     "ListsAgents",
     "Requester",
+    "SendsBatches",
     "ShuttingDownError",
     "StateUnavailableError",
     "Transport",
@@ -279,4 +280,21 @@ class KeepsRecords(Transport, Protocol):
     async def cancel_command(self, command_id: str) -> dict[str, Any]:
         """Cancel it; the record after. Raises ``UnknownCommandError`` or
         ``CommandConflictError`` (it ended, or another node runs it)."""
+        ...
+
+
+@runtime_checkable
+class SendsBatches(Transport, Protocol):
+    """A transport that sends one command to several agents in one call (optional: SSM's
+    SendCommand takes up to 50 instances); a job uses it for the agents it reaches."""
+
+    #: The most orders one ``send_batch`` takes.
+    max_batch: int
+
+    async def send_batch(
+        self, orders: Sequence[CommandOrder]
+    ) -> list[CommandOutcome | TransportError]:
+        """Orders of one command (the same command, arguments and timeout) to different
+        agents, sent together; each answered on its own, in order. A failure that proves
+        an order never left is one of ``NOT_DELIVERED``'s errors."""
         ...

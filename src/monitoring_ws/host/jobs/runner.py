@@ -15,16 +15,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from ...clock import wall_ms
 from ...transports import (
-    IN_PROCESS,
-    AgentNotConnectedError,
-    CommandOrder,
-    CommandOutcome,
     Requester,
+    SendsBatches,
     Transport,
     TransportError,
     UnknownCommandError,
@@ -32,6 +28,8 @@ from ...transports import (
 from ..command_service import CommandService
 from ..events import EventHub
 from ..fleet import Fleet
+from ..router import Routed
+from .run import JobRun
 from .spec import JobSpec, JobState, TargetState
 from .store import Job, JobStore, Target
 
@@ -44,9 +42,6 @@ FLUSH_S = 0.2
 RECENT_TARGETS = 50_000
 #: How often agents a job waits for are looked for.
 WAIT_POLL_S = 1.0
-#: With ``offline: skip``, how long an agent that was connected when the job began may
-#: take to come back (a reconnect, this server's restart) before it is skipped.
-RECONNECT_GRACE_S = 30.0
 
 
 class JobError(Exception):
@@ -55,31 +50,6 @@ class JobError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code = status, code
-
-
-@attrs.define(eq=False)
-class _Running:
-    job: Job
-    #: Cancelled by ``DELETE``: no new sends.
-    sending: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    cancelled: bool = False
-    #: Targets changed since the last write.
-    dirty: dict[int, Target] = attrs.field(factory=dict)
-    done: trio.Event = attrs.field(factory=trio.Event)
-    #: Targets that failed (``maxErrors`` counts them).
-    errors: int = 0
-    #: Commands in flight, and targets waited for (an agent offline) with their deadlines.
-    in_flight: int = 0
-    waiting: dict[int, tuple[Target, int]] = attrs.field(factory=dict)
-    #: Targets whose command may have gone out already (marked sent by an earlier run,
-    #: or sent and then back to waiting).
-    sent_before: set[int] = attrs.field(factory=set)
-    #: Who each command's record names: the job's caller, labelled ``job:{jobId}``.
-    requester: Requester = IN_PROCESS
-    #: Set when a command ends or a target goes back to waiting: the sender looks again.
-    changed: trio.Event = attrs.field(factory=trio.Event)
-    #: One write at a time, in the order they were taken.
-    writing: trio.Lock = attrs.field(factory=trio.Lock)
 
 
 class JobRunner:
@@ -98,7 +68,7 @@ class JobRunner:
         self.service, self.fleet, self.store = service, fleet, store
         self._events = events
         self.max_targets, self.max_running = max_targets, max_running
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, JobRun] = {}
         self._recent: OrderedDict[str, Job] = OrderedDict()
         self._recent_targets = 0
         self._nursery: trio.Nursery | None = None
@@ -192,19 +162,11 @@ class JobRunner:
 
     def _start(self, job: Job) -> None:
         assert self._nursery is not None  # noqa: S101 - run() is running
-        label = f"job:{job.job_id}"
-        entry = _Running(
-            job, errors=job.errors(), requester=attrs.evolve(job.requester, label=label)
-        )
-        entry.sent_before.update(
-            t.index
-            for t in job.targets
-            if t.state in {TargetState.SENT, TargetState.WAITING} and t.started_ms is not None
-        )
+        entry = JobRun.of(job)
         self._running[job.job_id] = entry
         self._nursery.start_soon(self._drive, entry)
 
-    async def _drive(self, entry: _Running) -> None:
+    async def _drive(self, entry: JobRun) -> None:
         job = entry.job
         try:
             if job.state is JobState.PENDING:
@@ -219,9 +181,9 @@ class JobRunner:
                     self._resume_sent(entry, commands, slots)
                     with entry.sending:
                         await self._send_all(entry, commands, slots)
-                self._skip_rest(entry)  # once nothing runs: nothing comes back to wait
+                entry.skip_rest()  # once nothing runs: nothing comes back to wait
                 nursery.cancel_scope.cancel()
-            job.state = self._final_state(entry)
+            job.state = entry.final_state()
             job.ended_ms = wall_ms()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -234,7 +196,7 @@ class JobRunner:
                 log.info("job %s %s: %s", job.job_id, job.state.value, job.counts())
                 self._publish(job)
 
-    def _resume_sent(self, entry: _Running, nursery: trio.Nursery, slots: trio.Semaphore) -> None:
+    def _resume_sent(self, entry: JobRun, nursery: trio.Nursery, slots: trio.Semaphore) -> None:
         """After a restart: a target marked sent is asked for again by its id through a
         transport that keeps records (which answers from its record, or the agent from
         its journal); through one that keeps none it may have run, so it is not sent."""
@@ -248,20 +210,12 @@ class JobRunner:
                 nursery.start_soon(self._one, entry, target, slots)
             else:
                 message = "the server restarted while it ran; not sent again"
-                self._ended(entry, target, TargetState.FAILED, "interrupted", message)
+                entry.ended(target, TargetState.FAILED, "interrupted", message)
 
-    async def _send_all(
-        self, entry: _Running, nursery: trio.Nursery, slots: trio.Semaphore
-    ) -> None:
+    async def _send_all(self, entry: JobRun, nursery: trio.Nursery, slots: trio.Semaphore) -> None:
         job, spec = entry.job, entry.job.spec
         allowed_errors = spec.max_errors.of(len(job.targets))
         queue = deque(t for t in job.targets if t.state is TargetState.PENDING)
-        # Waited-for targets with their deadlines: ``offline: wait`` waits offlineWaitMs
-        # from the job's start; ``skip`` waits RECONNECT_GRACE_S for an agent that was
-        # connected when the job began (a reconnect, or this server's restart).
-        for target in job.targets:
-            if target.state is TargetState.WAITING:
-                entry.waiting[target.index] = (target, self._deadline(job, wall_ms()))
         while queue or entry.waiting or entry.in_flight:
             if entry.errors > allowed_errors:
                 job.stop_reason = "max_errors"
@@ -285,7 +239,7 @@ class JobRunner:
                 target = queue.popleft()
                 transport = await self._transport_for(spec, target.agent_id)
                 if transport is None:
-                    self._offline(entry, target)
+                    entry.offline(target)
                     continue
                 target.state, target.transport = TargetState.SENT, transport.name
                 target.command_id = f"{job.job_id}.{target.index}"
@@ -300,40 +254,37 @@ class JobRunner:
                 with trio.CancelScope(shield=True):
                     await self._save(entry, batch)
                     entry.in_flight += len(batch)
-                    for target in batch:
-                        nursery.start_soon(self._one, entry, target, slots)
+                    self._start_sends(entry, batch, nursery, slots)
 
-    async def _back(self, entry: _Running) -> list[Target]:
-        """The waited-for agents that are reachable now; past its deadline a target ends:
-        skipped, or failed if its command may have reached the agent before it left."""
+    def _start_sends(
+        self, entry: JobRun, batch: list[Target], nursery: trio.Nursery, slots: trio.Semaphore
+    ) -> None:
+        """One task per command; through a transport that sends batches, one per batch."""
+        batched: dict[str, tuple[SendsBatches, list[Target]]] = {}
+        for target in batch:
+            transport = self.service.router.named(str(target.transport))
+            if isinstance(transport, SendsBatches) and target.index not in entry.sent_before:
+                batched.setdefault(transport.name, (transport, []))[1].append(target)
+            else:
+                nursery.start_soon(self._one, entry, target, slots)
+        for transport, targets in batched.values():
+            size = transport.max_batch
+            for start in range(0, len(targets), size):
+                chunk = targets[start : start + size]
+                nursery.start_soon(self._many, entry, chunk, transport.name, slots)
+
+    async def _back(self, entry: JobRun) -> list[Target]:
+        """The waited-for agents that are reachable now; past its deadline one ends."""
         back = []
         now = wall_ms()
-        for index, (target, deadline_ms) in list(entry.waiting.items()):
+        for target, deadline_ms in list(entry.waiting.values()):
             if await self._transport_for(entry.job.spec, target.agent_id) is not None:
-                del entry.waiting[index]
+                del entry.waiting[target.index]
                 target.state = TargetState.PENDING
                 back.append(target)
             elif now >= deadline_ms:
-                del entry.waiting[index]
-                if target.started_ms is None:
-                    message = "not connected within the time the job waits for it"
-                    self._ended(entry, target, TargetState.SKIPPED, "offline", message)
-                else:
-                    message = "the agent left after its command was sent and did not return"
-                    self._ended(entry, target, TargetState.FAILED, "agent_gone", message)
+                entry.gave_up(target)
         return back
-
-    def _offline(self, entry: _Running, target: Target) -> None:
-        """The agent cannot be reached now: wait for it (the same command id goes again)."""
-        target.state = TargetState.WAITING
-        entry.dirty[target.index] = target
-        entry.waiting[target.index] = (target, self._deadline(entry.job, wall_ms()))
-
-    @staticmethod
-    def _deadline(job: Job, now_ms: int) -> int:
-        if job.spec.offline == "wait":
-            return (job.started_ms or now_ms) + job.spec.offline_wait_ms
-        return now_ms + int(RECONNECT_GRACE_S * 1000)
 
     async def _transport_for(self, spec: JobSpec, agent_id: str) -> Transport | None:
         """The first transport (or the selector's) that reaches the agent for the command."""
@@ -346,91 +297,45 @@ class JobRunner:
                 return transport
         return None
 
-    async def _one(self, entry: _Running, target: Target, slots: trio.Semaphore) -> None:
-        spec = entry.job.spec
-        order = CommandOrder(
-            target.agent_id,
-            spec.command,
-            spec.args,
-            spec.timeout_ms,
-            entry.requester,
-            command_id=target.command_id,
-            # Sent before (this server restarted, or the agent left): ask, do not resend.
-            again=target.index in entry.sent_before,
-        )
+    async def _one(self, entry: JobRun, target: Target, slots: trio.Semaphore) -> None:
         try:
-            routed = await self.service.run(order, via=target.transport)
-        except AgentNotConnectedError:  # gone before it went (or a restart lost the record)
-            entry.sent_before.add(target.index)
-            self._offline(entry, target)
-        except TransportError as exc:
-            cancelled = exc.code == "command_cancelled"
-            state = TargetState.CANCELLED if cancelled else TargetState.FAILED
-            self._ended(entry, target, state, exc.code, str(exc))
-        else:
-            outcome = routed.outcome
-            assert isinstance(outcome, CommandOutcome)  # noqa: S101 - run raises the others
-            target.command_id = outcome.command_id or target.command_id
-            if outcome.ok:
-                self._ended(entry, target, TargetState.SUCCEEDED)
-            else:
-                code = outcome.error_code or "failed"
-                self._ended(entry, target, TargetState.FAILED, code, outcome.error_message)
+            try:
+                answer: Routed | TransportError = await self.service.run(
+                    entry.order(target), via=target.transport
+                )
+            except TransportError as exc:
+                answer = exc
+            entry.settle(target, answer)
         finally:
-            entry.in_flight -= 1
-            entry.changed.set()
+            self._done(entry, slots, 1)
+
+    async def _many(
+        self, entry: JobRun, targets: list[Target], via: str, slots: trio.Semaphore
+    ) -> None:
+        """Targets sent together through a transport that ``SendsBatches`` (SSM: one
+        SendCommand for up to 50 instances), each settled on its own."""
+        try:
+            orders = [entry.order(target) for target in targets]
+            answers = await self.service.run_batch(orders, via)
+            for target, answer in zip(targets, answers, strict=True):
+                entry.settle(target, answer)
+        finally:
+            self._done(entry, slots, len(targets))
+
+    def _done(self, entry: JobRun, slots: trio.Semaphore, count: int) -> None:
+        entry.in_flight -= count
+        entry.changed.set()
+        for _ in range(count):
             slots.release()
 
-    def _ended(
-        self,
-        entry: _Running,
-        target: Target,
-        state: TargetState,
-        reason: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        target.end(state, reason, message)
-        entry.dirty[target.index] = target
-        job = entry.job
-        entry.errors += state is TargetState.FAILED
-        if state is TargetState.FAILED and job.first_error is None:
-            job.first_error = {"agentId": target.agent_id, "code": reason, "message": message}
-
-    def _skip_rest(self, entry: _Running) -> None:
-        """After the sender stopped: what was never sent says why."""
-        job = entry.job
-        if entry.cancelled:
-            state, reason, message = TargetState.CANCELLED, "cancelled", "the job was cancelled"
-            job.stop_reason = "cancelled"
-        else:
-            allowed = job.spec.max_errors.to_json()
-            state, reason = TargetState.SKIPPED, "stopped"
-            message = f"the job stopped sending: more errors than maxErrors ({allowed})"
-        for target in job.targets:
-            if target.state in {TargetState.PENDING, TargetState.WAITING}:
-                self._ended(entry, target, state, reason, message)
-
-    def _final_state(self, entry: _Running) -> JobState:
-        job = entry.job
-        if entry.cancelled:
-            return JobState.CANCELLED
-        if job.stop_reason == "max_errors":
-            return JobState.STOPPED
-        return JobState.FAILED if job.errors() else JobState.SUCCEEDED
-
-    def _take_dirty(self, entry: _Running) -> list[Target]:
-        dirty = list(entry.dirty.values())
-        entry.dirty.clear()
-        return dirty
-
-    async def _save(self, entry: _Running, targets: list[Target]) -> None:
+    async def _save(self, entry: JobRun, targets: list[Target]) -> None:
         async with entry.writing:
-            await self.store.save(entry.job, [*targets, *self._take_dirty(entry)])
+            await self.store.save(entry.job, [*targets, *entry.take_dirty()])
 
-    async def _flush(self, entry: _Running) -> None:
+    async def _flush(self, entry: JobRun) -> None:
         await self._save(entry, [])
 
-    async def _flush_often(self, entry: _Running) -> None:
+    async def _flush_often(self, entry: JobRun) -> None:
         while True:
             await trio.sleep(FLUSH_S)
             if entry.dirty:

@@ -58,6 +58,10 @@ export function agentView(root, agentId, streamState) {
     if (failure.status !== 401) problem.append(el("div", { class: "error", text: String(failure) }));
   }
 
+  function labelText(labels) {
+    return Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none";
+  }
+
   function describe() {
     if (!entry) return;
     const details = entry.details || {};
@@ -74,6 +78,8 @@ export function agentView(root, agentId, streamState) {
       ["node", ws.node || ""],
       ["last seen", entry.connected && !stale ? "now" : `${ago(entry.lastSeen)} (${time(entry.lastSeen)})`],
       ["commands", (ws.capabilities?.commands || []).join(", ")],
+      ["labels", labelText(entry.agentLabels)],
+      ["operator labels", labelText(entry.operatorLabels)],
     ];
     clear(summary, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
   }

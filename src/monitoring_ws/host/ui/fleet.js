@@ -33,6 +33,7 @@ function fromListing(entry) {
     version: ws.agentVersion || first.agentVersion || first.ssmAgentVersion || "",
     host: ws.hostname || first.hostname || first.computerName || "",
     metrics: entry.metrics || null,
+    labels: Object.entries(entry.labels || {}).map(([k, v]) => `${k}=${v}`).join(" "),
   };
   return row;
 }
@@ -71,7 +72,7 @@ export function fleetView(root, streamState) {
   let dirty = false;
   let stopped = false;
 
-  const filter = el("input", { type: "search", placeholder: "filter: agent, host, version", "aria-label": "filter", class: "grow" });
+  const filter = el("input", { type: "search", placeholder: "filter: agent, host, version, label (env=prod)", "aria-label": "filter", class: "grow" });
   const stateFilter = el("select", { "aria-label": "state" },
     el("option", { value: "", text: "every state" }),
     STATES.map((s) => el("option", { value: s, text: s })));
@@ -101,7 +102,7 @@ export function fleetView(root, streamState) {
     shown = [...agents.values()].filter((row) => {
       if (wanted && stateOf(row) !== wanted) return false;
       if (!needle) return true;
-      return `${row.agentId} ${row.host} ${row.version} ${transportOf(row)}`.toLowerCase().includes(needle);
+      return `${row.agentId} ${row.host} ${row.version} ${transportOf(row)} ${row.labels}`.toLowerCase().includes(needle);
     });
     const { key, asc } = sort;
     shown.sort((a, b) => {
@@ -158,7 +159,7 @@ export function fleetView(root, streamState) {
   function row(agentId) {
     let found = agents.get(agentId);
     if (!found) {
-      found = { agentId, connectedVia: new Set(), known: [], stale: false, lastSeen: null, version: "", host: "", metrics: null };
+      found = { agentId, connectedVia: new Set(), known: [], stale: false, lastSeen: null, version: "", host: "", metrics: null, labels: "" };
       agents.set(agentId, found);
     }
     return found;
