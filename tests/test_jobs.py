@@ -25,8 +25,15 @@ from .support.processes import server as server_process
 
 READER = "reader-token-0123456789"
 WEB_DEPLOY = "web-deploy-token-0123456789"
+DB_ONLY = "db-only-token-0123456789"
 TOKENS = [
     {"name": "reader", "token": READER, "scopes": ["agents:read"]},
+    {
+        "name": "db-only",
+        "token": DB_ONLY,
+        "scopes": ["agents:read", "commands:cancel"],
+        "agents": ["db-*"],
+    },
     {
         "name": "web-deploy",
         "token": WEB_DEPLOY,
@@ -193,6 +200,16 @@ async def test_scopes_and_agent_globs_bound_a_job(
         assert job["counts"]["skipped"] == 1
         # The token sees only its agents in the page; the counts say one was skipped.
         assert sorted(t["agentId"] for t in job["agents"]) == ["web-1", "web-2"]
+        assert [j["jobId"] for j in (await http.get("/api/jobs")).json()["jobs"]] == [job_id]
+        # A token for other agents neither sees the job nor cancels it.
+        http.headers.update({"Authorization": f"Bearer {DB_ONLY}"})
+        assert (await http.get(f"/api/jobs/{job_id}")).status_code == 404
+        json_type = {"Content-Type": "application/json"}
+        cancel = await http.delete(f"/api/jobs/{job_id}", headers=json_type)
+        assert cancel.status_code == 404
+        assert (await http.get("/api/jobs")).json()["jobs"] == []
+        http.headers.update(reader)  # every agent: it sees the job
+        assert (await http.get(f"/api/jobs/{job_id}")).json()["counts"]["skipped"] == 1
     assert sorted(fleet.ran()) == ["web-1", "web-2"]
 
 

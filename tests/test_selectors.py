@@ -154,6 +154,12 @@ def test_a_job_request_has_documented_defaults_and_clear_errors() -> None:
             default_timeout_ms=1,
             max_timeout_ms=1,
         )
+    with pytest.raises(JobSpecError, match="at most 65536 bytes"):
+        parse_job(
+            {"selector": "a", "command": "run", "args": {"blob": "x" * 70_000}},
+            default_timeout_ms=1,
+            max_timeout_ms=1,
+        )
     with pytest.raises(JobSpecError, match="offline must be"):
         parse_job(
             {"selector": "a", "command": "ping", "offline": {}},

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS labels (
 );
 """
 AgentLabels = dict[str, str]
+#: Agents that may hold operator labels: what ``PATCH`` can make the store keep.
+MAX_LABELLED_AGENTS = 100_000
 _NONE: Mapping[str, str] = {}
 
 
@@ -81,6 +83,11 @@ class LabelStore:
                 merged[key] = value
         if len(merged) > MAX_LABELS:
             raise LabelError(f"an agent holds at most {MAX_LABELS} operator labels")
+        if agent_id not in self._operator and len(self._operator) >= MAX_LABELLED_AGENTS:
+            raise LabelError(
+                f"operator labels are kept for at most {MAX_LABELLED_AGENTS} agents: remove "
+                "some first"
+            )
         merged = check_labels(merged)
         await self._write([(agent_id, "operator", merged)])
         if merged:

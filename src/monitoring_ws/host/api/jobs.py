@@ -72,6 +72,9 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
         found = await _find(runner, job_id)
         if isinstance(found, Response):
             return found
+        if not _may_cancel(found):
+            message = "the job reaches agents this token may not command"
+            return forbidden("commands:cancel", message)
         cancelled = await runner.cancel(job_id)
         if cancelled is None:
             message = f"job {job_id} already ended: {found.state.value}"
@@ -88,9 +91,33 @@ async def _find(runner: JobRunner, job_id: str) -> Job | Response:
     if not NAME.fullmatch(job_id):
         return error(400, "invalid_job_id", "jobId: 1-128 chars of [A-Za-z0-9._:-]")
     found = await runner.find(job_id)
-    if found is None:
+    if found is None or not _visible(found):
         return error(404, "unknown_job", f"no job {job_id}")
     return found
+
+
+def _visible(job: Job) -> bool:
+    """A token limited to some agents sees the jobs it made and those that reach only
+    its agents (a job says nothing of agents the token may not see)."""
+    presented = token()
+    if presented is None or not presented.agents:
+        return True
+    if job.requester.credential == presented.credential:
+        return True
+    return all(presented.reaches(target.agent_id) for target in job.targets)
+
+
+def _may_cancel(job: Job) -> bool:
+    """Cancelling stops commands on every agent of the job: a token limited to some
+    agents may cancel a job only when it may command each agent the job sends to."""
+    presented = token()
+    if presented is None or not presented.agents:
+        return True
+    return all(
+        presented.reaches(target.agent_id)
+        for target in job.targets
+        if target.reason != "not_permitted"
+    )
 
 
 async def _jobs_page(runner: JobRunner) -> dict[str, Any] | Response:
@@ -105,12 +132,17 @@ async def _jobs_page(runner: JobRunner) -> dict[str, Any] | Response:
         if not created.isdigit() or len(created) > 16 or not NAME.fullmatch(job_id):
             return error(400, "bad_request", "cursor: pass the previous page's next as it is")
         before = (int(created), job_id)
-    shown = await runner.store.summaries(limit, before)
-    for index, summary in enumerate(shown):  # running ones: as they are now
-        live = runner.running(summary["jobId"])
-        if live is not None:
-            shown[index] = live.summary()
-    last = shown[-1] if len(shown) == limit else None
+    listed = await runner.store.summaries(limit, before)
+    presented = token()
+    shown = []
+    for stored in listed:
+        live = runner.running(stored["jobId"])
+        summary = stored if live is None else live.summary()  # running: as it is now
+        if presented is None or not presented.agents:
+            shown.append(summary)
+        elif summary["requestedBy"]["credential"] == presented.credential:
+            shown.append(summary)  # a token limited to some agents lists the jobs it made
+    last = listed[-1] if len(listed) == limit else None
     following = None if last is None else f"{last['createdAt']}~{last['jobId']}"
     return {"jobs": shown, "next": following}
 

@@ -4,6 +4,7 @@ each agent it targets. Pure code."""
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ JOB_KEYS = frozenset(
 #: SSM's defaults: 50 agents at a time; the first error stops the job.
 DEFAULT_CONCURRENCY, DEFAULT_ERRORS = "50", "0"
 DEFAULT_OFFLINE_WAIT_MS, MAX_OFFLINE_WAIT_MS = 600_000, 7 * 86_400_000
+#: A job's arguments are kept with every agent's record: smaller than one command's.
+MAX_JOB_ARGS_BYTES = 64 << 10
 _AMOUNT = re.compile(r"(0|[1-9]\d{0,8})(%?)")
 
 
@@ -160,6 +163,11 @@ def parse_job(body: Any, *, default_timeout_ms: int, max_timeout_ms: int) -> Job
     args = body.get("args", {})
     if not isinstance(args, Mapping):
         raise JobSpecError("args must be an object")
+    if len(json.dumps(args, separators=(",", ":"))) > MAX_JOB_ARGS_BYTES:
+        raise JobSpecError(
+            f"a job's args are at most {MAX_JOB_ARGS_BYTES} bytes as JSON (each agent's "
+            "record keeps them): send larger ones to one agent at a time"
+        )
     timeout_ms = _integer(body, "timeoutMs", default_timeout_ms, 1, max_timeout_ms)
     offline = body.get("offline", "skip")
     if not isinstance(offline, str) or offline not in {"skip", "wait"}:
