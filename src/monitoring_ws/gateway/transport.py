@@ -122,16 +122,14 @@ class WebSocketTransport:
         """Connected agents (every node's, in a cluster), then those seen before."""
         gateway = self.gateway
         stale = gateway.staleness.stale
-        listed = {
-            info.agent_id: AgentListing(
-                info.agent_id,
-                True,
-                info.last_seen_ms,
-                {**info.to_json(), "stale": info.agent_id in stale},
-                dict(info.labels),
+        listed = {}
+        for info in await gateway.registry.list():
+            details = info.to_json()
+            details["stale"] = info.agent_id in stale
+            labels = details["labels"]
+            listed[info.agent_id] = AgentListing(
+                info.agent_id, True, info.last_seen_ms, details, labels
             )
-            for info in await gateway.registry.list()
-        }
         seen = await gateway.last_seen.all()
         for agent_id, left_ms in (await gateway.registry.left()).items():  # other nodes'
             seen[agent_id] = max(seen.get(agent_id, 0), left_ms)

@@ -8,7 +8,7 @@ from quart import Quart, Response, g, request
 
 from ...protocol.payloads import NAME
 from ...transports import Requester
-from ...web import BadBody, error, forbidden, int_arg, reaches, strict_json, token
+from ...web import BadBody, error, forbidden, int_arg, strict_json, token
 from ..jobs import JobError, JobRunner, JobSpecError, TargetState, parse_job
 from ..jobs.store import Job
 
@@ -156,10 +156,12 @@ def _job_page(found: Job) -> dict[str, Any] | Response:
     state = request.args.get("state")
     if state is not None and state not in _TARGET_STATES:
         return error(400, "bad_request", f"state must be one of {sorted(_TARGET_STATES)}")
+    presented = token()
+    allowed = presented.reaches if presented is not None and presented.agents else _anyone
     targets = [
         t
         for t in found.targets
-        if reaches(t.agent_id) and (state is None or t.state.value == state)
+        if (state is None or t.state.value == state) and allowed(t.agent_id)
     ]
     page = targets[offset : offset + limit]
     following = offset + limit if offset + limit < len(targets) else None

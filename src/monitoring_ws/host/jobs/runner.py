@@ -40,6 +40,9 @@ log = logging.getLogger("monitoring_ws.jobs")
 FLUSH_S = 0.2
 #: Jobs that ended lately stay in memory (for their pages) up to this many agents in all.
 RECENT_TARGETS = 50_000
+#: With at least GATHER_FROM commands at once, slots freed within GATHER_S are sent as
+#: one batch.
+GATHER_FROM, GATHER_S = 16, 0.005
 #: How often agents a job waits for are looked for.
 WAIT_POLL_S = 1.0
 
@@ -69,6 +72,11 @@ class JobRunner:
         self._events = events
         self.max_targets, self.max_running = max_targets, max_running
         self._running: dict[str, JobRun] = {}
+        #: The transports that send batches, by name (looked up once: an ``isinstance``
+        #: of a runtime protocol per agent is slow).
+        self._batching = {
+            t.name: t for t in service.router.transports if isinstance(t, SendsBatches)
+        }
         self._recent: OrderedDict[str, Job] = OrderedDict()
         self._recent_targets = 0
         self._nursery: trio.Nursery | None = None
@@ -215,6 +223,7 @@ class JobRunner:
     async def _send_all(self, entry: JobRun, nursery: trio.Nursery, slots: trio.Semaphore) -> None:
         job, spec = entry.job, entry.job.spec
         allowed_errors = spec.max_errors.of(len(job.targets))
+        limit = spec.max_concurrency.of(len(job.targets), at_least=1)
         queue = deque(t for t in job.targets if t.state is TargetState.PENDING)
         while queue or entry.waiting or entry.in_flight:
             if entry.errors > allowed_errors:
@@ -227,6 +236,10 @@ class JobRunner:
                 queue.extend(await self._back(entry))
                 continue
             await slots.acquire()
+            if limit >= GATHER_FROM and len(queue) > 1:
+                # Answers come in bursts: let the burst free its slots, then send them
+                # as one batch (one write) rather than one write per answer.
+                await trio.sleep(GATHER_S)
             if entry.errors > allowed_errors:  # while it waited for a slot
                 slots.release()
                 continue
@@ -262,8 +275,8 @@ class JobRunner:
         """One task per command; through a transport that sends batches, one per batch."""
         batched: dict[str, tuple[SendsBatches, list[Target]]] = {}
         for target in batch:
-            transport = self.service.router.named(str(target.transport))
-            if isinstance(transport, SendsBatches) and target.index not in entry.sent_before:
+            transport = self._batching.get(str(target.transport))
+            if transport is not None and target.index not in entry.sent_before:
                 batched.setdefault(transport.name, (transport, []))[1].append(target)
             else:
                 nursery.start_soon(self._one, entry, target, slots)
