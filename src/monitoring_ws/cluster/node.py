@@ -19,6 +19,7 @@ from coredis.exceptions import RedisError
 from ..host.config import ClusterSettings
 from ..host.plugins import StartupError
 from ..host.presence import C
+from .jobs import RedisJobStore
 from .presence import RedisRegistry
 from .records import RedisRecords
 from .replay import RedisReplayWindow
@@ -67,6 +68,8 @@ class Cluster(Generic[C]):
     records: RedisRecords
     #: Each agent's latest metrics, for every node to read (a sink and a reader).
     latest_metrics: RedisLatestMetrics
+    #: Jobs every node reads, so that another node carries on those of a node that died.
+    jobs: RedisJobStore
 
     @classmethod
     def build(
@@ -92,7 +95,8 @@ class Cluster(Generic[C]):
         records = RedisRecords(client, node, retention_ms=record_retention_ms)
         latest = RedisLatestMetrics(client, seal, ttl_ms=metrics_ttl_ms)
         where = redacted(cluster.redis_url)
-        return cls(client, where, node, registry, window, router, records, latest)
+        jobs = RedisJobStore(client, node, seal)
+        return cls(client, where, node, registry, window, router, records, latest, jobs)
 
     @contextlib.asynccontextmanager
     async def running(self, local: LocalCommands) -> AsyncIterator[None]:

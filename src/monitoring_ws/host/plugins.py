@@ -31,6 +31,7 @@ from .metrics import MetricsCollector, ServerMetrics
 if TYPE_CHECKING:
     from .command_service import CommandService
     from .config import ClusterSettings, MonitoringConfig, ServerSettings
+    from .jobs.store import JobStorage
     from .router import TransportRouter
     from .telemetry import TelemetryBus, TelemetryHistory, TelemetryReader, TelemetrySink
 
@@ -177,6 +178,11 @@ class Plugin(Protocol):
         """The telemetry it keeps, for ``GET /api/telemetry`` (None: it keeps none)."""
         ...
 
+    def job_store(self) -> JobStorage | None:
+        """Where jobs are kept instead of this server's file (a cluster's shared store, so
+        that another node carries on a job whose node died); None: the host's own."""
+        ...
+
     def collectors(self) -> Sequence[MetricsCollector]:
         """Prometheus families it alone produces, read at scrape time (``GET /metrics``)."""
         ...
@@ -233,6 +239,9 @@ class PluginBase:
         return ()
 
     def history(self) -> TelemetryHistory | None:
+        return None
+
+    def job_store(self) -> JobStorage | None:
         return None
 
     def collectors(self) -> Sequence[MetricsCollector]:

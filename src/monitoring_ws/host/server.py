@@ -229,10 +229,11 @@ def _assemble(config: MonitoringConfig, clock: Callable[[], int]) -> _Assembly:
     readiness = Readiness()
     tokens = TokenSet(server.api_tokens)
     fleet = Fleet(router, LabelStore(_state_file(config, "labels")))
+    shared_jobs = [store for plugin in plugins if (store := plugin.job_store()) is not None]
     jobs = JobRunner(
         commands,
         fleet,
-        JobStore(_state_file(config, "jobs")),
+        shared_jobs[0] if shared_jobs else JobStore(_state_file(config, "jobs")),
         events=events,
         max_targets=server.max_job_agents,
         max_running=server.max_running_jobs,

@@ -44,6 +44,7 @@ from ..transports import Transport
 if TYPE_CHECKING:
     from ..cluster.node import Cluster
     from ..host.command_service import CommandService
+    from ..host.jobs.store import JobStorage
 
 __all__ = ["WebSocketPlugin"]
 
@@ -135,6 +136,10 @@ class WebSocketPlugin(PluginBase):
 
     def history(self) -> TelemetryHistory:
         return self.gateway.store  # the spool: this node's agents' metrics and logs
+
+    def job_store(self) -> JobStorage | None:
+        # In a cluster jobs live in Redis: another node carries on those of a node that died.
+        return None if self.cluster is None else self.cluster.jobs
 
     def collectors(self) -> Sequence[MetricsCollector]:
         if self.cluster is None:

@@ -50,6 +50,9 @@ class JobRun:
     changed: trio.Event = attrs.field(factory=trio.Event)
     #: One write at a time, in the order they were taken.
     writing: trio.Lock = attrs.field(factory=trio.Lock)
+    #: The whole run: cancelled when another server took the job over (``lost``).
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    lost: bool = False
 
     @classmethod
     def of(cls, job: Job) -> JobRun:

@@ -31,7 +31,7 @@ from ..fleet import Fleet
 from ..router import Routed
 from .run import JobRun
 from .spec import JobSpec, JobState, TargetState
-from .store import Job, JobStore, Target
+from .store import Job, JobStorage, Target
 
 __all__ = ["JobError", "JobRunner"]
 
@@ -43,6 +43,9 @@ RECENT_TARGETS = 50_000
 #: With at least GATHER_FROM commands at once, slots freed within GATHER_S are sent as
 #: one batch.
 GATHER_FROM, GATHER_S = 16, 0.005
+#: How often a server renews its claim on the jobs it runs and looks for jobs left by a
+#: server that stopped (a cluster's store; the claim lapses after three missed renewals).
+CLAIM_EVERY_S = 3.0
 #: How often agents a job waits for are looked for.
 WAIT_POLL_S = 1.0
 
@@ -62,7 +65,7 @@ class JobRunner:
         self,
         service: CommandService,
         fleet: Fleet,
-        store: JobStore,
+        store: JobStorage,
         *,
         events: EventHub | None = None,
         max_targets: int = 100_000,
@@ -90,9 +93,25 @@ class JobRunner:
                 self._start(job)
             task_status.started()
             try:
-                await trio.sleep_forever()
+                await self._watch()
             finally:
                 self._nursery = None
+
+    async def _watch(self) -> None:
+        """Renew the claim on the jobs this server runs, drop those another took over,
+        and carry on the jobs of servers that stopped renewing theirs (in a cluster)."""
+        while True:
+            await trio.sleep(CLAIM_EVERY_S)
+            for job_id in await self.store.keep(list(self._running)):
+                entry = self._running.get(job_id)
+                if entry is not None:
+                    log.warning("job %s: another server carries it on now", job_id)
+                    entry.lost = True
+                    entry.scope.cancel()
+            for job in await self.store.orphans():
+                if job.job_id not in self._running:
+                    log.info("job %s: carried on here (its server stopped)", job.job_id)
+                    self._start(job)
 
     def running(self, job_id: str) -> Job | None:
         entry = self._running.get(job_id)
@@ -175,6 +194,10 @@ class JobRunner:
         self._nursery.start_soon(self._drive, entry)
 
     async def _drive(self, entry: JobRun) -> None:
+        with entry.scope:
+            await self._drive_within(entry)
+
+    async def _drive_within(self, entry: JobRun) -> None:
         job = entry.job
         try:
             if job.state is JobState.PENDING:
@@ -194,8 +217,9 @@ class JobRunner:
             job.state = entry.final_state()
             job.ended_ms = wall_ms()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._flush(entry)
+            if not entry.lost:  # a job another server took over is its to write
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self._flush(entry)
             self._running.pop(job.job_id, None)
             if job.state.ended:
                 self._ended_now(job)

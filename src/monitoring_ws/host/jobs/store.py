@@ -9,8 +9,9 @@ import json
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -20,7 +21,7 @@ from ...private import private_file
 from ...transports import Requester
 from .spec import JobSpec, JobState, TargetState, parse_job
 
-__all__ = ["Job", "JobStore", "Target"]
+__all__ = ["Job", "JobStorage", "JobStore", "Target"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -130,7 +131,8 @@ class Job:
             "firstError": self.first_error,
         }
 
-    def _row(self) -> dict[str, Any]:
+    def row(self) -> dict[str, Any]:
+        """The job without its targets, as stored."""
         return {
             "jobId": self.job_id,
             "spec": self.spec.to_json(),
@@ -145,7 +147,7 @@ class Job:
         }
 
     @classmethod
-    def _from_row(cls, row: dict[str, Any], targets: list[Target]) -> Job:
+    def from_row(cls, row: dict[str, Any], targets: list[Target]) -> Job:
         # Limits checked when the job was made; a stored spec is read back as it was.
         spec = parse_job(row["spec"], default_timeout_ms=1, max_timeout_ms=2**53)
         return cls(
@@ -162,8 +164,39 @@ class Job:
         )
 
 
+class JobStorage(Protocol):
+    """Where jobs are kept: this node's SQLite file (``JobStore``), or in a cluster a store
+    every node reads (a plugin's ``Plugin.job_store()``), where a node claims the jobs it
+    runs and another carries on those whose node died."""
+
+    async def create(self, job: Job) -> None: ...
+
+    async def save(self, job: Job, targets: list[Target]) -> None: ...
+
+    async def unfinished(self) -> list[Job]:
+        """At start: the jobs this server is to carry on (now its own)."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def summaries(self, limit: int, before: tuple[int, str] | None) -> list[dict[str, Any]]:
+        """Jobs newest first, as their summaries were last saved."""
+        ...
+
+    async def keep(self, job_ids: Collection[str]) -> set[str]:
+        """Renew this server's claim on the jobs it runs; the ids it no longer holds."""
+        ...
+
+    async def orphans(self) -> list[Job]:
+        """Jobs whose server stopped renewing its claim, now claimed by this one."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class JobStore:
-    """Jobs on disk (``path`` None: in memory), bounded by age and count of ended jobs."""
+    """Jobs on disk (``path`` None: in memory), bounded by age and count of ended jobs:
+    one server's, which carries them on when it starts again."""
 
     def __init__(
         self, path: Path | None, *, retention_ms: int = 7 * 86_400_000, max_jobs: int = 1000
@@ -196,7 +229,7 @@ class JobStore:
             try:
                 db.execute(
                     "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
-                    (job.job_id, job.created_ms, int(job.state.ended), json.dumps(job._row())),
+                    (job.job_id, job.created_ms, int(job.state.ended), json.dumps(job.row())),
                 )
                 db.executemany("INSERT OR REPLACE INTO targets VALUES (?, ?, ?)", rows)
                 if new:
@@ -224,6 +257,12 @@ class JobStore:
         """Jobs a restart must carry on, with their targets."""
         return await trio.to_thread.run_sync(self._jobs, "WHERE ended = 0", ())
 
+    async def keep(self, job_ids: Collection[str]) -> set[str]:
+        return set()  # one server's file: nobody else takes its jobs
+
+    async def orphans(self) -> list[Job]:
+        return []
+
     async def get(self, job_id: str) -> Job | None:
         found = await trio.to_thread.run_sync(self._jobs, "WHERE job_id = ?", (job_id,))
         return found[0] if found else None
@@ -241,7 +280,7 @@ class JobStore:
                         (row["jobId"],),
                     )
                 ]
-                jobs.append(Job._from_row(row, targets))
+                jobs.append(Job.from_row(row, targets))
             return jobs
 
     async def summaries(self, limit: int, before: tuple[int, str] | None) -> list[dict[str, Any]]:
