@@ -67,7 +67,9 @@ class RedisJobStore:
         return f"{self.prefix}jobs:active"
 
     def _sealed_target(self, job_id: str, target: Target) -> str:
-        return self.seal.seal({"jobId": job_id, **target.to_json()}, wall_ms())
+        # Bound to its job and its place: a value moved to another field does not open.
+        message = {"jobId": job_id, "index": target.index, **target.to_json()}
+        return self.seal.seal(message, wall_ms())
 
     async def create(self, job: Job) -> None:
         with trio.fail_after(REDIS_TIMEOUT_S):
@@ -107,7 +109,8 @@ class RedisJobStore:
         targets: list[Target] = []
         for index, value in sealed.items():
             opened = self.seal.open(value, wall_ms(), once=False)
-            if opened is None or opened.get("jobId") != job_id or not index.isdigit():
+            place = int(index) if index.isdigit() else -1
+            if opened is None or (opened.get("jobId"), opened.get("index")) != (job_id, place):
                 log.warning("an agent of job %s in Redis does not open: ignored", job_id)
                 return None
             targets.append(Target.from_json(int(index), opened))
@@ -167,8 +170,15 @@ class RedisJobStore:
         top = float("inf") if before is None else before[0]
         found: list[dict[str, Any]] = []
         with trio.fail_after(REDIS_TIMEOUT_S):
-            scored = await self.client.zrevrangebyscore(
-                self._index, top, float("-inf"), withscores=True, offset=0, count=limit + 100
+            scored = await self.client.zrange(
+                self._index,
+                top,
+                float("-inf"),
+                sortby=PureToken.BYSCORE,
+                rev=True,
+                withscores=True,
+                offset=0,
+                count=limit + 100,
             )
             for entry in scored:
                 if not isinstance(entry, ScoredMember):
