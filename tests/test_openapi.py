@@ -77,3 +77,17 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_server_keeps_to_its_description(case: Any, server_url: str) -> None:
     case.call_and_validate(base_url=server_url, headers={"Content-Type": "application/json"})
+
+
+def test_every_operation_has_its_own_operation_id() -> None:
+    ids = [
+        described["operationId"]
+        for methods in DOCUMENT["paths"].values()
+        for described in methods.values()
+    ]
+    assert len(ids) == len(set(ids))
+    # The host's and the websocket plugin's are named, not made from their paths.
+    assert not [op for op in ids if op.startswith(("getApi", "postApi", "deleteApi"))]
+    assert DOCUMENT["paths"]["/api/jobs"]["post"]["operationId"] == "createJob"
+    assert DOCUMENT["paths"]["/healthz"]["get"]["security"] == []
+    assert DOCUMENT["paths"]["/readyz"]["get"]["security"] == []

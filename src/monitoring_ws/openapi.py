@@ -79,6 +79,7 @@ def operation(
     tag: str,
     ok: dict[str, Any] | None,
     *,
+    op: str | None = None,
     errors: tuple[int, ...] = (),
     params: tuple[dict[str, Any], ...] = (),
     body: dict[str, Any] | None = None,
@@ -86,7 +87,9 @@ def operation(
     media: str = "application/json",
 ) -> dict[str, Any]:
     """One operation: its success (``ok``: a schema; None for no JSON body), the error
-    statuses it documents (each with the ``Error`` body; ``default`` covers the rest)."""
+    statuses it documents (each with the ``Error`` body; ``default`` covers the rest), and
+    ``op``, the ``operationId`` clients call it by (one the plugin leaves out is made from
+    the method and path)."""
     responses: dict[str, Any] = {
         "200": {"description": _WHY[200]}
         | ({} if ok is None else {"content": {media: {"schema": ok}}})
@@ -97,6 +100,8 @@ def operation(
         responses[str(status)] = {"description": _WHY[status], "content": _json(ERROR)}
     responses["default"] = {"description": "an error", "content": _json(ERROR)}
     described: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if op is not None:
+        described["operationId"] = op
     if params:
         described["parameters"] = list(params)
     if body is not None:

@@ -17,7 +17,12 @@ def websocket_paths() -> dict[str, Any]:
     limit = {"type": "integer", "minimum": 1, "maximum": 10**18 - 1}
     return {
         "/api/websocket/agents": {
-            "get": operation("Agents connected over WebSocket (every node's)", _TAG, _ANY)
+            "get": operation(
+                "Agents connected over WebSocket (every node's)",
+                _TAG,
+                _ANY,
+                op="listWebsocketAgents",
+            )
         },
         "/api/websocket/agents/{agentId}": {
             "get": operation(
@@ -26,6 +31,7 @@ def websocket_paths() -> dict[str, Any]:
                 _ANY,
                 errors=(400,),
                 params=(agent_param(),),
+                op="getWebsocketAgent",
             )
         },
         "/api/websocket/agents/{agentId}/logs": {
@@ -35,6 +41,7 @@ def websocket_paths() -> dict[str, Any]:
                 _ANY,
                 errors=(400,),
                 params=(agent_param(), query("limit", limit, "how many")),
+                op="getWebsocketAgentLogs",
             )
         },
         "/api/websocket/agents/{agentId}/connections": {
@@ -44,6 +51,7 @@ def websocket_paths() -> dict[str, Any]:
                 _ANY,
                 errors=(400,),
                 params=(agent_param(),),
+                op="listWebsocketAgentConnections",
             )
         },
         "/api/websocket/agents/{agentId}/config": {
@@ -53,6 +61,7 @@ def websocket_paths() -> dict[str, Any]:
                 _ANY,
                 errors=(400, 403),
                 params=(agent_param(), query("publicHost", {"type": "string"}, "what it dials")),
+                op="getWebsocketAgentConfig",
             )
         },
         "/api/websocket/agents/{agentId}/command": {
@@ -64,6 +73,7 @@ def websocket_paths() -> dict[str, Any]:
                 params=(agent_param(),),
                 body=json_body(ref("CommandRequest")),
                 accepted=ref("Accepted"),
+                op="sendWebsocketCommand",
             )
         },
         "/api/websocket/commands/{commandId}": {
@@ -73,6 +83,7 @@ def websocket_paths() -> dict[str, Any]:
                 ref("CommandRecord"),
                 errors=(400, 404),
                 params=(command_param(),),
+                op="getWebsocketCommand",
             ),
             "delete": operation(
                 "Cancel a command",
@@ -80,9 +91,12 @@ def websocket_paths() -> dict[str, Any]:
                 ref("CommandRecord"),
                 errors=(400, 404, 409, 415),
                 params=(command_param(),),
+                op="cancelWebsocketCommand",
             ),
         },
-        "/api/websocket/stats": {"get": operation("Counters of this node", _TAG, _ANY)},
+        "/api/websocket/stats": {
+            "get": operation("Counters of this node", _TAG, _ANY, op="getWebsocketStats")
+        },
         "/api/websocket/telemetry": {
             "get": operation(
                 "The telemetry spool, a page at a time",
@@ -102,6 +116,7 @@ def websocket_paths() -> dict[str, Any]:
                         "received at or after (ms)",
                     ),
                 ),
+                op="listWebsocketTelemetry",
             )
         },
     }

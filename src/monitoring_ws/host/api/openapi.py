@@ -110,6 +110,7 @@ def _host_paths() -> dict[str, Any]:
         params=(agent_param(),),
         body=json_body(ref("CommandRequest")),
         accepted=ref("Accepted"),
+        op="sendCommand",
     )
     history_params = (
         query("agentId", _ID, "only this agent's"),
@@ -157,11 +158,17 @@ def _host_paths() -> dict[str, Any]:
                         "object form of docs/api.md is taken too, as JSON)",
                     ),
                 ),
+                op="listAgents",
             )
         },
         "/api/agents/{agentId}": {
             "get": operation(
-                "One agent", "agents", ref("Agent"), errors=(400,), params=(agent_param(),)
+                "One agent",
+                "agents",
+                ref("Agent"),
+                errors=(400,),
+                params=(agent_param(),),
+                op="getAgent",
             )
         },
         "/api/agents/{agentId}/commands": {"post": send},
@@ -175,6 +182,7 @@ def _host_paths() -> dict[str, Any]:
                     agent_param(),
                     query("limit", {**_ROW, "minimum": 1}, "lines (at most log_ring kept)"),
                 ),
+                op="getAgentLogs",
             )
         },
         "/api/agents/{agentId}/sessions": {
@@ -184,6 +192,7 @@ def _host_paths() -> dict[str, Any]:
                 _ANY,
                 errors=(400,),
                 params=(agent_param(),),
+                op="listAgentSessions",
             )
         },
         "/api/telemetry": {
@@ -199,6 +208,7 @@ def _host_paths() -> dict[str, Any]:
                     query("type", {"type": "string", "enum": ["metrics", "log"]}, "one kind"),
                     query("since", _ROW, "received at or after (ms)"),
                 ),
+                op="listTelemetry",
             )
         },
         "/api/commands": {
@@ -208,6 +218,7 @@ def _host_paths() -> dict[str, Any]:
                 page,
                 errors=(400,),
                 params=history_params,
+                op="listCommands",
             )
         },
         "/api/commands/{commandId}": {
@@ -217,6 +228,7 @@ def _host_paths() -> dict[str, Any]:
                 ref("CommandRecord"),
                 errors=(400, 404),
                 params=(command_param(),),
+                op="getCommand",
             ),
             "delete": operation(
                 "Cancel a command",
@@ -224,10 +236,15 @@ def _host_paths() -> dict[str, Any]:
                 ref("CommandRecord"),
                 errors=(400, 404, 409, 415),
                 params=(command_param(),),
+                op="cancelCommand",
             ),
         },
-        "/api/transports": {"get": operation("Each transport's health", "server", _ANY)},
-        "/api/telemetry/sinks": {"get": operation("Telemetry sinks' counters", "server", _ANY)},
+        "/api/transports": {
+            "get": operation("Each transport's health", "server", _ANY, op="listTransports")
+        },
+        "/api/telemetry/sinks": {
+            "get": operation("Telemetry sinks' counters", "server", _ANY, op="listTelemetrySinks")
+        },
         "/api/events": {
             "get": operation(
                 "Live events (server-sent events)",
@@ -244,20 +261,37 @@ def _host_paths() -> dict[str, Any]:
                     ),
                 ),
                 media="text/event-stream",
+                op="streamEvents",
             )
         },
         "/metrics": {
-            "get": operation("Prometheus metrics", "server", {"type": "string"}, media="text/plain")
-        },
-        "/healthz": {"get": operation("Alive", "server", _ANY)},
-        "/readyz": {"get": operation("Ready (503 when not)", "server", _ANY, errors=())},
-        "/openapi.json": {"get": operation("This description", "server", _ANY)},
-        "/docs": {
             "get": operation(
-                "This description as a page", "server", {"type": "string"}, media="text/html"
+                "Prometheus metrics",
+                "server",
+                {"type": "string"},
+                media="text/plain",
+                op="getMetrics",
             )
         },
-        "/ui": {"get": operation("The dashboard", "ui", {"type": "string"}, media="text/html")},
+        "/healthz": {"get": operation("Alive", "server", _ANY, op="getHealthz")},
+        "/readyz": {
+            "get": operation("Ready (503 when not)", "server", _ANY, errors=(), op="getReadyz")
+        },
+        "/openapi.json": {"get": operation("This description", "server", _ANY, op="getOpenapi")},
+        "/docs": {
+            "get": operation(
+                "This description as a page",
+                "server",
+                {"type": "string"},
+                media="text/html",
+                op="getDocsPage",
+            )
+        },
+        "/ui": {
+            "get": operation(
+                "The dashboard", "ui", {"type": "string"}, media="text/html", op="getDashboard"
+            )
+        },
         "/ui/{name}": {
             "get": operation(
                 "The dashboard's files",
@@ -273,6 +307,7 @@ def _host_paths() -> dict[str, Any]:
                     },
                 ),
                 media="text/plain",
+                op="getDashboardFile",
             )
         },
     }
@@ -284,6 +319,11 @@ def openapi_document(plugins: Sequence[Plugin]) -> dict[str, Any]:
         paths.update(plugin.openapi_paths())
     readyz = paths["/readyz"]["get"]["responses"]
     readyz["503"] = {"description": "not ready", "content": {"application/json": {"schema": _ANY}}}
+    for probe in ("/healthz", "/readyz"):  # no token, ever
+        paths[probe]["get"]["security"] = []
+    for path, methods in paths.items():
+        for method, described in methods.items():
+            described.setdefault("operationId", _operation_id(method, path))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -299,6 +339,13 @@ def openapi_document(plugins: Sequence[Plugin]) -> dict[str, Any]:
         "security": [{}, {"bearer": []}],
         "paths": dict(sorted(paths.items())),
     }
+
+
+def _operation_id(method: str, path: str) -> str:
+    """For a plugin's operation that names none: ``get /api/things/{id}`` is
+    ``getApiThingsId``."""
+    words = [w for w in path.replace("{", "/").replace("}", "").split("/") if w]
+    return method + "".join(w[:1].upper() + w[1:] for w in words)
 
 
 def add_openapi_routes(app: Quart, plugins: Callable[[], Sequence[Plugin]]) -> None:

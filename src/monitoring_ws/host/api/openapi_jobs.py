@@ -150,6 +150,7 @@ def job_paths() -> dict[str, Any]:
                 errors=(400, 403, 404, 413, 415, 429, 503),
                 body=json_body(ref("JobRequest")),
                 accepted=accepted,
+                op="createJob",
             ),
             "get": operation(
                 "Jobs, newest first",
@@ -164,6 +165,7 @@ def job_paths() -> dict[str, Any]:
                         "the previous page's next",
                     ),
                 ),
+                op="listJobs",
             ),
         },
         "/api/jobs/{jobId}": {
@@ -182,6 +184,7 @@ def job_paths() -> dict[str, Any]:
                         "agents to skip",
                     ),
                 ),
+                op="getJob",
             ),
             "delete": operation(
                 "Cancel a job: no new sends, running commands cancelled where possible",
@@ -189,6 +192,7 @@ def job_paths() -> dict[str, Any]:
                 ref("Job"),
                 errors=(400, 404, 409, 415),
                 params=(job_param,),
+                op="cancelJob",
             ),
         },
         "/api/agents/{agentId}/labels": {
@@ -219,6 +223,7 @@ def job_paths() -> dict[str, Any]:
                         },
                     }
                 ),
+                op="labelAgent",
             )
         },
     }
