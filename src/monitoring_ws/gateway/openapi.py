@@ -9,8 +9,119 @@ from ..openapi import ID_PATTERN, agent_param, command_param, json_body, operati
 
 __all__ = ["websocket_paths"]
 
-_ANY: dict[str, Any] = {"type": "object", "additionalProperties": True}
 _TAG = "websocket"
+_INT = {"type": "integer"}
+_TEXT = {"type": "string"}
+_MAYBE_INT = {"type": ["integer", "null"]}
+#: An agent as the gateway knows it (``AgentInfo.to_json``).
+_AGENT = {
+    "type": "object",
+    "required": ["agentId", "connected"],
+    "properties": {
+        "agentId": _TEXT,
+        "connected": {"type": "boolean"},
+        "sessionId": _TEXT,
+        "hostname": _TEXT,
+        "instanceId": {"type": ["string", "null"]},
+        "agentVersion": _TEXT,
+        "capabilities": {
+            "type": "object",
+            "properties": {
+                "commands": {"type": "array", "items": _TEXT},
+                "features": {"type": "array", "items": _TEXT},
+            },
+        },
+        "remoteAddress": _TEXT,
+        "connectedAt": _INT,
+        "lastSeen": _INT,
+        "node": _TEXT,
+        "labels": {"type": "object", "additionalProperties": _TEXT},
+        "metrics": {"type": ["object", "null"]},
+    },
+}
+_AGENTS = {
+    "type": "object",
+    "required": ["agents", "count"],
+    "properties": {"agents": {"type": "array", "items": _AGENT}, "count": _INT},
+}
+_LOGS = {
+    "type": "object",
+    "required": ["agentId", "entries"],
+    "properties": {
+        "agentId": _TEXT,
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"ts": _INT, "level": _TEXT, "message": _TEXT, "source": _TEXT},
+            },
+        },
+    },
+}
+_SESSIONS = {
+    "type": "object",
+    "required": ["agentId", "sessions"],
+    "properties": {
+        "agentId": _TEXT,
+        "sessions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["sessionId", "connectedAt"],
+                "properties": {
+                    "sessionId": _TEXT,
+                    "address": _TEXT,
+                    "node": _TEXT,
+                    "connectedAt": _INT,
+                    "disconnectedAt": _MAYBE_INT,
+                    "closeCode": _MAYBE_INT,
+                },
+            },
+        },
+    },
+}
+_CONFIG = {
+    "type": "object",
+    "required": ["agentId", "wsApiUrl"],
+    "properties": {"agentId": _TEXT, "wsApiUrl": _TEXT, "wsAgentKey": _TEXT, "wsSecret": _TEXT},
+    "additionalProperties": True,
+}
+_STATS = {
+    "type": "object",
+    "required": ["openConnections", "commandsInFlight", "counters", "store"],
+    "properties": {
+        "openConnections": _INT,
+        "commandsInFlight": _INT,
+        "counters": {"type": "object", "additionalProperties": _INT},
+        "deliveryDuplicates": _INT,
+        "unmatchedResults": _INT,
+        "store": {
+            "type": "object",
+            "properties": {"commits": _INT, "failedCommits": _INT, "pendingWrites": _INT},
+        },
+    },
+}
+_TELEMETRY = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "agentId", "type", "receivedAt", "envelope"],
+                "properties": {
+                    "id": _INT,
+                    "agentId": _TEXT,
+                    "type": {"type": "string", "enum": ["metrics", "log"]},
+                    "receivedAt": _INT,
+                    "envelope": {"type": "object"},
+                },
+            },
+        },
+        "next": _INT,
+    },
+}
 
 
 def websocket_paths() -> dict[str, Any]:
@@ -20,7 +131,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "Agents connected over WebSocket (every node's)",
                 _TAG,
-                _ANY,
+                _AGENTS,
                 op="listWebsocketAgents",
             )
         },
@@ -28,7 +139,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "One agent's session and latest metrics",
                 _TAG,
-                _ANY,
+                _AGENT,
                 errors=(400,),
                 params=(agent_param(),),
                 op="getWebsocketAgent",
@@ -38,7 +149,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "The agent's recent log lines",
                 _TAG,
-                _ANY,
+                _LOGS,
                 errors=(400,),
                 params=(agent_param(), query("limit", limit, "how many")),
                 op="getWebsocketAgentLogs",
@@ -48,7 +159,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "The agent's recent sessions on this node",
                 _TAG,
-                _ANY,
+                _SESSIONS,
                 errors=(400,),
                 params=(agent_param(),),
                 op="listWebsocketAgentConnections",
@@ -58,7 +169,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "A settings file for the agent (its key: scope config:read)",
                 _TAG,
-                _ANY,
+                _CONFIG,
                 errors=(400, 403),
                 params=(agent_param(), query("publicHost", {"type": "string"}, "what it dials")),
                 op="getWebsocketAgentConfig",
@@ -95,13 +206,13 @@ def websocket_paths() -> dict[str, Any]:
             ),
         },
         "/api/websocket/stats": {
-            "get": operation("Counters of this node", _TAG, _ANY, op="getWebsocketStats")
+            "get": operation("Counters of this node", _TAG, _STATS, op="getWebsocketStats")
         },
         "/api/websocket/telemetry": {
             "get": operation(
                 "The telemetry spool, a page at a time",
                 _TAG,
-                _ANY,
+                _TELEMETRY,
                 errors=(400, 403),
                 params=(
                     query(

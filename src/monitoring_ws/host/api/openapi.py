@@ -23,6 +23,15 @@ from ...openapi import (
 )
 from ..plugins import Plugin
 from .openapi_jobs import JOB_SCHEMAS, SELECTOR_PATTERN, job_paths
+from .openapi_responses import (
+    HEALTH,
+    LOG_PAGE,
+    READY,
+    SESSION_PAGE,
+    SINKS,
+    TELEMETRY_PAGE,
+    TRANSPORTS,
+)
 
 __all__ = ["SCHEMAS", "add_openapi_routes", "openapi_document"]
 
@@ -176,7 +185,7 @@ def _host_paths() -> dict[str, Any]:
             "get": operation(
                 "The agent's last log lines (the host's ring)",
                 "agents",
-                _ANY,
+                LOG_PAGE,
                 errors=(400,),
                 params=(
                     agent_param(),
@@ -189,7 +198,7 @@ def _host_paths() -> dict[str, Any]:
             "get": operation(
                 "The agent's recent sessions on this node, every transport's",
                 "agents",
-                _ANY,
+                SESSION_PAGE,
                 errors=(400,),
                 params=(agent_param(),),
                 op="listAgentSessions",
@@ -199,7 +208,7 @@ def _host_paths() -> dict[str, Any]:
             "get": operation(
                 "Kept metrics and logs, a page at a time",
                 "agents",
-                _ANY,
+                TELEMETRY_PAGE,
                 errors=(400, 403, 404),
                 params=(
                     query("after", _ROW, "row id"),
@@ -240,10 +249,10 @@ def _host_paths() -> dict[str, Any]:
             ),
         },
         "/api/transports": {
-            "get": operation("Each transport's health", "server", _ANY, op="listTransports")
+            "get": operation("Each transport's health", "server", TRANSPORTS, op="listTransports")
         },
         "/api/telemetry/sinks": {
-            "get": operation("Telemetry sinks' counters", "server", _ANY, op="listTelemetrySinks")
+            "get": operation("Telemetry sinks' counters", "server", SINKS, op="listTelemetrySinks")
         },
         "/api/events": {
             "get": operation(
@@ -273,9 +282,9 @@ def _host_paths() -> dict[str, Any]:
                 op="getMetrics",
             )
         },
-        "/healthz": {"get": operation("Alive", "server", _ANY, op="getHealthz")},
+        "/healthz": {"get": operation("Alive", "server", HEALTH, op="getHealthz")},
         "/readyz": {
-            "get": operation("Ready (503 when not)", "server", _ANY, errors=(), op="getReadyz")
+            "get": operation("Ready (503 when not)", "server", READY, errors=(), op="getReadyz")
         },
         "/openapi.json": {"get": operation("This description", "server", _ANY, op="getOpenapi")},
         "/docs": {
@@ -318,7 +327,10 @@ def openapi_document(plugins: Sequence[Plugin]) -> dict[str, Any]:
     for plugin in plugins:
         paths.update(plugin.openapi_paths())
     readyz = paths["/readyz"]["get"]["responses"]
-    readyz["503"] = {"description": "not ready", "content": {"application/json": {"schema": _ANY}}}
+    readyz["503"] = {
+        "description": "not ready",
+        "content": {"application/json": {"schema": READY}},
+    }
     for probe in ("/healthz", "/readyz"):  # no token, ever
         paths[probe]["get"]["security"] = []
     for path, methods in paths.items():
