@@ -65,7 +65,12 @@ class Fleet:
         return {**discover(), "slow": slow, "fail": fail}
 
     def start(
-        self, nursery: trio.Nursery, url: str, agent_id: str, labels: Mapping[str, str]
+        self,
+        nursery: trio.Nursery,
+        url: str,
+        agent_id: str,
+        labels: Mapping[str, str],
+        **extra: Any,
     ) -> None:
         settings = AgentSettings(
             url=url,
@@ -75,6 +80,7 @@ class Fleet:
             state_dir=self.tmp_path / "agents",
             backoff_base_s=0.1,
             backoff_cap_s=0.5,
+            **extra,
         )
         agent = Agent(settings, CommandRunner(settings, self.handlers(agent_id)))
         self.agents.append(agent)

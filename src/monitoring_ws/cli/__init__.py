@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from .. import __version__
-from . import agent, config, demo, keys, plugins, serve
+from . import agent, config, ctl, demo, keys, plugins, serve
 
 __all__ = ["CLI_GROUP", "build_parser", "main"]
 
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (keys, serve, config, agent, plugins, demo):
+    for command in (keys, serve, config, agent, plugins, demo, ctl):
         command.add(commands)
     for entry in sorted(entry_points(group=CLI_GROUP), key=lambda e: e.name):
         try:

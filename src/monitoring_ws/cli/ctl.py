@@ -1,0 +1,104 @@
+"""``monitoring-ws ctl``: the operator's client (monitoring_ws/ctl, docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add"]
+
+
+def add(commands: Any) -> None:
+    ctl = commands.add_parser(
+        "ctl",
+        help="the API from a terminal: agents, labels, commands, jobs",
+        description="A client of the HTTP API. Server and token: flags, then "
+        "MONITORING_WS_API_URL and MONITORING_WS_TOKEN, then client.json in "
+        "$XDG_CONFIG_HOME/monitoring-ws (0600).",
+    )
+    ctl.add_argument("--url", help="the API's base URL (default http://127.0.0.1:4000)")
+    ctl.add_argument("--token-file", type=Path, help="a file holding the API token")
+    ctl.add_argument("--cert-sha256", help="pin the server certificate (hex SHA-256)")
+    ctl.add_argument("--config", type=Path, help="the client config file")
+    ctl.add_argument("-o", "--output", choices=("table", "json", "wide"), default="table")
+    ctl.set_defaults(run=_run, ctl=None)
+    nouns = ctl.add_subparsers(dest="noun", metavar="WHAT")
+
+    agents = nouns.add_parser("agents", help="list, show and label agents").add_subparsers(
+        dest="verb", metavar="VERB"
+    )
+    listing = agents.add_parser("ls", help="agents (a selector: env=prod,role in (web,api))")
+    listing.add_argument("selector", nargs="?")
+    listing.set_defaults(ctl="agents ls")
+    show = agents.add_parser("show", help="one agent")
+    show.add_argument("agent")
+    show.set_defaults(ctl="agents show")
+    label = agents.add_parser("label", help="set (k=v) or remove (k-) operator labels")
+    label.add_argument("agent")
+    label.add_argument("labels", nargs="+")
+    label.set_defaults(ctl="agents label")
+
+    run = nouns.add_parser("run", help="run a command line on one agent (its allow-list decides)")
+    run.add_argument("agent")
+    run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    run.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    run.set_defaults(ctl="run")
+
+    jobs = nouns.add_parser("jobs", help="fleet jobs").add_subparsers(dest="verb", metavar="VERB")
+    job_run = jobs.add_parser("run", help="run a command line on every agent a selector matches")
+    job_run.add_argument("-l", "--selector", required=True)
+    job_run.add_argument("--max-concurrency", default="50")
+    job_run.add_argument("--max-errors", default="0")
+    job_run.add_argument("--timeout", type=float, default=60.0)
+    job_run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    job_run.set_defaults(ctl="jobs run")
+    job_ls = jobs.add_parser("ls", help="jobs, newest first")
+    job_ls.add_argument("--limit", type=int, default=50)
+    job_ls.set_defaults(ctl="jobs ls")
+    for verb in ("show", "cancel"):
+        parser = jobs.add_parser(verb, help=f"{verb} a job")
+        parser.add_argument("job")
+        parser.set_defaults(ctl=f"jobs {verb}")
+
+    records = nouns.add_parser("commands", help="command records").add_subparsers(
+        dest="verb", metavar="VERB"
+    )
+    record_ls = records.add_parser("ls", help="command history, newest first")
+    record_ls.add_argument("--agent")
+    record_ls.add_argument("--limit", type=int, default=50)
+    record_ls.set_defaults(ctl="commands ls")
+    for verb in ("show", "cancel"):
+        parser = records.add_parser(verb, help=f"{verb} a command")
+        parser.add_argument("command_id")
+        parser.set_defaults(ctl=f"commands {verb}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..ctl.api import Api  # noqa: PLC0415 - only ctl needs it
+    from ..ctl.commands import COMMANDS  # noqa: PLC0415
+    from ..ctl.settings import CtlError, load_client_settings  # noqa: PLC0415
+
+    if args.ctl is None:
+        print(
+            "monitoring-ws ctl: say what: agents, run, jobs or commands (--help)", file=sys.stderr
+        )
+        return 2
+    if getattr(args, "words", None) and args.words[0] == "--":
+        args.words = args.words[1:]
+    try:
+        settings = load_client_settings(
+            url=args.url,
+            token_file=args.token_file,
+            cert_sha256=args.cert_sha256,
+            config=args.config,
+        )
+        api = Api(settings)
+        try:
+            return COMMANDS[args.ctl](api, args, sys.stdout)
+        finally:
+            api.close()
+    except CtlError as exc:
+        print(f"monitoring-ws ctl: {exc}", file=sys.stderr)
+        return exc.code

@@ -1,0 +1,107 @@
+"""The HTTP API, called with the standard library: keep-alive, JSON, the bearer token,
+and a certificate pin checked before anything is sent."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import ssl
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from .settings import ClientSettings, CtlError
+
+__all__ = ["Api", "ApiError"]
+
+
+class ApiError(CtlError):
+    """The server said no: its status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.error_code, self.body = status, code, body
+
+
+class Api:
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        parts = urlsplit(settings.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        timeout = self.settings.timeout_s
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        context = ssl.create_default_context()
+        if self.settings.cert_sha256 is not None:  # the pin decides, not the CAs
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(
+            self._host, self._port, timeout=timeout, context=context
+        )
+        connection.connect()
+        if self.settings.cert_sha256 is not None:
+            assert isinstance(connection.sock, ssl.SSLSocket)  # noqa: S101 - https
+            der = connection.sock.getpeercert(binary_form=True) or b""
+            if not hmac.compare_digest(hashlib.sha256(der).hexdigest(), self.settings.cert_sha256):
+                connection.close()
+                raise CtlError(
+                    f"the server at {self.settings.url} does not present the pinned "
+                    "certificate: nothing was sent (check the pin, or who answers there)"
+                )
+        return connection
+
+    def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        """The JSON answer; raises ``ApiError`` for an error status, ``CtlError`` when the
+        server cannot be reached."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        target = self._prefix + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json"}
+        if self.settings.token:
+            headers["Authorization"] = f"Bearer {self.settings.token}"
+        data = None
+        if method != "GET":
+            headers["Content-Type"] = "application/json"
+            data = json.dumps({} if body is None else body).encode()
+        for attempt in (1, 2):  # a kept-alive connection the server closed: once more
+            try:
+                if self._connection is None:
+                    self._connection = self._connect()
+                self._connection.request(method, target, body=data, headers=headers)
+                response = self._connection.getresponse()
+                raw = response.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt == 2:
+                    raise CtlError(f"{self.settings.url} closed the connection") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise CtlError(f"cannot reach {self.settings.url}: {exc}", 69) from None
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = None
+        if response.status >= 400:
+            error = answer.get("error", {}) if isinstance(answer, dict) else {}
+            message = error.get("message") or response.reason
+            raise ApiError(response.status, error.get("code") or "http_error", message, answer)
+        return answer
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def segment(value: str) -> str:
+    """A path segment, quoted."""
+    return quote(value, safe="")

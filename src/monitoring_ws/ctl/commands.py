@@ -1,0 +1,227 @@
+"""What each ``ctl`` subcommand does with the API, and how it shows it (``-o table`` for
+people, ``-o json`` for scripts)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from .api import Api, ApiError, segment
+from .settings import CtlError
+
+__all__ = ["COMMANDS", "EXIT_REFUSED", "EXIT_TIMEOUT"]
+
+#: Exit statuses besides the remote command's own (docs/cli.md).
+EXIT_TIMEOUT, EXIT_REFUSED = 124, 125
+ENDED_JOB = {"succeeded", "failed", "stopped", "cancelled"}
+Handler = Callable[[Api, Any, TextIO], int]
+
+
+def _json(value: Any, out: TextIO) -> int:
+    out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def _table(rows: Sequence[Sequence[Any]], heads: Sequence[str], out: TextIO) -> int:
+    """Columns as wide as their widest cell; the last one cut to the terminal."""
+    cells = [[str(head).upper() for head in heads]] + [
+        ["" if value is None else str(value) for value in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(heads))]
+    room = shutil.get_terminal_size((120, 24)).columns
+    for row in cells:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        out.write(line.rstrip()[:room] + "\n")
+    return 0
+
+
+def _labels(labels: dict[str, str] | None) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+
+
+def agents_ls(api: Api, args: Any, out: TextIO) -> int:
+    answer = api.call("GET", "/api/agents", params={"selector": args.selector})
+    if args.output == "json":
+        return _json(answer["agents"], out)
+    rows = []
+    for agent in answer["agents"]:
+        via = ",".join(name for name, on in (agent.get("transports") or {}).items() if on)
+        row = [agent["agentId"], "connected" if agent["connected"] else "offline", via]
+        if args.output == "wide":
+            details = agent.get("details", {}).get("websocket", {})
+            row += [details.get("hostname", ""), details.get("agentVersion", "")]
+        rows.append([*row, _labels(agent.get("labels"))])
+    heads = ["agent", "state", "via"]
+    heads += ["host", "version"] if args.output == "wide" else []
+    return _table(rows, [*heads, "labels"], out)
+
+
+def agents_show(api: Api, args: Any, out: TextIO) -> int:
+    return _json(api.call("GET", f"/api/agents/{segment(args.agent)}"), out)
+
+
+def agents_label(api: Api, args: Any, out: TextIO) -> int:
+    """``k=v`` sets, ``k-`` removes (as kubectl)."""
+    changes: dict[str, str | None] = {}
+    for written in args.labels:
+        if written.endswith("-") and "=" not in written:
+            changes[written[:-1]] = None
+        elif "=" in written:
+            key, _, value = written.partition("=")
+            changes[key] = value
+        else:
+            raise CtlError(f"{written!r}: write key=value to set a label, key- to remove it", 2)
+    answer = api.call("PATCH", f"/api/agents/{segment(args.agent)}/labels", {"labels": changes})
+    if args.output == "json":
+        return _json(answer, out)
+    out.write(f"{args.agent}: {_labels(answer['labels']) or '(no labels)'}\n")
+    return 0
+
+
+def run(api: Api, args: Any, out: TextIO) -> int:
+    """The agent's ``run`` with the words joined as a shell would read them back; its
+    output, then its exit code as this command's."""
+    if not args.words:
+        raise CtlError("give the command after --: ctl run AGENT -- uname -a", 2)
+    body = {
+        "command": "run",
+        "args": {"command": shlex.join(args.words)},
+        "timeoutMs": int(args.timeout * 1000),
+    }
+    try:
+        answer = api.call("POST", f"/api/agents/{segment(args.agent)}/commands", body)
+    except ApiError as exc:
+        if exc.status == 504:
+            sys.stderr.write(f"ctl: {exc}\n")
+            return EXIT_TIMEOUT
+        if exc.status in {403, 404, 409, 502, 503}:
+            sys.stderr.write(f"ctl: {exc}\n")
+            return EXIT_REFUSED
+        raise
+    if args.output == "json":
+        _json(answer, out)
+    result = answer.get("result") or {}
+    if args.output != "json":
+        out.write(result.get("stdout", ""))
+        sys.stderr.write(result.get("stderr", ""))
+    if not answer.get("ok"):
+        error = answer.get("error") or {}
+        if "exitCode" not in result:
+            sys.stderr.write(f"ctl: {error.get('code')}: {error.get('message')}\n")
+            return EXIT_REFUSED
+    code = result.get("exitCode")
+    return code if isinstance(code, int) and 0 <= code < 256 else 0
+
+
+def jobs_run(api: Api, args: Any, out: TextIO) -> int:
+    """A job: each agent's output prefixed by its id, a summary, non-zero when any failed."""
+    if not args.words:
+        raise CtlError("give the command after --: ctl jobs run -l env=prod -- uptime", 2)
+    body: dict[str, Any] = {
+        "selector": args.selector,
+        "command": "run",
+        "args": {"command": shlex.join(args.words)},
+        "timeoutMs": int(args.timeout * 1000),
+        "maxConcurrency": args.max_concurrency,
+        "maxErrors": args.max_errors,
+    }
+    job = api.call("POST", "/api/jobs", body)
+    job_id = job["jobId"]
+    while job["state"] not in ENDED_JOB:
+        time.sleep(0.2)
+        job = api.call("GET", f"/api/jobs/{job_id}", params={"limit": 1})
+    agents = _all_agents(api, job_id)
+    if args.output == "json":
+        return _json({**job, "agents": agents}, out)
+    for agent in agents:
+        command_id = agent.get("commandId")
+        if not command_id or agent["state"] == "skipped":
+            out.write(f"{agent['agentId']}: ({agent['state']}: {agent.get('reason')})\n")
+            continue
+        record = api.call("GET", f"/api/commands/{segment(command_id)}")
+        result = (record.get("result") or {}).get("result") or {}
+        for line in (result.get("stdout") or "").splitlines():
+            out.write(f"{agent['agentId']}: {line}\n")
+    counts = ", ".join(f"{n} {state}" for state, n in job["counts"].items() if n)
+    out.write(f"job {job_id} {job['state']}: {counts}\n")
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def _all_agents(api: Api, job_id: str) -> list[dict[str, Any]]:
+    agents: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = api.call("GET", f"/api/jobs/{job_id}", params={"limit": 1000, "offset": offset})
+        agents += page["agents"]
+        offset = page["nextOffset"]
+    return agents
+
+
+def jobs_ls(api: Api, args: Any, out: TextIO) -> int:
+    jobs = api.call("GET", "/api/jobs", params={"limit": args.limit})["jobs"]
+    if args.output == "json":
+        return _json(jobs, out)
+    rows = [
+        [
+            j["jobId"],
+            j["state"],
+            j["command"],
+            f"{j['progress']['done']}/{j['progress']['total']}",
+            j["selector"] if isinstance(j["selector"], str) else json.dumps(j["selector"]),
+        ]
+        for j in jobs
+    ]
+    return _table(rows, ["job", "state", "command", "done", "selector"], out)
+
+
+def jobs_show(api: Api, args: Any, out: TextIO) -> int:
+    return _json(api.call("GET", f"/api/jobs/{segment(args.job)}"), out)
+
+
+def jobs_cancel(api: Api, args: Any, out: TextIO) -> int:
+    answer = api.call("DELETE", f"/api/jobs/{segment(args.job)}")
+    if args.output == "json":
+        return _json(answer, out)
+    out.write(f"job {args.job}: {answer['state']}\n")
+    return 0
+
+
+def commands_ls(api: Api, args: Any, out: TextIO) -> int:
+    params = {"agentId": args.agent, "limit": args.limit}
+    records = api.call("GET", "/api/commands", params=params)["commands"]
+    if args.output == "json":
+        return _json(records, out)
+    rows = [[r["commandId"], r["agentId"], r["command"], r["state"]] for r in records]
+    return _table(rows, ["command id", "agent", "command", "state"], out)
+
+
+def commands_show(api: Api, args: Any, out: TextIO) -> int:
+    return _json(api.call("GET", f"/api/commands/{segment(args.command_id)}"), out)
+
+
+def commands_cancel(api: Api, args: Any, out: TextIO) -> int:
+    answer = api.call("DELETE", f"/api/commands/{segment(args.command_id)}")
+    if args.output == "json":
+        return _json(answer, out)
+    out.write(f"command {args.command_id}: {answer.get('state')}\n")
+    return 0
+
+
+COMMANDS: dict[str, Handler] = {
+    "agents ls": agents_ls,
+    "agents show": agents_show,
+    "agents label": agents_label,
+    "run": run,
+    "jobs run": jobs_run,
+    "jobs ls": jobs_ls,
+    "jobs show": jobs_show,
+    "jobs cancel": jobs_cancel,
+    "commands ls": commands_ls,
+    "commands show": commands_show,
+    "commands cancel": commands_cancel,
+}

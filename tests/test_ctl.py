@@ -1,0 +1,107 @@
+"""``monitoring-ws ctl`` as an operator runs it: a subprocess against a real server with
+real agents."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+from .conftest import StartServer
+from .support.processes import free_port, isolated_env
+from .test_jobs import Fleet, all_connected
+
+TOKEN = "ctl-test-token-0123456789"
+
+
+async def ctl(
+    api_url: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    done = await trio.run_process(
+        [sys.executable, "-m", "monitoring_ws", "ctl", "--url", api_url, *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env or isolated_env(XDG_CONFIG_HOME=str(cwd or Path.cwd())),
+    )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def test_agents_run_and_jobs_from_the_command_line(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    server = await start_server()
+    fleet = Fleet(tmp_path)
+    allowed = ("echo re:.*", "sh -c re:.*")
+    for index in range(3):
+        role = "app" if index < 2 else "db"
+        fleet.start(
+            nursery, server.agent_urls[0], f"app-{index}", {"role": role}, allowed_commands=allowed
+        )
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
+        await all_connected(http, 3)
+    url = server.api_url
+
+    code, out, _ = await ctl(url, "agents", "ls", "role=app")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["AGENT", "STATE", "VIA", "LABELS"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["app-0", "app-1"]
+    code, out, _ = await ctl(url, "-o", "json", "agents", "ls")
+    assert [a["agentId"] for a in json.loads(out)] == ["app-0", "app-1", "app-2"]
+    code, out, _ = await ctl(url, "agents", "label", "app-2", "tier=gold", "role-")
+    assert (code, out.strip()) == (0, "app-2: role=db,tier=gold")  # role is the agent's own
+
+    code, out, err = await ctl(
+        url, "run", "app-0", "--", "sh", "-c", "echo hi; echo oops >&2; exit 3"
+    )
+    assert (code, out, err) == (3, "hi\n", "oops\n")
+    code, out, _ = await ctl(url, "run", "app-0", "--", "echo", "a b; $HOME")
+    assert (code, out) == (0, "a b; $HOME\n")  # a word stays a word: no shell in between
+    code, _, err = await ctl(url, "run", "app-0", "--", "rm", "-rf", "/")
+    assert code == 125  # refused by the agent's allow-list: nothing ran
+    assert "not allowed" in err or "allow" in err
+    code, _, err = await ctl(url, "run", "nobody", "--", "echo", "x")
+    assert code == 125
+    assert "404" in err
+
+    code, out, _ = await ctl(url, "jobs", "run", "-l", "role=app", "--", "echo", "hello")
+    lines = out.splitlines()
+    assert sorted(lines[:-1]) == ["app-0: hello", "app-1: hello"]
+    assert lines[-1].startswith("job j")
+    assert "succeeded: 2 succeeded" in lines[-1]
+    assert code == 0
+    code, out, _ = await ctl(url, "-o", "json", "jobs", "ls")
+    assert json.loads(out)[0]["state"] == "succeeded"
+    code, out, _ = await ctl(url, "-o", "json", "commands", "ls", "--agent", "app-0")
+    assert {record["agentId"] for record in json.loads(out)} == {"app-0"}
+
+
+async def test_settings_come_from_flags_environment_and_a_private_file(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(api_tokens=[TOKEN])
+    code, _, err = await ctl(server.api_url, "agents", "ls", cwd=tmp_path)
+    assert code == 1
+    assert "401" in err
+    env = isolated_env(XDG_CONFIG_HOME=str(tmp_path), MONITORING_WS_TOKEN=TOKEN)
+    assert (await ctl(server.api_url, "agents", "ls", env=env))[0] == 0
+    config = tmp_path / "monitoring-ws" / "client.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"url": server.api_url, "token": TOKEN}))
+    config.chmod(0o644)
+    env = isolated_env(XDG_CONFIG_HOME=str(tmp_path))
+    code, _, err = await ctl(server.api_url, "agents", "ls", env=env)
+    assert code == 2
+    assert "chmod 600" in err
+    config.chmod(0o600)
+    assert (await ctl(server.api_url, "agents", "ls", env=env))[0] == 0
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    code, _, _ = await ctl(server.api_url, "--token-file", str(token_file), "agents", "ls")
+    assert code == 0
+    code, _, err = await ctl(f"http://127.0.0.1:{free_port()}", "agents", "ls", cwd=tmp_path)
+    assert code == 69
+    assert "cannot reach" in err
