@@ -105,3 +105,22 @@ async def test_settings_come_from_flags_environment_and_a_private_file(
     code, _, err = await ctl(f"http://127.0.0.1:{free_port()}", "agents", "ls", cwd=tmp_path)
     assert code == 69
     assert "cannot reach" in err
+
+
+async def test_a_pinned_certificate_is_checked_before_the_token_is_sent(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server(tls_self_signed=True, api_tokens=[TOKEN])
+    assert server.api_url.startswith("https://")
+    pin = server.fingerprint
+    assert pin is not None
+    env = isolated_env(XDG_CONFIG_HOME=str(tmp_path), MONITORING_WS_TOKEN=TOKEN)
+    code, _, err = await ctl(server.api_url, "--cert-sha256", pin, "agents", "ls", env=env)
+    assert (code, err) == (0, "")
+    wrong = "00" * 32
+    code, _, err = await ctl(server.api_url, "--cert-sha256", wrong, "agents", "ls", env=env)
+    assert code == 69
+    assert "does not present the pinned certificate: nothing was sent" in err
+    code, _, err = await ctl(server.api_url, "agents", "ls", env=env)  # no pin: system CAs
+    assert code == 69
+    assert "CERTIFICATE_VERIFY_FAILED" in err

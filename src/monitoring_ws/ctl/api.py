@@ -53,7 +53,8 @@ class Api:
                 connection.close()
                 raise CtlError(
                     f"the server at {self.settings.url} does not present the pinned "
-                    "certificate: nothing was sent (check the pin, or who answers there)"
+                    "certificate: nothing was sent (check the pin, or who answers there)",
+                    69,
                 )
         return connection
 
