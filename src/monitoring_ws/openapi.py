@@ -9,6 +9,8 @@ __all__ = [
     "COMMAND_SCHEMAS",
     "ERROR",
     "ID_PATTERN",
+    "LOG_PAGE",
+    "TELEMETRY_PAGE",
     "agent_param",
     "command_param",
     "json_body",
@@ -142,5 +144,46 @@ COMMAND_SCHEMAS: dict[str, Any] = {
             "wait": {"type": "boolean"},
             "requestedBy": {"type": "string", "minLength": 1, "maxLength": 128},
         },
+    },
+}
+
+
+_INT: dict[str, Any] = {"type": "integer"}
+_TEXT: dict[str, Any] = {"type": "string"}
+#: ``GET .../agents/:id/logs``: an agent's last log lines (the host's and the plugin's).
+LOG_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["agentId", "entries"],
+    "properties": {
+        "agentId": _TEXT,
+        "entries": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"ts": _INT, "level": _TEXT, "message": _TEXT, "source": _TEXT},
+            },
+        },
+    },
+}
+#: A page of kept telemetry (``GET /api/telemetry``, the websocket plugin's spool).
+TELEMETRY_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["items", "next"],
+    "properties": {
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "agentId", "type", "receivedAt", "envelope"],
+                "properties": {
+                    "id": _INT,
+                    "agentId": _TEXT,
+                    "type": {"type": "string", "enum": ["metrics", "log"]},
+                    "receivedAt": _INT,
+                    "envelope": {"type": "object"},
+                },
+            },
+        },
+        "next": _INT,
     },
 }

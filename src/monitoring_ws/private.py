@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
-__all__ = ["private_file", "write_private"]
+__all__ = ["private_file", "private_sqlite", "write_private"]
 
 #: SQLite's companions of a database file (created with the database file's mode).
 _COMPANIONS = ("-wal", "-shm", "-journal")
@@ -46,3 +47,15 @@ def write_private(path: Path, text: str) -> None:
         raise
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def private_sqlite(path: Path | None, schema: str) -> sqlite3.Connection:
+    """A SQLite database only its owner may read (``path`` None: in memory), with
+    ``schema`` made, in autocommit mode, usable from worker threads (callers lock)."""
+    if path is not None:
+        private_file(path)
+    db = sqlite3.connect(
+        ":memory:" if path is None else str(path), check_same_thread=False, isolation_level=None
+    )
+    db.executescript(schema)
+    return db

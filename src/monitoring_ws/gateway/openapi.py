@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..openapi import ID_PATTERN, agent_param, command_param, json_body, operation, query, ref
+from ..openapi import (
+    ID_PATTERN,
+    LOG_PAGE,
+    TELEMETRY_PAGE,
+    agent_param,
+    command_param,
+    json_body,
+    operation,
+    query,
+    ref,
+)
 
 __all__ = ["websocket_paths"]
 
@@ -43,20 +53,6 @@ _AGENTS = {
     "type": "object",
     "required": ["agents", "count"],
     "properties": {"agents": {"type": "array", "items": _AGENT}, "count": _INT},
-}
-_LOGS = {
-    "type": "object",
-    "required": ["agentId", "entries"],
-    "properties": {
-        "agentId": _TEXT,
-        "entries": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"ts": _INT, "level": _TEXT, "message": _TEXT, "source": _TEXT},
-            },
-        },
-    },
 }
 _SESSIONS = {
     "type": "object",
@@ -101,27 +97,6 @@ _STATS = {
         },
     },
 }
-_TELEMETRY = {
-    "type": "object",
-    "required": ["items", "next"],
-    "properties": {
-        "items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "agentId", "type", "receivedAt", "envelope"],
-                "properties": {
-                    "id": _INT,
-                    "agentId": _TEXT,
-                    "type": {"type": "string", "enum": ["metrics", "log"]},
-                    "receivedAt": _INT,
-                    "envelope": {"type": "object"},
-                },
-            },
-        },
-        "next": _INT,
-    },
-}
 
 
 def websocket_paths() -> dict[str, Any]:
@@ -149,7 +124,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "The agent's recent log lines",
                 _TAG,
-                _LOGS,
+                LOG_PAGE,
                 errors=(400,),
                 params=(agent_param(), query("limit", limit, "how many")),
                 op="getWebsocketAgentLogs",
@@ -212,7 +187,7 @@ def websocket_paths() -> dict[str, Any]:
             "get": operation(
                 "The telemetry spool, a page at a time",
                 _TAG,
-                _TELEMETRY,
+                TELEMETRY_PAGE,
                 errors=(400, 403),
                 params=(
                     query(

@@ -4,7 +4,6 @@ plugins' transports): one SQLite file beside the other state, bounded by age and
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import trio
 
 from ..clock import wall_ms
-from ..private import private_file
+from ..private import private_sqlite
 from ..protocol import CommandError, CommandResult
 from ..transports import CommandOrder, CommandOutcome, CommandTimeoutError, TransportError
 from ..transports.records import CommandRecord, CommandState, RecordQuery
@@ -37,13 +36,7 @@ class CommandLog:
         self, path: Path | None, *, retention_ms: int = 7 * 86_400_000, max_rows: int = 100_000
     ) -> None:
         self.retention_ms, self.max_rows = retention_ms, max_rows
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            private_file(path)
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), check_same_thread=False, isolation_level=None
-        )
-        self._db.executescript(_SCHEMA)
+        self._db = private_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
         self._writes = 0
 

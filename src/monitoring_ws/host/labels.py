@@ -6,14 +6,13 @@ memory (every label of every agent is a few KB per thousand agents)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 import trio
 
-from ..private import private_file
+from ..private import private_sqlite
 from ..protocol.labels import MAX_LABELS, LabelError, check_labels
 
 __all__ = ["AgentLabels", "LabelStore"]
@@ -36,13 +35,7 @@ class LabelStore:
     """Operator and reported labels per agent; ``path`` None keeps them in memory."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            private_file(path)
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), check_same_thread=False, isolation_level=None
-        )
-        self._db.executescript(_SCHEMA)
+        self._db = private_sqlite(path, _SCHEMA)
         self._lock = threading.Lock()
         #: One change at a time: each reads what the last one wrote.
         self._changing = trio.Lock()

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...openapi import LOG_PAGE, TELEMETRY_PAGE
+
 __all__ = ["HEALTH", "LOG_PAGE", "READY", "SESSION_PAGE", "SINKS", "TELEMETRY_PAGE", "TRANSPORTS"]
 
 _INT: dict[str, Any] = {"type": "integer"}
 _TEXT: dict[str, Any] = {"type": "string"}
-LOG_PAGE = {
-    "type": "object",
-    "required": ["agentId", "entries"],
-    "properties": {
-        "agentId": _TEXT,
-        "entries": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"ts": _INT, "level": _TEXT, "message": _TEXT, "source": _TEXT},
-            },
-        },
-    },
-}
 SESSION_PAGE = {
     "type": "object",
     "required": ["agentId", "sessions"],
@@ -35,21 +23,6 @@ SESSION_PAGE = {
                 "properties": {"transport": _TEXT, "connectedAt": _INT},
             },
         },
-    },
-}
-TELEMETRY_PAGE = {
-    "type": "object",
-    "required": ["items", "next"],
-    "properties": {
-        "items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["id", "agentId", "type"],
-                "properties": {"id": _INT, "agentId": _TEXT, "type": _TEXT, "receivedAt": _INT},
-            },
-        },
-        "next": _INT,
     },
 }
 TRANSPORTS = {

@@ -6,7 +6,6 @@ sent and asks for that id again instead of sending twice."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Collection
@@ -17,7 +16,7 @@ import attrs
 import trio
 
 from ...clock import wall_ms
-from ...private import private_file
+from ...private import private_sqlite
 from ...transports import Requester
 from .spec import JobSpec, JobState, TargetState, parse_job
 
@@ -202,14 +201,8 @@ class JobStore:
         self, path: Path | None, *, retention_ms: int = 7 * 86_400_000, max_jobs: int = 1000
     ) -> None:
         self.retention_ms, self.max_jobs = retention_ms, max_jobs
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            private_file(path)
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else str(path), check_same_thread=False, isolation_level=None
-        )
+        self._db = private_sqlite(path, _SCHEMA)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     async def create(self, job: Job) -> None:
