@@ -16,6 +16,7 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+import anyio
 import coredis
 import trio
 from coredis.exceptions import RedisError
@@ -32,6 +33,8 @@ log = logging.getLogger("monitoring_ws.cluster")
 #: A node's claim on a job lapses after this long without renewal (renewed every 3 s).
 LEASE_MS = 10_000
 REDIS_TIMEOUT_S = 5.0
+# coredis raises anyio's ClosedResourceError when its connection closed under it.
+_UNAVAILABLE = (RedisError, OSError, trio.TooSlowError, anyio.ClosedResourceError)
 
 
 class RedisJobStore:
@@ -128,7 +131,7 @@ class RedisJobStore:
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
                 active = await self.client.smembers(self._active)
-        except (RedisError, OSError, trio.TooSlowError) as exc:
+        except _UNAVAILABLE as exc:
             log.warning("cannot read the cluster's jobs (%s)", exc)
             return []
         claimed = []
@@ -142,7 +145,7 @@ class RedisJobStore:
                     ):
                         continue  # another node holds it
                     job = await self.get(job_id)
-            except (RedisError, OSError, trio.TooSlowError) as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("cannot claim job %s (%s)", job_id, exc)
                 continue
             if job is not None and not job.state.ended:
@@ -161,7 +164,7 @@ class RedisJobStore:
                         lost.add(job_id)
                         continue
                     await self.client.set(owner_key, self.node, px=LEASE_MS)
-            except (RedisError, OSError, trio.TooSlowError) as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("cannot renew the claim on job %s (%s)", job_id, exc)
         return lost
 

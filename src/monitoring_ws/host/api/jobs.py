@@ -76,9 +76,12 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
             message = "the job reaches agents this token may not command"
             return forbidden("commands:cancel", message)
         cancelled = await runner.cancel(job_id)
-        if cancelled is None:
+        if cancelled is None and found.state.ended:
             message = f"job {job_id} already ended: {found.state.value}"
             return error(409, "job_finished", message, job=found.summary())
+        if cancelled is None:  # in a cluster: another node runs it
+            message = f"job {job_id} runs on another node: send the DELETE there"
+            return error(409, "job_elsewhere", message, job=found.summary())
         g.audit = {"jobId": job_id}
         return cancelled.summary()
 
