@@ -91,14 +91,15 @@ def add_agent_routes(
             "connected": False,
             "lastSeen": None,
         }
-        reported: dict[str, str] = {}
+        reported: dict[str, str] | None = None  # None: no transport knows its labels now
         for transport in router.transports:
             if isinstance(transport, ListsAgents):
                 listing = await transport.describe_agent(agent_id)
                 if listing is not None:
                     merge_listing(answer, transport.name, listing)
-                    reported.update(listing.labels or {})
-        if reported:
+                    if listing.labels is not None:
+                        reported = {**(reported or {}), **listing.labels}
+        if reported is not None:
             await fleet.labels.saw({agent_id: reported})
         fleet.labelled(answer)
         answer["transports"] = await router.reachability(agent_id)
