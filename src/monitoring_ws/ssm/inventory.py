@@ -103,7 +103,7 @@ class SSMInventory:
         self.tags_error = None
         return {
             instance_id: attrs.evolve(listing, labels=tags.get(instance_id, {}))
-            if instance_id in ids
+            if instance_id.startswith("i-")
             else listing
             for instance_id, listing in listed.items()
         }
