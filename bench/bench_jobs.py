@@ -25,15 +25,11 @@ from typing import Any
 
 import trio
 
+from bench_gateway import connect_all, host_port
 from fleet import BenchAgent, HttpCaller, cpu_seconds, emit, start_server
 from monitoring_ws.host.server import raise_open_file_limit
 
 PING = b'{"command": "ping", "args": {}}'
-
-
-def host_port(url: str) -> tuple[str, int]:
-    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    return host, int(port)
 
 
 async def get(http: HttpCaller, path: str) -> dict[str, Any]:
@@ -115,15 +111,7 @@ async def per_agent(api: tuple[str, int], pid: int, agents: int, callers: int) -
 async def bench(api_url: str, ws_url: str, pid: int, agents: int, callers: int) -> None:
     host, port = host_port(ws_url)
     fleet = [BenchAgent(host, port, f"job-{i}") for i in range(agents)]
-    limiter = trio.CapacityLimiter(200)
-
-    async def connect(agent: BenchAgent) -> None:
-        async with limiter:
-            await agent.connect()
-
-    async with trio.open_nursery() as nursery:
-        for agent in fleet:
-            nursery.start_soon(connect, agent)
+    await connect_all(fleet)
     api = host_port(api_url)
     async with trio.open_nursery() as answering:
         for agent in fleet:
