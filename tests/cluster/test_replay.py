@@ -87,7 +87,10 @@ async def test_a_frame_replayed_to_another_node_is_dropped(
 
 
 async def test_batched_checks_agree_with_single_ones(redis: coredis.Redis[str]) -> None:
-    node_a, node_b = RedisReplayWindow(redis), RedisReplayWindow(redis)
+    # Redis's answer is waited for as long as a hang takes: a loaded machine answering
+    # after the production 0.5 s would make each node decide alone (a different test).
+    node_a = RedisReplayWindow(redis, timeout_s=60)
+    node_b = RedisReplayWindow(redis, timeout_s=60)
     now = now_ms()
     verdicts: dict[tuple[str, int], ReplayVerdict] = {}
 

@@ -64,8 +64,11 @@ class RedisReplayWindow:
         window_ms: int = TIMESTAMP_WINDOW_MS,
         prefix: str = "mws:nonce:",
         fail_open_s: float = 30.0,
+        timeout_s: float = REDIS_TIMEOUT_S,
     ) -> None:
         self.client = client
+        #: How long a check waits for Redis before the local window decides alone.
+        self.timeout_s = timeout_s
         self.window_ms = window_ms
         #: For how long after Redis stops answering this node's own window decides alone
         #: (counted in ``unshared``); after that checks fail closed (1013). 0: at once.
@@ -99,7 +102,7 @@ class RedisReplayWindow:
 
     async def _check_one(self, key: str, expires_at_ms: int) -> ReplayVerdict:
         try:
-            with trio.fail_after(REDIS_TIMEOUT_S):
+            with trio.fail_after(self.timeout_s):
                 stored = await self.client.set(key, "1", condition=PureToken.NX, pxat=expires_at_ms)
         except (RedisError, OSError, trio.TooSlowError) as exc:
             return self._unshared(exc)
@@ -124,7 +127,7 @@ class RedisReplayWindow:
 
     async def _check_many(self, batch: list[_Check]) -> None:
         try:
-            with trio.fail_after(REDIS_TIMEOUT_S):
+            with trio.fail_after(self.timeout_s):
                 stored: Any = await self._script(
                     keys=[check.key for check in batch],
                     args=[check.expires_at_ms for check in batch],
