@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import trio
 
 from monitoring_ws.host.command_service import CommandService
@@ -93,3 +94,11 @@ async def test_a_job_sends_in_batches_and_keeps_a_record_each() -> None:
     assert len({record["commandId"] for record in records}) == 120
     assert all(record["requestedBy"]["label"] == f"job:{job.job_id}" for record in records)
     assert job.counts()["succeeded"] == 120
+    # A summary does not carry a selector's every id.
+    listed = parse_job(
+        {"selector": {"ids": transport.agents}, "command": "ping"},
+        default_timeout_ms=5000,
+        max_timeout_ms=60_000,
+    )
+    shown = attrs.evolve(job, spec=listed).summary()["selector"]
+    assert (len(shown["ids"]), shown["idsCount"]) == (100, 120)

@@ -87,6 +87,18 @@ class Target:
         )
 
 
+#: A job's summary names at most this many of its selector's ids (and how many there are).
+SHOWN_IDS = 100
+
+
+def _shown(selector: dict[str, Any]) -> dict[str, Any]:
+    """The selector as summaries show it: a long ``ids`` list cut, with its length."""
+    ids = selector.get("ids")
+    if ids is None or len(ids) <= SHOWN_IDS:
+        return selector
+    return {**selector, "ids": ids[:SHOWN_IDS], "idsCount": len(ids)}
+
+
 @attrs.define(eq=False)
 class Job:
     """A job and every agent it targets."""
@@ -119,6 +131,7 @@ class Job:
             "jobId": self.job_id,
             "state": self.state.value,
             **self.spec.to_json(),
+            "selector": _shown(self.spec.selector.to_json()),
             "requestedBy": self.requester.to_json() | {"label": self.spec.label},
             "createdAt": self.created_ms,
             "startedAt": self.started_ms,
