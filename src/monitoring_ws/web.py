@@ -36,6 +36,7 @@ __all__ = [
     "history_query",
     "http_error_body",
     "int_arg",
+    "reach",
     "reaches",
     "recent_logs_answer",
     "run_command_request",
@@ -311,6 +312,16 @@ def reaches(agent_id: str) -> bool:
     """Whether this request's token may see and act on ``agent_id`` (its agent globs)."""
     found = token()
     return found is None or found.reaches(agent_id)
+
+
+def reach() -> Callable[[str], bool]:
+    """``reaches`` with this request's token looked up once: for a list of agents."""
+    found = token()
+    return found.reaches if found is not None and found.agents else _everyone
+
+
+def _everyone(agent_id: str) -> bool:
+    return True
 
 
 def forbidden(scope: str, message: str) -> Response:

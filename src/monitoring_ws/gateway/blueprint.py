@@ -16,6 +16,7 @@ from ..web import (
     bad_agent,
     error,
     history_query,
+    reach,
     reaches,
     recent_logs_answer,
     run_command_request,
@@ -59,7 +60,8 @@ def websocket_blueprint(
     @api.get("/agents")
     async def list_agents() -> dict[str, Any]:
         agents = sorted(await gateway.registry.list(), key=lambda info: info.agent_id)
-        agents = [info for info in agents if reaches(info.agent_id)]
+        allowed = reach()
+        agents = [info for info in agents if allowed(info.agent_id)]
         return {"agents": [info.to_json() for info in agents], "count": len(agents)}
 
     @api.get("/agents/<agent_id>")

@@ -24,6 +24,7 @@ from ...web import (
     ID_RULE,
     BadBody,
     error,
+    reach,
     reaches,
     run_command_request,
     strict_json,
@@ -66,7 +67,8 @@ def add_agent_routes(
         except SelectorError as exc:
             return error(400, "invalid_selector", str(exc))
         everyone = await (fleet.agents() if selector is None else fleet.select(selector))
-        agents = [a for a in everyone if reaches(a["agentId"])]
+        allowed = reach()
+        agents = [a for a in everyone if allowed(a["agentId"])]
         if with_metrics:  # the fleet table's numbers: one read for every agent
             latest = await telemetry.latest_many([a["agentId"] for a in agents])
             for entry in agents:
@@ -214,7 +216,8 @@ def _add_record_routes(app: Quart, keepers: Sequence[KeepsRecords], log: Command
         # A cursor past the last record read, so records of agents this token does not
         # reach are skipped without ending the pages early.
         last = merged[-1] if merged and full else None
-        shown = [record for record in merged if reaches(record["agentId"])]
+        allowed = reach()
+        shown = [record for record in merged if allowed(record["agentId"])]
         following = None if last is None else f"{last['createdAt']}~{last['commandId']}"
         return {"commands": shown, "next": following}
 

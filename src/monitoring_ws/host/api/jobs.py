@@ -8,7 +8,7 @@ from quart import Quart, Response, g, request
 
 from ...protocol.payloads import NAME
 from ...transports import Requester
-from ...web import BadBody, error, forbidden, int_arg, strict_json, token
+from ...web import BadBody, error, forbidden, int_arg, reach, strict_json, token
 from ..jobs import JobError, JobRunner, JobSpecError, TargetState, parse_job
 from ..jobs.store import Job
 
@@ -43,10 +43,8 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
             None if presented is None else presented.credential,
             spec.label,
         )
-        # The token's globs, read once (not per agent through the request context).
-        allowed = presented.reaches if presented is not None and presented.agents else _anyone
         try:
-            job = await runner.create(spec, asked_by, allowed)
+            job = await runner.create(spec, asked_by, reach())
         except JobError as exc:
             return error(exc.status, exc.code, str(exc))
         g.audit = {"jobId": job.job_id, "command": spec.command, "matched": len(job.targets)}
@@ -84,10 +82,6 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
             return error(409, "job_elsewhere", message, job=found.summary())
         g.audit = {"jobId": job_id}
         return cancelled.summary()
-
-
-def _anyone(agent_id: str) -> bool:
-    return True
 
 
 async def _find(runner: JobRunner, job_id: str) -> Job | Response:
@@ -159,8 +153,7 @@ def _job_page(found: Job) -> dict[str, Any] | Response:
     state = request.args.get("state")
     if state is not None and state not in _TARGET_STATES:
         return error(400, "bad_request", f"state must be one of {sorted(_TARGET_STATES)}")
-    presented = token()
-    allowed = presented.reaches if presented is not None and presented.agents else _anyone
+    allowed = reach()
     targets = [
         t
         for t in found.targets
