@@ -14,7 +14,7 @@ FUZZ = Path(__file__).parent / "fuzz"
 
 @pytest.mark.parametrize(
     ("harness", "runs", "max_len"),
-    [("fuzz_protocol.py", 20_000, 4096), ("fuzz_listener.py", 3_000, 8192)],
+    [("fuzz_protocol.py", 10_000, 4096), ("fuzz_listener.py", 1_500, 8192)],
 )
 def test_a_short_fuzz_run_finds_nothing(
     harness: str, runs: int, max_len: int, tmp_path: Path

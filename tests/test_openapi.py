@@ -74,7 +74,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @SCHEMA.parametrize()
 # Derandomized: the same examples every run (a steady suite); HYPOTHESIS_PROFILE=deep does
 # not change them, widen max_examples here to search further.
-@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_server_keeps_to_its_description(case: Any, server_url: str) -> None:
     case.call_and_validate(base_url=server_url, headers={"Content-Type": "application/json"})
 
