@@ -4,6 +4,7 @@ real agents."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import httpx
 import trio
 
 from .conftest import StartServer
+from .support.eventually import eventually
 from .support.processes import free_port, isolated_env
 from .test_jobs import Fleet, all_connected
 
@@ -27,7 +29,11 @@ async def ctl(
         check=False,
         env=env or isolated_env(XDG_CONFIG_HOME=str(cwd or Path.cwd())),
     )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    return (
+        done.returncode,
+        done.stdout.decode(errors="surrogateescape"),
+        done.stderr.decode(errors="surrogateescape"),
+    )
 
 
 async def test_agents_run_and_jobs_from_the_command_line(
@@ -64,7 +70,7 @@ async def test_agents_run_and_jobs_from_the_command_line(
     assert code == 125  # refused by the agent's allow-list: nothing ran
     assert "not allowed" in err or "allow" in err
     code, _, err = await ctl(url, "run", "nobody", "--", "echo", "x")
-    assert code == 125
+    assert code == 69  # unreachable: no transport reaches it
     assert "404" in err
 
     code, out, _ = await ctl(url, "jobs", "run", "-l", "role=app", "--", "echo", "hello")
@@ -124,3 +130,85 @@ async def test_a_pinned_certificate_is_checked_before_the_token_is_sent(
     code, _, err = await ctl(server.api_url, "agents", "ls", env=env)  # no pin: system CAs
     assert code == 69
     assert "CERTIFICATE_VERIFY_FAILED" in err
+
+
+async def test_logs_events_metrics_and_completion(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    server = await start_server()
+    log_file = tmp_path / "app.log"
+    log_file.write_text("")
+    fleet = Fleet(tmp_path)
+    fleet.start(
+        nursery,
+        server.agent_urls[0],
+        "app-0",
+        {},
+        log_files=(log_file,),
+        metrics_interval_s=0.2,
+    )
+    url = server.api_url
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await all_connected(http, 1)
+
+        async def sampled() -> bool:
+            return (await http.get("/api/agents/app-0")).json().get("metrics") is not None
+
+        await eventually(sampled, timeout_s=30, what="a metrics sample")
+    with log_file.open("a") as handle:
+        handle.write("first line\n")
+
+    async def logged() -> bool:
+        return "first line" in (await ctl(url, "logs", "app-0"))[1]
+
+    await eventually(logged, timeout_s=30, what="the first log line")
+    # -f: the lines that come next, as they come.
+    follower = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "monitoring_ws",
+            "ctl",
+            "--url",
+            url,
+            "logs",
+            "app-0",
+            "-n",
+            "1",
+            "-f",
+        ],
+        stdout=subprocess.PIPE,
+        env=isolated_env(XDG_CONFIG_HOME=str(tmp_path)),
+    )
+    try:
+        assert follower.stdout is not None
+        seen = b""
+        with trio.fail_after(30):
+            while b"first line" not in seen:
+                seen += await follower.stdout.receive_some()
+            with log_file.open("a") as handle:
+                handle.write("second line\n")
+            while b"second line" not in seen:
+                seen += await follower.stdout.receive_some()
+    finally:
+        follower.kill()
+        await follower.wait()
+
+    code, out, _ = await ctl(url, "-o", "json", "events", "--type", "agent_connected")
+    assert code == 0
+    assert [json.loads(line)["agentId"] for line in out.splitlines()] == ["app-0"]
+    code, out, _ = await ctl(url, "metrics", "app-0")
+    assert code == 0
+    assert out.startswith("app-0 at ")
+    code, out, _ = await ctl(url, "-o", "json", "metrics", "app-0")
+    assert isinstance(json.loads(out), dict)
+
+    code, script, _ = await ctl(url, "completion", "bash")
+    assert code == 0
+    probe = (
+        script
+        + "\nCOMP_WORDS=(monitoring-ws ctl --url http://x jobs ''); COMP_CWORD=5"
+        + '\n_monitoring_ws; echo "${COMPREPLY[*]}"'
+    )
+    done = await trio.run_process(["bash", "-c", probe], capture_stdout=True)
+    assert done.stdout.decode().split() == ["cancel", "ls", "run", "show", "--help"]

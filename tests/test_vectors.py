@@ -21,8 +21,9 @@ from monitoring_ws.protocol import (
 
 
 def test_every_built_in_message_type_is_covered(vectors: list[dict[str, Any]]) -> None:
-    # ``ack`` and ``cancel`` belong to negotiated extensions, not to the independent vectors.
-    extensions = {MessageType.ACK.value, MessageType.CANCEL.value}
+    # ``ack``, ``cancel`` and ``command_output`` belong to negotiated extensions, not to the
+    # independent vectors (docs/protocol.md has theirs: tests/test_output_protocol.py).
+    extensions = {MessageType.ACK.value, MessageType.CANCEL.value, MessageType.COMMAND_OUTPUT.value}
     built_in = {t.value for t in MessageType} - extensions
     assert {v["envelope"]["type"] for v in vectors} == built_in
 

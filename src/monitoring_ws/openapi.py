@@ -143,6 +143,10 @@ COMMAND_SCHEMAS: dict[str, Any] = {
             },
             "wait": {"type": "boolean"},
             "requestedBy": {"type": "string", "minLength": 1, "maxLength": 128},
+            "streamOutput": {
+                "type": "boolean",
+                "description": "output as it happens: GET /api/commands/{commandId}/output",
+            },
         },
     },
 }

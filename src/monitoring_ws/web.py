@@ -49,13 +49,14 @@ MAX_BODY_BYTES = 1 << 20
 
 
 #: The members of a command POST's body (openapi.COMMAND_SCHEMAS["CommandRequest"]).
-_MEMBERS = ("command", "args", "timeoutMs", "wait", "requestedBy")
+_MEMBERS = ("command", "args", "timeoutMs", "wait", "requestedBy", "streamOutput")
 _TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
     "command": ("string", (str,)),
     "args": ("object", (dict,)),
     "timeoutMs": ("integer", (int, float)),
     "wait": ("boolean", (bool,)),
     "requestedBy": ("string", (str,)),
+    "streamOutput": ("boolean", (bool,)),
 }
 #: An agent id or command id in a path: 1-128 of these characters.
 ID_RULE = "1-128 chars of [A-Za-z0-9._:-], the first a letter or digit"
@@ -92,6 +93,8 @@ class CommandBody:
     wait: bool = True
     #: ``requestedBy``: a free label for the record (who or what asked).
     label: str | None = None
+    #: ``streamOutput``: the output as it happens (``GET /api/commands/:id/output``).
+    stream_output: bool = False
 
 
 def strict_json(raw: str | bytes) -> Any:
@@ -120,7 +123,7 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandBody:
         raise BadBody(f'"timeoutMs" must be between 1 and {max_ms}')
     wait: bool = body.get("wait", True)
     label: str | None = body.get("requestedBy")
-    return CommandBody(command, args, timeout_ms, wait, label)
+    return CommandBody(command, args, timeout_ms, wait, label, body.get("streamOutput", False))
 
 
 def _check_schema(body: dict[str, Any]) -> None:
@@ -201,7 +204,14 @@ async def command_answer(
         message = f"the token {token.name} may not send {body.command!r}"
         return _failed(403, "forbidden", message, scope=scope)
     asked_by = Requester(address, None if token is None else token.credential, body.label)
-    order = CommandOrder(agent_id, body.command, body.args, body.timeout_ms, asked_by)
+    order = CommandOrder(
+        agent_id,
+        body.command,
+        body.args,
+        body.timeout_ms,
+        asked_by,
+        stream_output=body.stream_output,
+    )
     audit = {"command": body.command}  # the request's audit line names what was asked
     try:
         if not body.wait:

@@ -101,7 +101,7 @@ async def test_writes_are_stored_together_and_read_back(tmp_path: Path) -> None:
     [item] = await reopened.telemetry(0, 10)
     assert item["agentId"] == "a-1"
     assert item["envelope"] == {"payload": {}}
-    assert reopened.counts() == {"commands": 1, "telemetry": 1, "delivery": 1}
+    assert reopened.counts() == {"commands": 1, "telemetry": 1, "delivery": 1, "output": 0}
 
 
 async def test_retention_prunes_what_is_old(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             metricsIntervalS=0.5,
             logFiles=[str(tmp / f"{name}-app.log")],
             logBatchIntervalS=0.2,
-            allowedCommands=["sleep 30", "echo hello"],
+            allowedCommands=["sleep 30", "echo hello", "sh -c re:.*"],
             labels={"role": "db" if name == "web-3" else "web"},
         )
     try:
@@ -200,12 +200,23 @@ def test_a_ping_from_the_console_shows_its_result(page: Page, fleet: dict[str, o
         "data-state", "succeeded", timeout=WAIT_MS
     )
     expect(page.locator("#console-output .result")).to_contain_text('"pong": true')
-    # run's output is shown as text.
+    # run's output is shown as text: as it comes (the default), the first line before the
+    # command ends...
     page.select_option("#console-command", "run")
+    page.fill("#console-args", '{"command": "sh -c \\"echo one; sleep 5; echo two\\""}')
+    page.click("#console-send")
+    expect(page.locator("#console-stream")).to_have_text("one\n", timeout=WAIT_MS)
+    expect(page.locator("#console-state")).to_have_attribute("data-state", "sent")
+    expect(page.locator("#console-stream")).to_have_text("one\ntwo\n", timeout=WAIT_MS)
+    expect(page.locator("#console-state")).to_have_attribute(
+        "data-state", "succeeded", timeout=WAIT_MS
+    )
+    _shoot(page, "console", fleet["tmp"])  # type: ignore[arg-type]
+    # ... or all at once with the result.
+    page.uncheck("#console-stream-output")
     page.fill("#console-args", '{"command": "echo hello"}')
     page.click("#console-send")
     expect(page.locator("#console-output .stdout")).to_have_text("hello\n", timeout=WAIT_MS)
-    _shoot(page, "console", fleet["tmp"])  # type: ignore[arg-type]
 
 
 def test_a_refused_command_shows_the_api_error(page: Page) -> None:

@@ -26,6 +26,7 @@ from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
     FEATURE_LABELS,
+    FEATURE_OUTPUT,
     INTERRUPTED,
     AckReceived,
     AgentSession,
@@ -48,12 +49,14 @@ from ..protocol import (
     value_count,
     values_over,
 )
+from ..protocol.output import chunk_bytes_for
 from ..protocol.payloads import MIN_FRAME_LIMIT
 from .backoff import Backoff
 from .dial import PinMismatchError, ProxyError, dial
 from .logtail import LogTail
 from .metrics import collect
 from .outbox import Outbox
+from .output import OutputPacer, OutputSink
 from .runner import CommandRunner
 from .settings import AgentSettings
 
@@ -90,6 +93,11 @@ class Agent:
             max_age_s=settings.outbox_max_age_s,
         )
         runner.journal = self.outbox
+        runner.output_sink = self._output_sink
+        #: The server's output budget, shared by every command (set at each auth).
+        self.output_pacer = OutputPacer()
+        #: The chunk size that fits the server's frame limit (set at each auth).
+        self._chunk_bytes = chunk_bytes_for(DEFAULT_MAX_FRAME_BYTES)
         for command_id in self.outbox.interrupted_commands():
             # Started by a previous run that died: say so; it is never run again.
             log.warning(
@@ -172,7 +180,12 @@ class Agent:
     async def _session(self, ws: WebSocketConnection) -> tuple[int | None, str]:
         labels = self.settings.labels
         # Offered only with labels to send: an unlabelled agent's auth stays as it was.
-        features = (FEATURE_ACK, FEATURE_CANCEL, *((FEATURE_LABELS,) if labels else ()))
+        features = (
+            FEATURE_ACK,
+            FEATURE_CANCEL,
+            FEATURE_OUTPUT,
+            *((FEATURE_LABELS,) if labels else ()),
+        )
         hello = AuthHello(
             agent_version=__version__,
             hostname=socket.gethostname()[:256],
@@ -209,7 +222,12 @@ class Agent:
 
     async def _act(self, link: _Link, event: Event) -> None:
         match event:
-            case AuthAccepted():
+            case AuthAccepted(reply=reply):
+                self.output_pacer.set_rate(reply.output_bytes_per_s)
+                limit = min(
+                    reply.max_frame_bytes or DEFAULT_MAX_FRAME_BYTES, self._frame_cap or 1 << 62
+                )
+                self._chunk_bytes = chunk_bytes_for(limit)
                 self.connected.set()
                 self._reschedule.set()
                 log.info(
@@ -328,6 +346,11 @@ class Agent:
         self._refused[seq] = self._refused.get(seq, 0) + 1
         self._frame_cap = max(MIN_FRAME_LIMIT, min(self._frame_cap or size, size - 1))
         log.warning("the server refused a frame of %d bytes (1009): sending less", size)
+
+    def _output_sink(self, command: Command) -> OutputSink:
+        return OutputSink(
+            command.command_id, self.outbox, self.output_pacer, chunk_bytes=self._chunk_bytes
+        )
 
     async def _metrics_loop(self) -> None:
         while True:

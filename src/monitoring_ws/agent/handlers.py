@@ -8,13 +8,16 @@ import logging
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from . import metrics
 from .settings import AgentSettings
+
+if TYPE_CHECKING:
+    from .output import OutputSink
 
 log = logging.getLogger("monitoring_ws.agent")
 
@@ -29,6 +32,9 @@ class CommandContext:
 
     settings: AgentSettings
     timeout_s: float
+    #: Set when the server asked for the output as it happens (the ``output`` extension):
+    #: a handler that can, writes there; one that cannot answers as usual.
+    output: OutputSink | None = None
 
 
 Handler = Callable[[Mapping[str, Any], CommandContext], Awaitable[Any]]
@@ -114,24 +120,14 @@ async def run(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any
             "this command line is not in the agent's allowedCommands (matched word for word; "
             "re:PATTERN words match one argument each)",
         )
+    if context.output is not None:
+        return await _run_streamed(arguments, context, context.output)
     cap = context.settings.output_cap_bytes
     outputs: dict[str, tuple[bytes, bool]] = {}
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                arguments,
-                stdin=subprocess.DEVNULL,
-                env=context.settings.child_environment(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                check=False,
-            )
-        )
-        assert process.stdout is not None  # noqa: S101 - asked for a pipe above
-        assert process.stderr is not None  # noqa: S101
-        nursery.start_soon(_read_capped, process.stdout, cap, outputs, "stdout")
-        nursery.start_soon(_read_capped, process.stderr, cap, outputs, "stderr")
+        process, out, err = await _child(nursery, arguments, context)
+        nursery.start_soon(_read_capped, out, cap, outputs, "stdout")
+        nursery.start_soon(_read_capped, err, cap, outputs, "stderr")
     stdout, stdout_cut = outputs["stdout"]
     stderr, stderr_cut = outputs["stderr"]
     return {
@@ -140,6 +136,61 @@ async def run(args: Mapping[str, Any], context: CommandContext) -> dict[str, Any
         "stderr": stderr.decode("utf-8", "replace"),
         "truncated": stdout_cut or stderr_cut,
     }
+
+
+async def _child(
+    nursery: trio.Nursery, arguments: list[str], context: CommandContext
+) -> tuple[trio.Process, trio.abc.ReceiveStream, trio.abc.ReceiveStream]:
+    """The child in ``nursery`` (killed when it is cancelled), no stdin, the allowed
+    environment; its stdout and stderr pipes."""
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            arguments,
+            stdin=subprocess.DEVNULL,
+            env=context.settings.child_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    )
+    assert process.stdout is not None  # noqa: S101 - asked for a pipe above
+    assert process.stderr is not None  # noqa: S101
+    return process, process.stdout, process.stderr
+
+
+async def _run_streamed(
+    arguments: list[str], context: CommandContext, sink: OutputSink
+) -> dict[str, Any]:
+    """``run`` with its output sent as it comes; the result holds the totals."""
+    async with trio.open_nursery() as nursery:
+        process, out, err = await _child(nursery, arguments, context)
+        nursery.start_soon(_pump, out, "stdout", sink)
+        nursery.start_soon(_pump, err, "stderr", sink)
+    return {"exitCode": process.returncode, **sink.totals, "chunks": sink.seq, "streamed": True}
+
+
+#: A read waits this long for more of the same burst, so that a command printing line
+#: by line costs a frame per burst, not per line.
+GATHER_S = 0.005
+_READ_BYTES = 65_536
+
+
+async def _pump(stream: trio.abc.ReceiveStream, name: str, sink: OutputSink) -> None:
+    ended = False
+    while not ended:
+        data = await stream.receive_some(_READ_BYTES)
+        if not data:
+            break
+        with trio.move_on_after(GATHER_S):  # a cancelled read loses nothing (trio)
+            while len(data) < _READ_BYTES:
+                more = await stream.receive_some(_READ_BYTES - len(data))
+                if not more:
+                    ended = True
+                    break
+                data += more
+        await sink.write(name, bytes(data))
+    await sink.write(name, b"", final=True)
 
 
 async def _read_capped(

@@ -33,6 +33,9 @@ log = logging.getLogger("monitoring_ws.agent")
 #: Started commands are remembered this long (longer than any command timeout).
 JOURNAL_KEEP_MS = 7 * 86_400_000
 _DROP_LOG_EVERY_MS = 60_000
+#: Messages put by this process are kept decoded too, up to this many bytes, so that the
+#: sender does not parse back what it just wrote (a chunk of output is 64 KiB of JSON).
+_DECODED_BYTES = 16 << 20
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -42,6 +45,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ms INTEGER NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_ms);
 CREATE TABLE IF NOT EXISTS journal (
     command_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 Pending = tuple[int, MessageType, dict[str, Any]]
+_OUTPUT = MessageType.COMMAND_OUTPUT.value
 
 
 class OutboxError(Exception):
@@ -79,9 +84,19 @@ class Outbox:
         self.bytes = int(
             self._db.execute("SELECT coalesce(sum(size), 0) FROM outbox").fetchone()[0]
         )
+        #: Of those, the bytes of command output (a command waits while there is too much).
+        self.output_bytes = int(
+            self._db.execute(
+                "SELECT coalesce(sum(size), 0) FROM outbox WHERE kind = ?", (_OUTPUT,)
+            ).fetchone()[0]
+        )
+        self._forgotten = trio.Event()
         #: Everything up to here is gone from the outbox (acknowledged, or sent unnumbered).
         self.acked_through = 0
         self._last_drop_log_ms = 0
+        self._next_age_check_ms = 0
+        self._decoded: dict[int, tuple[MessageType, dict[str, Any], int]] = {}
+        self._decoded_bytes = 0
         self._dropped_since_log = 0
 
     def _open(self) -> sqlite3.Connection:
@@ -116,19 +131,29 @@ class Outbox:
                 (kind.value, text, now, len(text)),
             )
             self.bytes += len(text)
+            if kind is MessageType.COMMAND_OUTPUT:
+                self.output_bytes += len(text)
+            seq = int(cursor.lastrowid or 0)
+            if self._decoded_bytes + len(text) <= _DECODED_BYTES:
+                self._decoded[seq] = (kind, dict(payload), len(text))
+                self._decoded_bytes += len(text)
             dropped = self._enforce_bounds(now)
         self.wake.set()
         if dropped:
             self._log_drops(dropped, now)
-        return int(cursor.lastrowid or 0)
+        return seq
 
     def _enforce_bounds(self, now_ms: int) -> int:
         db, dropped = self._db, 0
-        too_old = db.execute(
-            "DELETE FROM outbox WHERE created_ms < ? RETURNING size", (now_ms - self.max_age_ms,)
-        ).fetchall()
-        dropped += len(too_old)
-        self.bytes -= sum(size for (size,) in too_old)
+        if now_ms >= self._next_age_check_ms:  # the bound is days: a look a second will do
+            self._next_age_check_ms = now_ms + 1000
+            # By the index: a scan would read every row's payload (created_ms comes after it).
+            too_old = db.execute(
+                "DELETE FROM outbox WHERE created_ms < ? RETURNING size, kind, seq",
+                (now_ms - self.max_age_ms,),
+            ).fetchall()
+            dropped += len(too_old)
+            self._removed(too_old)
         while self.bytes > self.max_bytes:
             oldest = db.execute("SELECT seq, size FROM outbox ORDER BY seq LIMIT 64").fetchall()
             if len(oldest) <= 1:  # never drop the message just put
@@ -138,11 +163,26 @@ class Outbox:
                 cut, freed = seq, freed + size
                 if self.bytes - freed <= self.max_bytes:
                     break
-            removed = db.execute("DELETE FROM outbox WHERE seq <= ?", (cut,)).rowcount
-            dropped += removed
-            self.bytes -= freed
+            removed = db.execute(
+                "DELETE FROM outbox WHERE seq <= ? RETURNING size, kind, seq", (cut,)
+            ).fetchall()
+            dropped += len(removed)
+            self._removed(removed)
         self.dropped += dropped
         return dropped
+
+    def _removed(self, rows: list[tuple[int, str, int]]) -> None:
+        """Rows deleted: their bytes, and their decoded copies."""
+        self.bytes -= sum(size for size, _, _ in rows)
+        self.output_bytes -= sum(size for size, kind, _ in rows if kind == _OUTPUT)
+        for _, _, seq in rows:
+            entry = self._decoded.pop(seq, None)
+            if entry is not None:
+                self._decoded_bytes -= entry[2]
+
+    def forgotten_event(self) -> trio.Event:
+        """Set the next time messages leave the outbox (command output waits on it)."""
+        return self._forgotten
 
     def _log_drops(self, dropped: int, now_ms: int) -> None:
         self._dropped_since_log += dropped
@@ -158,26 +198,39 @@ class Outbox:
             self._last_drop_log_ms, self._dropped_since_log = now_ms, 0
 
     def after(self, seq: int, limit: int = 100) -> list[Pending]:
-        """Up to ``limit`` messages numbered above ``seq``, in order."""
+        """Up to ``limit`` messages numbered above ``seq``, in order (each a new dict)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, kind, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
+            numbers = self._db.execute(
+                "SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
-        return [(seq, MessageType(kind), json.loads(payload)) for seq, kind, payload in rows]
+            found: list[Pending] = []
+            for (number,) in numbers:
+                decoded = self._decoded.get(number)
+                if decoded is not None:
+                    found.append((number, decoded[0], dict(decoded[1])))
+                    continue
+                row = self._db.execute(
+                    "SELECT kind, payload FROM outbox WHERE seq = ?", (number,)
+                ).fetchone()
+                if row is not None:
+                    found.append((number, MessageType(row[0]), json.loads(row[1])))
+        return found
 
     def replace(self, seq: int, kind: MessageType, payload: Mapping[str, Any]) -> None:
         """Put ``payload`` in place of message ``seq`` (same number, same place in line)."""
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         with self._lock:
-            row = self._db.execute("SELECT size FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            row = self._db.execute("SELECT size, kind FROM outbox WHERE seq = ?", (seq,)).fetchone()
             if row is None:
                 return
             self._db.execute(
                 "UPDATE outbox SET kind = ?, payload = ?, size = ? WHERE seq = ?",
                 (kind.value, text, len(text), seq),
             )
-            self.bytes += len(text) - int(row[0])
+            self._removed([(int(row[0]), str(row[1]), seq)])
+            self.bytes += len(text)
+            if kind is MessageType.COMMAND_OUTPUT:
+                self.output_bytes += len(text)
 
     def delivery(self, seq: int) -> Delivery:
         return Delivery(self.stream, seq)
@@ -192,9 +245,12 @@ class Outbox:
         self.acked_through = max(self.acked_through, seq)
         with self._lock:
             removed = self._db.execute(
-                "DELETE FROM outbox WHERE seq <= ? RETURNING size", (seq,)
+                "DELETE FROM outbox WHERE seq <= ? RETURNING size, kind, seq", (seq,)
             ).fetchall()
-            self.bytes -= sum(size for (size,) in removed)
+            self._removed(removed)
+        if removed:
+            self._forgotten.set()
+            self._forgotten = trio.Event()
         return len(removed)
 
     # -- the command journal --------------------------------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -20,6 +21,9 @@ from ..protocol import (
 )
 from .handlers import CommandContext, CommandFailed, Handler
 from .settings import AgentSettings
+
+if TYPE_CHECKING:
+    from .output import OutputSink
 
 __all__ = ["CommandJournal", "CommandRunner"]
 
@@ -49,6 +53,8 @@ class CommandRunner:
         self.handlers = handlers
         #: Set by the ``Agent`` to its outbox, so a restarted agent never runs a command twice.
         self.journal: CommandJournal | None = None
+        #: Set by the ``Agent``: where a command asked to stream its output writes it.
+        self.output_sink: Callable[[Command], OutputSink] | None = None
         self._limiter = trio.CapacityLimiter(settings.command_concurrency)
         self._results: OrderedDict[str, tuple[CommandResult, int]] = OrderedDict()
         self._results_bytes = 0
@@ -121,7 +127,10 @@ class CommandRunner:
 
         handler = self.handlers.get(command.command)
         timeout_s = command.timeout_ms / 1000
-        context = CommandContext(self.settings, timeout_s)
+        sink = None
+        if command.stream_output and self.output_sink is not None:
+            sink = self.output_sink(command)
+        context = CommandContext(self.settings, timeout_s, sink)
         scope = self._running[command.command_id]
         scope.deadline = trio.current_time() + timeout_s
         try:

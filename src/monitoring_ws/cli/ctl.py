@@ -25,7 +25,12 @@ def add(commands: Any) -> None:
     ctl.add_argument("-o", "--output", choices=("table", "json", "wide"), default="table")
     ctl.set_defaults(run=_run, ctl=None)
     nouns = ctl.add_subparsers(dest="noun", metavar="WHAT")
+    _add_agents_and_run(nouns)
+    _add_jobs_and_records(nouns)
+    _add_watching(nouns)
 
+
+def _add_agents_and_run(nouns: Any) -> None:
     agents = nouns.add_parser("agents", help="list, show and label agents").add_subparsers(
         dest="verb", metavar="VERB"
     )
@@ -40,18 +45,21 @@ def add(commands: Any) -> None:
     label.add_argument("labels", nargs="+")
     label.set_defaults(ctl="agents label")
 
-    run = nouns.add_parser("run", help="run a command line on one agent (its allow-list decides)")
-    run.add_argument("agent")
+    run = nouns.add_parser(
+        "run",
+        help="run a command line on one agent, or (-l) a job on every agent a selector "
+        "matches; output as it comes; Ctrl-C cancels",
+    )
+    run.add_argument("agent", nargs="?", help="the agent (or -l SELECTOR)")
+    _job_options(run, required=False)
     run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
-    run.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     run.set_defaults(ctl="run")
 
+
+def _add_jobs_and_records(nouns: Any) -> None:
     jobs = nouns.add_parser("jobs", help="fleet jobs").add_subparsers(dest="verb", metavar="VERB")
     job_run = jobs.add_parser("run", help="run a command line on every agent a selector matches")
-    job_run.add_argument("-l", "--selector", required=True)
-    job_run.add_argument("--max-concurrency", default="50")
-    job_run.add_argument("--max-errors", default="0")
-    job_run.add_argument("--timeout", type=float, default=60.0)
+    _job_options(job_run, required=True)
     job_run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     job_run.set_defaults(ctl="jobs run")
     job_ls = jobs.add_parser("ls", help="jobs, newest first")
@@ -75,6 +83,48 @@ def add(commands: Any) -> None:
         parser.set_defaults(ctl=f"commands {verb}")
 
 
+def _add_watching(nouns: Any) -> None:
+    logs = nouns.add_parser("logs", help="an agent's last log lines; -f: then as they come")
+    logs.add_argument("agent")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many (default 50)")
+    logs.set_defaults(ctl="logs")
+    events = nouns.add_parser("events", help="live events the server holds; -f: follow")
+    events.add_argument("-f", "--follow", action="store_true")
+    events.add_argument("--type", help="some of: agent_connected,command,job,log,metrics,...")
+    events.add_argument("--agent", help="one agent's only")
+    events.set_defaults(ctl="events")
+    metrics = nouns.add_parser("metrics", help="an agent's latest metrics sample")
+    metrics.add_argument("agent")
+    metrics.set_defaults(ctl="metrics")
+    completion = nouns.add_parser(
+        "completion", help='shell completion: eval "$(monitoring-ws ctl completion bash)"'
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(ctl="completion", run=_completion)
+
+
+def _job_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "-l", "--selector", required=required, help="a label selector: env=prod,role in (web,api)"
+    )
+    parser.add_argument(
+        "--max-concurrency", default="50", help="agents at a time: N or N%% (default 50)"
+    )
+    parser.add_argument(
+        "--max-errors", default="0", help="stop after this many failed: N or N%% (default 0)"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from ..ctl.completion import completion_script  # noqa: PLC0415 - only this needs it
+    from . import build_parser  # noqa: PLC0415 - the whole CLI, plugins' subcommands too
+
+    sys.stdout.write(completion_script(build_parser(), args.shell))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..ctl.api import Api  # noqa: PLC0415 - only ctl needs it
     from ..ctl.commands import COMMANDS  # noqa: PLC0415
@@ -82,7 +132,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.ctl is None:
         print(
-            "monitoring-ws ctl: say what: agents, run, jobs or commands (--help)", file=sys.stderr
+            "monitoring-ws ctl: say what: agents, run, jobs, commands, logs, events, metrics "
+            "or completion (--help)",
+            file=sys.stderr,
         )
         return 2
     if getattr(args, "words", None) and args.words[0] == "--":
@@ -102,3 +154,6 @@ def _run(args: argparse.Namespace) -> int:
     except CtlError as exc:
         print(f"monitoring-ws ctl: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:  # before anything was sent, or while following logs/events
+        print("\nmonitoring-ws ctl: interrupted", file=sys.stderr)
+        return 130

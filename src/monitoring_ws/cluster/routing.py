@@ -126,6 +126,7 @@ class NodeRouter:
             "requestedBy": order.requester.to_json(),
             "commandId": order.command_id,
             "again": order.again,
+            "streamOutput": order.stream_output,
             "wait": wait,
         }
         done, answers = trio.Event(), list[dict[str, Any]]()
@@ -178,6 +179,7 @@ class NodeRouter:
                 attrs.evolve(asked_by, address=f"{asked_by.address} via {message['replyTo']}"),
                 _command_id(message.get("commandId")),
                 message.get("again") is True,
+                message.get("streamOutput") is True,
             )
             if message.get("wait") is False:
                 command_id, state = await local.submit_here(order)

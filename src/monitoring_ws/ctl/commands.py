@@ -4,21 +4,17 @@ people, ``-o json`` for scripts)."""
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
-import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from .api import Api, ApiError, segment
+from .api import Api, segment
+from .run import run, run_job
 from .settings import CtlError
+from .watch import events, logs, metrics
 
-__all__ = ["COMMANDS", "EXIT_REFUSED", "EXIT_TIMEOUT"]
+__all__ = ["COMMANDS"]
 
-#: Exit statuses besides the remote command's own (docs/cli.md).
-EXIT_TIMEOUT, EXIT_REFUSED = 124, 125
-ENDED_JOB = {"succeeded", "failed", "stopped", "cancelled"}
 Handler = Callable[[Api, Any, TextIO], int]
 
 
@@ -83,83 +79,9 @@ def agents_label(api: Api, args: Any, out: TextIO) -> int:
     return 0
 
 
-def run(api: Api, args: Any, out: TextIO) -> int:
-    """The agent's ``run`` with the words joined as a shell would read them back; its
-    output, then its exit code as this command's."""
-    if not args.words:
-        raise CtlError("give the command after --: ctl run AGENT -- uname -a", 2)
-    body = {
-        "command": "run",
-        "args": {"command": shlex.join(args.words)},
-        "timeoutMs": int(args.timeout * 1000),
-    }
-    try:
-        answer = api.call("POST", f"/api/agents/{segment(args.agent)}/commands", body)
-    except ApiError as exc:
-        if exc.status == 504:
-            sys.stderr.write(f"ctl: {exc}\n")
-            return EXIT_TIMEOUT
-        if exc.status in {403, 404, 409, 502, 503}:
-            sys.stderr.write(f"ctl: {exc}\n")
-            return EXIT_REFUSED
-        raise
-    if args.output == "json":
-        _json(answer, out)
-    result = answer.get("result") or {}
-    if args.output != "json":
-        out.write(result.get("stdout", ""))
-        sys.stderr.write(result.get("stderr", ""))
-    if not answer.get("ok"):
-        error = answer.get("error") or {}
-        if "exitCode" not in result:
-            sys.stderr.write(f"ctl: {error.get('code')}: {error.get('message')}\n")
-            return EXIT_REFUSED
-    code = result.get("exitCode")
-    return code if isinstance(code, int) and 0 <= code < 256 else 0
-
-
 def jobs_run(api: Api, args: Any, out: TextIO) -> int:
-    """A job: each agent's output prefixed by its id, a summary, non-zero when any failed."""
-    if not args.words:
-        raise CtlError("give the command after --: ctl jobs run -l env=prod -- uptime", 2)
-    body: dict[str, Any] = {
-        "selector": args.selector,
-        "command": "run",
-        "args": {"command": shlex.join(args.words)},
-        "timeoutMs": int(args.timeout * 1000),
-        "maxConcurrency": args.max_concurrency,
-        "maxErrors": args.max_errors,
-    }
-    job = api.call("POST", "/api/jobs", body)
-    job_id = job["jobId"]
-    while job["state"] not in ENDED_JOB:
-        time.sleep(0.2)
-        job = api.call("GET", f"/api/jobs/{job_id}", params={"limit": 1})
-    agents = _all_agents(api, job_id)
-    if args.output == "json":
-        return _json({**job, "agents": agents}, out)
-    for agent in agents:
-        command_id = agent.get("commandId")
-        if not command_id or agent["state"] == "skipped":
-            out.write(f"{agent['agentId']}: ({agent['state']}: {agent.get('reason')})\n")
-            continue
-        record = api.call("GET", f"/api/commands/{segment(command_id)}")
-        result = (record.get("result") or {}).get("result") or {}
-        for line in (result.get("stdout") or "").splitlines():
-            out.write(f"{agent['agentId']}: {line}\n")
-    counts = ", ".join(f"{n} {state}" for state, n in job["counts"].items() if n)
-    out.write(f"job {job_id} {job['state']}: {counts}\n")
-    return 0 if job["state"] == "succeeded" else 1
-
-
-def _all_agents(api: Api, job_id: str) -> list[dict[str, Any]]:
-    agents: list[dict[str, Any]] = []
-    offset: int | None = 0
-    while offset is not None:
-        page = api.call("GET", f"/api/jobs/{job_id}", params={"limit": 1000, "offset": offset})
-        agents += page["agents"]
-        offset = page["nextOffset"]
-    return agents
+    """``ctl jobs run -l SELECTOR``: ``ctl run -l SELECTOR``."""
+    return run_job(api, args, out)
 
 
 def jobs_ls(api: Api, args: Any, out: TextIO) -> int:
@@ -224,4 +146,7 @@ COMMANDS: dict[str, Handler] = {
     "commands ls": commands_ls,
     "commands show": commands_show,
     "commands cancel": commands_cancel,
+    "logs": logs,
+    "events": events,
+    "metrics": metrics,
 }

@@ -18,7 +18,14 @@ import attrs
 import trio
 
 from ..clock import wall_ms
-from ..protocol import FEATURE_CANCEL, Command, CommandError, CommandResult, encoded_size
+from ..protocol import (
+    FEATURE_CANCEL,
+    FEATURE_OUTPUT,
+    Command,
+    CommandError,
+    CommandResult,
+    encoded_size,
+)
 from ..transports import (
     AgentGoneError,
     CommandOutcome,
@@ -106,12 +113,16 @@ class CommandBook:
         *,
         requested_by: Requester,
         command_id: str,
+        stream_output: bool = False,
     ) -> CommandRecord:
         """Sign a command, record it and send it now; it runs on without a caller waiting.
 
         Raises ``InvalidCommandError`` (nothing recorded) when it cannot be signed."""
         now = wall_ms()
-        frame = connection.command_frame(Command(command_id, command, args, timeout_ms), now)
+        stream_output = stream_output and connection.speaks(FEATURE_OUTPUT)
+        frame = connection.command_frame(
+            Command(command_id, command, args, timeout_ms, stream_output), now
+        )
         record = CommandRecord(
             command_id=command_id,
             agent_id=connection.agent_id,
@@ -122,6 +133,7 @@ class CommandBook:
             requested_by=requested_by,
             created_ms=now,
             updated_ms=now,
+            stream_output=stream_output,
         )
         live = _Live(record, connection)
         self._add(live)
@@ -147,7 +159,8 @@ class CommandBook:
         if connection is None or connection.closing is not None:
             return
         remaining = max(1, record.deadline_ms - now_ms)
-        command = Command(record.command_id, record.command, dict(record.args), remaining)
+        stream = record.stream_output and connection.speaks(FEATURE_OUTPUT)
+        command = Command(record.command_id, record.command, dict(record.args), remaining, stream)
         try:
             frame = connection.command_frame(command, now_ms)
         except InvalidCommandError as exc:
@@ -261,6 +274,14 @@ class CommandBook:
             if found is not None:
                 return found
         return record, None
+
+    def agent_of(self, command_id: str) -> str | None:
+        """The agent a live or recently finished command went to (no database read)."""
+        live = self._live.get(command_id)
+        if live is not None:
+            return live.record.agent_id
+        record = self._recent_record(command_id)
+        return None if record is None else record.agent_id
 
     # -- bookkeeping ------------------------------------------------------------------------
 

@@ -73,6 +73,13 @@ class GatewayConfig:
     shutdown_retry_after_s: int = 5
     #: Finished command records are kept this long (state.sqlite3 in state_dir).
     command_retention_s: int = attrs.field(default=7 * 86_400, validator=_positive)
+    #: Streamed command output (the ``output`` extension): the bytes a second each agent
+    #: may send, apart from ``agent_bytes_per_s`` (agents pace themselves to it)...
+    output_bytes_per_s: int = attrs.field(default=4 << 20, validator=_positive)
+    #: ... the most kept of one command's output (the oldest goes first, and readers are
+    #: told), and of all commands' (the oldest go first; checked each minute).
+    output_window_bytes: int = attrs.field(default=8 << 20, validator=_positive)
+    output_max_bytes: int = attrs.field(default=1 << 30, validator=_positive)
     #: Accepted metrics and logs stay in the telemetry spool this long.
     telemetry_retention_s: int = attrs.field(default=86_400, validator=_positive)
     #: ... and while they take at most this much (the oldest go first; checked each minute).

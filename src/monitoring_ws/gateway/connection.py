@@ -26,6 +26,7 @@ from ..protocol import (
     CloseCode,
     CloseConnection,
     Command,
+    CommandOutputReceived,
     CommandResultReceived,
     Delivery,
     DuplicateDropped,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .commands import CommandBook
     from .config import GatewayConfig
     from .links import SharedReplayWindow, TelemetryOut
+    from .output import OutputKeeper
     from .spool import Spool
     from .workload import Workload
 
@@ -65,6 +67,7 @@ class ConnectionOwner(Protocol):
     replay: ReplayWindow
     shared_replay: SharedReplayWindow | None
     commands: CommandBook
+    output: OutputKeeper
     spool: Spool
     sink: TelemetryOut
     stats: Counter[str]
@@ -99,6 +102,7 @@ class AgentConnection:
         "_gateway",
         "_nursery",
         "_outbox",
+        "_output_kept",
         "_read_scope",
         "_receive",
         "_send",
@@ -132,6 +136,9 @@ class AgentConnection:
         self._read_scope: trio.CancelScope | None = None
         self._closing: CloseConnection | None = None
         self._authenticated = False
+        #: The last frame was a chunk of output kept for a command sent to this agent:
+        #: the output budget (bytes) bounds what those cost, not the CPU share.
+        self._output_kept = False
 
     # -- what others call -----------------------------------------------------------------
 
@@ -338,8 +345,9 @@ class AgentConnection:
                             spent = time.perf_counter() - started
                         else:
                             events, spent = await self._receive_shared(data, shared)
+                        self._output_kept = False
                         await self._act(events, text or "")
-                        if self._authenticated and self._closing is None:
+                        if self._authenticated and self._closing is None and not self._output_kept:
                             await self._pay(spent, len(data))
                         # This frame lives as long as the agent: hold no float objects.
                         started = spent = 0
@@ -428,6 +436,10 @@ class AgentConnection:
                     gateway.stats["frames_command_result"] += 1
                     if spool.admit(self.agent_id, delivery):
                         await gateway.commands.resolve(self, result)
+                case CommandOutputReceived(output=output, delivery=delivery):
+                    gateway.stats["frames_command_output"] += 1
+                    if spool.admit(self.agent_id, delivery):
+                        self._output_kept = await gateway.output.admit(self.agent_id, output)
                 case DuplicateDropped():
                     gateway.stats["duplicates"] += 1
                 case Authenticated():

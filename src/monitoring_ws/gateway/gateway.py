@@ -20,6 +20,7 @@ from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
     FEATURE_LABELS,
+    FEATURE_OUTPUT,
     CloseCode,
     CloseConnection,
     Keyring,
@@ -48,6 +49,7 @@ from .links import (
     TelemetryOut,
 )
 from .liveness import ConnectionHistory, SessionSpan, Staleness
+from .output import OutputKeeper
 from .seen import LastSeen
 from .spool import Spool
 from .store import StateStore
@@ -134,7 +136,11 @@ class Gateway:
             self.store,
             elsewhere=None if records is None else records.get,
             ended=None if metrics is None else metrics.command_ended,
-            changed=None if events is None else self._command_changed,
+            changed=self._command_changed,
+        )
+        #: Streamed output of the commands this node sent.
+        self.output = OutputKeeper(
+            self.store, window_bytes=config.output_window_bytes, agent_of=self.commands.agent_of
         )
         self.last_seen = LastSeen(self.store)
         #: Connected agents silent for two heartbeat intervals, and recent sessions.
@@ -166,10 +172,12 @@ class Gateway:
         self.revoke(config.revoked_agents)
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
-            features=frozenset({FEATURE_ACK, FEATURE_CANCEL, FEATURE_LABELS}),
+            features=frozenset({FEATURE_ACK, FEATURE_CANCEL, FEATURE_LABELS, FEATURE_OUTPUT}),
             rate_limit=RateLimit(
                 config.agent_messages_per_s, config.agent_bytes_per_s, config.agent_burst_s
             ),
+            # Counted in bytes only: every frame already counts in messages above.
+            output_rate=RateLimit(1e9, config.output_bytes_per_s, config.agent_burst_s),
             limits=Limits(
                 max_frame_bytes=config.max_frame_bytes,
                 max_frame_values=config.max_frame_values,
@@ -337,6 +345,7 @@ class Gateway:
                 self._none_open.set()
 
     def _command_changed(self, record: CommandRecord) -> None:
+        self.output.notify(record.command_id)  # a follower of its output hears it ended
         if self._events is not None:
             self._events.publish("command", record.agent_id, record.to_json())
 

@@ -152,6 +152,7 @@ class Spool:
                         config.command_retention_s * 1000,
                         config.telemetry_retention_s * 1000,
                         config.telemetry_max_bytes,
+                        config.output_max_bytes,
                     )
                     if deleted:
                         log.info("pruned %d rows past retention from the state database", deleted)

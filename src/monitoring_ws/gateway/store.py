@@ -27,12 +27,14 @@ from ..host.plugins import StartupError
 from ..private import private_file
 from ..protocol import Delivery
 from ..transports.records import CommandRecord, RecordQuery
+from .output_table import OUTPUT_SCHEMA, OutputTable
 
 __all__ = ["SCHEMA_VERSION", "StateStore", "StoreError"]
 
 SCHEMA_VERSION = 1
 _T = TypeVar("_T")
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY,
@@ -60,6 +62,8 @@ CREATE TABLE IF NOT EXISTS delivery (
 );
 CREATE TABLE IF NOT EXISTS seen (agent_id TEXT PRIMARY KEY, seen_ms INTEGER NOT NULL);
 """
+    + OUTPUT_SCHEMA
+)
 
 
 class StoreError(StartupError):
@@ -94,6 +98,8 @@ class StateStore:
                 0
             ]
         )
+        #: Streamed command output: buffered with the rest, committed with the marks.
+        self.output = OutputTable(self._db)
         self._telemetry: list[tuple[str, str, str]] = []
         self._commands: dict[str, CommandRecord] = {}
         self._marks: dict[str, tuple[str, int]] = {}
@@ -136,7 +142,13 @@ class StateStore:
 
     @property
     def pending(self) -> int:
-        return len(self._telemetry) + len(self._commands) + len(self._marks) + len(self._seen)
+        return (
+            len(self._telemetry)
+            + len(self._commands)
+            + len(self._marks)
+            + len(self._seen)
+            + self.output.pending
+        )
 
     def add_telemetry(self, agent_id: str, kind: str, envelope: str) -> None:
         """Spool a received frame (``receivedAt`` is its commit's time)."""
@@ -176,6 +188,7 @@ class StateStore:
             records, self._commands = self._commands, {}
             marks, self._marks = self._marks, {}
             seen, self._seen = self._seen, {}
+            chunks, cuts = self.output.take()
             now = wall_ms() if now_ms is None else now_ms
             spooled = [(agent, kind, now, frame) for agent, kind, frame in telemetry]
             rows = [_command_row(record) for record in records.values()]
@@ -184,6 +197,7 @@ class StateStore:
             try:
                 with self._lock:
                     self._insert(spooled, rows, mark_rows, list(seen.items()))
+                    self.output.write(self._db, chunks, cuts, now)
                 await self._run(self._finish)
             except sqlite3.Error as exc:
                 # Keep it all for the next commit (newer writes win), and say why it failed.
@@ -191,6 +205,7 @@ class StateStore:
                 self._commands = records | self._commands
                 self._marks = marks | self._marks
                 self._seen = seen | self._seen
+                self.output.restore(chunks, cuts)
                 raise StoreError(f"cannot write the state database {self.path}: {exc}") from None
             self.commits += 1
             if self._timed is not None:
@@ -237,6 +252,10 @@ class StateStore:
                 return fn(*args)
 
         return await trio.to_thread.run_sync(locked, limiter=self._limiter)
+
+    async def read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(db, *args)`` in a worker thread, under the lock (reads of other modules)."""
+        return await self._run(fn, self._db, *args)
 
     def load_marks(self) -> dict[str, Delivery]:
         """Every agent's stored mark (at start, before serving)."""
@@ -324,6 +343,7 @@ class StateStore:
         command_retention_ms: int,
         telemetry_retention_ms: int,
         telemetry_max_bytes: int | None = None,
+        output_max_bytes: int | None = None,
     ) -> int:
         """Delete finished records and spooled messages past retention, and the oldest
         spooled messages past ``telemetry_max_bytes``; rows deleted."""
@@ -354,6 +374,10 @@ class StateStore:
                 if not cutoff:
                     break
                 deleted += delete_telemetry_through(cutoff)
+            # A command's output goes with its record.
+            deleted += self.output.prune(
+                db, now_ms - command_retention_ms, output_max_bytes or (1 << 62)
+            )
             # A mark older than any command retention belongs to an agent long gone.
             deleted += db.execute(
                 "DELETE FROM delivery WHERE updated_ms < ?", (now_ms - command_retention_ms,)
@@ -369,7 +393,7 @@ class StateStore:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            tables = ("commands", "telemetry", "delivery")
+            tables = ("commands", "telemetry", "delivery", "output")
             return {t: self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # noqa: S608 - fixed names
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..transports import (
@@ -18,6 +19,7 @@ from ..transports import (
     StateUnavailableError,
     UnknownCommandError,
 )
+from .output import OutputNews
 from .store import StoreError
 
 if TYPE_CHECKING:
@@ -84,6 +86,20 @@ class WebSocketTransport:
     async def command_record(self, command_id: str) -> dict[str, Any] | None:
         record = await self.gateway.commands.get(command_id)
         return None if record is None else record.to_json()
+
+    async def command_output(
+        self, command_id: str, after: int, limit: int
+    ) -> list[dict[str, Any]] | None:
+        """Chunks of a command this node sent with ``streamOutput``, above ``after``; None
+        for one sent without (its output is in its result) or by another node."""
+        record, node = await self.gateway.commands.locate(command_id)
+        if record is None or node is not None or not record.stream_output:
+            return None
+        rows = await self.gateway.output.read(command_id, after, limit)
+        return [row.to_json() for row in rows]
+
+    def watch_output(self, command_ids: Sequence[str]) -> OutputNews:
+        return self.gateway.output.watch(command_ids)
 
     async def list_records(self, query: RecordQuery) -> list[dict[str, Any]]:
         """This node's records, or in a cluster every node's (their copies in Redis)."""
@@ -199,6 +215,7 @@ class WebSocketTransport:
             order.timeout_ms,
             requested_by=order.requester,
             command_id=order.command_id or str(uuid.uuid4()),
+            stream_output=order.stream_output,
         )
 
     def connection_for(self, agent_id: str, command: str) -> AgentConnection:

@@ -39,6 +39,7 @@ from .events import (
     Authenticated,
     CancelReceived,
     CloseConnection,
+    CommandOutputReceived,
     CommandReceived,
     CommandResultReceived,
     DuplicateDropped,
@@ -53,6 +54,7 @@ from .events import (
 from .fitting import encoded_size, fit_payload
 from .keys import Keyring, derive_agent_key, derive_enrolled_key, parse_agent_key, sign, verify
 from .labels import FEATURE_LABELS, MAX_LABELS, LabelError, check_labels
+from .output import FEATURE_OUTPUT, CommandOutput
 from .payloads import (
     PROTOCOL_VERSION,
     AuthHello,
@@ -84,6 +86,7 @@ __all__ = [
     "FEATURE_ACK",
     "FEATURE_CANCEL",
     "FEATURE_LABELS",
+    "FEATURE_OUTPUT",
     "INTERRUPTED",
     "MAX_DEPTH",
     "MAX_LABELS",
@@ -107,6 +110,8 @@ __all__ = [
     "CloseConnection",
     "Command",
     "CommandError",
+    "CommandOutput",
+    "CommandOutputReceived",
     "CommandReceived",
     "CommandResult",
     "CommandResultReceived",

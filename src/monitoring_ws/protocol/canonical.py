@@ -100,22 +100,14 @@ def canonicalize_reference(value: Any) -> bytes:
         raise CanonicalizationError(str(exc)) from None
 
 
-def _encode_if_canonical(value: Any) -> str | None:
-    """The encoder's output when it is already RFC 8785, else None.
-
-    For values from ``strictjson.loads`` only (JSON types, integers in range): ASCII
-    output has ASCII keys, and an unsafe float always leaves ``e+``/``e-`` or a ``.0``
-    before a delimiter. Strings can trip the test too; they only cost the slow path.
-    """
-    try:
-        text = _encode(value)
-    except ValueError:  # NaN or Infinity (from an overflowing literal)
-        raise CanonicalizationError("NaN and Infinity have no JSON form") from None
+def _plainly_canonical(text: str) -> bool:
+    """Whether the encoder's output of a value from ``strictjson.loads`` (JSON types,
+    integers in range) is surely RFC 8785 already: ASCII output has ASCII keys, and an
+    unsafe float always leaves ``e+``/``e-`` or a ``.0`` before a delimiter. Strings can
+    trip the test too; they then cost a walk of the value."""
     if not text.isascii() or "e+" in text or "e-" in text:
-        return None
-    if ".0," in text or ".0]" in text or ".0}" in text or text.endswith(".0"):
-        return None
-    return text
+        return False
+    return not (".0," in text or ".0]" in text or ".0}" in text or text.endswith(".0"))
 
 
 def canonicalize(value: Any, *, parsed: bool = False) -> bytes:
@@ -125,15 +117,32 @@ def canonicalize(value: Any, *, parsed: bool = False) -> bytes:
     check run on the encoder's output instead of walking the value first.
     """
     if parsed:
-        text = _encode_if_canonical(value)
-        if text is not None:
+        try:
+            text = _encode(value)
+        except ValueError:  # NaN or Infinity (from an overflowing literal)
+            raise CanonicalizationError("NaN and Infinity have no JSON form") from None
+        if _plainly_canonical(text):
             return text.encode("ascii")
+        # The quick test failed (a string of output holds "e-" or "é" often): walk the
+        # value, and keep the text already made when it needed no other path.
+        if _scan(value) is _Path.FAST:
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise CanonicalizationError("lone UTF-16 surrogate in a string") from exc
+    return canonicalize_plain(value)[0]
+
+
+def canonicalize_plain(value: Any) -> tuple[bytes, bool]:
+    """RFC 8785 bytes of ``value``, and whether they hold no number written otherwise
+    than a JSON reader gives it back (a float such as 1e16 becomes an integer literal
+    there): then a frame may carry them as the payload's JSON."""
     path = _scan(value)
     if path is _Path.REFERENCE:
-        return canonicalize_reference(value)
+        return canonicalize_reference(value), False
     if path is _Path.INTEGRAL:
         value = _integral_to_int(value)
     try:
-        return _encode(value).encode("utf-8")
+        return _encode(value).encode("utf-8"), path is _Path.FAST
     except UnicodeEncodeError as exc:
         raise CanonicalizationError("lone UTF-16 surrogate in a string") from exc

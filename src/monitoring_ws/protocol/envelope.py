@@ -16,10 +16,11 @@ from typing import Any, Final
 import attrs
 
 from . import strictjson
-from .canonical import CanonicalizationError, canonicalize
+from .canonical import CanonicalizationError, canonicalize, canonicalize_plain
 from .delivery import Cancel
 from .errors import CloseCode, ProtocolError
 from .keys import sign, verify
+from .output import CommandOutput
 from .payloads import (
     AuthHello,
     AuthReply,
@@ -81,6 +82,7 @@ class MessageType(enum.StrEnum):
     HEARTBEAT = "heartbeat"
     ACK = "ack"
     CANCEL = "cancel"
+    COMMAND_OUTPUT = "command_output"
 
 
 class Sender(enum.Enum):
@@ -101,6 +103,7 @@ Body = (
     | HeartbeatReply
     | Delivery
     | Cancel
+    | CommandOutput
 )
 
 #: Which types each side sends, and the payload schema of each.
@@ -111,6 +114,7 @@ BODIES: Final[Mapping[Sender, Mapping[MessageType, type[Body]]]] = {
         MessageType.LOG: LogBatch,
         MessageType.COMMAND_RESULT: CommandResult,
         MessageType.HEARTBEAT: Heartbeat,
+        MessageType.COMMAND_OUTPUT: CommandOutput,  # the ``output`` extension
     },
     Sender.SERVER: {
         MessageType.AUTH: AuthReply,
@@ -134,6 +138,9 @@ class Envelope:
     nonce: str
     payload: Mapping[str, Any]
     signature: str
+    #: The payload's RFC 8785 text when ``seal`` made it (it is JSON: the frame carries it
+    #: as it is, instead of encoding the payload again).
+    payload_json: str | None = attrs.field(default=None, eq=False, repr=False)
 
     def signing_input(self, payload_canonical: bytes | None = None) -> bytes:
         """RFC 8785 bytes of the envelope without ``signature``.
@@ -163,6 +170,13 @@ class Envelope:
 
     def to_frame(self) -> str:
         """The text frame to send."""
+        if self.payload_json is not None:
+            # The members but the payload need no escaping (their alphabets, a safe int).
+            return (
+                f'{{"type":"{self.type.value}","agentId":"{self.agent_id}","ts":{self.ts},'
+                f'"nonce":"{self.nonce}","payload":{self.payload_json},'
+                f'"signature":"{self.signature}"}}'
+            )
         fields = self.unsigned()
         fields["signature"] = self.signature
         return _ENCODE(fields)
@@ -202,7 +216,12 @@ def seal(
     if not 0 <= ts <= strictjson.MAX_SAFE_INTEGER:
         raise ValueError(f"ts out of range: {ts}")
     unsigned = Envelope(type, agent_id, ts, nonce, payload, "")
-    return attrs.evolve(unsigned, signature=sign(key, unsigned.signing_input()))
+    canonical, plain = canonicalize_plain(payload)
+    return attrs.evolve(
+        unsigned,
+        signature=sign(key, unsigned.signing_input(canonical)),
+        payload_json=canonical.decode("utf-8") if plain else None,
+    )
 
 
 def _malformed(reason: str) -> ProtocolError:

@@ -8,6 +8,7 @@ import attrs
 
 from .envelope import Envelope
 from .errors import CloseCode
+from .output import CommandOutput
 from .payloads import (
     AuthHello,
     AuthReply,
@@ -25,6 +26,7 @@ __all__ = [
     "Authenticated",
     "CancelReceived",
     "CloseConnection",
+    "CommandOutputReceived",
     "CommandReceived",
     "CommandResultReceived",
     "DuplicateDropped",
@@ -104,6 +106,16 @@ class CommandResultReceived:
 
 
 @attrs.frozen
+class CommandOutputReceived:
+    """A chunk of a running command's output (the ``output`` extension)."""
+
+    envelope: Envelope
+    output: CommandOutput
+    #: With the ``ack`` extension: the message's place in the agent's outbox.
+    delivery: Delivery | None = None
+
+
+@attrs.frozen
 class HeartbeatReceived:
     """An agent heartbeat; the session has already queued the signed answer."""
 
@@ -156,6 +168,7 @@ Event = (
     | MetricsReceived
     | LogsReceived
     | CommandResultReceived
+    | CommandOutputReceived
     | HeartbeatReceived
     | AuthAccepted
     | CommandReceived

@@ -183,6 +183,9 @@ class AuthReply:
     auth_nonce: str | None = None
     #: The largest frame the server takes (optional; agents assume 1 MiB without it).
     max_frame_bytes: int | None = None
+    #: With the ``output`` extension: the bytes a second of ``command_output`` frames the
+    #: server takes from this agent (it paces itself to stay under).
+    output_bytes_per_s: int | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
@@ -191,6 +194,9 @@ class AuthReply:
         max_frame = _optional(payload, "maxFrameBytes", int)
         if max_frame is not None and max_frame < MIN_FRAME_LIMIT:
             raise schema_error(f"payload.maxFrameBytes must be >= {MIN_FRAME_LIMIT}")
+        output_rate = _optional(payload, "outputBytesPerS", int)
+        if output_rate is not None and output_rate < 1:
+            raise schema_error("payload.outputBytesPerS must be >= 1")
         return cls(
             session_id=_text(payload, "sessionId"),
             server_time=_non_negative(payload, "serverTime"),
@@ -198,6 +204,7 @@ class AuthReply:
             features=_names(payload, "features"),
             auth_nonce=_optional_text(payload, "authNonce"),
             max_frame_bytes=max_frame,
+            output_bytes_per_s=output_rate,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -212,6 +219,8 @@ class AuthReply:
             payload["authNonce"] = self.auth_nonce
         if self.max_frame_bytes is not None:
             payload["maxFrameBytes"] = self.max_frame_bytes
+        if self.output_bytes_per_s is not None:
+            payload["outputBytesPerS"] = self.output_bytes_per_s
         return payload
 
 
@@ -284,23 +293,32 @@ class Command:
     command: str
     args: Mapping[str, Any]
     timeout_ms: int
+    #: With the ``output`` extension: send the output as it happens (``command_output``).
+    stream_output: bool = False
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
+        stream = payload.get("streamOutput", False)
+        if not isinstance(stream, bool):
+            raise schema_error("payload.streamOutput must be a boolean")
         return cls(
             command_id=_name(payload, "commandId"),
             command=_name(payload, "command"),
             args=_member(payload, "args", dict),
             timeout_ms=_non_negative(payload, "timeoutMs", 1),
+            stream_output=stream,
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "commandId": self.command_id,
             "command": self.command,
             "args": dict(self.args),
             "timeoutMs": self.timeout_ms,
         }
+        if self.stream_output:  # only then: a command stays as protocol v1 has it
+            payload["streamOutput"] = True
+        return payload
 
 
 @attrs.frozen

@@ -53,6 +53,11 @@ class RateMeter:
         wait = max((1 - messages) / limit.messages_per_s, (size - size_tokens) / limit.bytes_per_s)
         return max(1, math.ceil(wait))
 
+    def refund(self, size: int) -> None:
+        """Give back the bytes of a message another budget pays for (its count stays)."""
+        limit = self._limit
+        self._bytes = min(limit.bytes_per_s * limit.burst_s, self._bytes + size)
+
 
 class WorkBudget:
     """Time spent on one agent's frames: a bucket of ``burst_s`` that fills at ``per_s``

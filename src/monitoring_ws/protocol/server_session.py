@@ -17,6 +17,7 @@ from .envelope import Message, MessageType, Sender
 from .errors import CloseCode, ProtocolError
 from .events import (
     Authenticated,
+    CommandOutputReceived,
     CommandResultReceived,
     DuplicateDropped,
     Event,
@@ -27,6 +28,7 @@ from .events import (
     random_nonce,
 )
 from .keys import Keyring
+from .output import FEATURE_OUTPUT, CommandOutput
 from .payloads import (
     AuthHello,
     AuthReply,
@@ -47,7 +49,14 @@ __all__ = ["ServerConfig", "ServerSession", "ServerState"]
 
 
 #: The types that carry a ``delivery`` number under the ``ack`` extension.
-_NUMBERED = frozenset({MessageType.METRICS, MessageType.LOG, MessageType.COMMAND_RESULT})
+_NUMBERED = frozenset(
+    {
+        MessageType.METRICS,
+        MessageType.LOG,
+        MessageType.COMMAND_RESULT,
+        MessageType.COMMAND_OUTPUT,
+    }
+)
 
 
 #: The shared replay window cannot answer and fails closed: the agent comes back later
@@ -76,6 +85,9 @@ class ServerConfig:
     limits: Limits = attrs.field(factory=Limits)
     #: Each agent's messages and bytes per second after auth (None: unlimited).
     rate_limit: RateLimit | None = None
+    #: With the ``output`` extension: the bytes per second of ``command_output`` each
+    #: agent may send, apart from ``rate_limit``'s bytes (announced in the auth reply).
+    output_rate: RateLimit | None = None
 
 
 class ServerSession(SessionBase):
@@ -87,6 +99,8 @@ class ServerSession(SessionBase):
         "_generation_of",
         "_meter",
         "_numbered",
+        "_output_meter",
+        "_speaks_output",
         "_stream",
         "acked",
         "agent_id",
@@ -134,6 +148,8 @@ class ServerSession(SessionBase):
         #: The agentId the first frame claimed, once it decoded (for failure accounting).
         self.claimed_agent_id: str | None = None
         self._meter: RateMeter | None = None
+        self._output_meter: RateMeter | None = None
+        self._speaks_output = False
         self.keyring = keyring
         self.config = config
         self.session_id = session_id
@@ -204,7 +220,24 @@ class ServerSession(SessionBase):
             retry = meter.take(len(data), now_ms)
             if retry is not None:
                 raise ProtocolError(CloseCode.TOO_MANY_ATTEMPTS, "over the rate limit", retry)
-        return self._decode_and_verify(data, now_ms, self.agent_id, self._session_key)
+        verified = self._decode_and_verify(data, now_ms, self.agent_id, self._session_key)
+        rate = self.config.output_rate
+        if (
+            self._speaks_output
+            and rate is not None
+            and verified.message.envelope.type is MessageType.COMMAND_OUTPUT
+        ):
+            output_meter = self._output_meter
+            if output_meter is None:  # made at the first chunk: most agents never stream
+                output_meter = self._output_meter = RateMeter(rate, now_ms)
+            # Output has its own budget: its bytes go back to the one every frame pays.
+            if meter is not None:
+                meter.refund(len(data))
+            retry = output_meter.take(len(data), now_ms)
+            if retry is not None:
+                reason = "over the output budget (outputBytesPerS)"
+                raise ProtocolError(CloseCode.TOO_MANY_ATTEMPTS, reason, retry)
+        return verified
 
     def _candidate_keys(self, message: Message) -> tuple[bytes, ...]:
         agent_id = message.envelope.agent_id
@@ -253,6 +286,8 @@ class ServerSession(SessionBase):
                 return [LogsReceived(envelope, body, delivery)]
             case CommandResult():
                 return [CommandResultReceived(envelope, body, delivery)]
+            case CommandOutput() if self._speaks_output:
+                return [CommandOutputReceived(envelope, body, delivery)]
             case Heartbeat():
                 reply = HeartbeatReply(now_ms, self.acked).to_payload()
                 frame = self._seal(MessageType.HEARTBEAT, envelope.agent_id, reply, now_ms)
@@ -272,11 +307,14 @@ class ServerSession(SessionBase):
             sorted(self.config.features.intersection(hello.capabilities.features))
         )
         self._numbered = FEATURE_ACK in self.features
+        output = FEATURE_OUTPUT in self.features
+        self._speaks_output = output
         self.last_heard_ms = now_ms
         # Only first frames pass these; an open session holds no more.
         self._gate = self._generation_of = self._auth_deadline_ms = None
         if self.config.rate_limit is not None:
             self._meter = RateMeter(self.config.rate_limit, now_ms)
+        output_rate = self.config.output_rate if output else None
         reply = AuthReply(
             session_id=self.session_id,
             server_time=now_ms,
@@ -284,6 +322,7 @@ class ServerSession(SessionBase):
             features=self.features,
             auth_nonce=envelope.nonce,
             max_frame_bytes=self.limits.max_frame_bytes,
+            output_bytes_per_s=None if output_rate is None else int(output_rate.bytes_per_s),
         )
         frame = self._seal(MessageType.AUTH, envelope.agent_id, reply.to_payload(), now_ms)
         # The reply goes first: what the shell sends on ``Authenticated`` (acks, commands

@@ -23,9 +23,11 @@ __all__ = [
     "CommandTimeoutError",
     "CommandTooLargeError",
     "InvalidCommandError",
+    "KeepsOutput",
     "KeepsRecords",
     "KnowsSessions",
     "ListsAgents",
+    "OutputWatch",
     "Requester",
     "SendsBatches",
     "ShuttingDownError",
@@ -76,6 +78,9 @@ class CommandOrder:
     #: that keeps records looks for it first and answers from that record instead of
     #: sending it again.
     again: bool = False
+    #: Send the output as it happens, where the transport and the agent can (the
+    #: ``output`` extension; ``GET /api/commands/:id/output``).
+    stream_output: bool = False
 
     @property
     def timeout_s(self) -> float:
@@ -280,6 +285,37 @@ class KeepsRecords(Transport, Protocol):
     async def cancel_command(self, command_id: str) -> dict[str, Any]:
         """Cancel it; the record after. Raises ``UnknownCommandError`` or
         ``CommandConflictError`` (it ended, or another node runs it)."""
+        ...
+
+
+@runtime_checkable
+class KeepsOutput(KeepsRecords, Protocol):
+    """A transport that keeps commands' output as it comes (optional; for the others a
+    command's output is its result's ``stdout`` and ``stderr``)."""
+
+    async def command_output(
+        self, command_id: str, after: int, limit: int
+    ) -> list[dict[str, Any]] | None:
+        """Up to ``limit`` chunks numbered above ``after`` (``output`` lines of docs/api.md,
+        "Command output"); None when it keeps no output of this command here."""
+        ...
+
+    def watch_output(self, command_ids: Sequence[str]) -> OutputWatch:
+        """Watch the commands from now on: the watch's ``wait`` returns once one of them
+        has news (a chunk, its record changed) since the watch began. Open it before
+        reading, so news that comes while the reader works is not missed."""
+        ...
+
+
+class OutputWatch(Protocol):
+    """News of some commands' output since the watch began (``KeepsOutput``)."""
+
+    async def wait(self, timeout_s: float) -> None:
+        """Return at once if there was news, else at the next, or after ``timeout_s``."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching."""
         ...
 
 

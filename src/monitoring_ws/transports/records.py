@@ -66,6 +66,8 @@ class CommandRecord:
     late: bool = False
     #: Times the command was handed to the agent (a reconnect re-sends it).
     attempts: int = 0
+    #: Its output is sent as it happens (``GET /api/commands/:id/output``).
+    stream_output: bool = False
 
     @property
     def deadline_ms(self) -> int:
@@ -117,6 +119,7 @@ class CommandRecord:
             "result": None if self.result is None else self.result.to_payload(),
             "late": self.late,
             "attempts": self.attempts,
+            "streamOutput": self.stream_output,
         }
 
     @classmethod
@@ -138,6 +141,7 @@ class CommandRecord:
             result=None if result is None else CommandResult.from_payload(result),
             late=bool(value.get("late")),
             attempts=int(value.get("attempts", 0)),
+            stream_output=value.get("streamOutput") is True,
         )
 
 

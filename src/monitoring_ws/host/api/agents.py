@@ -4,7 +4,7 @@ command records wherever they are kept (docs/api.md, "Any transport")."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from quart import Quart, Response, request
@@ -38,7 +38,7 @@ from ..selectors import Selector, SelectorError, parse_selector
 from ..summary import summarize
 from ..telemetry import TelemetryBus
 
-__all__ = ["COMMANDS_PATH", "COMMAND_ROUTE", "add_agent_routes"]
+__all__ = ["COMMANDS_PATH", "COMMAND_ROUTE", "add_agent_routes", "record_finder"]
 
 #: Where a command's record lives (a 202 names it in ``Location``).
 COMMANDS_PATH = "/api/commands"
@@ -194,6 +194,24 @@ def history_query(args: Mapping[str, str]) -> RecordQuery:
     )
 
 
+def record_finder(
+    log: CommandLog, keepers: Sequence[KeepsRecords]
+) -> Callable[[str], Awaitable[dict[str, Any] | None]]:
+    """How to find a command's record wherever it is kept: the host's log, then each
+    transport that keeps records (as JSON; None when none has it)."""
+
+    async def record_of(command_id: str) -> dict[str, Any] | None:
+        record = await log.get(command_id)
+        found = None if record is None else record.to_json()
+        for transport in keepers if found is None else ():
+            found = await transport.command_record(command_id)
+            if found is not None:
+                break
+        return found
+
+    return record_of
+
+
 def _add_record_routes(app: Quart, keepers: Sequence[KeepsRecords], log: CommandLog) -> None:
     """``/api/commands``: the host's log first, then transports that keep records."""
 
@@ -230,15 +248,12 @@ def _add_record_routes(app: Quart, keepers: Sequence[KeepsRecords], log: Command
             return error(404, "unknown_command", f"no record of command {command_id}")
         return found
 
+    record_of = record_finder(log, keepers)
+
     async def find_record(command_id: str) -> dict[str, Any] | None:
         """A command's record wherever it is kept; None also when the token does not
         reach its agent (a record says nothing of agents the token may not see)."""
-        record = await log.get(command_id)
-        found = None if record is None else record.to_json()
-        for transport in keepers if found is None else ():
-            found = await transport.command_record(command_id)
-            if found is not None:
-                break
+        found = await record_of(command_id)
         return found if found is not None and reaches(found["agentId"]) else None
 
     @app.delete(f"{COMMANDS_PATH}/<command_id>")

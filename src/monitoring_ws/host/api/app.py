@@ -10,6 +10,7 @@ from quart import Quart, Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from ...transports import KeepsOutput
 from ...web import MAX_BODY_BYTES, error, http_error_body, token
 from ..audit import AuditLog
 from ..command_service import CommandService
@@ -22,12 +23,13 @@ from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
 from ..telemetry import TelemetryBus
 from ..tokens import TokenSet
-from .agents import add_agent_routes
+from .agents import add_agent_routes, record_finder
 from .events import add_event_routes
 from .gate import Refused, admit, audit_request
 from .health import HEALTH_PATHS, Readiness, add_health_routes
 from .jobs import add_job_routes
 from .openapi import add_openapi_routes
+from .output import add_output_routes
 from .telemetry import add_telemetry_routes
 from .ui import add_ui_routes
 
@@ -72,6 +74,8 @@ def create_app(
     add_agent_routes(app, commands, telemetry, fleet)
     if jobs is not None:
         add_job_routes(app, jobs)
+    streaming = [t for t in commands.keepers if isinstance(t, KeepsOutput)]
+    add_output_routes(app, streaming, record_finder(commands.log, commands.keepers), jobs)
     add_telemetry_routes(app, server, commands.router, telemetry)
     add_event_routes(app, events, tokens)
     add_openapi_routes(app, lambda: plugins)

@@ -12,7 +12,7 @@ from ...web import BadBody, error, forbidden, int_arg, reach, strict_json, token
 from ..jobs import JobError, JobRunner, JobSpecError, TargetState, parse_job
 from ..jobs.store import Job
 
-__all__ = ["JOBS_PATH", "add_job_routes"]
+__all__ = ["JOBS_PATH", "add_job_routes", "find_job"]
 
 JOBS_PATH = "/api/jobs"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
@@ -59,7 +59,7 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
     @app.get(f"{JOBS_PATH}/<job_id>")
     async def job_show(job_id: str) -> dict[str, Any] | Response:
         """The job, and a page of its agents (``state``, ``offset``, ``limit``)."""
-        found = await _find(runner, job_id)
+        found = await find_job(runner, job_id)
         if isinstance(found, Response):
             return found
         return _job_page(found)
@@ -67,7 +67,7 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
     @app.delete(f"{JOBS_PATH}/<job_id>")
     async def job_cancel(job_id: str) -> dict[str, Any] | Response:
         """No new sends; commands that run are cancelled where the transport can."""
-        found = await _find(runner, job_id)
+        found = await find_job(runner, job_id)
         if isinstance(found, Response):
             return found
         if not _may_cancel(found):
@@ -84,7 +84,7 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
         return cancelled.summary()
 
 
-async def _find(runner: JobRunner, job_id: str) -> Job | Response:
+async def find_job(runner: JobRunner, job_id: str) -> Job | Response:
     if not NAME.fullmatch(job_id):
         return error(400, "invalid_job_id", "jobId: 1-128 chars of [A-Za-z0-9._:-]")
     found = await runner.find(job_id)

@@ -32,6 +32,7 @@ from .openapi_responses import (
     TELEMETRY_PAGE,
     TRANSPORTS,
 )
+from .output import OUTPUT_LINE, OUTPUT_TYPE
 
 __all__ = ["SCHEMAS", "add_openapi_routes", "openapi_document"]
 
@@ -247,6 +248,21 @@ def _host_paths() -> dict[str, Any]:
                 params=(command_param(),),
                 op="cancelCommand",
             ),
+        },
+        "/api/commands/{commandId}/output": {
+            "get": operation(
+                "A command's output as NDJSON lines (follow: as it comes, until it ends)",
+                "commands",
+                OUTPUT_LINE,
+                errors=(400, 404),
+                params=(
+                    command_param(),
+                    query("after", {"type": "string", "pattern": "^[0-9]{1,16}$"}, "last seq read"),
+                    query("follow", {"type": "string", "enum": ["true", "false"]}, "wait for more"),
+                ),
+                media=OUTPUT_TYPE,
+                op="getCommandOutput",
+            )
         },
         "/api/transports": {
             "get": operation("Each transport's health", "server", TRANSPORTS, op="listTransports")

@@ -7,6 +7,19 @@ from typing import Any
 from ...openapi import ID_PATTERN, agent_param, json_body, operation, query, ref
 from ...protocol.labels import MAX_LABELS
 from ..jobs.spec import JOB_KEYS, TargetState
+from .output import OUTPUT_TYPE
+
+#: ``GET /api/jobs/:id/output``'s lines: a command's (``OUTPUT_LINE``), tagged; then the job.
+JOB_OUTPUT_LINE: dict[str, Any] = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["output", "dropped", "keepalive", "end"]},
+        "agentId": {"type": "string"},
+        "commandId": {"type": "string"},
+        "job": {"type": "object"},
+    },
+}
 
 __all__ = ["JOB_SCHEMAS", "SELECTOR_PATTERN", "job_paths"]
 
@@ -90,6 +103,7 @@ JOB_SCHEMAS: dict[str, Any] = {
             "offline": {"type": "string", "enum": ["skip", "wait"], "default": "skip"},
             "offlineWaitMs": {"type": "integer", "minimum": 1, "maximum": 7 * 86_400_000},
             "requestedBy": {"type": "string", "minLength": 1, "maxLength": 128},
+            "streamOutput": {"type": "boolean"},
         },
     },
     "Job": {
@@ -167,6 +181,20 @@ def job_paths() -> dict[str, Any]:
                 ),
                 op="listJobs",
             ),
+        },
+        "/api/jobs/{jobId}/output": {
+            "get": operation(
+                "Every agent's output as NDJSON lines, each with agentId and commandId",
+                "jobs",
+                JOB_OUTPUT_LINE,
+                errors=(400, 404),
+                params=(
+                    job_param,
+                    query("follow", {"type": "string", "enum": ["true", "false"]}, "until it ends"),
+                ),
+                media=OUTPUT_TYPE,
+                op="getJobOutput",
+            )
         },
         "/api/jobs/{jobId}": {
             "get": operation(

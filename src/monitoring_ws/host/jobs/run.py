@@ -80,6 +80,7 @@ class JobRun:
             command_id=target.command_id,
             # Sent before (this server restarted, or the agent left): ask, do not resend.
             again=target.index in self.sent_before,
+            stream_output=spec.stream_output,
         )
 
     def settle(self, target: Target, answer: Routed | TransportError) -> None:

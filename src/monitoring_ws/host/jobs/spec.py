@@ -36,6 +36,7 @@ JOB_KEYS = frozenset(
         "offline",
         "offlineWaitMs",
         "requestedBy",
+        "streamOutput",
     }
 )
 #: SSM's defaults: 50 agents at a time; the first error stops the job.
@@ -129,6 +130,8 @@ class JobSpec:
     offline_wait_ms: int
     #: The caller's own label for the job (``requestedBy`` in the body).
     label: str | None = None
+    #: Each agent's output is sent as it happens (``GET /api/jobs/:id/output``).
+    stream_output: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +144,7 @@ class JobSpec:
             "offline": self.offline,
             "offlineWaitMs": self.offline_wait_ms,
             "requestedBy": self.label,
+            "streamOutput": self.stream_output,
         }
 
 
@@ -176,6 +180,9 @@ def parse_job(body: Any, *, default_timeout_ms: int, max_timeout_ms: int) -> Job
     label = body.get("requestedBy")
     if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= 128):
         raise JobSpecError("requestedBy must be 1-128 characters")
+    stream_output = body.get("streamOutput", False)
+    if not isinstance(stream_output, bool):
+        raise JobSpecError("streamOutput must be true or false")
     return JobSpec(
         selector=selector,
         command=command,
@@ -188,6 +195,7 @@ def parse_job(body: Any, *, default_timeout_ms: int, max_timeout_ms: int) -> Job
         offline=offline,
         offline_wait_ms=wait_ms,
         label=label,
+        stream_output=stream_output,
     )
 
 

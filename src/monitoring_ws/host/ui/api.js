@@ -68,6 +68,43 @@ export async function api(path, { method = "GET", body } = {}) {
   return { status: response.status, data: await response.json() };
 }
 
+// A command's output as it comes: GET /api/commands/:id/output?follow=true (NDJSON),
+// opened again after a break from the last chunk read; resolves with the ``end`` line.
+export async function followOutput(commandId, onLine, signal) {
+  let after = 0;
+  for (let attempt = 0; attempt < 20 && !signal.aborted; attempt++) {
+    try {
+      const response = await fetch(
+        `/api/commands/${encodeURIComponent(commandId)}/output${query({ follow: "true", after })}`,
+        { headers: headers(), cache: "no-store", credentials: "omit", signal },
+      );
+      if (!response.ok) throw await errorOf(response, signal);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let held = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        held += decoder.decode(value, { stream: true });
+        const lines = held.split("\n");
+        held = lines.pop();
+        for (const text of lines) {
+          if (!text.trim()) continue;
+          const line = JSON.parse(text);
+          if (line.seq) after = line.seq;
+          if (line.toSeq) after = line.toSeq;
+          onLine(line);
+          if (line.type === "end") return line;
+        }
+      }
+    } catch (failure) {
+      if (failure instanceof ApiError || signal.aborted) throw failure;
+    }
+    await sleep(500, signal);
+  }
+  return null;
+}
+
 export function query(params) {
   const search = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {

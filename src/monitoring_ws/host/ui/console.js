@@ -1,6 +1,6 @@
 // The command console (send, follow, cancel) and the command rows both views show.
 
-import { api } from "./api.js";
+import { api, followOutput } from "./api.js";
 import { agentLink, clear, el, time } from "./util.js";
 
 const ENDED = new Set(["succeeded", "failed", "timed_out", "cancelled", "agent_disconnected"]);
@@ -38,7 +38,9 @@ export function resultView(answer) {
     parts.push(el("div", { class: "error", text: `${error.code || "failed"}: ${error.message || ""}` }));
   }
   const result = answer.result;
-  if (result && typeof result === "object" && ("stdout" in result || "stderr" in result)) {
+  if (result && typeof result === "object" && result.streamed) {
+    parts.push(el("div", { text: `exit code ${result.exitCode} · ${result.stdoutBytes} bytes of stdout, ${result.stderrBytes} of stderr (shown above as they came)` }));
+  } else if (result && typeof result === "object" && ("stdout" in result || "stderr" in result)) {
     if ("exitCode" in result) parts.push(el("div", { text: `exit code ${result.exitCode}${result.truncated ? " (output truncated)" : ""}` }));
     parts.push(el("div", { class: "muted", text: "stdout" }), el("pre", { class: "stdout", text: result.stdout || "" }));
     if (result.stderr) parts.push(el("div", { class: "muted", text: "stderr" }), el("pre", { class: "stderr", text: result.stderr }));
@@ -62,6 +64,10 @@ export class Console {
     this.args.value = "{}";
     this.timeout = el("input", { id: "console-timeout", type: "number", min: 1, value: 10000, "aria-label": "timeout (ms)" });
     this.wait = el("input", { id: "console-wait", type: "checkbox", checked: true });
+    // Output as it comes (the agent's ``output`` feature): run's lines appear while it runs.
+    this.streamed = el("input", { id: "console-stream-output", type: "checkbox", checked: true });
+    this.stream = el("pre", { id: "console-stream", class: "stdout", hidden: true });
+    this.streaming = null;
     this.sendButton = el("button", { class: "primary", type: "button", id: "console-send", text: "Send", onclick: () => this.send() });
     this.cancelButton = el("button", { class: "danger", type: "button", id: "console-cancel", text: "Cancel", hidden: true, onclick: () => this.cancel() });
     this.output = el("div", { id: "console-output" });
@@ -74,9 +80,10 @@ export class Console {
       el("div", { class: "toolbar" },
         el("label", {}, "timeout ms ", this.timeout),
         el("label", {}, this.wait, " wait for the result"),
+        el("label", {}, this.streamed, " output as it comes"),
         el("span", { class: "grow" }),
         this.cancelButton, this.sendButton),
-      this.output);
+      this.output, this.stream);
   }
 
   offer(entry) {
@@ -107,12 +114,19 @@ export class Console {
     // The label ties the record's live events to this send (the server names the id).
     this.label = `dashboard:${labelId()}`;
     this.commandId = null;
+    this.streaming?.abort();
+    this.streaming = null;
+    this.stream.hidden = true;
+    this.stream.textContent = "";
+    const streamed = this.streamed.checked;
     const body = {
       command: this.command.value,
       args,
       timeoutMs: this.timeout.value === "" ? 10000 : Number(this.timeout.value),
-      wait: this.wait.checked,
+      // Streamed output is read from its own route while the command runs.
+      wait: this.wait.checked && !streamed,
       requestedBy: this.label,
+      ...(streamed ? { streamOutput: true } : {}),
     };
     this.show(el("p", { class: "muted", text: `sending ${body.command}…` }));
     this.sendButton.disabled = true;
@@ -120,6 +134,7 @@ export class Console {
       const { status, data } = await api(`/api/agents/${encodeURIComponent(this.agentId)}/commands`, { method: "POST", body });
       if (status === 202) {
         this.follow(data.commandId);
+        if (streamed) this.showOutput(data.commandId);
         const { data: record } = await api(`/api/commands/${encodeURIComponent(data.commandId)}`);
         this.update(record);
       } else {
@@ -134,6 +149,25 @@ export class Console {
     } finally {
       this.sendButton.disabled = false;
     }
+  }
+
+  // Chunks into one <pre> as they come (stderr marked), until the command ends.
+  showOutput(commandId) {
+    const abort = new AbortController();
+    this.streaming = abort;
+    this.stream.hidden = false;
+    const decode = (line) => line.base64 !== undefined
+      ? new TextDecoder().decode(Uint8Array.from(atob(line.base64), (c) => c.charCodeAt(0)))
+      : line.text;
+    followOutput(commandId, (line) => {
+      if (line.type === "output") {
+        this.stream.append(line.stream === "stderr" ? el("span", { class: "stderr", text: decode(line) }) : decode(line));
+      } else if (line.type === "dropped") {
+        this.stream.append(el("span", { class: "muted", text: `[${line.toSeq - line.fromSeq + 1} chunk(s) no longer kept]\n` }));
+      }
+    }, abort.signal).catch((failure) => {
+      if (!abort.signal.aborted) this.output.append(el("div", { class: "error", text: String(failure) }));
+    });
   }
 
   follow(commandId) {
