@@ -83,7 +83,7 @@ export class Console {
         el("label", {}, this.streamed, " output as it comes"),
         el("span", { class: "grow" }),
         this.cancelButton, this.sendButton),
-      this.output, this.stream);
+      this.stream, this.output);
   }
 
   offer(entry) {
