@@ -255,3 +255,24 @@ async def test_an_agent_without_the_feature_answers_as_before_and_its_output_is_
     lines = await _lines(server.api_url, answer["commandId"], follow="true")
     assert [line["type"] for line in lines] == ["output", "end"]
     assert lines[0]["text"] == "plain\n"
+
+
+async def test_a_quiet_follower_gets_keepalive_lines(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Proxies close idle responses: a follower that waited ``KEEPALIVE_S`` for nothing is
+    sent a ``keepalive`` line (shortened here; 15 s in service)."""
+    monkeypatch.setattr("monitoring_ws.host.api.output.KEEPALIVE_S", 0.3)
+    server = await start_server()
+    fleet = Fleet(tmp_path)
+    fleet.start(nursery, server.agent_urls[0], "app-0", {}, allowed_commands=ALLOWED)
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
+        await all_connected(http, 1)
+        body = {"command": "run", "args": {"command": "sleep 2"}, "streamOutput": True}
+        body |= {"wait": False}
+        command_id = (await http.post("/api/agents/app-0/commands", json=body)).json()["commandId"]
+    lines = await _lines(server.api_url, command_id, follow="true")
+    kinds = [line["type"] for line in lines]
+    assert kinds[-1] == "end"
+    assert 2 <= kinds.count("keepalive") <= 10
+    assert lines[-1]["record"]["state"] == "succeeded"
