@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from monitoring_ws.gateway.output_table import OutputRow, OutputTable
 from monitoring_ws.gateway.store import StateStore, StoreError
 from monitoring_ws.protocol import CommandError, CommandResult, Delivery
 from monitoring_ws.transports import Requester
@@ -123,6 +124,29 @@ async def test_retention_prunes_what_is_old(tmp_path: Path) -> None:
     [kept] = await store.telemetry(0, 10)
     assert kept["receivedAt"] == NOW
     assert store.load_marks() == {}
+
+
+async def test_command_output_is_pruned_by_age_then_by_bytes(tmp_path: Path) -> None:
+    """Chunks go with their records' retention, then the oldest past ``output_max_bytes``;
+    a command's window cut drops its oldest chunks at the next commit."""
+    store = StateStore(tmp_path / "state.sqlite3")
+
+    def chunk(command_id: str, seq: int, size: int) -> OutputRow:
+        return OutputRow(command_id, seq, "stdout", 0, (seq - 1) * size, False, "x" * size)
+
+    store.output.add(chunk("old", 1, 100))
+    await store.commit(now_ms=NOW - 10_000)
+    for seq in range(1, 5):
+        store.output.add(chunk("new", seq, 100))
+    await store.commit(now_ms=NOW)
+    assert store.output.bytes == 500
+    assert await store.prune(NOW, 5_000, 10**9, None, 250) == 1 + 2  # by age, then bytes
+    assert store.output.bytes == 200
+    assert [row.seq for row in await store.read(OutputTable.read, "new", 0, 10)] == [3, 4]
+    store.output.cut("new", 300)  # the window: chunks that start before byte 300
+    await store.commit(now_ms=NOW)
+    assert [row.seq for row in await store.read(OutputTable.read, "new", 0, 10)] == [4]
+    assert store.counts()["output"] == 1
 
 
 async def test_a_failed_commit_keeps_everything_for_the_next(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from ..private import private_file
 from ..protocol import Delivery
 from ..transports.records import CommandRecord, RecordQuery
 from .output_table import OUTPUT_SCHEMA, OutputTable
+from .telemetry_table import last_id_before, prune_telemetry
 
 __all__ = ["SCHEMA_VERSION", "StateStore", "StoreError"]
 
@@ -323,7 +324,7 @@ class StateStore:
 
         def read() -> list[Any]:
             if since_ms > 0:  # rows are in time order: start after the last one before it
-                params[0] = max(after, _last_id_before(self._db, since_ms))
+                params[0] = max(after, last_id_before(self._db, since_ms))
             return self._db.execute(query, params).fetchall()
 
         return [
@@ -345,35 +346,18 @@ class StateStore:
         telemetry_max_bytes: int | None = None,
         output_max_bytes: int | None = None,
     ) -> int:
-        """Delete finished records and spooled messages past retention, and the oldest
-        spooled messages past ``telemetry_max_bytes``; rows deleted."""
-
-        def delete_telemetry_through(cutoff: int) -> int:
-            freed = self._db.execute(
-                "DELETE FROM telemetry WHERE id <= ? RETURNING length(envelope)", (cutoff,)
-            ).fetchall()
-            self.telemetry_bytes -= sum(size for (size,) in freed)
-            return len(freed)
+        """Delete finished records, spooled messages and command output past retention,
+        and the oldest messages and output past their byte bounds; rows deleted."""
 
         def delete() -> int:  # in a worker thread, under the write lock
             db = self._db
             deleted = db.execute(
                 "DELETE FROM commands WHERE finished_ms < ?", (now_ms - command_retention_ms,)
             ).rowcount
-            deleted += delete_telemetry_through(
-                _last_id_before(db, now_ms - telemetry_retention_ms)
+            freed, self.telemetry_bytes = prune_telemetry(
+                db, now_ms - telemetry_retention_ms, telemetry_max_bytes, self.telemetry_bytes
             )
-            while telemetry_max_bytes is not None and self.telemetry_bytes > telemetry_max_bytes:
-                excess, cutoff = self.telemetry_bytes - telemetry_max_bytes, 0
-                for row_id, size in db.execute(
-                    "SELECT id, length(envelope) FROM telemetry ORDER BY id LIMIT 10000"
-                ):
-                    cutoff, excess = row_id, excess - size
-                    if excess <= 0:
-                        break
-                if not cutoff:
-                    break
-                deleted += delete_telemetry_through(cutoff)
+            deleted += freed
             # A command's output goes with its record.
             deleted += self.output.prune(
                 db, now_ms - command_retention_ms, output_max_bytes or (1 << 62)
@@ -395,30 +379,6 @@ class StateStore:
         with self._lock:
             tables = ("commands", "telemetry", "delivery", "output")
             return {t: self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # noqa: S608 - fixed names
-
-
-def _last_id_before(db: sqlite3.Connection, before_ms: int) -> int:
-    """The last spooled row received before ``before_ms`` (0 if none).
-
-    Rows are numbered in commit order and each commit stamps its own time, so times grow
-    with ids: a binary search over the primary key finds the cut without an index on the
-    time (which would cost every insert)."""
-    low, high = db.execute("SELECT min(id), max(id) FROM telemetry").fetchone()
-    if low is None:
-        return 0
-    found = low - 1
-    while low <= high:
-        middle = (low + high) // 2
-        row = db.execute(
-            "SELECT id, received_ms FROM telemetry WHERE id >= ? ORDER BY id LIMIT 1", (middle,)
-        ).fetchone()
-        if row is None or row[0] > high:
-            high = middle - 1
-        elif row[1] < before_ms:
-            found, low = row[0], row[0] + 1
-        else:
-            high = middle - 1
-    return int(found)
 
 
 def _command_row(record: CommandRecord) -> tuple[Any, ...]:
