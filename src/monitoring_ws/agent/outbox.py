@@ -199,22 +199,27 @@ class Outbox:
 
     def after(self, seq: int, limit: int = 100) -> list[Pending]:
         """Up to ``limit`` messages numbered above ``seq``, in order (each a new dict)."""
+        decoded = self._decoded
         with self._lock:
-            numbers = self._db.execute(
-                "SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            numbers = [
+                number
+                for (number,) in self._db.execute(
+                    "SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+                )
+            ]
+            if all(number in decoded for number in numbers):
+                return [(n, decoded[n][0], dict(decoded[n][1])) for n in numbers]
+            # Some were put by an earlier run: read the payloads in one go.
+            rows = self._db.execute(
+                "SELECT seq, kind, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
             ).fetchall()
-            found: list[Pending] = []
-            for (number,) in numbers:
-                decoded = self._decoded.get(number)
-                if decoded is not None:
-                    found.append((number, decoded[0], dict(decoded[1])))
-                    continue
-                row = self._db.execute(
-                    "SELECT kind, payload FROM outbox WHERE seq = ?", (number,)
-                ).fetchone()
-                if row is not None:
-                    found.append((number, MessageType(row[0]), json.loads(row[1])))
-        return found
+        return [
+            (n, decoded[n][0], dict(decoded[n][1]))
+            if n in decoded
+            else (n, MessageType(kind), json.loads(payload))
+            for n, kind, payload in rows
+        ]
 
     def replace(self, seq: int, kind: MessageType, payload: Mapping[str, Any]) -> None:
         """Put ``payload`` in place of message ``seq`` (same number, same place in line)."""

@@ -10,12 +10,12 @@ writes faster than that waits on its pipe, as it would behind a slow terminal.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import trio
 
-from ..protocol import MessageType
+from ..clock import wall_ms
+from ..protocol import MessageType, WorkBudget
 from ..protocol.output import STREAMS, CommandOutput, OutputDecoder
 
 if TYPE_CHECKING:
@@ -31,29 +31,25 @@ _FRAME_OVERHEAD = 320
 
 
 class OutputPacer:
-    """The agent's share of the server's output budget: a token bucket holding one second
-    of it (the server allows more), shared by every command of the agent."""
+    """The agent's share of the server's output budget, shared by every command of the
+    agent: the protocol's ``WorkBudget`` counted in bytes, one second of them at once
+    (the server allows more). A chunk is charged as it goes; the next waits off the debt."""
 
     def __init__(self) -> None:
-        #: Bytes a second; None: the server announced no budget (not paced).
-        self.rate: float | None = None
-        self._tokens = 0.0
-        self._updated = time.monotonic()
+        #: None: the server announced no budget (not paced).
+        self._budget: WorkBudget | None = None
 
     def set_rate(self, bytes_per_s: int | None) -> None:
-        self.rate = None if bytes_per_s is None else float(bytes_per_s)
-        self._tokens = min(self._tokens, self.rate or 0.0)
+        self._budget = (
+            None if bytes_per_s is None else WorkBudget(bytes_per_s, bytes_per_s, wall_ms())
+        )
 
     async def take(self, size: int) -> None:
-        """Wait until ``size`` bytes may go."""
-        while self.rate is not None:
-            now = time.monotonic()
-            self._tokens = min(self.rate, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            if self._tokens >= min(size, self.rate):
-                self._tokens -= size  # a chunk above the bucket may take it below zero
-                return
-            await trio.sleep((min(size, self.rate) - self._tokens) / self.rate)
+        """Charge ``size`` bytes; wait while the budget is in debt."""
+        if self._budget is not None:
+            wait = self._budget.charge(size, wall_ms())
+            if wait > 0:
+                await trio.sleep(wait)
 
 
 class OutputSink:

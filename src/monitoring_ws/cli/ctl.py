@@ -65,10 +65,7 @@ def _add_jobs_and_records(nouns: Any) -> None:
     job_ls = jobs.add_parser("ls", help="jobs, newest first")
     job_ls.add_argument("--limit", type=int, default=50)
     job_ls.set_defaults(ctl="jobs ls")
-    for verb in ("show", "cancel"):
-        parser = jobs.add_parser(verb, help=f"{verb} a job")
-        parser.add_argument("job")
-        parser.set_defaults(ctl=f"jobs {verb}")
+    _show_and_cancel(jobs, "jobs", "a job", "JOB")
 
     records = nouns.add_parser("commands", help="command records").add_subparsers(
         dest="verb", metavar="VERB"
@@ -77,10 +74,14 @@ def _add_jobs_and_records(nouns: Any) -> None:
     record_ls.add_argument("--agent")
     record_ls.add_argument("--limit", type=int, default=50)
     record_ls.set_defaults(ctl="commands ls")
+    _show_and_cancel(records, "commands", "a command", "COMMAND_ID")
+
+
+def _show_and_cancel(verbs: Any, noun: str, what: str, metavar: str) -> None:
     for verb in ("show", "cancel"):
-        parser = records.add_parser(verb, help=f"{verb} a command")
-        parser.add_argument("command_id")
-        parser.set_defaults(ctl=f"commands {verb}")
+        parser = verbs.add_parser(verb, help=f"{verb} {what}")
+        parser.add_argument("id", metavar=metavar)
+        parser.set_defaults(ctl=f"{noun} {verb}")
 
 
 def _add_watching(nouns: Any) -> None:

@@ -101,16 +101,26 @@ def jobs_ls(api: Api, args: Any, out: TextIO) -> int:
     return _table(rows, ["job", "state", "command", "done", "selector"], out)
 
 
-def jobs_show(api: Api, args: Any, out: TextIO) -> int:
-    return _json(api.call("GET", f"/api/jobs/{segment(args.job)}"), out)
+def _show(path: str) -> Handler:
+    """``show``: the resource under ``path`` (``/api/jobs/``), named by ``args.id``."""
+
+    def show(api: Api, args: Any, out: TextIO) -> int:
+        return _json(api.call("GET", path + segment(args.id)), out)
+
+    return show
 
 
-def jobs_cancel(api: Api, args: Any, out: TextIO) -> int:
-    answer = api.call("DELETE", f"/api/jobs/{segment(args.job)}")
-    if args.output == "json":
-        return _json(answer, out)
-    out.write(f"job {args.job}: {answer['state']}\n")
-    return 0
+def _cancel(path: str, noun: str) -> Handler:
+    """``cancel``: ``DELETE`` it; its state after (``-o json``: the whole answer)."""
+
+    def cancel(api: Api, args: Any, out: TextIO) -> int:
+        answer = api.call("DELETE", path + segment(args.id))
+        if args.output == "json":
+            return _json(answer, out)
+        out.write(f"{noun} {args.id}: {answer.get('state')}\n")
+        return 0
+
+    return cancel
 
 
 def commands_ls(api: Api, args: Any, out: TextIO) -> int:
@@ -122,18 +132,6 @@ def commands_ls(api: Api, args: Any, out: TextIO) -> int:
     return _table(rows, ["command id", "agent", "command", "state"], out)
 
 
-def commands_show(api: Api, args: Any, out: TextIO) -> int:
-    return _json(api.call("GET", f"/api/commands/{segment(args.command_id)}"), out)
-
-
-def commands_cancel(api: Api, args: Any, out: TextIO) -> int:
-    answer = api.call("DELETE", f"/api/commands/{segment(args.command_id)}")
-    if args.output == "json":
-        return _json(answer, out)
-    out.write(f"command {args.command_id}: {answer.get('state')}\n")
-    return 0
-
-
 COMMANDS: dict[str, Handler] = {
     "agents ls": agents_ls,
     "agents show": agents_show,
@@ -141,11 +139,11 @@ COMMANDS: dict[str, Handler] = {
     "run": run,
     "jobs run": jobs_run,
     "jobs ls": jobs_ls,
-    "jobs show": jobs_show,
-    "jobs cancel": jobs_cancel,
+    "jobs show": _show("/api/jobs/"),
+    "jobs cancel": _cancel("/api/jobs/", "job"),
     "commands ls": commands_ls,
-    "commands show": commands_show,
-    "commands cancel": commands_cancel,
+    "commands show": _show("/api/commands/"),
+    "commands cancel": _cancel("/api/commands/", "command"),
     "logs": logs,
     "events": events,
     "metrics": metrics,

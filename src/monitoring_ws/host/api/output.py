@@ -68,12 +68,24 @@ class OutputReader:
         self.ended = False
         self._record_of = record_of
         self._sources = sources
+        #: The transport that keeps the record and its output, once known: asked
+        #: directly after that (the host's log, a database read, never holds its records).
+        self._source: KeepsOutput | None = None
+
+    async def _record(self) -> dict[str, Any] | None:
+        if self._source is not None:
+            return await self._source.command_record(self.command_id)
+        record = await self._record_of(self.command_id)
+        if record is not None:
+            transport = record.get("transport")
+            self._source = next((s for s in self._sources if s.name == transport), None)
+        return record
 
     async def step(self, *, gone_ends: bool = True) -> tuple[list[dict[str, Any]], bool]:
         """The next page of lines, and whether more can be read at once. ``gone_ends``: a
         command without a record has ended (pruned while followed); else it is not yet
         recorded (a job's command about to be sent)."""
-        record = await self._record_of(self.command_id)
+        record = await self._record()
         if record is None:
             self.ended = gone_ends
             return ([{"type": "end", "record": None}] if gone_ends else []), False
@@ -95,11 +107,10 @@ class OutputReader:
         return lines, False
 
     async def _chunks(self, record: dict[str, Any], ended: bool) -> list[dict[str, Any]]:
-        for source in self._sources:
-            if source.name == record.get("transport"):
-                rows = await source.command_output(self.command_id, self.cursor, PAGE)
-                if rows is not None:
-                    return rows
+        if self._source is not None:
+            rows = await self._source.command_output(self.command_id, self.cursor, PAGE)
+            if rows is not None:
+                return rows
         return _from_result(record, self.cursor) if ended else []
 
 
