@@ -21,9 +21,14 @@ from monitoring_ws.protocol import (
 
 
 def test_every_built_in_message_type_is_covered(vectors: list[dict[str, Any]]) -> None:
-    # ``ack``, ``cancel`` and ``command_output`` belong to negotiated extensions, not to the
-    # independent vectors (docs/protocol.md has theirs: tests/test_output_protocol.py).
-    extensions = {MessageType.ACK.value, MessageType.CANCEL.value, MessageType.COMMAND_OUTPUT.value}
+    # ``ack``, ``cancel``, ``command_output`` and ``channel`` belong to negotiated extensions,
+    # not to the independent vectors (docs/protocol.md has theirs: tests/test_*_protocol.py).
+    extensions = {
+        MessageType.ACK.value,
+        MessageType.CANCEL.value,
+        MessageType.COMMAND_OUTPUT.value,
+        MessageType.CHANNEL.value,
+    }
     built_in = {t.value for t in MessageType} - extensions
     assert {v["envelope"]["type"] for v in vectors} == built_in
 

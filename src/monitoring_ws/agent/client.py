@@ -25,6 +25,7 @@ from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
     FEATURE_ACK,
     FEATURE_CANCEL,
+    FEATURE_CHANNELS,
     FEATURE_LABELS,
     FEATURE_OUTPUT,
     INTERRUPTED,
@@ -34,6 +35,8 @@ from ..protocol import (
     AuthHello,
     CancelReceived,
     Capabilities,
+    ChannelControlReceived,
+    ChannelDataReceived,
     CloseCode,
     CloseConnection,
     Command,
@@ -52,6 +55,7 @@ from ..protocol import (
 from ..protocol.output import chunk_bytes_for
 from ..protocol.payloads import MIN_FRAME_LIMIT
 from .backoff import Backoff
+from .channels import AgentChannels
 from .dial import PinMismatchError, ProxyError, dial
 from .logtail import LogTail
 from .metrics import collect
@@ -79,6 +83,8 @@ class _Link:
     session: AgentSession
     nursery: trio.Nursery
     closing: CloseConnection | None = None
+    #: With ``channels`` negotiated: this connection's shells and tunnels.
+    channels: AgentChannels | None = None
 
 
 class Agent:
@@ -184,6 +190,7 @@ class Agent:
             FEATURE_ACK,
             FEATURE_CANCEL,
             FEATURE_OUTPUT,
+            FEATURE_CHANNELS,  # offered always: the agent itself refuses what is off
             *((FEATURE_LABELS,) if labels else ()),
         )
         hello = AuthHello(
@@ -237,12 +244,24 @@ class Agent:
                     extra={"agent_id": link.session.agent_id},
                 )
                 link.nursery.start_soon(self._send_loop, link.ws, link.session)
+                if link.session.speaks_channels:
+                    link.channels = AgentChannels(
+                        link.session,
+                        link.ws.send_message,
+                        link.nursery,
+                        sessions=self.settings.sessions,
+                        tunnels=self.settings.tunnels,
+                    )
             case CommandReceived(command=command):
                 (self._work or link.nursery).start_soon(self._answer, command)
             case AckReceived(ack=ack):
                 self.outbox.acknowledged(ack)
             case CancelReceived(command_id=command_id):
                 self.runner.cancel(command_id)
+            case ChannelControlReceived(control=control) if link.channels is not None:
+                await link.channels.on_control(control)
+            case ChannelDataReceived(frame=frame) if link.channels is not None:
+                await link.channels.on_data(frame)
             case SendFrame(text=text):
                 await link.ws.send_message(text)
             case CloseConnection():

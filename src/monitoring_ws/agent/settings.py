@@ -18,6 +18,13 @@ from ..configbase import is_loopback
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
 from ..protocol.labels import LabelError, check_labels
+from .channel_settings import (
+    ChannelSettingsError,
+    SessionSettings,
+    TunnelSettings,
+    parse_sessions,
+    parse_tunnels,
+)
 
 __all__ = [
     "AgentSettings",
@@ -81,6 +88,9 @@ class AgentSettings:
     #: The agent's own labels (``"labels"``: ``{"env": "prod"}``), sorted pairs; sent in
     #: ``auth`` to servers that speak the ``labels`` feature.
     labels: tuple[tuple[str, str], ...] = ()
+    #: Interactive shells (``"sessions"``) and TCP tunnels (``"tunnels"``): off by default.
+    sessions: SessionSettings = attrs.field(factory=SessionSettings)
+    tunnels: TunnelSettings = attrs.field(factory=TunnelSettings)
 
     @property
     def outbox_path(self) -> Path | None:
@@ -146,6 +156,16 @@ def _labels(value: Any) -> tuple[tuple[str, str], ...]:
         return tuple(sorted(check_labels(value).items()))
     except LabelError as exc:
         raise SettingsError(f"labels: {exc}") from None
+
+
+def _channel_options(values: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {
+            "sessions": parse_sessions(values.get("sessions")),
+            "tunnels": parse_tunnels(values.get("tunnels")),
+        }
+    except ChannelSettingsError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
@@ -219,6 +239,7 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
         "outbox_max_age_s": values.get("outboxMaxAgeS", 7 * 86_400.0),
         "labels": _labels(values.get("labels", {})),
     }
+    options.update(_channel_options(values))
     return AgentSettings(
         url=url,
         agent_id=agent_id,

@@ -80,6 +80,16 @@ class GatewayConfig:
     #: told), and of all commands' (the oldest go first; checked each minute).
     output_window_bytes: int = attrs.field(default=8 << 20, validator=_positive)
     output_max_bytes: int = attrs.field(default=1 << 30, validator=_positive)
+    #: Shells and tunnels (the ``channels`` extension, docs/sessions.md): offered to
+    #: agents at all; each channel's window (bytes in flight each way); channels open on
+    #: one agent and on this server; each agent's channel bytes a second (each data frame
+    #: also counts 16 KiB, so tiny frames are paced too) and how many may come at once.
+    channels: bool = True
+    channel_window_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+    max_channels_per_agent: int = attrs.field(default=8, validator=_positive)
+    max_channels: int = attrs.field(default=256, validator=_positive)
+    channel_bytes_per_s: int = attrs.field(default=64 << 20, validator=_positive)
+    channel_burst_bytes: int = attrs.field(default=8 << 20, validator=_positive)
     #: Accepted metrics and logs stay in the telemetry spool this long.
     telemetry_retention_s: int = attrs.field(default=86_400, validator=_positive)
     #: ... and while they take at most this much (the oldest go first; checked each minute).

@@ -21,8 +21,12 @@ from ..host.presence import AgentInfo
 from ..plugin_api import TOO_BIG
 from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
+    FEATURE_CHANNELS,
     FEATURE_LABELS,
     Authenticated,
+    ChannelControl,
+    ChannelControlReceived,
+    ChannelDataReceived,
     CloseCode,
     CloseConnection,
     Command,
@@ -39,6 +43,8 @@ from ..protocol import (
     values_over,
 )
 from ..transports import CommandTooLargeError, InvalidCommandError
+from ..transports.channels import ChannelRefusedError
+from .channels import ConnectionChannels, ServerChannel
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -46,7 +52,7 @@ if TYPE_CHECKING:
 
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-    from ..protocol import ReplayWindow
+    from ..protocol import ReplayWindow, ShellParams, TunnelParams
     from .commands import CommandBook
     from .config import GatewayConfig
     from .links import SharedReplayWindow, TelemetryOut
@@ -72,6 +78,8 @@ class ConnectionOwner(Protocol):
     sink: TelemetryOut
     stats: Counter[str]
     workload: Workload
+    #: Each agent's channel bytes a second (``channel_bytes_per_s``).
+    channel_budget: Workload
 
     async def authenticated(self, connection: AgentConnection) -> None: ...
 
@@ -99,6 +107,7 @@ class AgentConnection:
     __slots__ = (
         "_authenticated",
         "_closing",
+        "_drained",
         "_gateway",
         "_nursery",
         "_outbox",
@@ -109,6 +118,7 @@ class AgentConnection:
         "_session",
         "_writing",
         "address",
+        "channels",
         "connected_at_ms",
         "port",
     )
@@ -130,7 +140,7 @@ class AgentConnection:
         self.address = address
         self.port = port
         self.connected_at_ms = gateway.clock()
-        self._outbox: list[str] = []  # a deque costs ~700 B even empty; this stays short
+        self._outbox: list[str | bytes] = []  # a deque costs ~700 B; this stays short
         self._writing = False
         self._nursery: trio.Nursery | None = None
         self._read_scope: trio.CancelScope | None = None
@@ -139,6 +149,10 @@ class AgentConnection:
         #: The last frame was a chunk of output kept for a command sent to this agent:
         #: the output budget (bytes) bounds what those cost, not the CPU share.
         self._output_kept = False
+        #: Made at the first channel opened: most agents never have one.
+        self.channels: ConnectionChannels | None = None
+        #: Set when the queue drains below half: channel data waits on it.
+        self._drained: trio.Event | None = None
 
     # -- what others call -----------------------------------------------------------------
 
@@ -271,6 +285,62 @@ class AgentConnection:
             self._read_scope.cancel()
         self._wake_writer()
         self._gateway.commands.connection_lost(self)
+        if self.channels is not None:
+            self.channels.connection_lost()
+        self._signal_drained()
+
+    # -- channels -------------------------------------------------------------------------
+
+    def open_channel(
+        self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None
+    ) -> ServerChannel:
+        """Send an ``open``; the channel's handle (its ``wait_accepted`` waits for the
+        agent's answer). ``ChannelRefusedError`` when this agent cannot have one now."""
+        if not self.speaks(FEATURE_CHANNELS):
+            raise ChannelRefusedError(
+                "not_supported",
+                f"agent {self.agent_id} did not negotiate channels (a protocol v1 or third-party "
+                "agent): sessions and tunnels need an agent that speaks them",
+            )
+        return self._channel_book().open(kind, params, requested_by)
+
+    def _channel_book(self) -> ConnectionChannels:
+        if self.channels is None:
+            gateway = self._gateway
+            self.channels = ConnectionChannels(
+                self.agent_id,
+                self._send_channel_control,
+                self._send_channel_data,
+                gateway.channel_budget,
+                gateway.clock,
+                window=gateway.config.channel_window_bytes,
+                max_open=gateway.config.max_channels_per_agent,
+            )
+        return self.channels
+
+    def _send_channel_control(self, control: ChannelControl) -> bool:
+        if self._closing is not None:
+            return False
+        return self.send_frame(self._session.channel(control, self._gateway.clock()))
+
+    async def _send_channel_data(self, channel_id: int, seq: int, data: bytes) -> bool:
+        """Queue a data frame once the queue is under half full (bulk data waits here
+        rather than overflow the queue, which closes the connection)."""
+        half = max(1, self._gateway.config.outgoing_queue // 2)
+        while len(self._outbox) >= half and self._closing is None:
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+        if self._closing is not None:
+            return False
+        self._outbox.append(self._session.seal_channel_data(channel_id, seq, data))
+        self._wake_writer()
+        return True
+
+    def _signal_drained(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
 
     # -- the connection's life ------------------------------------------------------------
 
@@ -295,8 +365,15 @@ class AgentConnection:
     async def _write(self) -> None:
         send, outbox = self._send, self._outbox
         try:
+            half = self._gateway.config.outgoing_queue // 2
             while outbox:
-                await send({"type": "websocket.send", "text": outbox.pop(0), "bytes": None})
+                frame = outbox.pop(0)
+                if isinstance(frame, str):
+                    await send({"type": "websocket.send", "text": frame, "bytes": None})
+                else:
+                    await send({"type": "websocket.send", "text": None, "bytes": frame})
+                if self._drained is not None and len(outbox) < half:
+                    self._signal_drained()
             closing = self._closing
             if closing is not None:
                 # After the peer has gone Hypercorn ignores this, as it should.
@@ -334,6 +411,12 @@ class AgentConnection:
                         reason = f"a frame of {message[TOO_BIG]} bytes, over the limit"
                         error = ProtocolError(CloseCode.MESSAGE_TOO_BIG, reason)
                         self.close(session.fail(error))
+                    elif kind == "websocket.receive" and (
+                        message.get("text") is None and session.speaks_channels
+                    ):
+                        # Channel data: paced by its windows and budget, not the CPU share.
+                        clock = self._gateway.clock()
+                        await self._act(session.receive_channel_data(message["bytes"], clock))
                     elif kind == "websocket.receive":
                         text: str | None = message.get("text")
                         data: str | bytes = (
@@ -440,6 +523,10 @@ class AgentConnection:
                     gateway.stats["frames_command_output"] += 1
                     if spool.admit(self.agent_id, delivery):
                         self._output_kept = await gateway.output.admit(self.agent_id, output)
+                case ChannelControlReceived(control=control):
+                    self._on_channel(lambda book: book.on_control(control))
+                case ChannelDataReceived(frame=data):
+                    self._on_channel(lambda book: book.on_data(data))
                 case DuplicateDropped():
                     gateway.stats["duplicates"] += 1
                 case Authenticated():
@@ -450,3 +537,10 @@ class AgentConnection:
                         await gateway.authenticated(self)
                 case CloseConnection():
                     self.close(event)
+
+    def _on_channel(self, act: Callable[[ConnectionChannels], None]) -> None:
+        """A channel message or frame; one that breaks the protocol closes the connection."""
+        try:
+            act(self._channel_book())
+        except ProtocolError as error:
+            self.close(self._session.fail(error))

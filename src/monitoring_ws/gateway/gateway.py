@@ -19,6 +19,7 @@ from ..host.serving.forwarded import client_address
 from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
+    FEATURE_CHANNELS,
     FEATURE_LABELS,
     FEATURE_OUTPUT,
     CloseCode,
@@ -35,6 +36,7 @@ from ..protocol import (
     close_reason,
 )
 from .admission import FAILURE_CODES, Admission
+from .channels import ChannelOpener
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
@@ -157,6 +159,8 @@ class Gateway:
         self._proxies = config.server.proxy_networks()
         #: What each agent's frames cost to read and verify; the wait that bounds it.
         self.workload = Workload(config.agent_cpu_ms_per_s / 1000, config.agent_cpu_burst_ms / 1000)
+        self.channel_budget = Workload(config.channel_bytes_per_s, config.channel_burst_bytes)
+        self.channel_opener = ChannelOpener(config.max_channels)
         #: Join tokens and enrolled agents' key generations (shared by the workers).
         self.enrollments = JoinTokens(config.server.state_dir)
         #: Agents refused at once (``revoked_agents``; replaced on reload).
@@ -172,7 +176,10 @@ class Gateway:
         self.revoke(config.revoked_agents)
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
-            features=frozenset({FEATURE_ACK, FEATURE_CANCEL, FEATURE_LABELS, FEATURE_OUTPUT}),
+            features=frozenset(
+                {FEATURE_ACK, FEATURE_CANCEL, FEATURE_LABELS, FEATURE_OUTPUT}
+                | ({FEATURE_CHANNELS} if config.channels else set())
+            ),
             rate_limit=RateLimit(
                 config.agent_messages_per_s, config.agent_bytes_per_s, config.agent_burst_s
             ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..transports import (
@@ -19,6 +19,7 @@ from ..transports import (
     StateUnavailableError,
     UnknownCommandError,
 )
+from ..transports.channels import Channel, ChannelRefusedError
 from .output import OutputNews
 from .store import StoreError
 
@@ -217,6 +218,31 @@ class WebSocketTransport:
             command_id=order.command_id or str(uuid.uuid4()),
             stream_output=order.stream_output,
         )
+
+    async def open_channel(
+        self,
+        agent_id: str,
+        kind: str,
+        params: Mapping[str, Any],
+        *,
+        requested_by: str | None,
+    ) -> Channel:
+        """A shell or tunnel to an agent connected to this node (``OpensChannels``)."""
+        gateway = self.gateway
+        if not gateway.config.channels:
+            message = "sessions and tunnels are off on this server ([plugins.websocket] channels)"
+            raise ChannelRefusedError("not_supported", message)
+        connection = gateway.registry.local(agent_id)
+        if connection is None or not connection.ready:
+            info = None if gateway.remote is None else await gateway.registry.lookup(agent_id)
+            if info is not None:
+                raise ChannelRefusedError(
+                    "agent_elsewhere",
+                    f"agent {agent_id} is connected to node {info.node}: open sessions and "
+                    'tunnels on that node (docs/sessions.md, "Cluster")',
+                )
+            raise ChannelRefusedError("agent_not_connected", f"agent {agent_id} is not connected")
+        return await gateway.channel_opener.open(connection, kind, params, requested_by)
 
     def connection_for(self, agent_id: str, command: str) -> AgentConnection:
         """The agent's open connection, if it can take ``command``; raises why not."""

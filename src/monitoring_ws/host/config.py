@@ -111,6 +111,10 @@ class ServerSettings:
     audit_log: Path | None = attrs.field(default=None, converter=_optional_path)
     audit_max_bytes: int = attrs.field(default=64 << 20, validator=_count)
     audit_backups: int = attrs.field(default=5, validator=[v.instance_of(int), v.ge(0)])
+    #: Shell sessions are recorded (asciicast v2) in ``state_dir/recordings``: each up to
+    #: ``recording_max_bytes``, all of them up to ``recordings_max_bytes`` (the oldest go).
+    recording_max_bytes: int = attrs.field(default=64 << 20, validator=_count)
+    recordings_max_bytes: int = attrs.field(default=1 << 30, validator=_count)
     #: The server's log level (debug, info, warning, error); SIGHUP applies a new one.
     log_level: str = attrs.field(
         default="info", validator=v.in_(("debug", "info", "warning", "error"))

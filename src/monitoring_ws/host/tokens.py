@@ -36,6 +36,9 @@ SCOPES = frozenset(
         "config:read",
         "metrics:read",
         "events:read",
+        "sessions:shell",
+        "tunnels:open",
+        "recordings:read",
     }
 )
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -193,6 +196,8 @@ def required_scope(method: str, rule: str | None) -> str:
         return "config:read"
     if rule == "/api/events":
         return "events:read"
+    if rule is not None and rule.startswith("/api/recordings"):
+        return "recordings:read"
     if rule == "/api/jobs" and method == "POST":  # and the command's commands:send rule
         return "jobs:create"
     if rule is not None and rule.endswith("/labels") and method == "PATCH":

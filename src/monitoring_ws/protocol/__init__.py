@@ -6,6 +6,14 @@ boto3; time is always passed in. docs/protocol.md is the wire contract it implem
 
 from .agent_session import AgentConfig, AgentSession, AgentState
 from .canonical import CanonicalizationError, canonicalize, canonicalize_reference
+from .channel_control import ChannelControl, ShellParams, TunnelParams
+from .channels import (
+    FEATURE_CHANNELS,
+    ChannelClosed,
+    ChannelData,
+    ChannelTable,
+    ChannelViolation,
+)
 from .delivery import (
     CANCELLED,
     FEATURE_ACK,
@@ -38,6 +46,8 @@ from .events import (
     AuthAccepted,
     Authenticated,
     CancelReceived,
+    ChannelControlReceived,
+    ChannelDataReceived,
     CloseConnection,
     CommandOutputReceived,
     CommandReceived,
@@ -85,6 +95,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_VALUES",
     "FEATURE_ACK",
     "FEATURE_CANCEL",
+    "FEATURE_CHANNELS",
     "FEATURE_LABELS",
     "FEATURE_OUTPUT",
     "INTERRUPTED",
@@ -106,6 +117,13 @@ __all__ = [
     "CancelReceived",
     "CanonicalizationError",
     "Capabilities",
+    "ChannelClosed",
+    "ChannelControl",
+    "ChannelControlReceived",
+    "ChannelData",
+    "ChannelDataReceived",
+    "ChannelTable",
+    "ChannelViolation",
     "CloseCode",
     "CloseConnection",
     "Command",
@@ -145,6 +163,8 @@ __all__ = [
     "ServerConfig",
     "ServerSession",
     "ServerState",
+    "ShellParams",
+    "TunnelParams",
     "Verified",
     "WorkBudget",
     "canonicalize",

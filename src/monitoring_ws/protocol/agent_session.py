@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from .channel_control import ChannelControl
+from .channels import FEATURE_CHANNELS, Direction
 from .delivery import Cancel
 from .envelope import BODIES, Message, MessageType, Sender, check_timestamp
 from .errors import CloseCode, ProtocolError
@@ -20,6 +22,7 @@ from .events import (
     AckReceived,
     AuthAccepted,
     CancelReceived,
+    ChannelControlReceived,
     CommandReceived,
     DuplicateDropped,
     Event,
@@ -75,7 +78,6 @@ class AgentSession(SessionBase):
         "clock_offset_ms",
         "config",
         "hello",
-        "last_heard_ms",
         "next_heartbeat_ms",
         "reply",
         "started_at_ms",
@@ -183,6 +185,8 @@ class AgentSession(SessionBase):
         """Feed one frame from the server (``bytes`` means a binary frame)."""
         if self.state is AgentState.IDLE:
             raise RuntimeError("call start() first")
+        if isinstance(data, bytes) and self.speaks_channels:
+            return self.receive_channel_data(data, now_ms)
         server_now = now_ms + self.clock_offset_ms
         try:
             # The auth reply is bound to this connection by echoing our auth nonce, so it
@@ -239,8 +243,28 @@ class AgentSession(SessionBase):
                 return [AckReceived(body)]
             case Cancel():
                 return [CancelReceived(body.command_id)]
+            case ChannelControl() if self.speaks_channels:
+                return [ChannelControlReceived(envelope, body)]
         reason = f"a server may not send {envelope.type.value!r} now"
         return [self.fail(ProtocolError(CloseCode.MALFORMED, reason))]
+
+    @property
+    def speaks_channels(self) -> bool:
+        """The server agreed to ``channels``: binary frames are channel data."""
+        reply = self.reply
+        return reply is not None and FEATURE_CHANNELS in reply.features
+
+    def _channel_binding(self) -> tuple[bytes, str, Direction, Direction]:
+        reply = self.reply
+        if reply is None or not self.speaks_channels or self._key is None:
+            raise RuntimeError("channels were not negotiated")
+        return self._key, reply.session_id, Direction.AGENT_TO_SERVER, Direction.SERVER_TO_AGENT
+
+    def channel(self, control: ChannelControl, now_ms: int) -> str:
+        """The signed ``channel`` frame for ``control``."""
+        if not self.speaks_channels:
+            raise RuntimeError("channels were not negotiated")
+        return self._seal_now(MessageType.CHANNEL, control.to_payload(), now_ms)
 
     def heartbeat(self, now_ms: int, values: Mapping[str, Any] | None = None) -> str:
         """A ``heartbeat`` frame; the next one falls due an interval later."""

@@ -17,7 +17,9 @@ binary header, the raw bytes, and an HMAC-SHA256 over both, bound to the connect
 
 ``ChannelWindow`` is the flow control of one channel and direction (SSH's windows): the
 receiver grants bytes, the sender spends them, a frame past the grant is a violation.
-No I/O here; the JSON messages that open, grant and close channels are another part.
+``ChannelTable`` is one end's book of a connection's channels: their windows, who may
+send what, what counts as a violation. The JSON ``channel`` messages that open, grant and
+close channels are ``channel_control.py``. No I/O here.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import struct
 
 import attrs
 
+from .channel_control import ChannelControl, ShellParams, TunnelParams
 from .errors import CloseCode, ProtocolError
 
 __all__ = [
@@ -36,7 +39,9 @@ __all__ = [
     "HEADER_BYTES",
     "MAX_DATA",
     "TAG_BYTES",
+    "ChannelClosed",
     "ChannelData",
+    "ChannelTable",
     "ChannelViolation",
     "ChannelWindow",
     "Direction",
@@ -177,3 +182,174 @@ class SendWindow:
 
 class ChannelViolation(ValueError):
     """A peer broke a channel's rules: close that channel, with this reason logged."""
+
+
+@attrs.frozen
+class ChannelClosed:
+    """The peer closed a channel (``ChannelTable.on_control``): the table forgot it."""
+
+    channel_id: int
+    reason: str
+    message: str
+    exit_code: int | None
+
+
+class _Channel:
+    __slots__ = ("accepted", "kind", "receiving", "sending", "unreported")
+
+    def __init__(self, kind: str, window: int) -> None:
+        self.kind = kind
+        self.receiving = ChannelWindow(window)
+        self.sending = SendWindow(0)
+        self.accepted = False
+        #: Bytes taken off the receive buffer and not yet granted back.
+        self.unreported = 0
+
+
+class ChannelTable:
+    """The channels of one connection as one end sees them (the server opens them, the
+    agent accepts them). Ids only grow: a frame for an id at or below the highest seen
+    that is no longer open arrived after its close and is dropped (``on_data`` returns
+    None); an id never opened is a broken peer (``ProtocolError`` 4400)."""
+
+    __slots__ = ("_channels", "_highest", "max_open", "opener", "window")
+
+    def __init__(self, *, opener: bool, window: int = 1 << 20, max_open: int = 16) -> None:
+        self.opener = opener
+        #: The receive window each channel starts with (and is kept near).
+        self.window = window
+        self.max_open = max_open
+        self._channels: dict[int, _Channel] = {}
+        self._highest = 0
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def __contains__(self, channel_id: int) -> bool:
+        return channel_id in self._channels
+
+    def kind(self, channel_id: int) -> str | None:
+        channel = self._channels.get(channel_id)
+        return None if channel is None else channel.kind
+
+    def open(
+        self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None = None
+    ) -> ChannelControl:
+        """Server: a new channel's ``open`` (RuntimeError when ``max_open`` are open)."""
+        if not self.opener:
+            raise RuntimeError("only the server opens channels")
+        if len(self._channels) >= self.max_open:
+            raise RuntimeError(f"{self.max_open} channels are open on this connection")
+        self._highest += 1
+        self._channels[self._highest] = _Channel(kind, self.window)
+        return ChannelControl(
+            "open", self._highest, kind, self.window, params, requested_by=requested_by
+        )
+
+    def on_control(self, control: ChannelControl) -> ChannelControl | ChannelClosed | None:
+        """A ``channel`` message from the peer. Returns the ``open`` to act on (agent),
+        ``ChannelClosed``, the ``close`` to send back (a refused open, a broken rule), or
+        None (a grant taken, an accept recorded, a late message dropped)."""
+        channel_id = control.channel_id
+        if control.op == "open":
+            if self.opener:
+                return ChannelControl.close(channel_id, "refused", "agents do not open channels")
+            if channel_id <= self._highest:
+                raise ProtocolError(CloseCode.MALFORMED, f"channel {channel_id} opened twice")
+            self._highest = channel_id
+            if len(self._channels) >= self.max_open:
+                message = f"{self.max_open} channels are open on this agent"
+                return ChannelControl.close(channel_id, "limit", message)
+            opened = self._channels[channel_id] = _Channel(control.kind or "", self.window)
+            opened.sending.granted(control.window or 0)
+            return control
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            if channel_id > self._highest:
+                raise ProtocolError(CloseCode.MALFORMED, f"channel {channel_id} was never opened")
+            return None  # sent before the peer saw our close
+        match control.op:
+            case "accept" if self.opener and not channel.accepted:
+                channel.accepted = True
+                return self._granted(channel_id, channel, control.window or 0)
+            case "window":
+                return self._granted(channel_id, channel, control.size or 0)
+            case "resize" if not self.opener:
+                return control
+            case "close":
+                del self._channels[channel_id]
+                return ChannelClosed(
+                    channel_id, control.reason or "error", control.message or "", control.exit_code
+                )
+        return self.violated(channel_id, f"{control.op!r} is not allowed now")
+
+    def _granted(self, channel_id: int, channel: _Channel, size: int) -> ChannelControl | None:
+        try:
+            channel.sending.granted(size)
+        except ChannelViolation as error:
+            return self.violated(channel_id, str(error))
+        return None
+
+    def accept(self, channel_id: int) -> ChannelControl:
+        """Agent: the ``accept`` for an open it acted on."""
+        channel = self._channels[channel_id]
+        channel.accepted = True
+        return ChannelControl("accept", channel_id, window=self.window)
+
+    def on_data(self, frame: ChannelData) -> bytes | ChannelControl | None:
+        """A verified data frame: its bytes (empty: the peer's end of data), the ``close``
+        to send for a broken rule, or None for a frame that came after a close."""
+        channel = self._channels.get(frame.channel_id)
+        if channel is None:
+            if frame.channel_id > self._highest:
+                reason = f"data for channel {frame.channel_id}, never opened"
+                raise ProtocolError(CloseCode.MALFORMED, reason)
+            return None
+        try:
+            return channel.receiving.receive(frame)
+        except ChannelViolation as error:
+            return self.violated(frame.channel_id, str(error))
+
+    def take(self, channel_id: int, wanted: int) -> tuple[int, int]:
+        """``(seq, size)`` of the next frame to send on the channel (``SendWindow.take``);
+        (0, 0) for a channel that is gone or not yet accepted."""
+        channel = self._channels.get(channel_id)
+        if channel is None or not channel.accepted:
+            return 0, 0
+        return channel.sending.take(wanted)
+
+    def sendable(self, channel_id: int) -> int:
+        """Bytes the peer granted that are not spent (0 for a channel that is gone)."""
+        channel = self._channels.get(channel_id)
+        return 0 if channel is None or not channel.accepted else channel.sending.available
+
+    def consumed(self, channel_id: int, size: int) -> ChannelControl | None:
+        """This end took ``size`` bytes off the channel's buffer: the ``window`` grant to
+        send once a quarter of the window is free again (fewer, larger grants)."""
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            return None
+        channel.unreported += size
+        if channel.unreported < max(1, self.window // 4):
+            return None
+        size, channel.unreported = channel.unreported, 0
+        channel.receiving.grant(size)
+        return ChannelControl("window", channel_id, size=size)
+
+    def close(
+        self, channel_id: int, reason: str, message: str = "", exit_code: int | None = None
+    ) -> ChannelControl | None:
+        """This end closes the channel: the ``close`` to send (None: already gone)."""
+        if self._channels.pop(channel_id, None) is None:
+            return None
+        return ChannelControl.close(channel_id, reason, message, exit_code)
+
+    def violated(self, channel_id: int, reason: str) -> ChannelControl | None:
+        """A broken rule closes the channel: the ``close`` to send (reason ``violation``)."""
+        return self.close(channel_id, "violation", reason)
+
+    def close_all(self) -> list[int]:
+        """The connection ended: every channel is gone (their ids)."""
+        gone = list(self._channels)
+        self._channels.clear()
+        return gone

@@ -17,6 +17,7 @@ import attrs
 
 from . import strictjson
 from .canonical import CanonicalizationError, canonicalize, canonicalize_plain
+from .channel_control import ChannelControl
 from .delivery import Cancel
 from .errors import CloseCode, ProtocolError
 from .keys import sign, verify
@@ -83,6 +84,7 @@ class MessageType(enum.StrEnum):
     ACK = "ack"
     CANCEL = "cancel"
     COMMAND_OUTPUT = "command_output"
+    CHANNEL = "channel"
 
 
 class Sender(enum.Enum):
@@ -104,6 +106,7 @@ Body = (
     | Delivery
     | Cancel
     | CommandOutput
+    | ChannelControl
 )
 
 #: Which types each side sends, and the payload schema of each.
@@ -115,6 +118,7 @@ BODIES: Final[Mapping[Sender, Mapping[MessageType, type[Body]]]] = {
         MessageType.COMMAND_RESULT: CommandResult,
         MessageType.HEARTBEAT: Heartbeat,
         MessageType.COMMAND_OUTPUT: CommandOutput,  # the ``output`` extension
+        MessageType.CHANNEL: ChannelControl,  # the ``channels`` extension
     },
     Sender.SERVER: {
         MessageType.AUTH: AuthReply,
@@ -122,6 +126,7 @@ BODIES: Final[Mapping[Sender, Mapping[MessageType, type[Body]]]] = {
         MessageType.HEARTBEAT: HeartbeatReply,
         MessageType.ACK: Delivery,  # every message of stream up to seq is stored
         MessageType.CANCEL: Cancel,
+        MessageType.CHANNEL: ChannelControl,
     },
 }
 _TYPES = {t.value: t for t in MessageType}

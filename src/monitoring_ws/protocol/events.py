@@ -6,6 +6,8 @@ import uuid
 
 import attrs
 
+from .channel_control import ChannelControl
+from .channels import ChannelData
 from .envelope import Envelope
 from .errors import CloseCode
 from .output import CommandOutput
@@ -25,6 +27,8 @@ __all__ = [
     "AuthAccepted",
     "Authenticated",
     "CancelReceived",
+    "ChannelControlReceived",
+    "ChannelDataReceived",
     "CloseConnection",
     "CommandOutputReceived",
     "CommandReceived",
@@ -116,6 +120,21 @@ class CommandOutputReceived:
 
 
 @attrs.frozen
+class ChannelControlReceived:
+    """A verified ``channel`` message (the ``channels`` extension)."""
+
+    envelope: Envelope
+    control: ChannelControl
+
+
+@attrs.frozen
+class ChannelDataReceived:
+    """A verified binary data frame of a channel (its seq and window not yet checked)."""
+
+    frame: ChannelData
+
+
+@attrs.frozen
 class HeartbeatReceived:
     """An agent heartbeat; the session has already queued the signed answer."""
 
@@ -169,6 +188,8 @@ Event = (
     | LogsReceived
     | CommandResultReceived
     | CommandOutputReceived
+    | ChannelControlReceived
+    | ChannelDataReceived
     | HeartbeatReceived
     | AuthAccepted
     | CommandReceived

@@ -12,11 +12,14 @@ from collections.abc import Callable
 
 import attrs
 
+from .channel_control import ChannelControl
+from .channels import FEATURE_CHANNELS, Direction
 from .delivery import FEATURE_ACK, Cancel
 from .envelope import Message, MessageType, Sender
 from .errors import CloseCode, ProtocolError
 from .events import (
     Authenticated,
+    ChannelControlReceived,
     CommandOutputReceived,
     CommandResultReceived,
     DuplicateDropped,
@@ -100,6 +103,7 @@ class ServerSession(SessionBase):
         "_meter",
         "_numbered",
         "_output_meter",
+        "_speaks_channels",
         "_speaks_output",
         "_stream",
         "acked",
@@ -110,7 +114,6 @@ class ServerSession(SessionBase):
         "features",
         "hello",
         "keyring",
-        "last_heard_ms",
         "opened_at_ms",
         "session_id",
     )
@@ -150,6 +153,7 @@ class ServerSession(SessionBase):
         self._meter: RateMeter | None = None
         self._output_meter: RateMeter | None = None
         self._speaks_output = False
+        self._speaks_channels = False
         self.keyring = keyring
         self.config = config
         self.session_id = session_id
@@ -196,6 +200,8 @@ class ServerSession(SessionBase):
 
     def receive(self, data: str | bytes, now_ms: int, replay: ReplayWindow) -> list[Event]:
         """Feed one frame (``bytes`` means a binary frame) with an in-process window."""
+        if isinstance(data, bytes) and self._speaks_channels:
+            return self.receive_channel_data(data, now_ms)
         try:
             verified = self.verify(data, now_ms)
         except ProtocolError as error:
@@ -288,6 +294,8 @@ class ServerSession(SessionBase):
                 return [CommandResultReceived(envelope, body, delivery)]
             case CommandOutput() if self._speaks_output:
                 return [CommandOutputReceived(envelope, body, delivery)]
+            case ChannelControl() if self._speaks_channels:
+                return [ChannelControlReceived(envelope, body)]
             case Heartbeat():
                 reply = HeartbeatReply(now_ms, self.acked).to_payload()
                 frame = self._seal(MessageType.HEARTBEAT, envelope.agent_id, reply, now_ms)
@@ -309,6 +317,7 @@ class ServerSession(SessionBase):
         self._numbered = FEATURE_ACK in self.features
         output = FEATURE_OUTPUT in self.features
         self._speaks_output = output
+        self._speaks_channels = FEATURE_CHANNELS in self.features
         self.last_heard_ms = now_ms
         # Only first frames pass these; an open session holds no more.
         self._gate = self._generation_of = self._auth_deadline_ms = None
@@ -344,6 +353,22 @@ class ServerSession(SessionBase):
             raise RuntimeError("the session is not open")
         self.acked = mark
         return self._seal(MessageType.ACK, self.agent_id, mark.to_payload(), now_ms)
+
+    @property
+    def speaks_channels(self) -> bool:
+        """The agent negotiated ``channels``: binary frames are channel data."""
+        return self._speaks_channels
+
+    def _channel_binding(self) -> tuple[bytes, str, Direction, Direction]:
+        if not self._speaks_channels or self._key is None:
+            raise RuntimeError("channels were not negotiated")
+        return self._key, self.session_id, Direction.SERVER_TO_AGENT, Direction.AGENT_TO_SERVER
+
+    def channel(self, control: ChannelControl, now_ms: int) -> str:
+        """The signed ``channel`` frame for ``control``."""
+        if self.agent_id is None or not self._speaks_channels:
+            raise RuntimeError("channels were not negotiated")
+        return self._seal(MessageType.CHANNEL, self.agent_id, control.to_payload(), now_ms)
 
     def cancel(self, command_id: str, now_ms: int) -> str:
         """The signed ``cancel`` frame for a command sent earlier."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from .channels import ChannelData, Direction, open_data, seal_data
 from .envelope import (
     DEFAULT_MAX_AUTH_FRAME_BYTES,
     DEFAULT_MAX_FRAME_BYTES,
@@ -20,7 +21,7 @@ from .envelope import (
     verify_signature,
 )
 from .errors import CloseCode, ProtocolError, close_reason
-from .events import CloseConnection
+from .events import ChannelDataReceived, CloseConnection, Event
 
 __all__ = ["Limits", "SessionBase", "Verified"]
 
@@ -53,7 +54,7 @@ class SessionBase:
     """State and checks common to ``ServerSession`` and ``AgentSession``."""
 
     # Slots: a server holds one session per connected agent.
-    __slots__ = ("_closed", "_key", "_new_nonce", "duplicates", "limits")
+    __slots__ = ("_closed", "_key", "_new_nonce", "duplicates", "last_heard_ms", "limits")
     _peer: Sender
 
     def __init__(self, limits: Limits, new_nonce: Callable[[], str]) -> None:
@@ -63,6 +64,8 @@ class SessionBase:
         self._closed = False
         #: Verified messages dropped as duplicates (counted, never processed).
         self.duplicates = 0
+        #: When the last verified frame arrived (ms).
+        self.last_heard_ms = 0
 
     @property
     def closed(self) -> bool:
@@ -77,6 +80,33 @@ class SessionBase:
         """Close on this side's initiative (shutdown 1001, replacement 4409, ...)."""
         self._closed = True
         return CloseConnection(code, close_reason(code, retry_after_s))
+
+    # -- the ``channels`` extension ---------------------------------------------------------
+
+    def _channel_binding(self) -> tuple[bytes, str, Direction, Direction]:
+        """Key, sessionId, the direction this end sends and the one it receives."""
+        raise RuntimeError("channels were not negotiated")
+
+    def seal_channel_data(self, channel_id: int, seq: int, data: bytes) -> bytes:
+        """A binary data frame of channel ``channel_id`` (docs/protocol.md 11.6)."""
+        key, session_id, outgoing, _ = self._channel_binding()
+        return seal_data(key, session_id, outgoing, channel_id=channel_id, seq=seq, data=data)
+
+    def receive_channel_data(self, frame: bytes, now_ms: int) -> list[Event]:
+        """Feed a binary frame: ``ChannelDataReceived``, or the close (1003 when channels
+        were not negotiated, 1009, 4400, 4401 for a frame that fails its checks)."""
+        if self._closed:
+            raise RuntimeError("the session is closed")
+        try:
+            key, session_id, _, incoming = self._channel_binding()
+        except RuntimeError:
+            return [self.fail(ProtocolError(CloseCode.UNSUPPORTED_DATA, "binary frame"))]
+        try:
+            data: ChannelData = open_data(key, session_id, incoming, bytes(frame))
+        except ProtocolError as error:
+            return [self.fail(error)]
+        self.last_heard_ms = now_ms
+        return [ChannelDataReceived(data)]
 
     def _decode_and_verify(
         self,

@@ -11,6 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ...transports import KeepsOutput
+from ...transports.channels import OpensChannels
 from ...web import MAX_BODY_BYTES, error, http_error_body, token
 from ..audit import AuditLog
 from ..command_service import CommandService
@@ -21,9 +22,11 @@ from ..jobs import JobRunner
 from ..labels import LabelStore
 from ..metrics import CONTENT_TYPE, ServerMetrics
 from ..plugins import Plugin
+from ..recordings import Recordings
 from ..telemetry import TelemetryBus
 from ..tokens import TokenSet
 from .agents import add_agent_routes, record_finder
+from .channels import add_channel_routes
 from .events import add_event_routes
 from .gate import Refused, admit, audit_request
 from .health import HEALTH_PATHS, Readiness, add_health_routes
@@ -58,7 +61,8 @@ def create_app(
     app.config["BODY_TIMEOUT"] = server.http_body_timeout_s  # a slow body is cut: 408
     tokens = TokenSet(server.api_tokens) if tokens is None else tokens
     install_guard(app, server, tokens)
-    _audit_requests(app, AuditLog(None) if audit is None else audit)
+    audit = AuditLog(None) if audit is None else audit
+    _audit_requests(app, audit)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -78,6 +82,14 @@ def create_app(
     add_output_routes(app, streaming, record_finder(commands.log, commands.keepers), jobs)
     add_telemetry_routes(app, server, commands.router, telemetry)
     add_event_routes(app, events, tokens)
+    recordings = Recordings(
+        server.state_dir / "recordings",
+        max_bytes=server.recordings_max_bytes,
+        max_bytes_each=server.recording_max_bytes,
+    )
+    transports = commands.router.transports
+    openers = lambda: [t for t in transports if isinstance(t, OpensChannels)]  # noqa: E731
+    add_channel_routes(app, server, tokens, openers, recordings=recordings, audit=audit)
     add_openapi_routes(app, lambda: plugins)
     add_ui_routes(app)
 

@@ -96,7 +96,8 @@ async def _websocket(
 
 class HostApp:
     """A listener: the plugins' WebSocket routes and raw HTTP routes for agents, then the
-    HTTP API (``api``); without one (``agent_listen``) a JSON 404 for anything else."""
+    API (``api``, its WebSocket routes too); without one (``agent_listen``) a JSON 404
+    for anything else."""
 
     def __init__(
         self,
@@ -118,7 +119,7 @@ class HostApp:
         if lean is not None:
             assert self.commands is not None  # noqa: S101 - it matched
             await self.commands.serve(*lean, scope, receive, send)
-        elif scope["type"] == "websocket":
+        elif scope["type"] == "websocket" and (scope["path"] in self.routes or self.api is None):
             await _websocket(self.routes, scope, receive, send)
         elif scope["type"] == "http" and scope["path"] in self.http_routes:
             await self.http_routes[scope["path"]](scope, receive, send)

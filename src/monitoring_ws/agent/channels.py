@@ -1,0 +1,251 @@
+"""The agent's end of the ``channels`` extension: shells and tunnels the server opened
+with a signed ``channel`` message, carried over this connection (docs/sessions.md).
+
+Every channel is two tasks of the connection's nursery, so a dropped connection ends them
+all: ``_outgoing`` reads the local side (the pseudo-terminal, the TCP socket) and sends
+what the peer's window allows; ``_incoming`` writes what the peer sent and grants the
+window back as it goes. What waits is bounded by the window (``ChannelTable``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from ..clock import wall_ms as now_ms
+from ..protocol import (
+    AgentSession,
+    ChannelClosed,
+    ChannelControl,
+    ChannelData,
+    ChannelTable,
+    ShellParams,
+    TunnelParams,
+)
+from ..protocol.channels import MAX_DATA
+from .channel_settings import SessionSettings, TunnelSettings
+from .shell import Refused, ShellProcess, open_shell
+from .tunnel import connect_tunnel
+
+__all__ = ["AgentChannels", "LocalEnd"]
+
+log = logging.getLogger("monitoring_ws.agent.channels")
+
+#: Bytes each channel lets the server send before it grants more.
+WINDOW = 1 << 20
+MAX_OPEN = 16
+
+
+class LocalEnd:
+    """What a channel carries on the agent: a byte stream, and for shells the process."""
+
+    def __init__(self, stream: trio.abc.Stream, shell: ShellProcess | None = None) -> None:
+        self.stream = stream
+        self.shell = shell
+
+
+@attrs.define
+class _Open:
+    end: LocalEnd
+    scope: trio.CancelScope
+    idle_timeout_s: float | None
+    inbox: list[bytes] = attrs.field(factory=list)
+    arrived: trio.Event = attrs.field(factory=trio.Event)
+    granted: trio.Event = attrs.field(factory=trio.Event)
+    last_active: float = attrs.field(factory=trio.current_time)
+    #: The peer sent its end of data (an empty frame).
+    peer_ended: bool = False
+    #: Closed for being idle past ``idle_timeout_s``.
+    idled: bool = False
+
+
+class AgentChannels:
+    """One connection's channels, agent side."""
+
+    def __init__(
+        self,
+        session: AgentSession,
+        send: Callable[[str | bytes], Awaitable[None]],
+        nursery: trio.Nursery,
+        *,
+        sessions: SessionSettings,
+        tunnels: TunnelSettings,
+    ) -> None:
+        self._session = session
+        self._send = send
+        self._nursery = nursery
+        self._sessions = sessions
+        self._tunnels = tunnels
+        self.table = ChannelTable(opener=False, window=WINDOW, max_open=MAX_OPEN)
+        self._open: dict[int, _Open] = {}
+
+    async def on_control(self, control: ChannelControl) -> None:
+        outcome = self.table.on_control(control)
+        if isinstance(outcome, ChannelClosed):
+            opened = self._open.pop(outcome.channel_id, None)
+            if opened is not None:
+                log.info("channel %d closed by the server: %s", control.channel_id, outcome.reason)
+                opened.scope.cancel()
+        elif outcome is control and control.op == "open":
+            self._nursery.start_soon(self._serve, control)
+        elif outcome is control and control.op == "resize":
+            opened = self._open.get(control.channel_id)
+            if opened is not None and opened.end.shell is not None:
+                opened.end.shell.resize(control.cols or 80, control.rows or 24)
+        elif isinstance(outcome, ChannelControl):
+            await self._control(outcome)
+            self._forget(outcome.channel_id)
+        else:
+            opened = self._open.get(control.channel_id)
+            if opened is not None:  # a grant: the sender may go on
+                opened.granted.set()
+
+    async def on_data(self, frame: ChannelData) -> None:
+        outcome = self.table.on_data(frame)
+        opened = self._open.get(frame.channel_id)
+        if isinstance(outcome, ChannelControl):  # a broken rule
+            log.warning("channel %d: %s", frame.channel_id, outcome.message)
+            await self._control(outcome)
+            self._forget(frame.channel_id)
+        elif outcome is not None and opened is not None:
+            if outcome:
+                opened.inbox.append(outcome)
+            else:
+                opened.peer_ended = True
+            opened.arrived.set()
+
+    def close_all(self) -> None:
+        for channel_id in self.table.close_all():
+            self._forget(channel_id)
+
+    # -- one channel ------------------------------------------------------------------------
+
+    async def _serve(self, control: ChannelControl) -> None:
+        channel_id = control.channel_id
+        try:
+            end, idle = await self._open_local(control)
+        except Refused as refused:
+            log.warning("channel %d (%s) refused: %s", channel_id, control.kind, refused.message)
+            await self._close(channel_id, refused.reason, refused.message)
+            return
+        with trio.CancelScope() as scope:
+            opened = self._open[channel_id] = _Open(end, scope, idle)
+            await self._control(self.table.accept(channel_id))
+            log.info(
+                "channel %d (%s) open for %s",
+                channel_id,
+                control.kind,
+                control.requested_by or "someone",
+            )
+            try:
+                reason, message, code = await self._run(channel_id, opened)
+            except trio.BrokenResourceError as error:
+                reason, message, code = "reset", f"the connection was reset: {error}", None
+            await self._close(channel_id, reason, message, code)
+        self._forget(channel_id)
+        with trio.CancelScope(shield=True):
+            await _finish(end)
+
+    async def _open_local(self, control: ChannelControl) -> tuple[LocalEnd, float | None]:
+        params = control.params
+        if isinstance(params, ShellParams):
+            process = await open_shell(self._sessions, params)
+            return LocalEnd(process.stream, process), self._sessions.idle_timeout_s
+        assert isinstance(params, TunnelParams)  # noqa: S101 - the schema's two kinds
+        stream = await connect_tunnel(self._tunnels, params)
+        return LocalEnd(stream), None
+
+    async def _run(self, channel_id: int, opened: _Open) -> tuple[str, str, int | None]:
+        """Both directions until the channel is done: (reason, message, exit code). A
+        tunnel is done when both sides sent their end (each half-closes on its own); a
+        shell when its terminal closes (the shell exited) or it was idle too long."""
+        shell = opened.end.shell
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._incoming, channel_id, opened)
+            if opened.idle_timeout_s is not None:
+                nursery.start_soon(self._idle_watch, opened, nursery.cancel_scope)
+            await self._outgoing(channel_id, opened)
+            if shell is not None:
+                nursery.cancel_scope.cancel()
+        if opened.idled:
+            return "timeout", f"idle for {opened.idle_timeout_s:g} s (sessions.idleTimeoutS)", None
+        if shell is not None:
+            return "exit", "", await shell.wait()
+        return "closed", "", None
+
+    async def _outgoing(self, channel_id: int, opened: _Open) -> None:
+        """Local bytes to the server, within the window; an empty frame at the end."""
+        stream, session = opened.end.stream, self._session
+        while True:
+            data = await stream.receive_some(MAX_DATA)
+            opened.last_active = trio.current_time()
+            view = memoryview(data)
+            while True:
+                seq, size = self.table.take(channel_id, len(view))
+                if seq == 0:
+                    if channel_id not in self.table:
+                        return
+                    opened.granted = trio.Event()
+                    await opened.granted.wait()
+                    continue
+                await self._send(session.seal_channel_data(channel_id, seq, bytes(view[:size])))
+                view = view[size:]
+                if not view:
+                    break
+            if not data:
+                return
+
+    async def _incoming(self, channel_id: int, opened: _Open) -> None:
+        """The server's bytes to the local side; the window granted back as they go."""
+        stream = opened.end.stream
+        while True:
+            while not opened.inbox and not opened.peer_ended:
+                opened.arrived = trio.Event()
+                await opened.arrived.wait()
+            if opened.inbox:
+                data = opened.inbox.pop(0)
+                await stream.send_all(data)
+                opened.last_active = trio.current_time()
+                grant = self.table.consumed(channel_id, len(data))
+                if grant is not None:
+                    await self._control(grant)
+                continue
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()  # half-close: the peer is done sending
+            return
+
+    async def _idle_watch(self, opened: _Open, scope: trio.CancelScope) -> None:
+        timeout = opened.idle_timeout_s or 0
+        while True:
+            await trio.sleep_until(opened.last_active + timeout)
+            if trio.current_time() >= opened.last_active + timeout:
+                break
+        opened.idled = True
+        scope.cancel()
+
+    async def _control(self, control: ChannelControl) -> None:
+        await self._send(self._session.channel(control, now_ms()))
+
+    async def _close(
+        self, channel_id: int, reason: str, message: str, exit_code: int | None = None
+    ) -> None:
+        closing = self.table.close(channel_id, reason, message, exit_code)
+        if closing is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self._control(closing)
+
+    def _forget(self, channel_id: int) -> None:
+        opened = self._open.pop(channel_id, None)
+        if opened is not None:
+            opened.scope.cancel()
+
+
+async def _finish(end: LocalEnd) -> None:
+    """Close the local side: a shell's process group is hung up, then killed."""
+    if end.shell is not None:
+        await end.shell.terminate()
+    with trio.move_on_after(1):
+        await end.stream.aclose()

@@ -1,0 +1,168 @@
+"""Shells and tunnels end to end: real agents, a real server, the API's WebSocket route
+(docs/sessions.md; docs/api.md, "Sessions and tunnels")."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from monitoring_ws.agent.channel_settings import SessionSettings, TunnelSettings
+
+from .conftest import StartServer
+from .test_jobs import Fleet, all_connected
+
+pytestmark = pytest.mark.usefixtures("agent_listener")
+
+
+def _ws_url(api_url: str, agent_id: str, **query: Any) -> str:
+    params = "&".join(f"{name}={value}" for name, value in query.items())
+    return api_url.replace("http://", "ws://") + f"/api/agents/{agent_id}/channel?{params}"
+
+
+async def _control(ws: WebSocketConnection) -> dict[str, Any]:
+    """The next text message (binary ones before it are skipped)."""
+    while True:
+        message = await ws.get_message()
+        if isinstance(message, str):
+            parsed: dict[str, Any] = json.loads(message)
+            return parsed
+
+
+async def _read_until(ws: WebSocketConnection, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        message = await ws.get_message()
+        assert isinstance(message, bytes), message
+        seen += message
+    return seen
+
+
+async def _start(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path, **agent: Any
+) -> tuple[str, httpx.AsyncClient]:
+    server = await start_server()
+    fleet = Fleet(tmp_path)
+    fleet.start(nursery, server.agent_urls[0], "box-1", {}, **agent)
+    http = httpx.AsyncClient(base_url=server.api_url, timeout=30)
+    await all_connected(http, 1)
+    await http.aclose()
+    return server.api_url, httpx.AsyncClient(base_url=server.api_url, timeout=30)
+
+
+async def test_a_shell_is_refused_with_the_agents_reason_while_shells_are_off(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    api, http = await _start(start_server, nursery, tmp_path)
+    async with http:
+        with trio.fail_after(30):
+            async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
+                refused = await _control(ws)
+        assert refused["type"] == "refused"
+        assert refused["code"] == "refused"
+        assert "sessions" in refused["message"]
+        assert "shell" in refused["message"]
+
+
+async def test_a_shell_runs_records_and_reports_its_exit_status(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    api, http = await _start(
+        start_server,
+        nursery,
+        tmp_path,
+        sessions=SessionSettings(shell=True, program="/bin/sh"),  # noqa: S604
+    )
+    async with http:
+        with trio.fail_after(60):
+            url = _ws_url(api, "box-1", kind="shell", cols=100, rows=30)
+            async with open_websocket_url(url) as ws:
+                opened = await _control(ws)
+                assert opened["type"] == "opened"
+                assert opened["recording"]
+                await ws.send_message(b"echo $((6*7))\r")
+                assert b"42" in await _read_until(ws, b"42")
+                await ws.send_message(json.dumps({"type": "resize", "cols": 120, "rows": 40}))
+                await ws.send_message(b"stty size; exit 3\r")
+                await _read_until(ws, b"40 120")
+                assert await _control(ws) == {"type": "eof"}  # the terminal closed
+                closed = await _control(ws)
+                assert closed == {"type": "closed", "reason": "exit", "message": "", "exitCode": 3}
+        listed = (await http.get("/api/recordings")).json()["recordings"]
+        assert [r["id"] for r in listed] == [opened["recording"]]
+        assert listed[0]["agentId"] == "box-1"
+        assert listed[0]["exitCode"] == 3
+        assert listed[0]["bytesIn"] > 0
+        assert listed[0]["bytesOut"] > 0
+        cast = await http.get(f"/api/recordings/{opened['recording']}")
+        assert cast.status_code == 200
+        header, *events = (json.loads(line) for line in cast.text.splitlines())
+        assert header["version"] == 2
+        assert (header["width"], header["height"]) == (100, 30)
+        output = "".join(data for _, kind, data in events if kind == "o")
+        assert "42" in output
+        assert [data for _, kind, data in events if kind == "r"] == ["120x40"]
+        assert (await http.get("/api/recordings/" + "0" * 32)).status_code == 404
+
+
+async def _echo_server(nursery: trio.Nursery) -> int:
+    async def echo(stream: trio.SocketStream) -> None:
+        async with stream:
+            async for data in stream:
+                await stream.send_all(data)
+            await stream.send_eof()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, echo, 0, host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def test_a_tunnel_carries_10_mb_intact_and_refuses_what_is_not_allowed(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    port = await _echo_server(nursery)
+    api, http = await _start(
+        start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=(("127.0.0.1", port),))
+    )
+    payload = os.urandom(10 << 20)
+    async with http:
+        with trio.fail_after(120):
+            url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port)
+            async with open_websocket_url(url, max_message_size=1 << 24) as ws:
+                assert (await _control(ws))["type"] == "opened"
+                back = hashlib.sha256()
+                received = 0
+
+                async def send() -> None:
+                    for at in range(0, len(payload), 200_000):
+                        await ws.send_message(payload[at : at + 200_000])
+                    await ws.send_message(json.dumps({"type": "eof"}))
+
+                async with trio.open_nursery() as both:
+                    both.start_soon(send)
+                    while True:
+                        message = await ws.get_message()
+                        if isinstance(message, bytes):
+                            back.update(message)
+                            received += len(message)
+                            continue
+                        control = json.loads(message)
+                        if control["type"] == "closed":
+                            break
+                assert received == len(payload)
+                assert back.digest() == hashlib.sha256(payload).digest()
+                assert control["reason"] == "closed"
+
+            other = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port + 1)
+            async with open_websocket_url(other) as ws:
+                refused = await _control(ws)
+            assert refused["type"] == "refused"
+            assert "not in tunnels.allow" in refused["message"]
