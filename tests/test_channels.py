@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,8 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from monitoring_ws.agent.channel_settings import SessionSettings, TunnelSettings
 
 from .conftest import StartServer
+from .support.processes import isolated_env
+from .test_ctl import ctl
 from .test_jobs import Fleet, all_connected
 
 pytestmark = pytest.mark.usefixtures("agent_listener")
@@ -166,3 +172,120 @@ async def test_a_tunnel_carries_10_mb_intact_and_refuses_what_is_not_allowed(
                 refused = await _control(ws)
             assert refused["type"] == "refused"
             assert "not in tunnels.allow" in refused["message"]
+
+
+async def _read_fd_until(stream: trio.lowlevel.FdStream, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        data = await stream.receive_some(4096)
+        if not data:
+            break
+        seen += data
+    return seen
+
+
+async def test_ctl_shell_in_a_terminal_prints_42_and_exits_with_the_remote_status(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    api, http = await _start(
+        start_server,
+        nursery,
+        tmp_path,
+        sessions=SessionSettings(shell=True, program="/bin/sh"),  # noqa: S604
+    )
+    await http.aclose()
+    master, terminal = pty.openpty()
+    env = isolated_env(XDG_CONFIG_HOME=str(tmp_path), TERM="xterm")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "monitoring_ws", "ctl", "--url", api, "shell", "box-1"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    screen = trio.lowlevel.FdStream(master)
+    try:
+        with trio.fail_after(60):
+            await screen.receive_some(4096)  # the remote shell said something: it runs
+            await screen.send_all(b"echo $((6*7))\r")
+            assert b"42" in await _read_fd_until(screen, b"42")
+            await screen.send_all(b"exit 5\r")
+            assert await process.wait() == 5
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await screen.aclose()
+
+
+async def test_ctl_shell_refused_says_why_and_exits_77(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    api, http = await _start(start_server, nursery, tmp_path)
+    await http.aclose()
+    code, _, err = await ctl(api, "shell", "box-1", cwd=tmp_path)
+    assert code == 77
+    assert "shell sessions are off on this agent" in err
+    code, _, err = await ctl(api, "shell", "nobody", cwd=tmp_path)
+    assert code == 69
+    assert "not connected" in err
+
+
+async def test_ctl_forward_moves_10_mb_and_a_refused_destination_leaves_the_listener(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    port = await _echo_server(nursery)
+    api, http = await _start(
+        start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=(("127.0.0.1", port),))
+    )
+    await http.aclose()
+    env = isolated_env(XDG_CONFIG_HOME=str(tmp_path))
+    payload = os.urandom(10 << 20)
+    argv = [sys.executable, "-m", "monitoring_ws", "ctl", "--url", api, "forward", "box-1"]
+    for spec, allowed in ((f"0:127.0.0.1:{port}", True), (f"0:127.0.0.1:{port + 1}", False)):
+        process = await trio.lowlevel.open_process([*argv, spec], stderr=subprocess.PIPE, env=env)
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(120):
+                said = await _read_stream_until(process.stderr, b"(Ctrl-C stops)")
+                local = int(said.split(b" -> ")[0].rsplit(b":", 1)[1])
+                for _ in range(2 if allowed else 1):  # a second connection: the listener stays
+                    stream = await trio.open_tcp_stream("127.0.0.1", local)
+                    back = await _exchange(stream, payload if allowed else b"hello")
+                    if allowed:
+                        assert hashlib.sha256(back).digest() == hashlib.sha256(payload).digest()
+                    else:
+                        assert back == b""
+                        said = await _read_stream_until(process.stderr, b"tunnels.allow")
+                        assert b"not in tunnels.allow" in said
+                assert process.returncode is None  # still listening
+        finally:
+            process.kill()
+            await process.wait()
+
+
+async def _read_stream_until(stream: trio.abc.ReceiveStream, marker: bytes) -> bytes:
+    seen = b""
+    while marker not in seen:
+        data = await stream.receive_some(4096)
+        assert data, seen
+        seen += data
+    return seen
+
+
+async def _exchange(stream: trio.SocketStream, payload: bytes) -> bytes:
+    """Send ``payload``, half-close, read everything back."""
+    received = bytearray()
+    async with stream, trio.open_nursery() as both:
+
+        async def send() -> None:
+            for at in range(0, len(payload), 1 << 16):
+                await stream.send_all(payload[at : at + (1 << 16)])
+            await stream.send_eof()
+
+        both.start_soon(send)
+        with contextlib.suppress(trio.BrokenResourceError):
+            async for data in stream:
+                received += data
+    return bytes(received)

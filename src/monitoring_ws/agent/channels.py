@@ -10,6 +10,8 @@ window back as it goes. What waits is bounded by the window (``ChannelTable``).
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -60,6 +62,8 @@ class _Open:
     peer_ended: bool = False
     #: Closed for being idle past ``idle_timeout_s``.
     idled: bool = False
+    #: The server's side was reset: reset ours too.
+    reset: bool = False
 
 
 class AgentChannels:
@@ -88,6 +92,7 @@ class AgentChannels:
             opened = self._open.pop(outcome.channel_id, None)
             if opened is not None:
                 log.info("channel %d closed by the server: %s", control.channel_id, outcome.reason)
+                opened.reset = outcome.reason == "reset"
                 opened.scope.cancel()
         elif outcome is control and control.op == "open":
             self._nursery.start_soon(self._serve, control)
@@ -147,7 +152,7 @@ class AgentChannels:
             await self._close(channel_id, reason, message, code)
         self._forget(channel_id)
         with trio.CancelScope(shield=True):
-            await _finish(end)
+            await _finish(end, reset=opened.reset)
 
     async def _open_local(self, control: ChannelControl) -> tuple[LocalEnd, float | None]:
         params = control.params
@@ -243,9 +248,13 @@ class AgentChannels:
             opened.scope.cancel()
 
 
-async def _finish(end: LocalEnd) -> None:
-    """Close the local side: a shell's process group is hung up, then killed."""
+async def _finish(end: LocalEnd, *, reset: bool) -> None:
+    """Close the local side: a shell's process group is hung up, then killed; a TCP
+    connection whose far side was reset is reset."""
     if end.shell is not None:
         await end.shell.terminate()
+    if reset and isinstance(end.stream, trio.SocketStream):
+        linger = struct.pack("ii", 1, 0)
+        end.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     with trio.move_on_after(1):
         await end.stream.aclose()

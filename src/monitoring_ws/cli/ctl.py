@@ -55,6 +55,21 @@ def _add_agents_and_run(nouns: Any) -> None:
     run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     run.set_defaults(ctl="run")
 
+    shell = nouns.add_parser(
+        "shell", help="an interactive shell on an agent (its sessions.shell must be on)"
+    )
+    shell.add_argument("agent")
+    shell.set_defaults(ctl="shell")
+    forward = nouns.add_parser(
+        "forward",
+        help="forward a loopback port here to HOST:PORT as the agent sees it "
+        "(its tunnels.allow must list it)",
+    )
+    forward.add_argument("agent")
+    forward.add_argument("spec", metavar="LOCAL_PORT:HOST:PORT", help="0 picks a free port")
+    forward.add_argument("--bind", default="127.0.0.1", help="the local address (loopback)")
+    forward.set_defaults(ctl="forward")
+
 
 def _add_jobs_and_records(nouns: Any) -> None:
     jobs = nouns.add_parser("jobs", help="fleet jobs").add_subparsers(dest="verb", metavar="VERB")
@@ -133,8 +148,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.ctl is None:
         print(
-            "monitoring-ws ctl: say what: agents, run, jobs, commands, logs, events, metrics "
-            "or completion (--help)",
+            "monitoring-ws ctl: say what: agents, run, shell, forward, jobs, commands, logs, "
+            "events, metrics or completion (--help)",
             file=sys.stderr,
         )
         return 2

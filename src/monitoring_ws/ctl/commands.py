@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from .api import Api, segment
+from .forward import forward
 from .run import run, run_job
 from .settings import CtlError
+from .shell import shell
 from .watch import events, logs, metrics
 
 __all__ = ["COMMANDS"]
@@ -137,6 +139,8 @@ COMMANDS: dict[str, Handler] = {
     "agents show": agents_show,
     "agents label": agents_label,
     "run": run,
+    "shell": shell,
+    "forward": forward,
     "jobs run": jobs_run,
     "jobs ls": jobs_ls,
     "jobs show": _show("/api/jobs/"),

@@ -243,7 +243,9 @@ async def _from_client(channel: Channel, recording: Recording | None) -> None:
         elif kind == "eof":
             await channel.send_eof()
             await trio.sleep_forever()  # the agent's side ends it
-        elif kind == "close":
+        elif kind == "close" and isinstance(control, dict):
+            if control.get("reason") == "reset":  # the operator's TCP client reset
+                await channel.aclose("reset", "the operator's connection was reset")
             return
         else:
             await _say({"type": "error", "message": "text messages: resize, eof or close"})
