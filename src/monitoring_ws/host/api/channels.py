@@ -90,7 +90,7 @@ def add_channel_routes(
             headers={name.lower(): value for name, value in websocket.headers.items()},
             authorization=websocket.headers.get("Authorization", "") or bearer_of(protocols),
             peer=websocket.remote_addr or "unknown",
-            rule="/api/agents/<agent_id>/channel",
+            rule=None,  # the kind's scope and the agent globs: checked below
             agent_id=agent_id,
         )
         address = verdict.address or websocket.remote_addr
@@ -106,6 +106,9 @@ def add_channel_routes(
         if verdict.token is not None and verdict.token.lacks(_SCOPES[kind]):
             message = f"the token {who} lacks the scope {_SCOPES[kind]}"
             return error(403, "forbidden", message, scope=_SCOPES[kind])
+        if verdict.token is not None and not verdict.token.reaches(agent_id):
+            message = f"the token {who} does not reach agent {agent_id}"
+            return error(403, "forbidden", message, scope="agents")
         params = _params(kind, websocket.args)
         if isinstance(params, str):
             return error(400, "bad_request", params)

@@ -22,6 +22,7 @@ from ...openapi import (
     ref,
 )
 from ..plugins import Plugin
+from .openapi_channels import channel_paths
 from .openapi_jobs import JOB_SCHEMAS, SELECTOR_PATTERN, job_paths
 from .openapi_responses import (
     HEALTH,
@@ -339,7 +340,7 @@ def _host_paths() -> dict[str, Any]:
 
 
 def openapi_document(plugins: Sequence[Plugin]) -> dict[str, Any]:
-    paths = _host_paths() | job_paths()
+    paths = _host_paths() | job_paths() | channel_paths()
     for plugin in plugins:
         paths.update(plugin.openapi_paths())
     readyz = paths["/readyz"]["get"]["responses"]
