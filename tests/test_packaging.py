@@ -45,6 +45,7 @@ def test_the_wheel_installs_and_runs(tmp_path: Path) -> None:
     # The dashboard's files ship in the wheel (no build step, no CDN).
     shipped = {Path(n).name for n in names if n.startswith("monitoring_ws/host/ui/")}
     assert {"index.html", "app.js", "style.css"} <= shipped
+    assert {"terminal.js", "xterm.js", "xterm.css", "xterm.LICENSE"} <= shipped  # @xterm/xterm
     assert not [name for name in names if name.startswith("tests/")]
     with tarfile.open(sdist) as archive:
         members = archive.getnames()

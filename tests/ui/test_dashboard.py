@@ -65,6 +65,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             logBatchIntervalS=0.2,
             allowedCommands=["sleep 30", "echo hello", "sh -c re:.*"],
             labels={"role": "db" if name == "web-3" else "web"},
+            sessions={"shell": name == "web-1", "program": "/bin/sh"},
         )
     try:
         for running in agents.values():
@@ -217,6 +218,36 @@ def test_a_ping_from_the_console_shows_its_result(page: Page, fleet: dict[str, o
     page.fill("#console-args", '{"command": "echo hello"}')
     page.click("#console-send")
     expect(page.locator("#console-output .stdout")).to_have_text("hello\n", timeout=WAIT_MS)
+
+
+def test_a_shell_in_the_browser_answers_and_its_recording_replays(
+    page: Page, fleet: dict[str, object]
+) -> None:
+    _log_in(page, "/ui#/agents/web-1")
+    expect(page.locator("#agent-state")).to_have_text("connected", timeout=WAIT_MS)
+    page.click("#shell-open")
+    expect(page.locator("#shell-status")).to_contain_text("connected", timeout=WAIT_MS)
+    page.locator("#shell-screen .xterm").click()
+    page.keyboard.type("echo $((6*7))")
+    page.keyboard.press("Enter")
+    expect(page.locator("#shell-screen .xterm-rows")).to_contain_text("42", timeout=WAIT_MS)
+    _shoot(page, "shell", fleet["tmp"])  # type: ignore[arg-type]
+    page.keyboard.type("exit 4")
+    page.keyboard.press("Enter")
+    expect(page.locator("#shell-status")).to_contain_text("exit 4", timeout=WAIT_MS)
+    replay = page.locator("tr[data-recording] button.replay").first
+    expect(replay).to_be_visible(timeout=WAIT_MS)
+    replay.click()
+    expect(page.locator("#replay-screen .xterm-rows")).to_contain_text("42", timeout=WAIT_MS)
+
+
+def test_a_shell_the_agent_refuses_says_why(page: Page) -> None:
+    _log_in(page, "/ui#/agents/web-2")
+    expect(page.locator("#agent-state")).to_have_text("connected", timeout=WAIT_MS)
+    page.click("#shell-open")
+    expect(page.locator("#shell-status")).to_contain_text(
+        "shell sessions are off on this agent", timeout=WAIT_MS
+    )
 
 
 def test_a_refused_command_shows_the_api_error(page: Page) -> None:

@@ -5,6 +5,7 @@ import { api, EventStream, query } from "./api.js";
 import { Chart } from "./chart.js";
 import { ago, clear, el, summarize, time } from "./util.js";
 import { commandRow, commandTable, Console } from "./console.js";
+import { ShellPanel } from "./terminal.js";
 
 const WINDOW_MS = 10 * 60 * 1000;
 const LOG_LINES = 200;
@@ -34,6 +35,7 @@ export function agentView(root, agentId, streamState) {
   let entry = null;
   let stale = false;
   const commandConsole = new Console(agentId);
+  const shell = new ShellPanel(agentId);
 
   clear(root,
     el("h1", {}, `Agent ${agentId} `, badge),
@@ -45,6 +47,7 @@ export function agentView(root, agentId, streamState) {
     el("div", { class: "two" },
       commandConsole.node,
       el("div", { class: "panel" }, el("h2", { text: "Log tail" }), logs)),
+    shell.node,
     el("div", { class: "two" },
       el("div", { class: "panel" }, el("h2", { text: "Commands" }),
         commandTable(commands, { agent: false }),
@@ -184,11 +187,13 @@ export function agentView(root, agentId, streamState) {
     .then(({ data }) => { for (const record of [...data.commands].reverse()) showCommand(record); })
     .catch(showError);
   backfill().catch((failure) => { if (failure.status !== 404) showError(failure); });
+  shell.loadRecordings();
   const ticker = setInterval(() => { drawCharts(); describe(); }, 5000);
 
   return {
     stop() {
       stopped = true;
+      shell.close();
       clearInterval(ticker);
       stream.stop();
     },
