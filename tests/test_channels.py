@@ -9,6 +9,8 @@ import hashlib
 import json
 import os
 import pty
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -289,3 +291,49 @@ async def _exchange(stream: trio.SocketStream, payload: bytes) -> bytes:
             async for data in stream:
                 received += data
     return bytes(received)
+
+
+async def test_a_shell_idle_too_long_is_closed_with_timeout(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    quick = SessionSettings(shell=True, program="/bin/sh", idle_timeout_s=0.5)  # noqa: S604
+    api, http = await _start(start_server, nursery, tmp_path, sessions=quick)
+    await http.aclose()
+    with trio.fail_after(30):
+        async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
+            assert (await _control(ws))["type"] == "opened"
+            closed = await _control(ws)
+    assert closed["type"] == "closed"
+    assert closed["reason"] == "timeout"
+    assert "idleTimeoutS" in closed["message"]
+
+
+async def test_a_reset_and_a_refused_connect_are_reported_as_such(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async def reset(stream: trio.SocketStream) -> None:
+        await stream.receive_some(100)
+        linger = struct.pack("ii", 1, 0)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        await trio.aclose_forcefully(stream)
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, reset, 0, host="127.0.0.1"))
+    resetting = listeners[0].socket.getsockname()[1]
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    allow = (("127.0.0.1", resetting), ("127.0.0.1", closed_port))
+    api, http = await _start(start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=allow))
+    await http.aclose()
+    with trio.fail_after(30):
+        url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=resetting)
+        async with open_websocket_url(url) as ws:
+            assert (await _control(ws))["type"] == "opened"
+            await ws.send_message(b"hello")
+            ended = await _control(ws)
+        assert (ended["type"], ended["reason"]) == ("closed", "reset")
+        url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=closed_port)
+        async with open_websocket_url(url) as ws:
+            refused = await _control(ws)
+        assert refused["type"] == "refused"
+        assert "refused" in refused["message"].lower()

@@ -136,6 +136,10 @@ class AgentChannels:
             log.warning("channel %d (%s) refused: %s", channel_id, control.kind, refused.message)
             await self._close(channel_id, refused.reason, refused.message)
             return
+        except OSError as error:  # out of descriptors, terminals...: this channel fails
+            log.warning("channel %d (%s) failed: %s", channel_id, control.kind, error)
+            await self._close(channel_id, "error", f"the agent could not open it: {error}")
+            return
         with trio.CancelScope() as scope:
             opened = self._open[channel_id] = _Open(end, scope, idle)
             await self._control(self.table.accept(channel_id))
@@ -145,10 +149,15 @@ class AgentChannels:
                 control.kind,
                 control.requested_by or "someone",
             )
+            reason, message, code = "error", "", None
             try:
                 reason, message, code = await self._run(channel_id, opened)
-            except trio.BrokenResourceError as error:
-                reason, message, code = "reset", f"the connection was reset: {error}", None
+            except* (trio.BrokenResourceError, ConnectionError) as broken:
+                # The TCP peer reset (or the terminal broke): this channel ends, the
+                # connection and the other channels go on.
+                reason, message = "reset", f"the connection was reset: {_first(broken)}"
+            except* OSError as failed:
+                reason, message = "error", str(_first(failed))
             await self._close(channel_id, reason, message, code)
         self._forget(channel_id)
         with trio.CancelScope(shield=True):
@@ -246,6 +255,13 @@ class AgentChannels:
         opened = self._open.pop(channel_id, None)
         if opened is not None:
             opened.scope.cancel()
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
 
 
 async def _finish(end: LocalEnd, *, reset: bool) -> None:

@@ -38,7 +38,13 @@ async def connect_tunnel(settings: TunnelSettings, params: TunnelParams) -> trio
     raise Refused("timeout", f"{destination}: no answer in {settings.connect_timeout_s:g} s")
 
 
-def _describe(error: OSError | None) -> str:
-    if error is None:
-        return "cannot connect"
-    return error.strerror or str(error)
+def _describe(error: BaseException | None) -> str:
+    """The OS's words for why a connect failed (trio wraps them: "all attempts ...")."""
+    found = error
+    while found is not None:
+        if isinstance(found, OSError) and found.strerror:
+            return found.strerror
+        found = found.__cause__ or (
+            found.exceptions[0] if isinstance(found, BaseExceptionGroup) else None
+        )
+    return str(error) if error is not None else "cannot connect"
