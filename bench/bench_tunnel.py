@@ -114,7 +114,9 @@ async def forward(api: str, spec: str) -> tuple[trio.Process, int]:
     return process, int(said.split(b" -> ")[0].rsplit(b":", 1)[1])
 
 
-async def pings(api: str, idle: int, done: trio.Event, found: dict[str, Any]) -> None:
+async def pings(
+    api: str, idle: int, done: trio.Event, found: dict[str, Any], prefix: str = "ping"
+) -> None:
     latencies: list[float] = []
     failures = 0
     async with httpx.AsyncClient(base_url=api, timeout=30) as http:
@@ -129,11 +131,9 @@ async def pings(api: str, idle: int, done: trio.Event, found: dict[str, Any]) ->
             else:
                 failures += 1
             await trio.sleep(0.05)
-    found.update(
-        pings=len(latencies),
-        ping_failures=failures,
-        **{f"ping_{k}": v for k, v in (summary(latencies) if latencies else {}).items()},
-    )
+    found[f"{prefix}s"] = len(latencies)
+    found[f"{prefix}_failures"] = failures
+    found.update({f"{prefix}_{k}": v for k, v in (summary(latencies) if latencies else {}).items()})
 
 
 async def bulk(api: str, mib: int, idle: int, ports: tuple[int, int]) -> dict[str, Any]:
@@ -146,6 +146,11 @@ async def bulk(api: str, mib: int, idle: int, ports: tuple[int, int]) -> dict[st
         down_forward, down_port = await forward(api, f"0:127.0.0.1:{source_port}")
         up_forward, up_port = await forward(api, f"0:127.0.0.1:{sink_port}")
         done, during = trio.Event(), {}
+        quiet = trio.Event()  # first the same pings with nothing else going on
+        async with trio.open_nursery() as alone:
+            alone.start_soon(pings, api, idle, quiet, during, "quiet_ping")
+            await trio.sleep(8)
+            quiet.set()
         nursery.start_soon(pings, api, idle, done, during)
         tunnel_down = await download(down_port)
         tunnel_up = await upload(up_port, mib)

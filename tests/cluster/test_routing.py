@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
+from trio_websocket import open_websocket_url
 
 from ..conftest import RedisProcess, StartServer
 from ..gateway.agents import open_agent
@@ -124,3 +126,21 @@ async def test_async_commands_and_records_through_any_node(
         record = await eventually(ended, timeout_s=10, what="the record succeeded")
     assert record["transport"] == "websocket"
     assert record["requestedBy"]["address"] == "127.0.0.1 via node-a"
+
+
+async def test_a_shell_asked_of_a_node_without_the_agent_names_the_node_that_has_it(
+    start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
+) -> None:
+    """Channels are not relayed between nodes (docs/sessions.md, "Cluster"): the node
+    asked says which node holds the agent."""
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
+    async with open_agent(node_b.agent_urls[0], "far") as agent:
+        nursery.start_soon(agent.serve_commands)
+        url = node_a.api_url.replace("http://", "ws://") + "/api/agents/far/channel?kind=shell"
+        with trio.fail_after(30):
+            async with open_websocket_url(url) as ws:
+                refused = json.loads(await ws.get_message())
+    assert refused["type"] == "refused"
+    assert refused["code"] == "agent_elsewhere"
+    assert "node node-b" in refused["message"]
