@@ -7,8 +7,8 @@ granted, and a grant goes out only after the operator's side took the bytes (and
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -18,12 +18,14 @@ from ..protocol import (
     ChannelData,
     ChannelTable,
     ProtocolError,
+    ServerSession,
     ShellParams,
     TunnelParams,
 )
 from ..transports.channels import ChannelEnded, ChannelRefusedError
 
 if TYPE_CHECKING:
+    from .config import GatewayConfig
     from .connection import AgentConnection
     from .workload import Workload
 
@@ -38,27 +40,47 @@ FRAME_COST_BYTES = 16 << 10
 ACCEPT_TIMEOUT_S = 20.0
 
 
+class ChannelOwner(Protocol):
+    """What the channels ask of the gateway."""
+
+    config: GatewayConfig
+    channel_budget: Workload
+    clock: Callable[[], int]
+
+
+class ChannelCarrier(Protocol):
+    """What a connection offers its channels."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    def send_frame(self, text: str) -> bool: ...
+
+    async def send_binary(self, frame: bytes) -> bool: ...
+
+
 class ConnectionChannels:
     """The channels of one agent connection, server side (made at the first open)."""
 
     def __init__(
-        self,
-        agent_id: str,
-        send_control: Callable[[ChannelControl], bool],
-        send_data: Callable[[int, int, bytes], Awaitable[bool]],
-        budget: Workload,
-        clock: Callable[[], int],
-        *,
-        window: int,
-        max_open: int,
+        self, connection: ChannelCarrier, session: ServerSession, gateway: ChannelOwner
     ) -> None:
-        self.agent_id = agent_id
-        self._send_control = send_control
-        self._send_data = send_data
-        self._budget = budget
-        self._clock = clock
-        self.table = ChannelTable(opener=True, window=window, max_open=max_open)
+        self.agent_id = connection.agent_id
+        self._connection = connection
+        self._session = session
+        self._budget = gateway.channel_budget
+        self._clock = gateway.clock
+        config = gateway.config
+        self.table = ChannelTable(
+            opener=True, window=config.channel_window_bytes, max_open=config.max_channels_per_agent
+        )
         self.ends: dict[int, ServerChannel] = {}
+
+    def send_control(self, control: ChannelControl) -> bool:
+        """Sign and queue a ``channel`` message (False: the connection is closing)."""
+        if self._session.closed:
+            return False
+        return self._connection.send_frame(self._session.channel(control, self._clock()))
 
     def open(
         self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None
@@ -68,7 +90,7 @@ class ConnectionChannels:
         except RuntimeError as error:
             raise ChannelRefusedError("too_many_channels", str(error)) from None
         end = self.ends[control.channel_id] = ServerChannel(self, control.channel_id, kind)
-        if not self._send_control(control):
+        if not self.send_control(control):
             self.ends.pop(control.channel_id, None)
             self.table.close(control.channel_id, "error")
             raise ChannelRefusedError("agent_not_connected", f"agent {self.agent_id} went away")
@@ -84,7 +106,7 @@ class ConnectionChannels:
                 end.ended_by(ChannelEnded(outcome.reason, outcome.message, outcome.exit_code))
         elif isinstance(outcome, ChannelControl):  # a broken rule: close it, say so
             log.warning("agent %s, channel %d: %s", self.agent_id, control.channel_id, outcome)
-            self._send_control(outcome)
+            self.send_control(outcome)
             self.ends.pop(control.channel_id, None)
             if end is not None:
                 end.ended_by(ChannelEnded("violation", outcome.message or ""))
@@ -98,7 +120,7 @@ class ConnectionChannels:
         end = self.ends.get(frame.channel_id)
         if isinstance(outcome, ChannelControl):
             log.warning("agent %s, channel %d: %s", self.agent_id, frame.channel_id, outcome)
-            self._send_control(outcome)
+            self.send_control(outcome)
             self.ends.pop(frame.channel_id, None)
             if end is not None:
                 end.ended_by(ChannelEnded("violation", outcome.message or ""))
@@ -115,7 +137,7 @@ class ConnectionChannels:
         closing = self.table.close(channel_id, reason, message)
         self.ends.pop(channel_id, None)
         if closing is not None:
-            self._send_control(closing)
+            self.send_control(closing)
 
     def grant(self, channel_id: int, size: int) -> ChannelControl | None:
         return self.table.consumed(channel_id, size)
@@ -124,13 +146,13 @@ class ConnectionChannels:
         """Charge ``size`` bytes to the agent's channel budget: seconds to hold the grant."""
         return self._budget.charge(self.agent_id, size, self._clock())
 
-    def send_control(self, control: ChannelControl) -> bool:
-        return self._send_control(control)
-
     async def send_data(self, channel_id: int, seq: int, data: bytes) -> bool:
         """Seal and queue a data frame (waits while the connection's queue is long);
         False when the connection is closing."""
-        return await self._send_data(channel_id, seq, data)
+        if self._session.closed:
+            return False
+        frame = self._session.seal_channel_data(channel_id, seq, data)
+        return await self._connection.send_binary(frame)
 
 
 class ServerChannel:

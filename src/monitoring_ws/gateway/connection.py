@@ -24,7 +24,6 @@ from ..protocol import (
     FEATURE_CHANNELS,
     FEATURE_LABELS,
     Authenticated,
-    ChannelControl,
     ChannelControlReceived,
     ChannelDataReceived,
     CloseCode,
@@ -306,26 +305,12 @@ class AgentConnection:
 
     def _channel_book(self) -> ConnectionChannels:
         if self.channels is None:
-            gateway = self._gateway
-            self.channels = ConnectionChannels(
-                self.agent_id,
-                self._send_channel_control,
-                self._send_channel_data,
-                gateway.channel_budget,
-                gateway.clock,
-                window=gateway.config.channel_window_bytes,
-                max_open=gateway.config.max_channels_per_agent,
-            )
+            self.channels = ConnectionChannels(self, self._session, self._gateway)
         return self.channels
 
-    def _send_channel_control(self, control: ChannelControl) -> bool:
-        if self._closing is not None:
-            return False
-        return self.send_frame(self._session.channel(control, self._gateway.clock()))
-
-    async def _send_channel_data(self, channel_id: int, seq: int, data: bytes) -> bool:
-        """Queue a data frame once the queue is under half full (bulk data waits here
-        rather than overflow the queue, which closes the connection)."""
+    async def send_binary(self, frame: bytes) -> bool:
+        """Queue a binary frame once the queue is under half full (bulk data waits here
+        rather than overflow the queue, which closes the connection); False if closing."""
         half = max(1, self._gateway.config.outgoing_queue // 2)
         while len(self._outbox) >= half and self._closing is None:
             if self._drained is None:
@@ -333,7 +318,7 @@ class AgentConnection:
             await self._drained.wait()
         if self._closing is not None:
             return False
-        self._outbox.append(self._session.seal_channel_data(channel_id, seq, data))
+        self._outbox.append(frame)
         self._wake_writer()
         return True
 
