@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import socket
 import struct
 import subprocess
@@ -337,3 +338,35 @@ async def test_a_reset_and_a_refused_connect_are_reported_as_such(
             refused = await _control(ws)
         assert refused["type"] == "refused"
         assert "refused" in refused["message"].lower()
+
+
+async def test_a_shell_does_not_outlive_the_agents_connection(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    server = await start_server()
+    fleet = Fleet(tmp_path)
+    shells = SessionSettings(shell=True, program="/bin/sh")  # noqa: S604
+    fleet.start(nursery, server.agent_urls[0], "box-1", {}, sessions=shells)
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
+        await all_connected(http, 1)
+    with trio.fail_after(60):
+        async with open_websocket_url(_ws_url(server.api_url, "box-1", kind="shell")) as ws:
+            assert (await _control(ws))["type"] == "opened"
+            await ws.send_message(b"echo PID=$$\r")
+            seen = b""
+            while not re.search(rb"PID=(\d+)\r", seen):  # the output, not the echoed $$
+                seen += await _read_until(ws, b"\n")
+            match = re.search(rb"PID=(\d+)\r", seen)
+            assert match is not None
+            pid = int(match.group(1))
+            connection = server.gateway.registry.local("box-1")
+            assert connection is not None
+            connection.revoke()  # the agent's connection closes (it reconnects)
+            closed = await _control(ws)
+        assert (closed["type"], closed["reason"]) == ("closed", "error")
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            await trio.sleep(0.05)

@@ -122,10 +122,6 @@ class AgentChannels:
                 opened.peer_ended = True
             opened.arrived.set()
 
-    def close_all(self) -> None:
-        for channel_id in self.table.close_all():
-            self._forget(channel_id)
-
     # -- one channel ------------------------------------------------------------------------
 
     async def _serve(self, control: ChannelControl) -> None:
@@ -140,28 +136,32 @@ class AgentChannels:
             log.warning("channel %d (%s) failed: %s", channel_id, control.kind, error)
             await self._close(channel_id, "error", f"the agent could not open it: {error}")
             return
-        with trio.CancelScope() as scope:
-            opened = self._open[channel_id] = _Open(end, scope, idle)
-            await self._control(self.table.accept(channel_id))
-            log.info(
-                "channel %d (%s) open for %s",
-                channel_id,
-                control.kind,
-                control.requested_by or "someone",
-            )
-            reason, message, code = "error", "", None
-            try:
-                reason, message, code = await self._run(channel_id, opened)
-            except* (trio.BrokenResourceError, ConnectionError) as broken:
-                # The TCP peer reset (or the terminal broke): this channel ends, the
-                # connection and the other channels go on.
-                reason, message = "reset", f"the connection was reset: {_first(broken)}"
-            except* OSError as failed:
-                reason, message = "error", str(_first(failed))
-            await self._close(channel_id, reason, message, code)
-        self._forget(channel_id)
-        with trio.CancelScope(shield=True):
-            await _finish(end, reset=opened.reset)
+        opened = self._open[channel_id] = _Open(end, trio.CancelScope(), idle)
+        try:
+            with opened.scope:
+                await self._control(self.table.accept(channel_id))
+                log.info(
+                    "channel %d (%s) open for %s",
+                    channel_id,
+                    control.kind,
+                    control.requested_by or "someone",
+                )
+                reason, message, code = "error", "", None
+                try:
+                    reason, message, code = await self._run(channel_id, opened)
+                except* (trio.BrokenResourceError, ConnectionError) as broken:
+                    # The TCP peer reset (or the terminal broke): this channel ends, the
+                    # connection and the other channels go on.
+                    reason, message = "reset", f"the connection was reset: {_first(broken)}"
+                except* OSError as failed:
+                    reason, message = "error", str(_first(failed))
+                await self._close(channel_id, reason, message, code)
+        finally:
+            # Also when the connection drops (its nursery cancels this task): no shell
+            # outlives its channel.
+            self._forget(channel_id)
+            with trio.CancelScope(shield=True):
+                await _finish(end, reset=opened.reset)
 
     async def _open_local(self, control: ChannelControl) -> tuple[LocalEnd, float | None]:
         params = control.params

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -212,7 +213,8 @@ async def _carry(
                 exitCode=ended.exit_code,
                 durationMs=int((time.monotonic() - started) * 1000),
             )
-            with trio.move_on_after(2):
+            # The client may be gone: what is left to say is best effort.
+            with trio.move_on_after(2), contextlib.suppress(Exception):
                 closed: dict[str, Any] = {
                     "type": "closed",
                     "reason": ended.reason,
