@@ -29,7 +29,8 @@ from .support.processes import isolated_env
 from .test_ctl import ctl
 from .test_jobs import Fleet, all_connected
 
-pytestmark = pytest.mark.usefixtures("agent_listener")
+#: The tests that carry bytes run against both agent listeners; the rest on one.
+both_listeners = pytest.mark.usefixtures("agent_listener")
 
 
 def _ws_url(api_url: str, agent_id: str, **query: Any) -> str:
@@ -81,6 +82,7 @@ async def test_a_shell_is_refused_with_the_agents_reason_while_shells_are_off(
         assert "shell" in refused["message"]
 
 
+@both_listeners
 async def test_a_shell_runs_records_and_reports_its_exit_status(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -134,6 +136,7 @@ async def _echo_server(nursery: trio.Nursery) -> int:
     return port
 
 
+@both_listeners
 async def test_a_tunnel_carries_10_mb_intact_and_refuses_what_is_not_allowed(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -22,7 +22,9 @@ from ..protocol import (
     AgentSession,
     ChannelClosed,
     ChannelControl,
+    ChannelControlReceived,
     ChannelData,
+    ChannelDataReceived,
     ChannelTable,
     ShellParams,
     TunnelParams,
@@ -85,6 +87,14 @@ class AgentChannels:
         self._tunnels = tunnels
         self.table = ChannelTable(opener=False, window=WINDOW, max_open=MAX_OPEN)
         self._open: dict[int, _Open] = {}
+
+    async def on_event(self, event: ChannelControlReceived | ChannelDataReceived) -> None:
+        """A verified ``channel`` message or data frame (``ProtocolError``: close the
+        connection, as the protocol says)."""
+        if isinstance(event, ChannelControlReceived):
+            await self.on_control(event.control)
+        else:
+            await self.on_data(event.frame)
 
     async def on_control(self, control: ChannelControl) -> None:
         outcome = self.table.on_control(control)

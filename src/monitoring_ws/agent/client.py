@@ -46,6 +46,7 @@ from ..protocol import (
     Event,
     LogEntry,
     MessageType,
+    ProtocolError,
     SendFrame,
     encoded_size,
     fit_payload,
@@ -258,10 +259,11 @@ class Agent:
                 self.outbox.acknowledged(ack)
             case CancelReceived(command_id=command_id):
                 self.runner.cancel(command_id)
-            case ChannelControlReceived(control=control) if link.channels is not None:
-                await link.channels.on_control(control)
-            case ChannelDataReceived(frame=frame) if link.channels is not None:
-                await link.channels.on_data(frame)
+            case ChannelControlReceived() | ChannelDataReceived() if link.channels is not None:
+                try:
+                    await link.channels.on_event(event)
+                except ProtocolError as error:  # e.g. data for a channel never opened
+                    await self._act(link, link.session.fail(error))
             case SendFrame(text=text):
                 await link.ws.send_message(text)
             case CloseConnection():
