@@ -3,6 +3,7 @@ warning, unknown keys named with their file, flags over the file, `config check`
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 import sys
 from pathlib import Path
@@ -81,24 +82,27 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 
 
 def test_config_check_validates_without_starting(tmp_path: Path) -> None:
-    good = write(tmp_path, '[server]\nlisten = "127.0.0.1:4100"\n[plugins.websocket]\n')
-    result = check(good)
-    assert result.returncode == 0, result.stderr
-    assert "ok (plugins: websocket" in result.stdout
+    texts = {
+        "good": '[server]\nlisten = "127.0.0.1:4100"\n[plugins.websocket]\n',
+        "old": '[gateway]\nlisten = "127.0.0.1:4100"\n',
+        "bad": "[plugins.websocket]\nheartbeat_interval_ms = -1\n",
+        "unknown": "[plugins.websocket]\nmax_frame_byte = 1\n",
+        "ssm": '[transports]\nssm = true\nssm_safe_commands = ["run"]\n',
+    }
+    paths = {name: tmp_path / f"{name}.toml" for name in texts}
+    for name, text in texts.items():
+        paths[name].write_text(text, encoding="utf-8")
+    with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:  # each starts Python
+        results = dict(zip(paths, pool.map(check, paths.values()), strict=True))
+    assert results["good"].returncode == 0, results["good"].stderr
+    assert "ok (plugins: websocket" in results["good"].stdout
     assert not (tmp_path / ".monitoring-ws").exists()  # nothing was created
-    old = write(tmp_path, '[gateway]\nlisten = "127.0.0.1:4100"\n')
-    result = check(old)
-    assert result.returncode == 0
-    assert "listen -> [server] listen" in result.stderr
-    bad = write(tmp_path, "[plugins.websocket]\nheartbeat_interval_ms = -1\n")
-    result = check(bad)
-    assert result.returncode == 1
-    assert f"{bad}: [plugins.websocket] heartbeat_interval_ms must be > 0" in result.stderr
-    assert "Traceback" not in result.stderr
-    unknown = write(tmp_path, "[plugins.websocket]\nmax_frame_byte = 1\n")
-    result = check(unknown)
-    assert "unknown key max_frame_byte" in result.stderr
-    ssm = write(tmp_path, '[transports]\nssm = true\nssm_safe_commands = ["run"]\n')
-    result = check(ssm)
-    assert result.returncode == 1
-    assert "'run' never goes to SSM" in result.stderr
+    assert results["old"].returncode == 0
+    assert "listen -> [server] listen" in results["old"].stderr
+    bad = results["bad"]
+    assert bad.returncode == 1
+    assert f"{paths['bad']}: [plugins.websocket] heartbeat_interval_ms must be > 0" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert "unknown key max_frame_byte" in results["unknown"].stderr
+    assert results["ssm"].returncode == 1
+    assert "'run' never goes to SSM" in results["ssm"].stderr
