@@ -56,43 +56,41 @@ async def _read_until(ws: WebSocketConnection, marker: bytes) -> bytes:
     return seen
 
 
+#: An agent's settings with shells on (/bin/sh: on every machine).
+SHELLS = SessionSettings(shell=True, program="/bin/sh")  # noqa: S604
+
+
 async def _start(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path, **agent: Any
-) -> tuple[str, httpx.AsyncClient]:
+) -> str:
+    """A server and one agent ``box-1`` with these settings, connected: the API's URL."""
     server = await start_server()
     fleet = Fleet(tmp_path)
     fleet.start(nursery, server.agent_urls[0], "box-1", {}, **agent)
-    http = httpx.AsyncClient(base_url=server.api_url, timeout=30)
-    await all_connected(http, 1)
-    await http.aclose()
-    return server.api_url, httpx.AsyncClient(base_url=server.api_url, timeout=30)
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
+        await all_connected(http, 1)
+    return server.api_url
 
 
 async def test_a_shell_is_refused_with_the_agents_reason_while_shells_are_off(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    api, http = await _start(start_server, nursery, tmp_path)
-    async with http:
-        with trio.fail_after(30):
-            async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
-                refused = await _control(ws)
-        assert refused["type"] == "refused"
-        assert refused["code"] == "refused"
-        assert "sessions" in refused["message"]
-        assert "shell" in refused["message"]
+    api = await _start(start_server, nursery, tmp_path)
+    with trio.fail_after(30):
+        async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
+            refused = await _control(ws)
+    assert refused["type"] == "refused"
+    assert refused["code"] == "refused"
+    assert "sessions" in refused["message"]
+    assert "shell" in refused["message"]
 
 
 @both_listeners
 async def test_a_shell_runs_records_and_reports_its_exit_status(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    api, http = await _start(
-        start_server,
-        nursery,
-        tmp_path,
-        sessions=SessionSettings(shell=True, program="/bin/sh"),  # noqa: S604
-    )
-    async with http:
+    api = await _start(start_server, nursery, tmp_path, sessions=SHELLS)
+    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
         with trio.fail_after(60):
             url = _ws_url(api, "box-1", kind="shell", cols=100, rows=30)
             async with open_websocket_url(url) as ws:
@@ -141,43 +139,42 @@ async def test_a_tunnel_carries_10_mb_intact_and_refuses_what_is_not_allowed(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     port = await _echo_server(nursery)
-    api, http = await _start(
+    api = await _start(
         start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=(("127.0.0.1", port),))
     )
     payload = os.urandom(10 << 20)
-    async with http:
-        with trio.fail_after(120):
-            url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port)
-            async with open_websocket_url(url, max_message_size=1 << 24) as ws:
-                assert (await _control(ws))["type"] == "opened"
-                back = hashlib.sha256()
-                received = 0
+    with trio.fail_after(120):
+        url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port)
+        async with open_websocket_url(url, max_message_size=1 << 24) as ws:
+            assert (await _control(ws))["type"] == "opened"
+            back = hashlib.sha256()
+            received = 0
 
-                async def send() -> None:
-                    for at in range(0, len(payload), 200_000):
-                        await ws.send_message(payload[at : at + 200_000])
-                    await ws.send_message(json.dumps({"type": "eof"}))
+            async def send() -> None:
+                for at in range(0, len(payload), 200_000):
+                    await ws.send_message(payload[at : at + 200_000])
+                await ws.send_message(json.dumps({"type": "eof"}))
 
-                async with trio.open_nursery() as both:
-                    both.start_soon(send)
-                    while True:
-                        message = await ws.get_message()
-                        if isinstance(message, bytes):
-                            back.update(message)
-                            received += len(message)
-                            continue
-                        control = json.loads(message)
-                        if control["type"] == "closed":
-                            break
-                assert received == len(payload)
-                assert back.digest() == hashlib.sha256(payload).digest()
-                assert control["reason"] == "closed"
+            async with trio.open_nursery() as both:
+                both.start_soon(send)
+                while True:
+                    message = await ws.get_message()
+                    if isinstance(message, bytes):
+                        back.update(message)
+                        received += len(message)
+                        continue
+                    control = json.loads(message)
+                    if control["type"] == "closed":
+                        break
+            assert received == len(payload)
+            assert back.digest() == hashlib.sha256(payload).digest()
+            assert control["reason"] == "closed"
 
-            other = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port + 1)
-            async with open_websocket_url(other) as ws:
-                refused = await _control(ws)
-            assert refused["type"] == "refused"
-            assert "not in tunnels.allow" in refused["message"]
+        other = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port + 1)
+        async with open_websocket_url(other) as ws:
+            refused = await _control(ws)
+        assert refused["type"] == "refused"
+        assert "not in tunnels.allow" in refused["message"]
 
 
 async def _read_fd_until(stream: trio.lowlevel.FdStream, marker: bytes) -> bytes:
@@ -193,13 +190,7 @@ async def _read_fd_until(stream: trio.lowlevel.FdStream, marker: bytes) -> bytes
 async def test_ctl_shell_in_a_terminal_prints_42_and_exits_with_the_remote_status(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    api, http = await _start(
-        start_server,
-        nursery,
-        tmp_path,
-        sessions=SessionSettings(shell=True, program="/bin/sh"),  # noqa: S604
-    )
-    await http.aclose()
+    api = await _start(start_server, nursery, tmp_path, sessions=SHELLS)
     master, terminal = pty.openpty()
     env = isolated_env(XDG_CONFIG_HOME=str(tmp_path), TERM="xterm")
     process = await trio.lowlevel.open_process(
@@ -228,8 +219,7 @@ async def test_ctl_shell_in_a_terminal_prints_42_and_exits_with_the_remote_statu
 async def test_ctl_shell_refused_says_why_and_exits_77(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    api, http = await _start(start_server, nursery, tmp_path)
-    await http.aclose()
+    api = await _start(start_server, nursery, tmp_path)
     code, _, err = await ctl(api, "shell", "box-1", cwd=tmp_path)
     assert code == 77
     assert "shell sessions are off on this agent" in err
@@ -242,10 +232,9 @@ async def test_ctl_forward_moves_10_mb_and_a_refused_destination_leaves_the_list
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     port = await _echo_server(nursery)
-    api, http = await _start(
+    api = await _start(
         start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=(("127.0.0.1", port),))
     )
-    await http.aclose()
     env = isolated_env(XDG_CONFIG_HOME=str(tmp_path))
     payload = os.urandom(10 << 20)
     argv = [sys.executable, "-m", "monitoring_ws", "ctl", "--url", api, "forward", "box-1"]
@@ -301,8 +290,7 @@ async def test_a_shell_idle_too_long_is_closed_with_timeout(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     quick = SessionSettings(shell=True, program="/bin/sh", idle_timeout_s=0.5)  # noqa: S604
-    api, http = await _start(start_server, nursery, tmp_path, sessions=quick)
-    await http.aclose()
+    api = await _start(start_server, nursery, tmp_path, sessions=quick)
     with trio.fail_after(30):
         async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
             assert (await _control(ws))["type"] == "opened"
@@ -327,8 +315,7 @@ async def test_a_reset_and_a_refused_connect_are_reported_as_such(
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     allow = (("127.0.0.1", resetting), ("127.0.0.1", closed_port))
-    api, http = await _start(start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=allow))
-    await http.aclose()
+    api = await _start(start_server, nursery, tmp_path, tunnels=TunnelSettings(allow=allow))
     with trio.fail_after(30):
         url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=resetting)
         async with open_websocket_url(url) as ws:

@@ -17,7 +17,6 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from monitoring_ws.agent.channel_settings import SessionSettings
 from monitoring_ws.clock import wall_ms
 from monitoring_ws.protocol import (
     FEATURE_CHANNELS,
@@ -30,7 +29,7 @@ from monitoring_ws.protocol import (
 )
 
 from .conftest import SECRET, StartServer
-from .test_channels import _control, _start, _ws_url
+from .test_channels import SHELLS, _control, _start, _ws_url
 from .test_ctl import ctl
 from .test_jobs import all_connected
 
@@ -88,13 +87,7 @@ async def test_an_agent_without_channels_is_refused_clearly(
     start_server: StartServer, nursery: trio.Nursery, tmp_path: Path, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr("monitoring_ws.agent.client.FEATURE_CHANNELS", "not-channels")
-    api, http = await _start(
-        start_server,
-        nursery,
-        tmp_path,
-        sessions=SessionSettings(shell=True),  # noqa: S604 - on, yet never reachable
-    )
-    await http.aclose()
+    api = await _start(start_server, nursery, tmp_path, sessions=SHELLS)  # on, unreachable
     with trio.fail_after(30):
         async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
             refused = await _control(ws)
