@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pty
+import pwd
 import re
 import socket
 import struct
@@ -26,6 +27,7 @@ from monitoring_ws.agent.channel_settings import SessionSettings, TunnelSettings
 
 from .conftest import StartServer
 from .support.processes import isolated_env
+from .test_audit import until
 from .test_ctl import ctl
 from .test_jobs import Fleet, all_connected
 
@@ -120,6 +122,17 @@ async def test_a_shell_runs_records_and_reports_its_exit_status(
         assert "42" in output
         assert [data for _, kind, data in events if kind == "r"] == ["120x40"]
         assert (await http.get("/api/recordings/" + "0" * 32)).status_code == 404
+    # Audited: who (no token configured here: none), which agent, bytes each way, why.
+    audit = tmp_path / "state" / "audit.jsonl"
+    found = await until(audit, lambda ls: any(line["event"] == "channel_closed" for line in ls))
+    [opened_line] = [line for line in found if line["event"] == "channel_opened"]
+    [closed_line] = [line for line in found if line["event"] == "channel_closed"]
+    assert opened_line["agentId"] == closed_line["agentId"] == "box-1"
+    assert opened_line["recording"] == closed_line["recording"] == opened["recording"]
+    assert closed_line["exitCode"] == 3
+    assert closed_line["bytesIn"] == listed[0]["bytesIn"]
+    assert closed_line["bytesOut"] == listed[0]["bytesOut"]
+    assert closed_line["reason"] == "exit"
 
 
 async def _echo_server(nursery: trio.Nursery) -> int:
@@ -360,3 +373,26 @@ async def test_a_shell_does_not_outlive_the_agents_connection(
             except ProcessLookupError:
                 break
             await trio.sleep(0.05)
+
+
+async def test_a_shell_runs_as_the_user_its_settings_name(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    nobody = pwd.getpwnam("nobody")
+    settings = SessionSettings(shell=True, program="/bin/sh", user="nobody")  # noqa: S604
+    api = await _start(start_server, nursery, tmp_path, sessions=settings)
+    with trio.fail_after(30):
+        async with open_websocket_url(_ws_url(api, "box-1", kind="shell")) as ws:
+            first = await _control(ws)
+            if os.geteuid() != 0:  # an agent that is not root cannot switch: it says so
+                assert first["type"] == "refused"
+                assert "does not run as root" in first["message"]
+                return
+            assert first["type"] == "opened"
+            await ws.send_message(b"echo UID=$(id -u)\r")
+            seen = b""
+            while not re.search(rb"UID=(\d+)\r", seen):
+                seen += await _read_until(ws, b"\n")
+    match = re.search(rb"UID=(\d+)\r", seen)
+    assert match is not None
+    assert int(match.group(1)) == nobody.pw_uid
