@@ -193,6 +193,23 @@ async def test_failed_guesses_do_not_lock_out_a_valid_token_from_the_same_addres
         assert valid.status_code == 200
 
 
+async def test_a_token_made_beside_a_self_signed_server_carries_its_pin(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """``serve --tls-self-signed --state-dir DIR``, then ``token create --state-dir DIR``
+    without the TLS flag: the token pins the certificate the server serves."""
+    state = tmp_path / "state"
+    running = await start_server(state_dir=state, tls_self_signed=True)
+    code, token, err = await cli(tmp_path, "token", "create", "--state-dir", str(state))
+    assert code == 0, err
+    assert running.fingerprint
+    assert token.strip().endswith(running.fingerprint)
+    assert "pinning the self-signed certificate" in err
+    code, token, err = await cli(tmp_path, "token", "create", "--state-dir", str(tmp_path / "x"))
+    assert code == 0, err
+    assert "pass the same --state-dir (or --config) as the server" in err
+
+
 async def test_tokens_are_listed_and_revoked(start_server: StartServer, tmp_path: Path) -> None:
     state = tmp_path / "state"
     running = await start_server(state_dir=state)

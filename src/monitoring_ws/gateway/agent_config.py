@@ -21,12 +21,15 @@ def public_ipv4(imds_endpoint: str = IMDS_ENDPOINT, timeout_s: float = 1.0) -> s
     return imds_get("meta-data/public-ipv4", imds_endpoint, timeout_s)
 
 
-def certificate_pin(server: ServerSettings) -> str | None:
-    """The SHA-256 of the certificate agents are served, or None without TLS."""
+def certificate_pin(server: ServerSettings, *, kept: bool = False) -> str | None:
+    """The SHA-256 of the certificate agents are served, or None without TLS. ``kept``:
+    also when the settings do not say ``tls_self_signed`` but the state directory holds
+    the certificate a ``serve --tls-self-signed`` made there (a command run beside the
+    server with only ``--state-dir`` then pins what the server serves)."""
     if server.tls_cert is not None:
         return certificate_fingerprint(server.tls_cert)
     cert = server.state_dir / "tls" / "cert.pem"
-    if server.tls_self_signed and cert.is_file():
+    if (server.tls_self_signed or kept) and cert.is_file():
         return certificate_fingerprint(cert)
     return None
 

@@ -127,7 +127,14 @@ def _create(args: argparse.Namespace) -> int:
     try:
         ttl_s = parse_ttl(args.ttl)
         tokens, config = _tokens(args)
-        pin = certificate_pin(config.server)
+        pin = certificate_pin(config.server, kept=True)
+        if pin is not None and certificate_pin(config.server) is None:
+            print(
+                "monitoring-ws token create: pinning the self-signed certificate in "
+                f"{config.server.state_dir / 'tls'} (the server serves it with "
+                "--tls-self-signed)",
+                file=sys.stderr,
+            )
         tokens.prune(wall_ms())
         token = tokens.create(
             ttl_s=ttl_s,
@@ -141,8 +148,10 @@ def _create(args: argparse.Namespace) -> int:
         raise SystemExit(f"monitoring-ws token create: {exc}") from None
     if pin is None:
         print(
-            "monitoring-ws token create: warning: the server has no TLS: enrolling works "
-            "over loopback only (or agent enroll --insecure)",
+            "monitoring-ws token create: warning: no TLS certificate in the settings or in "
+            f"{config.server.state_dir / 'tls'}: the token carries no pin, and enrolling "
+            "works over loopback only (or agent enroll --insecure); for a server started "
+            "with --tls-self-signed, pass the same --state-dir (or --config) as the server",
             file=sys.stderr,
         )
     print(token)
