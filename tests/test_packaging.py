@@ -4,19 +4,29 @@ through a path file, not from the network)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import tomllib
 import venv
 import zipfile
+from importlib import metadata
 from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from monitoring_ws import __version__
 
-from .conftest import REPO
+from .conftest import REPO, SECRET, StartServer
 from .support.processes import isolated_env
+from .test_jobs import all_connected
 
 
 def run(*args: str | Path, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -31,12 +41,18 @@ def run(*args: str | Path, cwd: Path, timeout: float = 240) -> subprocess.Comple
     )
 
 
-def test_the_wheel_installs_and_runs(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel and the sdist, built once for the module."""
+    where = tmp_path_factory.mktemp("dist")
     built = run(
-        sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", dist, REPO, cwd=tmp_path
+        sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", where, REPO, cwd=where
     )
     assert built.returncode == 0, built.stderr[-3000:]
+    return where
+
+
+def test_the_wheel_installs_and_runs(tmp_path: Path, dist: Path) -> None:
     [wheel] = dist.glob("*.whl")
     [sdist] = dist.glob("*.tar.gz")
     with zipfile.ZipFile(wheel) as archive:
@@ -78,3 +94,82 @@ def test_the_wheel_installs_and_runs(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     assert "stopped cleanly" in demo.stdout
     assert os.access(command, os.X_OK)
+
+
+def _closure(names: list[str]) -> set[str]:
+    """The distributions ``names`` need, theirs included (markers of this Python)."""
+    found: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in found:
+            continue
+        found.add(name)
+        for written in metadata.distribution(name).requires or ():
+            requirement = Requirement(written)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return found
+
+
+def _only(distributions: set[str], into: Path) -> None:
+    """Links to these distributions' top-level modules and metadata, nothing else, in
+    ``into``."""
+    into.mkdir()
+    for name in distributions:
+        for file in metadata.distribution(name).files or ():
+            top = file.parts[0]
+            if top.endswith(".data") or top in {"..", "__pycache__"}:  # metadata stays
+                continue
+            source = Path(str(file.locate())).parents[len(file.parts) - 1] / top
+            target = into / top
+            if not target.exists():
+                target.symlink_to(source)
+
+
+async def test_the_agent_alone_installs_with_only_its_own_dependencies(
+    tmp_path: Path, dist: Path, start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    """``pip install monitoring-ws`` is the agent: a venv holding the wheel and only what
+    ``[project] dependencies`` needs runs the agent against a server; ``serve`` there
+    says which extra it lacks."""
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    needed = _closure([Requirement(written).name for written in declared])
+    assert not needed & {"hypercorn", "quart-trio", "boto3", "coredis", "cryptography"}
+    _only(needed, tmp_path / "agent-deps")
+    alone = tmp_path / "alone"
+    venv.EnvBuilder(with_pip=False).create(alone)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(alone), "platbase": str(alone)}))
+    (site / "dependencies.pth").write_text(f"{tmp_path / 'agent-deps'}\n")
+    [wheel] = dist.glob("*.whl")
+    pip = (sys.executable, "-m", "pip", "--python", alone / "bin" / "python", "install")
+    installed = run(*pip, "--no-deps", wheel, cwd=tmp_path)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    command = alone / "bin" / "monitoring-ws"
+    serve = run(command, "serve", cwd=tmp_path)
+    assert serve.returncode == 69
+    assert "pip install 'monitoring-ws[server]'" in serve.stderr
+    server = await start_server()
+    settings = tmp_path / "agent.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "wsApiUrl": server.agent_urls[0],
+                "wsSecret": SECRET,
+                "agentId": "alone-1",
+                "stateDir": str(tmp_path / "agent-state"),
+            }
+        )
+    )
+    agent = await trio.lowlevel.open_process(
+        [command, "agent", "--config", settings], env=isolated_env(), cwd=tmp_path
+    )
+    try:
+        async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
+            await all_connected(http, 1)
+            answer = await http.post("/api/agents/alone-1/commands", json={"command": "ping"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"]["pong"] is True
+    finally:
+        agent.kill()
+        await agent.wait()

@@ -39,11 +39,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What ``monitoring-ws[server]`` brings (pyproject.toml): a command that needs one of these
+#: says so instead of a traceback when only the agent is installed.
+SERVER_MODULES = frozenset(
+    {
+        "hypercorn",
+        "quart",
+        "quart_trio",
+        "boto3",
+        "botocore",
+        "cryptography",
+        "coredis",
+        "prometheus_client",
+        "jsonschema",
+        "werkzeug",
+    }
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except ModuleNotFoundError as missing:
+        if missing.name is None or missing.name.split(".")[0] not in SERVER_MODULES:
+            raise
+        # `pip install monitoring-ws` is the agent; the server is an extra.
+        print(
+            f"monitoring-ws {args.command}: this needs the server's dependencies "
+            f"({missing.name} is not installed): pip install 'monitoring-ws[server]'",
+            file=sys.stderr,
+        )
+        return 69
     return result
