@@ -23,13 +23,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def check(path: Path) -> subprocess.CompletedProcess[str]:
+def check(path: Path, *, from_environment: bool = False) -> subprocess.CompletedProcess[str]:
+    """``config check PATH``; or, ``from_environment``, with ``MONITORING_WS_CONFIG=PATH``
+    and no argument."""
+    argv = [sys.executable, "-m", "monitoring_ws", "config", "check"]
     return subprocess.run(
-        [sys.executable, "-m", "monitoring_ws", "config", "check", str(path)],
+        argv if from_environment else [*argv, str(path)],
         capture_output=True,
         text=True,
         timeout=60,
-        env=isolated_env(),
+        env=isolated_env(MONITORING_WS_CONFIG=str(path)) if from_environment else isolated_env(),
         check=False,
     )
 
@@ -93,7 +96,9 @@ def test_config_check_validates_without_starting(tmp_path: Path) -> None:
     for name, text in texts.items():
         paths[name].write_text(text, encoding="utf-8")
     with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:  # each starts Python
+        from_environment = pool.submit(check, paths["bad"], from_environment=True)
         results = dict(zip(paths, pool.map(check, paths.values()), strict=True))
+    assert from_environment.result().stderr == results["bad"].stderr  # MONITORING_WS_CONFIG
     assert results["good"].returncode == 0, results["good"].stderr
     assert "ok (plugins: websocket" in results["good"].stdout
     assert not (tmp_path / ".monitoring-ws").exists()  # nothing was created

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A setting is wrong; the message says which and how to fix it."""
+
+
+#: Where commands that read monitoring.toml find it when ``--config`` is not given.
+CONFIG_ENV = "MONITORING_WS_CONFIG"
+
+
+def config_file_default() -> Path | None:
+    """``$MONITORING_WS_CONFIG`` as the default of ``--config`` (None when unset)."""
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value) if value else None
 
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:

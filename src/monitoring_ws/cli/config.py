@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..configbase import config_file_default
+
 __all__ = ["add"]
 
 
@@ -22,7 +24,14 @@ def add(commands: Any) -> None:
             "reason otherwise. An old [gateway] file is translated, with a warning per move."
         ),
     )
-    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE",
+        nargs="?" if config_file_default() else None,
+        default=config_file_default(),
+        help="monitoring.toml (default: $MONITORING_WS_CONFIG)",
+    )
     check.set_defaults(run=_check)
 
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..configbase import config_file_default
+
 __all__ = ["add"]
 
 
@@ -13,7 +15,13 @@ def add(commands: Any) -> None:
     plugins = commands.add_parser(
         "plugins", help="list installed plugins and whether monitoring.toml enables them"
     )
-    plugins.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
+    plugins.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=config_file_default(),
+        help="monitoring.toml (default: $MONITORING_WS_CONFIG)",
+    )
     plugins.set_defaults(run=_plugins)
 
 

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..configbase import config_file_default
 from ..host.config import API_TOKENS_ENV, REDIS_URL_ENV
 from .common import add_log_format, run_server, setup_logging, warn_secret_in_argv
 
@@ -36,7 +37,13 @@ def add(commands: Any) -> None:
         metavar="HOST:PORT",
         help="a second listener for agents only (/agent, /enroll)",
     )
-    serve.add_argument("--config", type=Path, metavar="FILE", help="monitoring.toml")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=config_file_default(),
+        help="monitoring.toml (default: $MONITORING_WS_CONFIG)",
+    )
     serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")
     serve.add_argument(
         "--workers",
