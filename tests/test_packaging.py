@@ -63,6 +63,15 @@ def test_the_wheel_installs_and_runs(tmp_path: Path, dist: Path) -> None:
     assert {"index.html", "app.js", "style.css"} <= shipped
     assert {"terminal.js", "xterm.js", "xterm.css", "xterm.LICENSE"} <= shipped  # @xterm/xterm
     assert not [name for name in names if name.startswith("tests/")]
+    with zipfile.ZipFile(wheel) as archive:
+        [meta] = [name for name in names if name.endswith(".dist-info/METADATA")]
+        described = archive.read(meta).decode()
+        assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert "License-Expression: MIT" in described
+    assert "Classifier: Framework :: Trio" in described
+    # The agent's dependencies, and the server's behind an extra.
+    assert "Requires-Dist: trio-websocket" in described
+    assert "Requires-Dist: hypercorn>=0.17; extra == 'server'" in described
     with tarfile.open(sdist) as archive:
         members = archive.getnames()
     assert any(name.endswith("tests/data/protocol-test-vectors.json") for name in members)
