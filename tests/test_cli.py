@@ -97,7 +97,8 @@ def test_plugins_lists_what_is_installed_and_enabled(tmp_path: Path) -> None:
 def test_secrets_on_the_command_line_warn() -> None:
     # A wrong URL ends the agent at once, after the warning.
     result = run("agent", "--agent-key", "ab" * 32, "--url", "http://127.0.0.1:1/agent")
-    assert result.returncode != 0
+    assert result.returncode == 78  # EX_CONFIG: a wrong setting, systemd does not restart it
+    assert "wsApiUrl must be ws:// or wss://" in result.stderr
     assert "--agent-key on the command line is visible to other users" in result.stderr
     assert "MONITORING_WS_AGENT_KEY" in result.stderr
 

@@ -59,7 +59,7 @@ def run_serve(tmp_path: Path, config: str, **env: str) -> subprocess.CompletedPr
 
 def test_nothing_enabled_is_a_clear_error(tmp_path: Path) -> None:
     result = run_serve(tmp_path, CONFIG, MONITORING_WS_PLUGIN_WEBSOCKET="off")
-    assert result.returncode != 0
+    assert result.returncode == 78
     assert "no transport is enabled" in result.stderr
 
 
@@ -70,7 +70,7 @@ def test_an_enabled_broken_plugin_stops_start_up(tmp_path: Path) -> None:
     (dist / "entry_points.txt").write_text("[monitoring_ws.plugins]\nbroken = gone_module:Plugin\n")
     config = CONFIG + "\n[plugins.broken]\nenabled = true\n"
     result = run_serve(tmp_path, config, PYTHONPATH=str(tmp_path / "site"))
-    assert result.returncode != 0
+    assert result.returncode == 78
     assert "plugin 'broken'" in result.stderr
     assert "failed to load" in result.stderr
     assert "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ from .agents import SECRET, close_code, now_ms, open_agent
 
 def test_missing_secret_says_how_to_provide_one(tmp_path: Path) -> None:
     result = run_cli("serve", "--listen", "127.0.0.1:0", cwd=tmp_path, env=isolated_env())
-    assert result.returncode != 0
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart it
     assert "no master secret" in result.stderr
     assert "AWS_SECRET_ACCESS_KEY" in result.stderr
 
@@ -28,7 +28,7 @@ def test_missing_secret_says_how_to_provide_one(tmp_path: Path) -> None:
 def test_non_loopback_api_without_tokens_refuses_to_start(tmp_path: Path) -> None:
     env = isolated_env(AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="AKIDEXAMPLE")
     result = run_cli("serve", "--listen", "0.0.0.0:4000", cwd=tmp_path, env=env)
-    assert result.returncode != 0
+    assert result.returncode == 78
     assert "beyond loopback" in result.stderr
     assert "api_tokens" in result.stderr
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_log_format, setup_logging, warn_secret_in_argv
+from .common import EX_CONFIG, add_log_format, setup_logging, warn_secret_in_argv
 
 #: The join token for ``agent enroll`` (kept out of argv).
 JOIN_TOKEN_ENV = "MONITORING_WS_JOIN_TOKEN"  # noqa: S105 - a variable name
@@ -78,8 +79,12 @@ def _agent(args: argparse.Namespace) -> int:
             insecure=args.insecure or None,
             stateDir=args.state_dir,
         )
+    except SettingsError as exc:
+        print(f"monitoring-ws agent: {exc}", file=sys.stderr)
+        return EX_CONFIG  # systemd: RestartPreventExitStatus, a bad file is not retried
+    try:
         run_agent(settings)
-    except (SettingsError, OutboxError) as exc:
+    except OutboxError as exc:
         raise SystemExit(f"monitoring-ws agent: {exc}") from None
     return 0
 

@@ -56,6 +56,11 @@ def add_log_format(parser: Any) -> None:
     )
 
 
+#: sysexits.h: a configuration error. The units' RestartPreventExitStatus=78 keeps a bad
+#: file from restarting for ever.
+EX_CONFIG = 78
+
+
 def run_server(run: Callable[[], None]) -> None:
     """Run; a failure to bind or to open the state database (inside trio's exception
     groups) becomes a one-line message."""
@@ -65,7 +70,8 @@ def run_server(run: Callable[[], None]) -> None:
     try:
         run()
     except* (ConfigError, PluginError) as group:
-        raise SystemExit(f"monitoring-ws: {_leaf(group)}") from None
+        print(f"monitoring-ws: {_leaf(group)}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None  # systemd does not restart on it
     except* StartupError as group:
         failure = _leaf(group)
         hint = getattr(failure, "hint", "")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..configbase import config_file_default
 from ..host.config import API_TOKENS_ENV, REDIS_URL_ENV
-from .common import add_log_format, run_server, setup_logging, warn_secret_in_argv
+from .common import EX_CONFIG, add_log_format, run_server, setup_logging, warn_secret_in_argv
 
 __all__ = ["add", "read_config"]
 
@@ -123,5 +123,6 @@ def _serve(args: argparse.Namespace) -> int:
         tune_gc()
         run_server(lambda: trio.run(partial(serve_host, config, reload=partial(read_config, args))))
     except (ConfigError, PluginError) as exc:
-        raise SystemExit(f"monitoring-ws: {exc}") from None
+        print(f"monitoring-ws: {exc}", file=sys.stderr)
+        return EX_CONFIG  # systemd: RestartPreventExitStatus, a bad file is not retried
     return 0
