@@ -8,6 +8,7 @@ import threading
 
 import trio
 
+from ..sdnotify import notify
 from .client import Agent
 from .handlers import discover
 from .runner import CommandRunner
@@ -56,8 +57,13 @@ async def _run(agent: Agent) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(agent.run)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            # Ready once it can be stopped cleanly, not once connected: a server down at
+            # boot would fail the unit's start (the agent keeps trying on its own).
+            settings = agent.settings
+            notify(f"READY=1\nSTATUS=agent {settings.agent_id} -> {settings.url}")
             async for _ in signals:
                 log.info("stopping")
+                notify("STOPPING=1")
                 nursery.cancel_scope.cancel()
                 return
 

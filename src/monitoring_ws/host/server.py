@@ -22,6 +22,7 @@ import trio
 
 from ..clock import wall_ms
 from ..configbase import ConfigError, parse_hostport
+from ..sdnotify import notify
 from ..transports import Transport
 from .agent_gauges import AgentGauges
 from .api import create_app
@@ -389,9 +390,14 @@ async def _listen(
             )
         )
         if handle_signals:
-            serving.start_soon(_stop_on_signal, stop)
+            await serving.start(_stop_on_signal, stop)
+        if config.cluster.worker_index is None:  # a worker's supervisor speaks for it
+            # Ready: every listener is up and SIGTERM stops it cleanly from now on.
+            notify(f"READY=1\nSTATUS=API on {api_url}")
         await stop.wait()
         log.info("shutting down")
+        if config.cluster.worker_index is None:
+            notify("STOPPING=1")
         built.readiness.draining = True  # /readyz says 503 while the plugins drain
         built.events.close()  # live event streams end: they would hold the listener open
         with trio.move_on_after(DRAIN_TIMEOUT_S):
@@ -401,8 +407,11 @@ async def _listen(
         stopped.set()
 
 
-async def _stop_on_signal(stop: trio.Event) -> None:
+async def _stop_on_signal(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             stop.set()
             return

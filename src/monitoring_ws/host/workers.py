@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from ..configbase import ConfigError, parse_hostport
+from ..sdnotify import notify
 from .config import REDIS_URL_ENV, MonitoringConfig
 from .serving.tls import ensure_self_signed
 
@@ -112,6 +113,9 @@ def run_workers(config: MonitoringConfig, argv: Sequence[str]) -> int:
 
     processes = [start(i) for i in range(workers)]
     log.info("%d workers on %s: pids %s", workers, listen, [p.pid for p in processes])
+    # Each worker reports itself ready in its log; systemd hears from the supervisor, which
+    # it watches (NotifyAccess=main), once they are started.
+    notify(f"READY=1\nSTATUS={workers} workers on {listen}")
     try:
         while not stopping:
             time.sleep(0.2)
@@ -126,6 +130,7 @@ def run_workers(config: MonitoringConfig, argv: Sequence[str]) -> int:
                     time.sleep(RESTART_DELAY_S)
                     processes[index] = start(index)
     finally:
+        notify("STOPPING=1")
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
