@@ -123,7 +123,8 @@ def add_channel_routes(
         try:
             opened = await found[0].open_channel(agent_id, kind, params, requested_by=who)
         except ChannelRefusedError as refused:
-            audit.record("channel_refused", **facts, code=refused.code, message=refused.message)
+            # Refusals come as fast as anyone asks (an agent that is not there): rate-limited.
+            audit.noisy("channel_refused", **facts, code=refused.code, message=refused.message)
             await _say({"type": "refused", "code": refused.code, "message": refused.message})
             await websocket.close(1000)
             return None
