@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 from collections.abc import Callable
@@ -32,6 +33,17 @@ def config_file_default() -> Path | None:
     """``$MONITORING_WS_CONFIG`` as the default of ``--config`` (None when unset)."""
     value = os.environ.get(CONFIG_ENV)
     return Path(value) if value else None
+
+
+def add_config_option(parser: argparse.ArgumentParser, what: str = "monitoring.toml") -> None:
+    """``--config FILE``, defaulting to ``$MONITORING_WS_CONFIG``."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=config_file_default(),
+        help=f"{what} (default: ${CONFIG_ENV})",
+    )
 
 
 def parse_hostport(value: str, what: str) -> tuple[str, int]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from ..configbase import config_file_default
+from ..configbase import add_config_option
 
 __all__ = ["add"]
 
@@ -15,13 +14,7 @@ def add(commands: Any) -> None:
     plugins = commands.add_parser(
         "plugins", help="list installed plugins and whether monitoring.toml enables them"
     )
-    plugins.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        default=config_file_default(),
-        help="monitoring.toml (default: $MONITORING_WS_CONFIG)",
-    )
+    add_config_option(plugins)
     plugins.set_defaults(run=_plugins)
 
 

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..configbase import config_file_default
+from ..configbase import add_config_option
 from ..host.config import API_TOKENS_ENV, REDIS_URL_ENV
 from .common import EX_CONFIG, add_log_format, run_server, setup_logging, warn_secret_in_argv
 
@@ -37,13 +37,7 @@ def add(commands: Any) -> None:
         metavar="HOST:PORT",
         help="a second listener for agents only (/agent, /enroll)",
     )
-    serve.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        default=config_file_default(),
-        help="monitoring.toml (default: $MONITORING_WS_CONFIG)",
-    )
+    add_config_option(serve)
     serve.add_argument("--state-dir", type=Path, metavar="DIR", help="where state is kept")
     serve.add_argument(
         "--workers",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..configbase import config_file_default
+from ..configbase import add_config_option
 from ..logformat import setup_logging
 
 __all__ = ["add"]
@@ -29,13 +29,7 @@ def add(commands: Any) -> None:
         help="put the master secret in wsSecret, as the seed did (any such agent can sign "
         "as every agent)",
     )
-    config_cmd.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        default=config_file_default(),
-        help="the server's config (default: $MONITORING_WS_CONFIG)",
-    )
+    add_config_option(config_cmd, "the server's config")
     config_cmd.add_argument("--state-dir", type=Path, metavar="DIR", help="the server's state")
     config_cmd.add_argument("--output", type=Path, metavar="FILE", help="write it (mode 0600)")
     config_cmd.add_argument("--imds-endpoint", help=argparse.SUPPRESS)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..configbase import config_file_default
+from ..configbase import add_config_option
 
 if TYPE_CHECKING:
     from .config import GatewayConfig
@@ -60,13 +60,7 @@ def add(commands: Any) -> None:
     revoke = actions.add_parser("revoke", help="make a token unusable at once")
     revoke.add_argument("id", help="the token's id (its second part, or the whole token)")
     for parser in (create, listing, revoke):
-        parser.add_argument(
-            "--config",
-            type=Path,
-            metavar="FILE",
-            default=config_file_default(),
-            help="monitoring.toml (default: $MONITORING_WS_CONFIG)",
-        )
+        add_config_option(parser)
         parser.add_argument("--state-dir", type=Path, metavar="DIR", help="the server's state")
     create.set_defaults(run=_create)
     listing.set_defaults(run=_list)
