@@ -195,10 +195,9 @@ class ChannelClosed:
 
 
 class _Channel:
-    __slots__ = ("accepted", "kind", "receiving", "sending", "unreported")
+    __slots__ = ("accepted", "receiving", "sending", "unreported")
 
-    def __init__(self, kind: str, window: int) -> None:
-        self.kind = kind
+    def __init__(self, window: int) -> None:
         self.receiving = ChannelWindow(window)
         self.sending = SendWindow(0)
         self.accepted = False
@@ -228,10 +227,6 @@ class ChannelTable:
     def __contains__(self, channel_id: int) -> bool:
         return channel_id in self._channels
 
-    def kind(self, channel_id: int) -> str | None:
-        channel = self._channels.get(channel_id)
-        return None if channel is None else channel.kind
-
     def open(
         self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None = None
     ) -> ChannelControl:
@@ -241,7 +236,7 @@ class ChannelTable:
         if len(self._channels) >= self.max_open:
             raise RuntimeError(f"{self.max_open} channels are open on this connection")
         self._highest += 1
-        self._channels[self._highest] = _Channel(kind, self.window)
+        self._channels[self._highest] = _Channel(self.window)
         return ChannelControl(
             "open", self._highest, kind, self.window, params, requested_by=requested_by
         )
@@ -260,7 +255,7 @@ class ChannelTable:
             if len(self._channels) >= self.max_open:
                 message = f"{self.max_open} channels are open on this agent"
                 return ChannelControl.close(channel_id, "limit", message)
-            opened = self._channels[channel_id] = _Channel(control.kind or "", self.window)
+            opened = self._channels[channel_id] = _Channel(self.window)
             opened.sending.granted(control.window or 0)
             return control
         channel = self._channels.get(channel_id)

@@ -205,7 +205,12 @@ async def _carry(
             await channel.aclose("closed", "the operator closed it")
             totals = {"bytesIn": channel.bytes_in, "bytesOut": channel.bytes_out}
             if recording is not None:
-                recording.finish(**_snake(totals), exit_code=ended.exit_code, reason=ended.reason)
+                recording.finish(
+                    bytes_in=channel.bytes_in,
+                    bytes_out=channel.bytes_out,
+                    exit_code=ended.exit_code,
+                    reason=ended.reason,
+                )
             audit.record(
                 "channel_closed",
                 **facts,
@@ -255,7 +260,3 @@ async def _from_client(channel: Channel, recording: Recording | None) -> None:
             return
         else:
             await _say({"type": "error", "message": "text messages: resize, eof or close"})
-
-
-def _snake(totals: dict[str, int]) -> dict[str, int]:
-    return {"bytes_in": totals["bytesIn"], "bytes_out": totals["bytesOut"]}
