@@ -127,6 +127,8 @@ class Agent:
         #: connection finishes, and its result waits in the outbox).
         self._work: trio.Nursery | None = None
         self._reschedule = trio.Event()
+        #: Set when the agent is to stop and start again through its launcher (update).
+        self.restarting = trio.Event()
 
     async def run(self) -> None:
         """Collect and run commands for the agent's whole life; connect whenever possible."""
@@ -288,6 +290,8 @@ class Agent:
         if result is not None:
             self.outbox.put(MessageType.COMMAND_RESULT, result.to_payload())
             self.outbox.finish_command(command.command_id)
+        if self.runner.restart_requested:  # the answer is kept: main.py restarts the agent
+            self.restarting.set()
 
     async def _send_loop(self, ws: WebSocketConnection, session: AgentSession) -> None:
         """Send the outbox in order. With ``ack`` everything unacknowledged is sent again on

@@ -4,8 +4,6 @@ token is sent; plain HTTP only to loopback."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 import ssl
@@ -14,6 +12,7 @@ from urllib.parse import urlsplit
 
 from ..configbase import is_loopback
 from ..protocol.jointoken import parse_join_token
+from .https import PinError, open_connection
 
 __all__ = ["EnrollError", "enroll"]
 
@@ -25,7 +24,8 @@ class EnrollError(Exception):
 
 
 def enroll(url: str, token_text: str, agent_id: str, *, insecure: bool = False) -> dict[str, Any]:
-    """The agent's settings (agentId, wsApiUrl, wsAgentKey, wsCertSha256 when pinned)."""
+    """The agent's settings (agentId, wsApiUrl, wsAgentKey, wsCertSha256 when pinned,
+    releaseKeys when the server signs agent releases)."""
     try:
         token = parse_join_token(token_text)
     except ValueError as exc:
@@ -38,26 +38,20 @@ def enroll(url: str, token_text: str, agent_id: str, *, insecure: bool = False) 
         raise EnrollError(
             "the token would cross the network in clear: use https:// (or --insecure)"
         )
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        context = ssl.create_default_context()
-        if token.pin is not None:  # trust exactly the pinned certificate, nothing else
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        connection = http.client.HTTPSConnection(host, port, context=context, timeout=TIMEOUT_S)
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+    where = f"{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
     try:
-        connection.connect()
-        if token.pin is not None:
-            _check_pin(connection, token.pin)
+        connection = open_connection(url, token.pin, insecure=insecure, timeout_s=TIMEOUT_S)
+    except PinError as exc:
+        raise EnrollError(str(exc).replace("pinned one", "one the join token pins")) from None
+    except OSError as exc:
+        raise EnrollError(f"cannot enroll at {where}: {exc}") from None
+    try:
         body = json.dumps({"token": token_text.strip(), "agentId": agent_id})
         connection.request("POST", "/enroll", body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         answer = json.loads(response.read(64 << 10) or b"{}")
     except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
-        raise EnrollError(f"cannot enroll at {host}:{port}: {exc}") from None
+        raise EnrollError(f"cannot enroll at {where}: {exc}") from None
     finally:
         connection.close()
     if response.status != 200:
@@ -71,15 +65,7 @@ def enroll(url: str, token_text: str, agent_id: str, *, insecure: bool = False) 
     }
     if token.pin is not None:
         settings["wsCertSha256"] = token.pin
+    keys = answer.get("releaseKeys")
+    if isinstance(keys, list) and keys and all(isinstance(key, str) for key in keys):
+        settings["releaseKeys"] = keys  # checked when the settings are loaded
     return settings
-
-
-def _check_pin(connection: http.client.HTTPConnection, pin: str) -> None:
-    sock = connection.sock
-    der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
-    seen = hashlib.sha256(der or b"").hexdigest()
-    if not hmac.compare_digest(seen, pin):
-        raise EnrollError(
-            "the server's certificate is not the one the join token pins "
-            f"(it presented {seen[:16]}...): nothing was sent"
-        )

@@ -35,6 +35,9 @@ class CommandContext:
     #: Set when the server asked for the output as it happens (the ``output`` extension):
     #: a handler that can, writes there; one that cannot answers as usual.
     output: OutputSink | None = None
+    #: Asks the agent to restart through its launcher once this command's answer is in
+    #: the outbox (``update``); None where the agent cannot.
+    restart: Callable[[], None] | None = None
 
 
 Handler = Callable[[Mapping[str, Any], CommandContext], Awaitable[Any]]

@@ -55,6 +55,9 @@ class CommandRunner:
         self.journal: CommandJournal | None = None
         #: Set by the ``Agent``: where a command asked to stream its output writes it.
         self.output_sink: Callable[[Command], OutputSink] | None = None
+        #: Set by a handler through ``CommandContext.restart``: the ``Agent`` restarts
+        #: once that command's result is in its outbox.
+        self.restart_requested = False
         self._limiter = trio.CapacityLimiter(settings.command_concurrency)
         self._results: OrderedDict[str, tuple[CommandResult, int]] = OrderedDict()
         self._results_bytes = 0
@@ -106,6 +109,9 @@ class CommandRunner:
             self._results_bytes -= dropped
         return result
 
+    def _request_restart(self) -> None:
+        self.restart_requested = True
+
     def cancel(self, command_id: str) -> bool:
         """Stop a running command (it answers ``cancelled``); False if it is not running."""
         scope = self._running.get(command_id)
@@ -130,7 +136,7 @@ class CommandRunner:
         sink = None
         if command.stream_output and self.output_sink is not None:
             sink = self.output_sink(command)
-        context = CommandContext(self.settings, timeout_s, sink)
+        context = CommandContext(self.settings, timeout_s, sink, restart=self._request_restart)
         scope = self._running[command.command_id]
         scope.deadline = trio.current_time() + timeout_s
         try:

@@ -17,6 +17,7 @@ from ..allowlist import AllowList, AllowListError
 from ..configbase import is_loopback
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key, parse_agent_key
+from ..protocol.ed25519 import parse_public_key
 from ..protocol.labels import LabelError, check_labels
 from .channel_settings import (
     ChannelSettingsError,
@@ -91,6 +92,8 @@ class AgentSettings:
     #: Interactive shells (``"sessions"``) and TCP tunnels (``"tunnels"``): off by default.
     sessions: SessionSettings = attrs.field(factory=SessionSettings)
     tunnels: TunnelSettings = attrs.field(factory=TunnelSettings)
+    #: Ed25519 keys agent releases must be signed with (``update``; docs/install.md).
+    release_keys: tuple[bytes, ...] = ()
 
     @property
     def outbox_path(self) -> Path | None:
@@ -149,6 +152,15 @@ def _allowed_commands(entries: Any) -> AllowList:
         return AllowList.parse(entries)
     except AllowListError as exc:
         raise SettingsError(f"allowedCommands: {exc}") from None
+
+
+def _release_keys(value: Any) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise SettingsError('releaseKeys must be a list of "ed25519:<base64>" public keys')
+    try:
+        return tuple(parse_public_key(key) for key in value)
+    except ValueError as exc:
+        raise SettingsError(f"releaseKeys: {exc}") from None
 
 
 def _labels(value: Any) -> tuple[tuple[str, str], ...]:
@@ -238,6 +250,7 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
         "outbox_max_bytes": values.get("outboxMaxBytes", 64 << 20),
         "outbox_max_age_s": values.get("outboxMaxAgeS", 7 * 86_400.0),
         "labels": _labels(values.get("labels", {})),
+        "release_keys": _release_keys(values.get("releaseKeys", [])),
     }
     options.update(_channel_options(values))
     return AgentSettings(

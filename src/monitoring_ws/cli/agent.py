@@ -26,9 +26,10 @@ def add(commands: Any) -> None:
     agent.add_argument(
         "action",
         nargs="?",
-        choices=("run", "enroll"),
+        choices=("run", "enroll", "setup"),
         default="run",
-        help="run (the default), or enroll: trade a join token for this agent's settings",
+        help="run (the default); enroll: trade a join token for this agent's settings; "
+        "setup: write the launcher (and unit) of an installed layout (install.sh uses it)",
     )
     agent.add_argument("--config", type=Path, metavar="FILE", help="JSON settings file")
     agent.add_argument(
@@ -51,6 +52,11 @@ def add(commands: Any) -> None:
         help="where the outbox is kept (default: $STATE_DIRECTORY or "
         "~/.local/state/monitoring-ws-agent)",
     )
+    setup = agent.add_argument_group('setup (docs/install.md, "Layout")')
+    setup.add_argument("--home", type=Path, metavar="DIR", help="releases, outbox, trial")
+    setup.add_argument("--launcher", type=Path, metavar="FILE", help="the launcher to write")
+    setup.add_argument("--python", metavar="FILE", help="the interpreter it runs")
+    setup.add_argument("--unit", type=Path, metavar="FILE", help="also write the systemd unit")
     agent.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_log_format(agent)
     agent.set_defaults(run=_agent)
@@ -59,6 +65,8 @@ def add(commands: Any) -> None:
 def _agent(args: argparse.Namespace) -> int:
     if args.action == "enroll":
         return _enroll(args)
+    if args.action == "setup":
+        return _setup(args)
 
     from ..agent.main import run_agent  # noqa: PLC0415
     from ..agent.outbox import OutboxError  # noqa: PLC0415
@@ -111,7 +119,34 @@ def _enroll(args: argparse.Namespace) -> int:
         settings = enroll(args.url, token, agent_id, insecure=args.insecure)
     except EnrollError as exc:
         raise SystemExit(f"monitoring-ws agent enroll: {exc}") from None
+    if args.state_dir:
+        settings["stateDir"] = str(Path(args.state_dir).resolve())
     output = args.output or Path("agent.json")
     write_private(output, json.dumps(settings, indent=2) + "\n")
     print(f"enrolled as {agent_id}; wrote {output} (mode 0600: it holds the agent's key)")
     return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    """``agent setup --home DIR --launcher FILE --python FILE [--config F --unit FILE]``."""
+    from ..install.layout import render_launcher, render_unit  # noqa: PLC0415
+
+    if not (args.home and args.launcher and args.python):
+        raise SystemExit("monitoring-ws agent setup: give --home, --launcher and --python")
+    if args.unit and not args.config:
+        raise SystemExit("monitoring-ws agent setup: --unit needs --config (the settings file)")
+    launcher = args.launcher.resolve()
+    text = render_launcher(args.home.resolve(), args.python, launcher)
+    _replace(launcher, text, 0o755)
+    if args.unit:
+        _replace(args.unit, render_unit(launcher, config=args.config.resolve()), 0o644)
+    return 0
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
+    """Write ``path`` whole or not at all (a new file renamed over the old)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text, encoding="utf-8")
+    staged.chmod(mode)
+    staged.replace(path)

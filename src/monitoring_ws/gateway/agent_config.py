@@ -7,7 +7,7 @@ from typing import Any
 
 from ..configbase import parse_hostport
 from ..host.config import ServerSettings
-from ..host.serving.tls import certificate_fingerprint
+from ..host.serving.tls import certificate_fingerprint, public_key_pin
 from ..imds import IMDS_ENDPOINT, imds_get
 from ..protocol import AGENT_ID, derive_agent_key
 
@@ -32,6 +32,14 @@ def certificate_pin(server: ServerSettings, *, kept: bool = False) -> str | None
     if (server.tls_self_signed or kept) and cert.is_file():
         return certificate_fingerprint(cert)
     return None
+
+
+def curl_pin(server: ServerSettings) -> str:
+    """curl's ``--pinnedpubkey`` for the certificate served (install.sh), "" without TLS."""
+    cert = server.tls_cert
+    if cert is None and server.tls_self_signed:
+        cert = server.state_dir / "tls" / "cert.pem"
+    return public_key_pin(cert) if cert is not None and cert.is_file() else ""
 
 
 def agent_config(

@@ -13,6 +13,7 @@ from ..configbase import ConfigError
 from ..configbase import one_of as _one_of
 from ..configbase import positive as _positive
 from ..host.config import ClusterSettings, MonitoringConfig, ServerSettings
+from ..protocol.ed25519 import parse_public_key
 
 __all__ = [
     "ConfigError",
@@ -101,6 +102,18 @@ class GatewayConfig:
     #: SQLite's ``synchronous``: "normal" survives a crash of the process, "full" also a
     #: power cut (an fsync per commit).
     state_sync: str = attrs.field(default="normal", validator=_one_of("normal", "full"))
+    #: Agent releases offered to install.sh and ``update`` (docs/install.md): a directory
+    #: of ``<version>/`` with ``manifest.json`` and the artifact (default: ``releases`` in
+    #: the state directory), and the Ed25519 public keys (``ed25519:<base64>``) they must
+    #: be signed with. Agents receive these keys when they enroll.
+    releases_dir: str | None = None
+    release_keys: tuple[str, ...] = ()
+
+    @property
+    def releases_path(self) -> Path:
+        if self.releases_dir is not None:
+            return Path(self.releases_dir).expanduser()
+        return self.server.state_dir / "releases"
 
     @property
     def state_file(self) -> Path:
@@ -112,6 +125,11 @@ class GatewayConfig:
     def check(self) -> None:
         """The gateway's own cross-field rules (the host checked ``[server]``); raises
         ``ConfigError`` with the fix."""
+        for key in self.release_keys:
+            try:
+                parse_public_key(key)
+            except ValueError as exc:
+                raise ConfigError(f"release_keys: {exc}") from None
         if self.agent_bytes_per_s * self.agent_burst_s < self.max_frame_bytes:
             raise ConfigError(
                 "agent_bytes_per_s x agent_burst_s must be at least max_frame_bytes, or a "
@@ -119,7 +137,7 @@ class GatewayConfig:
             )
 
 
-_TUPLES = {"master_secrets", "revoked_agents"}
+_TUPLES = {"master_secrets", "revoked_agents", "release_keys"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -1,7 +1,8 @@
 """``POST /enroll``: an agent trades a join token for its own key (raw ASGI, served on the
 agent listener too, outside the API's guard: the join token is the credential).
 
-Body: ``{"token": "mwsj1...", "agentId": "..."}``; answer: ``{"agentId", "wsAgentKey"}``,
+Body: ``{"token": "mwsj1...", "agentId": "..."}``; answer: ``{"agentId", "wsAgentKey"}``
+(and ``releaseKeys`` when the server names release keys),
 a key of a freshly drawn generation (enrollment.py). A token that does not hold is the same
 403 whatever failed (which check goes to the log and the audit, not to the caller); an id
 already enrolled, connected or in the state database is 409 unless the token was made with
@@ -64,6 +65,7 @@ class EnrollEndpoint:
         body_timeout_s: float = 10.0,
         known: Callable[[str], Awaitable[bool]] | None = None,
         rekeyed: Callable[[str], None] | None = None,
+        release_keys: tuple[str, ...] = (),
     ) -> None:
         self.tokens, self.master_secret, self.clock, self.audit = (
             tokens,
@@ -77,6 +79,8 @@ class EnrollEndpoint:
         self.known = known
         #: Told of an agent whose key changed: its open sessions use the old one.
         self.rekeyed = rekeyed
+        #: The release keys an enrolled agent is told to trust (``releaseKeys``).
+        self.release_keys = release_keys
         #: Per (address, token id) and per (address, ""): (the minute, refusals in it).
         self._refusals: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
 
@@ -167,7 +171,10 @@ class EnrollEndpoint:
         if self.rekeyed is not None:
             self.rekeyed(agent_id)
         key = derive_enrolled_key(self.master_secret(), agent_id, redeemed).hex()
-        await _answer(send, 200, {"agentId": agent_id, "wsAgentKey": key})
+        answer: dict[str, Any] = {"agentId": agent_id, "wsAgentKey": key}
+        if self.release_keys:  # what the agent's ``update`` will trust (docs/install.md)
+            answer["releaseKeys"] = list(self.release_keys)
+        await _answer(send, 200, answer)
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

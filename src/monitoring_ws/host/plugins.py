@@ -158,8 +158,9 @@ class Plugin(Protocol):
         ...
 
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
-        """Raw ASGI HTTP endpoints for agents, by path, served on both listeners outside
-        the API's guard (they authenticate the caller themselves, e.g. ``/enroll``)."""
+        """Raw ASGI HTTP endpoints for agents, by path (one ending in "/" takes what is
+        under it), served on both listeners outside the API's guard (they authenticate
+        the caller themselves, e.g. ``/enroll``, or serve what is public, releases)."""
         ...
 
     def command_routes(self) -> Sequence[CommandRoute]:

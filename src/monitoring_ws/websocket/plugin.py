@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Blueprint
 
+from ..configbase import parse_hostport
+from ..gateway.agent_config import curl_pin
 from ..gateway.blueprint import COMMANDS_PATH, websocket_blueprint
 from ..gateway.config import GatewayConfig, gateway_config
 from ..gateway.connection import AgentConnection
@@ -26,6 +28,7 @@ from ..gateway.enroll import ENROLL_PATH, EnrollEndpoint
 from ..gateway.gateway import AGENT_PATH, Gateway
 from ..gateway.metrics import GatewayCollector
 from ..gateway.openapi import websocket_paths
+from ..gateway.releases import INSTALL_PATH, RELEASES_PREFIX, ReleasesEndpoint, ReleaseShelf
 from ..gateway.secrets import resolve_master_secrets
 from ..gateway.transport import WebSocketTransport
 from ..host.metrics import MetricsCollector
@@ -104,6 +107,15 @@ class WebSocketPlugin(PluginBase):
             body_timeout_s=context.server.http_body_timeout_s,
             known=self.gateway.knows,
             rekeyed=self.gateway.rekeyed,
+            release_keys=self.config.release_keys,
+        )
+        server = context.server
+        self._releases = ReleasesEndpoint(
+            ReleaseShelf(self.config.releases_path, self.config.release_keys),
+            agent_port=None
+            if server.agent_listen is None
+            else parse_hostport(server.agent_listen, "agent_listen")[1],
+            pin=lambda: curl_pin(server),
         )
         self._host: HostContext | None = None
         self._blueprint = websocket_blueprint(
@@ -149,7 +161,12 @@ class WebSocketPlugin(PluginBase):
         return (GatewayCollector(self.gateway), ClusterCollector(self.cluster))
 
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
-        return {ENROLL_PATH: self._enroll}
+        # A path ending in "/" takes what is under it.
+        return {
+            ENROLL_PATH: self._enroll,
+            RELEASES_PREFIX: self._releases,
+            INSTALL_PATH: self._releases,
+        }
 
     def command_routes(self) -> Sequence[CommandRoute]:
         # The seed's POST /api/websocket/agents/:id/command (blueprint.py has it too).

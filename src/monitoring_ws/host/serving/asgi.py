@@ -112,6 +112,14 @@ class HostApp:
         #: The command POSTs, answered ahead of the API's framework.
         self.commands = commands
 
+    def _http_route(self, path: str) -> AsgiHandler | None:
+        """The route for ``path``: its own, or the longest one ending in "/" above it."""
+        route = self.http_routes.get(path)
+        if route is None:
+            above = [p for p in self.http_routes if p.endswith("/") and path.startswith(p)]
+            route = self.http_routes[max(above, key=len)] if above else None
+        return route
+
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
@@ -121,8 +129,8 @@ class HostApp:
             await self.commands.serve(*lean, scope, receive, send)
         elif scope["type"] == "websocket" and (scope["path"] in self.routes or self.api is None):
             await _websocket(self.routes, scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] in self.http_routes:
-            await self.http_routes[scope["path"]](scope, receive, send)
+        elif scope["type"] == "http" and (route := self._http_route(scope["path"])):
+            await route(scope, receive, send)
         elif self.api is not None:
             await self.api(scope, receive, send)
         elif scope["type"] == "http":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import ipaddress
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["certificate_fingerprint", "ensure_self_signed"]
+__all__ = ["certificate_fingerprint", "ensure_self_signed", "public_key_pin"]
 
 _VALID_DAYS = 3650
 
@@ -24,6 +25,16 @@ def certificate_fingerprint(cert_path: Path) -> str:
     """SHA-256 of the certificate's DER bytes, lowercase hex (what agents pin)."""
     der = ssl.PEM_cert_to_DER_cert(cert_path.read_text(encoding="ascii"))
     return hashlib.sha256(der).hexdigest()
+
+
+def public_key_pin(cert_path: Path) -> str:
+    """curl's ``--pinnedpubkey`` for the certificate: ``sha256//`` and the base64 SHA-256
+    of its public key (SubjectPublicKeyInfo, DER)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def ensure_self_signed(state_dir: Path, hostnames: tuple[str, ...] = ()) -> tuple[Path, Path]:
