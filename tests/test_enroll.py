@@ -4,6 +4,7 @@ the token; the settings it writes connect; a token is spent, scoped, and pinned.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,14 @@ async def test_a_token_made_beside_a_self_signed_server_carries_its_pin(
     assert running.fingerprint
     assert token.strip().endswith(running.fingerprint)
     assert "pinning the self-signed certificate" in err
+    # The install one-liner it suggests pins the same certificate for curl.
+    [pin] = re.findall(r"--pinnedpubkey '(sha256//[A-Za-z0-9+/=]+)'", err)
+    url = f"{running.api_url}/healthz"
+    for pinned, works in ((pin, True), ("sha256//" + "A" * 43 + "=", False)):
+        done = await trio.run_process(
+            ["curl", "-fsS", "-k", "--pinnedpubkey", pinned, url], check=False, capture_stdout=True
+        )
+        assert (done.returncode == 0) is works, pinned
     code, token, err = await cli(tmp_path, "token", "create", "--state-dir", str(tmp_path / "x"))
     assert code == 0, err
     assert "pass the same --state-dir (or --config) as the server" in err

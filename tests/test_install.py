@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from monitoring_ws import __version__
 from monitoring_ws.clock import wall_ms
 from monitoring_ws.gateway.enrollment import JoinTokens
+from monitoring_ws.host.serving.tls import public_key_pin
 from monitoring_ws.install.layout import platform_tag
 from monitoring_ws.protocol.ed25519 import key_id
 from monitoring_ws.protocol.release import ReleaseManifest, signed_bytes
@@ -130,14 +132,17 @@ def _publish(artifact: str, key: Path, releases: Path, *extra: str) -> None:
 
 
 async def _install(
-    api_url: str, prefix: Path, agent_id: str, token: str | None
+    api_url: str, pin: str, prefix: Path, agent_id: str, token: str | None
 ) -> subprocess.CompletedProcess[bytes]:
+    """The one-liner as docs/install.md gives it for a self-signed server (curl pins its
+    key), in ``--prefix`` mode."""
     env = isolated_env(MONITORING_WS_PYTHON=_python())
     if token is not None:
         env["MONITORING_WS_JOIN_TOKEN"] = token
-    script = 'curl -fsSL "$1/install.sh" | sh -s -- --prefix "$2" --agent-id "$3"'
+    fetch = 'curl -fsSL -k --pinnedpubkey "$2" "$1/install.sh"'
+    script = f'{fetch} | sh -s -- --prefix "$3" --agent-id "$4"'
     return await trio.run_process(
-        ["sh", "-c", script, "install", api_url, str(prefix), agent_id],
+        ["sh", "-c", script, "install", api_url, pin, str(prefix), agent_id],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -237,20 +242,24 @@ async def test_install_sh_installs_an_agent_that_connects_and_updates_by_job(
     releases, state = tmp_path / "releases", tmp_path / "state"
     _publish(artifacts["current"]["zipapp"], key_file, releases)
     running = await start_server(
-        state_dir=state, releases_dir=str(releases), release_keys=(public,)
+        state_dir=state, releases_dir=str(releases), release_keys=(public,), tls_self_signed=True
     )
-    token = str(JoinTokens(state).create(ttl_s=600, uses=2, agents=(), pin=None, now_ms=wall_ms()))
+    pin = running.fingerprint
+    token = str(JoinTokens(state).create(ttl_s=600, uses=2, agents=(), pin=pin, now_ms=wall_ms()))
+    curl_pin = public_key_pin(state / "tls" / "cert.pem")
     first, second = tmp_path / "first", tmp_path / "second"
     with _stopping(first, second):
-        async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as http:
+        trust = ssl.create_default_context(cafile=state / "tls" / "cert.pem")
+        async with httpx.AsyncClient(base_url=running.api_url, timeout=30, verify=trust) as http:
             script = await http.get("/install.sh")
             assert script.status_code == 200
             assert script.text.startswith("#!/bin/sh\n")
             assert artifacts["current"]["sha256"] in script.text  # the pinned artifact
+            assert f"pinned_key='{curl_pin}'" in script.text  # ... and the server's key
 
-            done = await _install(running.api_url, first, "inst-1", token)
+            done = await _install(running.api_url, curl_pin, first, "inst-1", token)
             assert done.returncode == 0, done.stderr.decode()
-            done = await _install(running.api_url, second, "inst-2", token)
+            done = await _install(running.api_url, curl_pin, second, "inst-2", token)
             assert done.returncode == 0, done.stderr.decode()
             config = first / "etc/monitoring-ws/agent.json"
             assert config.stat().st_mode & 0o777 == 0o600
@@ -263,7 +272,7 @@ async def test_install_sh_installs_an_agent_that_connects_and_updates_by_job(
             await eventually(lambda: both_on(__version__), timeout_s=60, what="both agents")
             # Again, without a token: enrolled already, the same release, restarted.
             before = _pid(first)
-            again = await _install(running.api_url, first, "inst-1", None)
+            again = await _install(running.api_url, curl_pin, first, "inst-1", None)
             assert again.returncode == 0, again.stderr.decode()
             assert b"already enrolled" in again.stdout
             assert b"already here" in again.stdout

@@ -4,7 +4,10 @@ and split of the payload into chunks (frames arrive in pieces)."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import httpx
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsaccel.xormask import XorMaskerSimple as CMasker
@@ -14,7 +17,8 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from monitoring_ws.host.serving.wsmask import PYTHON_MASKER as PythonMasker
 from monitoring_ws.host.serving.wsmask import accelerate_masking
 
-from .support import examples
+from .gateway.agents import open_agent
+from .support import examples, processes
 
 
 @settings(max_examples=examples(1000))
@@ -46,3 +50,27 @@ def test_wsproto_uses_it_and_still_reads_frames() -> None:
     text = "é" * 300 + '{"type":"metrics"}'
     server.receive_data(client.send(TextMessage(text)))
     assert "".join(e.data for e in server.events() if isinstance(e, TextMessage)) == text
+
+
+async def test_a_server_without_wsaccel_unmasks_in_python(tmp_path: Path) -> None:
+    """wsaccel is optional (``[speedups]``): a server that cannot import it says so and
+    serves agents all the same."""
+    hidden = tmp_path / "no-wsaccel"
+    hidden.mkdir()
+    # Imported at start-up: ``import wsaccel`` then raises ImportError, as when absent.
+    (hidden / "sitecustomize.py").write_text("import sys\nsys.modules['wsaccel'] = None\n")
+    port = processes.free_port()
+    server = processes.server(tmp_path, port)
+    server.env = {**server.env, "PYTHONPATH": str(hidden)}
+    await trio.to_thread.run_sync(server.start)
+    try:
+        async with open_agent(f"ws://127.0.0.1:{port}/agent", "plain-1") as agent:
+            assert agent.ws.closed is None
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                listed = (await http.get("/api/agents")).json()["agents"]
+        assert [a["agentId"] for a in listed if a["connected"]] == ["plain-1"]
+    finally:
+        await trio.to_thread.run_sync(server.stop)
+    assert "wsaccel is not installed: frames are unmasked in pure Python" in (
+        server.log.read_text()
+    )

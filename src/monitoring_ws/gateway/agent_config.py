@@ -34,10 +34,11 @@ def certificate_pin(server: ServerSettings, *, kept: bool = False) -> str | None
     return None
 
 
-def curl_pin(server: ServerSettings) -> str:
-    """curl's ``--pinnedpubkey`` for the certificate served (install.sh), "" without TLS."""
+def curl_pin(server: ServerSettings, *, kept: bool = False) -> str:
+    """curl's ``--pinnedpubkey`` for the certificate served (install.sh), "" without TLS
+    (``kept`` as for ``certificate_pin``)."""
     cert = server.tls_cert
-    if cert is None and server.tls_self_signed:
+    if cert is None and (server.tls_self_signed or kept):
         cert = server.state_dir / "tls" / "cert.pem"
     return public_key_pin(cert) if cert is not None and cert.is_file() else ""
 

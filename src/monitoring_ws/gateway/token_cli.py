@@ -122,7 +122,7 @@ def _revoke(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     from ..clock import wall_ms  # noqa: PLC0415
     from ..configbase import ConfigError  # noqa: PLC0415
-    from .agent_config import certificate_pin  # noqa: PLC0415
+    from .agent_config import certificate_pin, curl_pin  # noqa: PLC0415
 
     if not 1 <= args.uses <= 100_000:
         raise SystemExit("monitoring-ws token create: --uses: between 1 and 100000")
@@ -157,4 +157,14 @@ def _create(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(token)
+    # How an agent machine uses it (stderr: stdout stays the token alone, for scripts).
+    curl = "curl -fsSL"
+    if pin is not None:
+        curl += f" -k --pinnedpubkey '{curl_pin(config.server, kept=True)}'"
+    scheme = "https" if pin is not None else "http"
+    print(
+        f"install an agent with it (docs/install.md): {curl} {scheme}://SERVER:PORT/install.sh"
+        f" | sudo MONITORING_WS_JOIN_TOKEN='{token}' sh",
+        file=sys.stderr,
+    )
     return 0
