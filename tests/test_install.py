@@ -42,12 +42,13 @@ from monitoring_ws.protocol.release import ReleaseManifest, signed_bytes
 from .conftest import REPO, StartServer
 from .support.eventually import eventually
 from .support.processes import isolated_env
-from .test_jobs import finished
 
 NEW = "9.9.9"
 #: A release whose agent cannot connect (its dialer is broken on purpose).
 BROKEN = "9.9.5"
 RELEASE = (sys.executable, "-m", "monitoring_ws", "release")
+CTL = (sys.executable, "-m", "monitoring_ws", "ctl")
+UPDATE = ("update", "-l", "fleet=installed", "--max-concurrency", "1", NEW)
 
 
 def _python() -> str:
@@ -280,19 +281,23 @@ async def test_install_sh_installs_an_agent_that_connects_and_updates_by_job(
             await eventually(lambda: both_on(__version__), timeout_s=60, what="back again")
 
             _publish(artifacts["new"]["zipapp"], key_file, releases)
-            job = await http.post(
-                "/api/jobs",
-                json={
-                    "selector": {"glob": "inst-*"},
-                    "command": "update",
-                    "args": {"version": NEW},
-                    "maxConcurrency": 1,
-                    "timeoutMs": 60_000,
-                },
+            for agent_id in ("inst-1", "inst-2"):
+                labelled = await http.patch(
+                    f"/api/agents/{agent_id}/labels", json={"labels": {"fleet": "installed"}}
+                )
+                assert labelled.status_code == 200, labelled.text
+            # As an operator would: a job, one agent at a time.
+            ctl = await trio.run_process(
+                [*CTL, "--url", running.api_url, "--cert-sha256", pin, *UPDATE],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=isolated_env(),
             )
-            assert job.status_code == 202, job.text
-            ended = await finished(http, job.json()["jobId"])
-            assert ended["counts"]["succeeded"] == 2, ended
+            printed = ctl.stdout.decode()
+            assert ctl.returncode == 0, printed + ctl.stderr.decode()
+            assert f"inst-1: updating {__version__} -> {NEW}" in printed
+            assert "succeeded: 2 succeeded" in printed
             await eventually(lambda: both_on(NEW), timeout_s=60, what=f"both on {NEW}")
             home = first / "var/lib/monitoring-ws-agent"
             await eventually((home / "update/last").is_file, what="the update confirmed")

@@ -69,6 +69,16 @@ def _add_agents_and_run(nouns: Any) -> None:
     forward.add_argument("spec", metavar="LOCAL_PORT:HOST:PORT", help="0 picks a free port")
     forward.add_argument("--bind", default="127.0.0.1", help="the local address (loopback)")
     forward.set_defaults(ctl="forward")
+    update = nouns.add_parser(
+        "update",
+        help="the agents a selector matches install a signed release (a job; docs/install.md)",
+    )
+    update.add_argument("version", help="the release, as `monitoring-ws release list` shows it")
+    _job_options(update, required=True, concurrency="10%")
+    update.add_argument(
+        "--deadline", type=int, default=120, help="seconds to reconnect before rolling back"
+    )
+    update.set_defaults(ctl="update")
 
 
 def _add_jobs_and_records(nouns: Any) -> None:
@@ -120,12 +130,16 @@ def _add_watching(nouns: Any) -> None:
     completion.set_defaults(ctl="completion", run=_completion)
 
 
-def _job_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+def _job_options(
+    parser: argparse.ArgumentParser, *, required: bool, concurrency: str = "50"
+) -> None:
     parser.add_argument(
         "-l", "--selector", required=required, help="a label selector: env=prod,role in (web,api)"
     )
     parser.add_argument(
-        "--max-concurrency", default="50", help="agents at a time: N or N%% (default 50)"
+        "--max-concurrency",
+        default=concurrency,
+        help=f"agents at a time: N or N%% (default {concurrency.replace('%', '%%')})",
     )
     parser.add_argument(
         "--max-errors", default="0", help="stop after this many failed: N or N%% (default 0)"
@@ -148,8 +162,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.ctl is None:
         print(
-            "monitoring-ws ctl: say what: agents, run, shell, forward, jobs, commands, logs, "
-            "events, metrics or completion (--help)",
+            "monitoring-ws ctl: say what: agents, run, shell, forward, update, jobs, commands, "
+            "logs, events, metrics or completion (--help)",
             file=sys.stderr,
         )
         return 2

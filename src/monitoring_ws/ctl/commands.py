@@ -13,6 +13,7 @@ from .forward import forward
 from .run import run, run_job
 from .settings import CtlError
 from .shell import shell
+from .update import update
 from .watch import events, logs, metrics
 
 __all__ = ["COMMANDS"]
@@ -141,6 +142,7 @@ COMMANDS: dict[str, Handler] = {
     "run": run,
     "shell": shell,
     "forward": forward,
+    "update": update,
     "jobs run": jobs_run,
     "jobs ls": jobs_ls,
     "jobs show": _show("/api/jobs/"),
