@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
+from monitoring_ws.gateway.releases import Release, render_install_script
 from monitoring_ws.install.layout import platform_tag
 from monitoring_ws.protocol.ed25519 import key_id, parse_public_key, verify
 from monitoring_ws.protocol.release import (
@@ -239,3 +241,53 @@ async def test_an_agent_installed_by_pip_does_not_update_itself(
         nursery.cancel_scope.cancel()
     assert answer.json()["error"]["code"] == "update_unsupported"
     assert "pip install -U monitoring-ws" in answer.json()["error"]["message"]
+
+
+def _script(tmp_path: Path) -> Path:
+    """install.sh as a server renders it for one release (nothing is downloaded here)."""
+    manifest = ReleaseManifest("2.0.0", platform_tag(), "a.pyz", "ab" * 32, 1, 0)
+    release = Release(manifest, b"{}", tmp_path / "a.pyz")
+    text = render_install_script("http://127.0.0.1:1", "http://127.0.0.1:1", "", {
+        platform_tag(): release,
+    })  # fmt: skip
+    script = tmp_path / "install.sh"
+    script.write_text(text)
+    return script
+
+
+def _fake(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("fake", "body", "says"),
+    [
+        ("uname", "echo Darwin", "runs on Linux, not Darwin"),
+        ("uname", '[ "$1" = -m ] && echo riscv64 || echo Linux', "no agent release for riscv64"),
+        ("python3", "exit 1", "Python 3.11 or newer is needed"),
+    ],
+)
+def test_install_sh_refuses_an_unsupported_system_with_the_fix(
+    tmp_path: Path, fake: str, body: str, says: str
+) -> None:
+    script = _script(tmp_path)
+    _fake(tmp_path / "bin", fake, body)
+    env = isolated_env(PATH=f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    done = subprocess.run(
+        ["sh", script, "--prefix", tmp_path / "p"], capture_output=True, text=True, env=env,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert says in done.stderr
+    assert not (tmp_path / "p").exists()  # nothing installed
+    assert subprocess.run(["sh", "-n", script], check=False).returncode == 0
+
+
+def test_install_sh_says_what_its_options_are(tmp_path: Path) -> None:
+    script = _script(tmp_path)
+    for args, code, says in ((["--help"], 0, "--prefix DIR"), (["--bogus"], 1, "unknown option")):
+        done = subprocess.run(["sh", script, *args], capture_output=True, text=True, check=False)
+        assert done.returncode == code
+        assert says in done.stdout + done.stderr
