@@ -24,7 +24,7 @@ from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.gateway.releases import Release, render_install_script
 from monitoring_ws.install.layout import platform_tag
-from monitoring_ws.protocol.ed25519 import key_id, parse_public_key, verify
+from monitoring_ws.protocol.ed25519 import key_id, parse_public_key, public_key, sign, verify
 from monitoring_ws.protocol.release import (
     ReleaseManifest,
     ReleaseRefusedError,
@@ -73,6 +73,28 @@ def test_the_rfc_8032_vectors_verify_and_any_change_fails(
     # S + L: the same point, an S that is not reduced: refused (malleability).
     s = int.from_bytes(sig[32:], "little") + (2**252 + 27742317777372353535851937790883648493)
     assert not verify(key, data, sig[:32] + s.to_bytes(32, "little"))
+
+
+def test_signing_gives_the_rfc_8032_signatures() -> None:
+    seeds = [  # TEST 1, 2, 3 and SHA(abc): the private keys of RFC8032's public keys
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+        "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+    ]
+    for seed, (public, message, signature) in zip(seeds, RFC8032, strict=True):
+        assert public_key(bytes.fromhex(seed)).hex() == public
+        assert sign(bytes.fromhex(seed), bytes.fromhex(message)).hex() == signature
+
+
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=128))
+def test_signing_agrees_with_cryptography(seed: bytes, message: bytes) -> None:
+    theirs = Ed25519PrivateKey.from_private_bytes(seed)
+    raw = theirs.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    assert public_key(seed) == raw
+    assert sign(seed, message) == theirs.sign(message)
 
 
 @given(message=st.binary(max_size=256), flip=st.integers(0, 64 * 8 - 1))

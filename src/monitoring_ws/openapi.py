@@ -147,6 +147,51 @@ COMMAND_SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "description": "output as it happens: GET /api/commands/{commandId}/output",
             },
+            "intent": ref("SignedIntent"),
+        },
+    },
+    "SignedIntent": {
+        "type": "object",
+        "description": "an operator's signed intent, relayed unchanged to the agents it names "
+        "(docs/protocol.md, 11.7). 409 intent_rejected when it does not fit the body "
+        "(another command or args) or cannot be checked (its window, its encoding)",
+        "required": ["intent", "signatures"],
+        "additionalProperties": False,
+        "properties": {
+            "intent": {
+                "type": "object",
+                "required": ["v", "command", "args", "agents", "notBefore", "expires", "nonce"],
+                "additionalProperties": False,
+                "properties": {
+                    "v": {"type": "integer", "enum": [1]},
+                    "command": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+                    "args": {"type": "object", "additionalProperties": ref("JsonValue")},
+                    "agents": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 5000,
+                        "items": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                    },
+                    "selector": {"type": "string", "maxLength": 4096},
+                    "notBefore": {"type": "integer", "minimum": 0},
+                    "expires": {"type": "integer", "minimum": 0},
+                    "nonce": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
+                },
+            },
+            "signatures": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "required": ["keyId", "signature"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "keyId": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                        "signature": {"type": "string"},
+                    },
+                },
+            },
         },
     },
 }

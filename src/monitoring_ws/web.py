@@ -14,6 +14,8 @@ from werkzeug.exceptions import HTTPException
 from .host.tokens import ApiToken
 from .openapi import ID_PATTERN
 from .protocol import AGENT_ID
+from .protocol.canonical import canonicalize
+from .protocol.intent import IntentRefusedError, SignedIntent, signer_ids
 from .protocol.payloads import NAME
 from .protocol.strictjson import JSONRejectedError, loads
 from .transports import CommandOrder, CommandOutcome, Requester, TransportError
@@ -49,7 +51,7 @@ MAX_BODY_BYTES = 1 << 20
 
 
 #: The members of a command POST's body (openapi.COMMAND_SCHEMAS["CommandRequest"]).
-_MEMBERS = ("command", "args", "timeoutMs", "wait", "requestedBy", "streamOutput")
+_MEMBERS = ("command", "args", "timeoutMs", "wait", "requestedBy", "streamOutput", "intent")
 _TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
     "command": ("string", (str,)),
     "args": ("object", (dict,)),
@@ -57,6 +59,7 @@ _TYPES: dict[str, tuple[str, tuple[type, ...]]] = {
     "wait": ("boolean", (bool,)),
     "requestedBy": ("string", (str,)),
     "streamOutput": ("boolean", (bool,)),
+    "intent": ("object", (dict,)),
 }
 #: An agent id or command id in a path: 1-128 of these characters.
 ID_RULE = "1-128 chars of [A-Za-z0-9._:-], the first a letter or digit"
@@ -82,6 +85,10 @@ class BadBody(ValueError):
     """A request body the API refuses; the message says what is wrong."""
 
 
+class IntentRejected(BadBody):
+    """An ``intent`` that does not fit the body or cannot be checked (409)."""
+
+
 @attrs.frozen
 class CommandBody:
     """A command POST's body, checked."""
@@ -95,6 +102,8 @@ class CommandBody:
     label: str | None = None
     #: ``streamOutput``: the output as it happens (``GET /api/commands/:id/output``).
     stream_output: bool = False
+    #: ``intent``: the operator's signed intent, relayed unchanged (protocol/intent.py).
+    intent: dict[str, Any] | None = None
 
 
 def strict_json(raw: str | bytes) -> Any:
@@ -123,7 +132,29 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandBody:
         raise BadBody(f'"timeoutMs" must be between 1 and {max_ms}')
     wait: bool = body.get("wait", True)
     label: str | None = body.get("requestedBy")
-    return CommandBody(command, args, timeout_ms, wait, label, body.get("streamOutput", False))
+    intent = body.get("intent")
+    if intent is not None:
+        args = _signed_args(intent, command, body.get("args"))
+    stream = body.get("streamOutput", False)
+    return CommandBody(command, args, timeout_ms, wait, label, stream, intent)
+
+
+def signed_intent(intent: dict[str, Any]) -> SignedIntent:
+    """An ``intent`` member's shape, checked (the agent checks the signatures)."""
+    try:
+        return SignedIntent.from_json(intent)
+    except IntentRefusedError as exc:
+        raise IntentRejected(f"intent: {exc.message}") from None
+
+
+def _signed_args(intent: dict[str, Any], command: str, args: Any) -> dict[str, Any]:
+    """The args the operator signed: the body's own must be those, or absent."""
+    signed = signed_intent(intent).intent
+    if signed.command != command:
+        raise IntentRejected(f"intent: it was signed for {signed.command!r}, not {command!r}")
+    if args is not None and canonicalize(args) != canonicalize(dict(signed.args)):
+        raise IntentRejected("intent: the args differ from the ones the operator signed")
+    return dict(signed.args)
 
 
 def _check_schema(body: dict[str, Any]) -> None:
@@ -197,6 +228,8 @@ async def command_answer(
     failures to statuses. A 202's ``Location`` is under ``records_path``."""
     try:
         body = command_body(raw_body, service.default_timeout_ms, service.max_timeout_ms)
+    except IntentRejected as exc:
+        return _failed(409, "intent_rejected", str(exc))
     except BadBody as exc:
         return _failed(400, "bad_request", str(exc))
     if token is not None and not token.may_send(body.command):
@@ -211,8 +244,11 @@ async def command_answer(
         body.timeout_ms,
         asked_by,
         stream_output=body.stream_output,
+        intent=body.intent,
     )
-    audit = {"command": body.command}  # the request's audit line names what was asked
+    audit: dict[str, Any] = {"command": body.command}  # what was asked, and who signed it
+    if body.intent is not None:
+        audit["operatorKeys"] = signer_ids(body.intent)
     try:
         if not body.wait:
             accepted = await service.submit(order, via=via)

@@ -26,6 +26,7 @@ from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
     FEATURE_CHANNELS,
+    FEATURE_INTENTS,
     FEATURE_LABELS,
     FEATURE_OUTPUT,
     INTERRUPTED,
@@ -100,6 +101,7 @@ class Agent:
             max_age_s=settings.outbox_max_age_s,
         )
         runner.journal = self.outbox
+        runner.gate.nonces = self.outbox
         runner.output_sink = self._output_sink
         #: The server's output budget, shared by every command (set at each auth).
         self.output_pacer = OutputPacer()
@@ -194,6 +196,7 @@ class Agent:
             FEATURE_CANCEL,
             FEATURE_OUTPUT,
             FEATURE_CHANNELS,  # offered always: the agent itself refuses what is off
+            FEATURE_INTENTS,  # operator-signed commands: checked when operatorKeys are set
             *((FEATURE_LABELS,) if labels else ()),
         )
         hello = AuthHello(

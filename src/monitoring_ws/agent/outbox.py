@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS journal (
     state TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS intent_nonces (
+    nonce TEXT PRIMARY KEY,
+    command_id TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
+);
 """
 
 Pending = tuple[int, MessageType, dict[str, Any]]
@@ -274,6 +279,21 @@ class Outbox:
                 "UPDATE journal SET state = 'done', at_ms = ? WHERE command_id = ?",
                 (wall_ms(), command_id),
             )
+
+    def claim_nonce(self, nonce: str, command_id: str, until_ms: int, now_ms: int) -> bool:
+        """Record that operator intent ``nonce`` is used by ``command_id`` (kept until
+        ``until_ms``); False if another command used it (a replay). Expired ones go first:
+        an intent past its window is refused before its nonce is looked at."""
+        with self._lock:
+            self._db.execute("DELETE FROM intent_nonces WHERE until_ms < ?", (now_ms,))
+            self._db.execute(
+                "INSERT OR IGNORE INTO intent_nonces VALUES (?, ?, ?)",
+                (nonce, command_id, until_ms),
+            )
+            row = self._db.execute(
+                "SELECT command_id FROM intent_nonces WHERE nonce = ?", (nonce,)
+            ).fetchone()
+        return row is not None and row[0] == command_id
 
     def interrupted_commands(self) -> list[str]:
         """Commands a previous run started and never finished (marked done now)."""

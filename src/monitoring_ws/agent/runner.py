@@ -20,6 +20,7 @@ from ..protocol import (
     encoded_size,
 )
 from .handlers import CommandContext, CommandFailed, Handler
+from .intents import IntentGate
 from .settings import AgentSettings
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class CommandRunner:
         self.handlers = handlers
         #: Set by the ``Agent`` to its outbox, so a restarted agent never runs a command twice.
         self.journal: CommandJournal | None = None
+        #: Operator signatures (requireOperatorSignature); its nonces move to the outbox
+        #: with the journal.
+        self.gate = IntentGate(settings)
         #: Set by the ``Agent``: where a command asked to stream its output writes it.
         self.output_sink: Callable[[Command], OutputSink] | None = None
         #: Set by a handler through ``CommandContext.restart``: the ``Agent`` restarts
@@ -90,6 +94,9 @@ class CommandRunner:
                     0,
                     error=CommandError("busy", "too many commands wait for a slot: retry later"),
                 )
+        refusal = self.gate.refusal(command)
+        if refusal is not None:  # not run, not journalled: a valid re-send may run
+            return CommandResult(command.command_id, False, 0, error=refusal)
         if self.journal is not None and not self.journal.start_command(command.command_id):
             log.info("command %s was started before: not running it again", command.command_id)
             return None

@@ -6,7 +6,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -94,6 +94,14 @@ class AgentSettings:
     tunnels: TunnelSettings = attrs.field(factory=TunnelSettings)
     #: Ed25519 keys agent releases must be signed with (``update``; docs/install.md).
     release_keys: tuple[bytes, ...] = ()
+    #: Operator keys whose signed intents this agent trusts, the commands that need one
+    #: (``None``: all of them), and how many signatures a command needs (default 1).
+    operator_keys: tuple[bytes, ...] = ()
+    signed_commands: frozenset[str] | None = frozenset()
+    operator_quorum: Mapping[str, int] = attrs.field(factory=dict)
+
+    def requires_signature(self, command: str) -> bool:
+        return self.signed_commands is None or command in self.signed_commands
 
     @property
     def outbox_path(self) -> Path | None:
@@ -161,6 +169,38 @@ def _release_keys(value: Any) -> tuple[bytes, ...]:
         return tuple(parse_public_key(key) for key in value)
     except ValueError as exc:
         raise SettingsError(f"releaseKeys: {exc}") from None
+
+
+def _operator_options(values: dict[str, Any]) -> dict[str, Any]:
+    keys = values.get("operatorKeys", [])
+    required = values.get("requireOperatorSignature", False)
+    quorum = values.get("operatorQuorum", {})
+    if not isinstance(keys, list):
+        raise SettingsError('operatorKeys must be a list of "ed25519:<base64>" public keys')
+    try:
+        parsed = tuple(parse_public_key(key) for key in keys)
+    except ValueError as exc:
+        raise SettingsError(f"operatorKeys: {exc}") from None
+    if isinstance(required, bool):
+        signed: frozenset[str] | None = None if required else frozenset()
+    elif isinstance(required, list) and all(isinstance(c, str) for c in required):
+        signed = frozenset(required)
+    else:
+        raise SettingsError("requireOperatorSignature is true, false or a list of command names")
+    if (signed is None or signed) and not parsed:
+        raise SettingsError(
+            "requireOperatorSignature needs operatorKeys: the public keys of the operators "
+            "(`monitoring-ws ctl keys create NAME` prints one)"
+        )
+    if not isinstance(quorum, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= len(parsed)
+        for n in quorum.values()
+    ):
+        raise SettingsError(
+            "operatorQuorum maps command names to how many operator signatures they need "
+            "(1 to the number of operatorKeys)"
+        )
+    return {"operator_keys": parsed, "signed_commands": signed, "operator_quorum": quorum}
 
 
 def _labels(value: Any) -> tuple[tuple[str, str], ...]:
@@ -253,6 +293,7 @@ def load_settings(path: Path | None, **flags: Any) -> AgentSettings:
         "release_keys": _release_keys(values.get("releaseKeys", [])),
     }
     options.update(_channel_options(values))
+    options.update(_operator_options(values))
     return AgentSettings(
         url=url,
         agent_id=agent_id,

@@ -28,6 +28,20 @@ def add(commands: Any) -> None:
     _add_agents_and_run(nouns)
     _add_jobs_and_records(nouns)
     _add_watching(nouns)
+    _add_keys(nouns)
+
+
+def _add_keys(nouns: Any) -> None:
+    keys = nouns.add_parser(
+        "keys", help="operator keys: commands signed so that a stolen server runs nothing"
+    ).add_subparsers(dest="verb", metavar="VERB")
+    create = keys.add_parser("create", help="a new Ed25519 key; prints its public key last")
+    create.add_argument("name")
+    create.add_argument("--passphrase", action="store_true", help="seal it with a passphrase")
+    create.add_argument("--default", action="store_true", help="sign with it by default")
+    create.set_defaults(ctl="keys create")
+    listing = keys.add_parser("list", help="this operator's keys")
+    listing.set_defaults(ctl="keys list")
 
 
 def _add_agents_and_run(nouns: Any) -> None:
@@ -52,6 +66,7 @@ def _add_agents_and_run(nouns: Any) -> None:
     )
     run.add_argument("agent", nargs="?", help="the agent (or -l SELECTOR)")
     _job_options(run, required=False)
+    _signing_options(run)
     run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     run.set_defaults(ctl="run")
 
@@ -75,6 +90,7 @@ def _add_agents_and_run(nouns: Any) -> None:
     )
     update.add_argument("version", help="the release, as `monitoring-ws release list` shows it")
     _job_options(update, required=True, concurrency="10%")
+    _signing_options(update)
     update.add_argument(
         "--deadline", type=int, default=120, help="seconds to reconnect before rolling back"
     )
@@ -85,6 +101,7 @@ def _add_jobs_and_records(nouns: Any) -> None:
     jobs = nouns.add_parser("jobs", help="fleet jobs").add_subparsers(dest="verb", metavar="VERB")
     job_run = jobs.add_parser("run", help="run a command line on every agent a selector matches")
     _job_options(job_run, required=True)
+    _signing_options(job_run)
     job_run.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     job_run.set_defaults(ctl="jobs run")
     job_ls = jobs.add_parser("ls", help="jobs, newest first")
@@ -145,6 +162,13 @@ def _job_options(
         "--max-errors", default="0", help="stop after this many failed: N or N%% (default 0)"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+
+
+def _signing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", metavar="NAME", help="sign with this operator key")
+    parser.add_argument(
+        "--no-sign", action="store_true", help="send unsigned even when an operator key exists"
+    )
 
 
 def _completion(args: argparse.Namespace) -> int:

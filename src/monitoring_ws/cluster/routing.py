@@ -129,6 +129,8 @@ class NodeRouter:
             "streamOutput": order.stream_output,
             "wait": wait,
         }
+        if order.intent is not None:  # sealed with the rest; the holder relays it as is
+            request["intent"] = dict(order.intent)
         done, answers = trio.Event(), list[dict[str, Any]]()
         self._waiting[request_id] = (done, answers)
         try:
@@ -180,6 +182,7 @@ class NodeRouter:
                 _command_id(message.get("commandId")),
                 message.get("again") is True,
                 message.get("streamOutput") is True,
+                message.get("intent") if isinstance(message.get("intent"), dict) else None,
             )
             if message.get("wait") is False:
                 command_id, state = await local.submit_here(order)

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from .api import Api, segment
 from .forward import forward
+from .keys import keys_create, keys_list
 from .run import run, run_job
 from .settings import CtlError
 from .shell import shell
@@ -143,6 +144,8 @@ COMMANDS: dict[str, Handler] = {
     "shell": shell,
     "forward": forward,
     "update": update,
+    "keys create": keys_create,
+    "keys list": keys_list,
     "jobs run": jobs_run,
     "jobs ls": jobs_ls,
     "jobs show": _show("/api/jobs/"),

@@ -10,6 +10,7 @@ import sys
 from typing import Any, BinaryIO, TextIO
 
 from .api import Api, ApiError, segment
+from .keys import default_key, selected_ids, sign_if_keyed
 from .settings import CtlError
 from .stream import follow_lines
 
@@ -49,13 +50,16 @@ def run(api: Api, args: Any, out: TextIO) -> int:
         return run_job(api, args, out)
     if args.agent is None:
         raise CtlError("name the agent, or -l SELECTOR: ctl run AGENT -- uname -a", 2)
-    body = {
+    body: dict[str, Any] = {
         "command": "run",
         "args": {"command": _words(args, "ctl run AGENT -- uname -a")},
         "timeoutMs": int(args.timeout * 1000),
         "wait": False,
         "streamOutput": True,
     }
+    intent = sign_if_keyed(args, "run", body["args"], [args.agent], lifetime_ms=body["timeoutMs"])
+    if intent is not None:
+        body["intent"] = intent
     try:
         accepted = api.call("POST", f"/api/agents/{segment(args.agent)}/commands", body)
     except ApiError as exc:
@@ -175,6 +179,7 @@ def run_job(api: Api, args: Any, out: TextIO) -> int:
         "maxErrors": args.max_errors,
         "streamOutput": True,
     }
+    _sign_job(api, args, body)
     job_id = api.call("POST", "/api/jobs", body)["jobId"]
     prefixer = _Prefixer(out)
     ended: dict[str, dict[str, Any]] = {}
@@ -201,6 +206,19 @@ def run_job(api: Api, args: Any, out: TextIO) -> int:
         prefixer.flush()
         return _cancel(api, f"/api/jobs/{segment(job_id)}", f"job {job_id}")
     raise CtlError(f"the output of job {job_id} ended early: see ctl jobs show {job_id}", 1)
+
+
+def _sign_job(api: Api, args: Any, body: dict[str, Any]) -> None:
+    """One signature for the agents the selector names now (the job reaches no other)."""
+    if getattr(args, "no_sign", False) or default_key(getattr(args, "key", None)) is None:
+        return
+    agents = selected_ids(api, args.selector)
+    lifetime = body["timeoutMs"] * max(1, len(agents))  # a slow job still carries it
+    intent = sign_if_keyed(
+        args, body["command"], body["args"], agents, lifetime_ms=lifetime, selector=args.selector
+    )
+    if intent is not None:
+        body["intent"] = intent
 
 
 def _job_summary(

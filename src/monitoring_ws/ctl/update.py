@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from .api import Api, segment
-from .run import _cancel, _job_summary
+from .run import _cancel, _job_summary, _sign_job
 from .settings import CtlError
 from .stream import follow_lines
 
@@ -38,6 +38,7 @@ def update(api: Api, args: Any, out: TextIO) -> int:
         "maxConcurrency": args.max_concurrency,
         "maxErrors": args.max_errors,
     }
+    _sign_job(api, args, body)
     job_id = api.call("POST", "/api/jobs", body)["jobId"]
     ended: dict[str, dict[str, Any]] = {}
     path = f"/api/jobs/{segment(job_id)}/output"

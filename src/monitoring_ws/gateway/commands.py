@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -20,6 +20,7 @@ import trio
 from ..clock import wall_ms
 from ..protocol import (
     FEATURE_CANCEL,
+    FEATURE_INTENTS,
     FEATURE_OUTPUT,
     Command,
     CommandError,
@@ -114,14 +115,16 @@ class CommandBook:
         requested_by: Requester,
         command_id: str,
         stream_output: bool = False,
+        intent: Mapping[str, Any] | None = None,
     ) -> CommandRecord:
         """Sign a command, record it and send it now; it runs on without a caller waiting.
 
         Raises ``InvalidCommandError`` (nothing recorded) when it cannot be signed."""
         now = wall_ms()
         stream_output = stream_output and connection.speaks(FEATURE_OUTPUT)
+        relayed = intent if connection.speaks(FEATURE_INTENTS) else None
         frame = connection.command_frame(
-            Command(command_id, command, args, timeout_ms, stream_output), now
+            Command(command_id, command, args, timeout_ms, stream_output, relayed), now
         )
         record = CommandRecord(
             command_id=command_id,
@@ -134,6 +137,7 @@ class CommandBook:
             created_ms=now,
             updated_ms=now,
             stream_output=stream_output,
+            intent=intent,
         )
         live = _Live(record, connection)
         self._add(live)
@@ -160,7 +164,10 @@ class CommandBook:
             return
         remaining = max(1, record.deadline_ms - now_ms)
         stream = record.stream_output and connection.speaks(FEATURE_OUTPUT)
-        command = Command(record.command_id, record.command, dict(record.args), remaining, stream)
+        relayed = record.intent if connection.speaks(FEATURE_INTENTS) else None
+        command = Command(
+            record.command_id, record.command, dict(record.args), remaining, stream, relayed
+        )
         try:
             frame = connection.command_frame(command, now_ms)
         except InvalidCommandError as exc:

@@ -20,6 +20,7 @@ from ..protocol import (
     FEATURE_ACK,
     FEATURE_CANCEL,
     FEATURE_CHANNELS,
+    FEATURE_INTENTS,
     FEATURE_LABELS,
     FEATURE_OUTPUT,
     CloseCode,
@@ -177,7 +178,7 @@ class Gateway:
         self._session_config = ServerConfig(
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             features=frozenset(
-                {FEATURE_ACK, FEATURE_CANCEL, FEATURE_LABELS, FEATURE_OUTPUT}
+                {FEATURE_ACK, FEATURE_CANCEL, FEATURE_INTENTS, FEATURE_LABELS, FEATURE_OUTPUT}
                 | ({FEATURE_CHANNELS} if config.channels else set())
             ),
             rate_limit=RateLimit(

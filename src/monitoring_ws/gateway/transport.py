@@ -217,6 +217,7 @@ class WebSocketTransport:
             requested_by=order.requester,
             command_id=order.command_id or str(uuid.uuid4()),
             stream_output=order.stream_output,
+            intent=order.intent,
         )
 
     async def open_channel(

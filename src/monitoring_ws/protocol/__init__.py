@@ -62,6 +62,7 @@ from .events import (
     random_nonce,
 )
 from .fitting import encoded_size, fit_payload
+from .intent import FEATURE_INTENTS
 from .keys import Keyring, derive_agent_key, derive_enrolled_key, parse_agent_key, sign, verify
 from .labels import FEATURE_LABELS, MAX_LABELS, LabelError, check_labels
 from .output import FEATURE_OUTPUT, CommandOutput
@@ -96,6 +97,7 @@ __all__ = [
     "FEATURE_ACK",
     "FEATURE_CANCEL",
     "FEATURE_CHANNELS",
+    "FEATURE_INTENTS",
     "FEATURE_LABELS",
     "FEATURE_OUTPUT",
     "INTERRUPTED",

@@ -1,10 +1,14 @@
-"""Ed25519 signature verification (RFC 8032, section 5.1.7) in plain Python.
+"""Ed25519 (RFC 8032) in plain Python: verification, and signing for ``ctl``.
 
-The agent checks release manifests with it and has no ``cryptography`` (docs/install.md:
-the agent's dependencies stay small). Only public data passes through here, so the
-arithmetic need not be constant-time; signing is done with ``cryptography`` by the tools
-that hold private keys. Strict: a non-canonical ``S`` (>= L) or a point encoding that does
-not decode is a failed check, as in RFC 8032; the group equation is checked unscaled
+The agent checks release manifests and operator intents with it and has no
+``cryptography`` (docs/install.md: the agent's dependencies stay small); ``ctl`` signs
+intents with it on an operator's machine, where nothing else is installed. Verification
+handles only public data. Signing is not constant-time (Python integers): a process on the
+operator's machine that can time ``ctl`` closely could learn about the key, which is
+why keys live on operators' machines and not on shared servers (docs/security.md).
+
+Verification is strict: a non-canonical ``S`` (>= L) or a point encoding that does not
+decode is a failed check, as in RFC 8032; the group equation is checked unscaled
 (``[S]B == R + [k]A``), matching ``cryptography``/OpenSSL on every RFC vector.
 """
 
@@ -13,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-__all__ = ["KEY_PREFIX", "key_id", "parse_public_key", "verify"]
+__all__ = ["KEY_PREFIX", "key_id", "parse_public_key", "public_key", "sign", "verify"]
 
 #: How keys are written in settings and manifests: ``ed25519:`` and 32 bytes in base64.
 KEY_PREFIX = "ed25519:"
@@ -79,6 +83,38 @@ _BY = 4 * pow(5, _P - 2, _P) % _P
 _BX = _recover_x(_BY, 0)
 assert _BX is not None  # noqa: S101 - the base point decodes
 _BASE: _Point = (_BX, _BY, 1, _BX * _BY % _P)
+
+
+def _compress(point: _Point) -> bytes:
+    inverse = pow(point[2], _P - 2, _P)
+    x, y = point[0] * inverse % _P, point[1] * inverse % _P
+    return int.to_bytes(y | ((x & 1) << 255), 32, "little")
+
+
+def _expand(seed: bytes) -> tuple[int, bytes]:
+    if len(seed) != 32:
+        raise ValueError("an ed25519 private key (seed) is 32 bytes")
+    digest = hashlib.sha512(seed).digest()
+    scalar = int.from_bytes(digest[:32], "little")
+    scalar &= (1 << 254) - 8
+    scalar |= 1 << 254
+    return scalar, digest[32:]
+
+
+def public_key(seed: bytes) -> bytes:
+    """The 32-byte public key of a 32-byte private key (seed)."""
+    scalar, _ = _expand(seed)
+    return _compress(_multiply(scalar, _BASE))
+
+
+def sign(seed: bytes, message: bytes) -> bytes:
+    """The 64-byte signature of ``message`` (deterministic, RFC 8032 section 5.1.6)."""
+    scalar, prefix = _expand(seed)
+    public = _compress(_multiply(scalar, _BASE))
+    r = int.from_bytes(hashlib.sha512(prefix + message).digest(), "little") % _L
+    encoded_r = _compress(_multiply(r, _BASE))
+    k = int.from_bytes(hashlib.sha512(encoded_r + public + message).digest(), "little") % _L
+    return encoded_r + int.to_bytes((r + k * scalar) % _L, 32, "little")
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:

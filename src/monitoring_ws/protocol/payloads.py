@@ -295,18 +295,25 @@ class Command:
     timeout_ms: int
     #: With the ``output`` extension: send the output as it happens (``command_output``).
     stream_output: bool = False
+    #: With the ``intents`` extension: the operator's signed intent, as the operator's
+    #: client made it (intent.py checks it; the server relays it unchanged).
+    intent: Mapping[str, Any] | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
         stream = payload.get("streamOutput", False)
         if not isinstance(stream, bool):
             raise schema_error("payload.streamOutput must be a boolean")
+        intent = payload.get("intent")
+        if intent is not None and not isinstance(intent, dict):
+            raise schema_error("payload.intent must be an object")
         return cls(
             command_id=_name(payload, "commandId"),
             command=_name(payload, "command"),
             args=_member(payload, "args", dict),
             timeout_ms=_non_negative(payload, "timeoutMs", 1),
             stream_output=stream,
+            intent=intent,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -318,6 +325,8 @@ class Command:
         }
         if self.stream_output:  # only then: a command stays as protocol v1 has it
             payload["streamOutput"] = True
+        if self.intent is not None:
+            payload["intent"] = dict(self.intent)
         return payload
 
 

@@ -81,6 +81,9 @@ class CommandOrder:
     #: Send the output as it happens, where the transport and the agent can (the
     #: ``output`` extension; ``GET /api/commands/:id/output``).
     stream_output: bool = False
+    #: The operator's signed intent (protocol/intent.py), relayed unchanged to agents
+    #: that speak ``intents``; the transport never alters it.
+    intent: Mapping[str, Any] | None = None
 
     @property
     def timeout_s(self) -> float:

@@ -68,6 +68,8 @@ class CommandRecord:
     attempts: int = 0
     #: Its output is sent as it happens (``GET /api/commands/:id/output``).
     stream_output: bool = False
+    #: The operator's signed intent it carries (re-sent with it), or None.
+    intent: Mapping[str, Any] | None = None
 
     @property
     def deadline_ms(self) -> int:
@@ -120,6 +122,7 @@ class CommandRecord:
             "late": self.late,
             "attempts": self.attempts,
             "streamOutput": self.stream_output,
+            **({} if self.intent is None else {"intent": dict(self.intent)}),
         }
 
     @classmethod
@@ -142,6 +145,7 @@ class CommandRecord:
             late=bool(value.get("late")),
             attempts=int(value.get("attempts", 0)),
             stream_output=value.get("streamOutput") is True,
+            intent=value.get("intent"),
         )
 
 

@@ -6,10 +6,12 @@ from typing import Any
 
 from quart import Quart, Response, g, request
 
+from ...protocol.intent import signer_ids
 from ...protocol.payloads import NAME
 from ...transports import Requester
 from ...web import BadBody, error, forbidden, int_arg, reach, strict_json, token
 from ..jobs import JobError, JobRunner, JobSpecError, TargetState, parse_job
+from ..jobs.spec import IntentSpecError
 from ..jobs.store import Job
 
 __all__ = ["JOBS_PATH", "add_job_routes", "find_job"]
@@ -32,6 +34,8 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
                 default_timeout_ms=service.default_timeout_ms,
                 max_timeout_ms=service.max_timeout_ms,
             )
+        except IntentSpecError as exc:
+            return error(409, "intent_rejected", str(exc))
         except (BadBody, JobSpecError) as exc:
             return error(400, "bad_request", str(exc))
         presented = token()
@@ -48,6 +52,8 @@ def add_job_routes(app: Quart, runner: JobRunner) -> None:
         except JobError as exc:
             return error(exc.status, exc.code, str(exc))
         g.audit = {"jobId": job.job_id, "command": spec.command, "matched": len(job.targets)}
+        if spec.intent is not None:  # who signed it (the agents check the signatures)
+            g.audit["operatorKeys"] = signer_ids(spec.intent)
         location = f"{JOBS_PATH}/{job.job_id}"
         answer = {"jobId": job.job_id, "state": job.state.value, "matched": len(job.targets)}
         return {**answer, "location": location}, 202, {"Location": location}

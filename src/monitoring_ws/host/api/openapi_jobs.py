@@ -104,6 +104,7 @@ JOB_SCHEMAS: dict[str, Any] = {
             "offlineWaitMs": {"type": "integer", "minimum": 1, "maximum": 7 * 86_400_000},
             "requestedBy": {"type": "string", "minLength": 1, "maxLength": 128},
             "streamOutput": {"type": "boolean"},
+            "intent": ref("SignedIntent"),
         },
     },
     "Job": {

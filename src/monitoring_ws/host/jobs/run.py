@@ -81,6 +81,7 @@ class JobRun:
             # Sent before (this server restarted, or the agent left): ask, do not resend.
             again=target.index in self.sent_before,
             stream_output=spec.stream_output,
+            intent=spec.intent,
         )
 
     def settle(self, target: Target, answer: Routed | TransportError) -> None:

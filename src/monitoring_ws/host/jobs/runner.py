@@ -30,7 +30,7 @@ from ..events import EventHub
 from ..fleet import Fleet
 from ..router import Routed
 from .run import JobRun
-from .spec import JobSpec, JobState, TargetState
+from .spec import JobSpec, JobState, TargetState, intent_agents
 from .store import Job, JobStorage, Target
 
 __all__ = ["JobError", "JobRunner"]
@@ -139,6 +139,9 @@ class JobRunner:
                 429, "too_many_jobs", f"{self.max_running} jobs run already: wait for one to end"
             )
         matched = await self.fleet.select(spec.selector, full=False)
+        signed_for = intent_agents(spec)
+        if signed_for is not None:  # the operator signed for these: no other agent
+            matched = [entry for entry in matched if entry["agentId"] in signed_for]
         if not matched:
             raise JobError(404, "no_agents", "the selector matches no agent: nothing to run")
         if len(matched) > self.max_targets:

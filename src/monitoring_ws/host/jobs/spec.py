@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from ...protocol.canonical import canonicalize
+from ...protocol.intent import IntentRefusedError, SignedIntent
 from ...protocol.payloads import NAME
 from ..selectors import Selector, SelectorError, parse_selector
 
@@ -37,6 +39,7 @@ JOB_KEYS = frozenset(
         "offlineWaitMs",
         "requestedBy",
         "streamOutput",
+        "intent",
     }
 )
 #: SSM's defaults: 50 agents at a time; the first error stops the job.
@@ -49,6 +52,10 @@ _AMOUNT = re.compile(r"(0|[1-9]\d{0,8})(%?)")
 
 class JobSpecError(ValueError):
     """A job request that cannot run; the message says what to fix."""
+
+
+class IntentSpecError(JobSpecError):
+    """The job's ``intent`` does not fit it or cannot be checked (409)."""
 
 
 class JobState(enum.StrEnum):
@@ -132,6 +139,9 @@ class JobSpec:
     label: str | None = None
     #: Each agent's output is sent as it happens (``GET /api/jobs/:id/output``).
     stream_output: bool = False
+    #: The operator's signed intent, sent with every command of the job; it names the
+    #: agents the job may reach.
+    intent: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,6 +155,7 @@ class JobSpec:
             "offlineWaitMs": self.offline_wait_ms,
             "requestedBy": self.label,
             "streamOutput": self.stream_output,
+            **({} if self.intent is None else {"intent": dict(self.intent)}),
         }
 
 
@@ -183,6 +194,9 @@ def parse_job(body: Any, *, default_timeout_ms: int, max_timeout_ms: int) -> Job
     stream_output = body.get("streamOutput", False)
     if not isinstance(stream_output, bool):
         raise JobSpecError("streamOutput must be true or false")
+    intent = body.get("intent")
+    if intent is not None:
+        args = _signed_args(intent, command, body.get("args"))
     return JobSpec(
         selector=selector,
         command=command,
@@ -196,7 +210,28 @@ def parse_job(body: Any, *, default_timeout_ms: int, max_timeout_ms: int) -> Job
         offline_wait_ms=wait_ms,
         label=label,
         stream_output=stream_output,
+        intent=intent,
     )
+
+
+def _signed_args(intent: Any, command: str, args: Any) -> dict[str, Any]:
+    """The args the operator signed (the body's own must be those, or absent)."""
+    try:
+        signed = SignedIntent.from_json(intent).intent
+    except IntentRefusedError as exc:
+        raise IntentSpecError(f"intent: {exc.message}") from None
+    if signed.command != command:
+        raise IntentSpecError(f"intent: it was signed for {signed.command!r}, not {command!r}")
+    if args is not None and canonicalize(args) != canonicalize(dict(signed.args)):
+        raise IntentSpecError("intent: the args differ from the ones the operator signed")
+    return dict(signed.args)
+
+
+def intent_agents(spec: JobSpec) -> frozenset[str] | None:
+    """The agents the job's signed intent names, or None (no intent: the selector's)."""
+    if spec.intent is None:
+        return None
+    return frozenset(SignedIntent.from_json(spec.intent).intent.agents)
 
 
 def _whole(value: Any) -> Any:

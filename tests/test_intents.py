@@ -1,0 +1,214 @@
+"""Operator-signed commands (docs/security.md, "Operator-signed commands"): agents in
+``requireOperatorSignature`` mode run what ``ctl`` signed with a trusted key, and refuse,
+running nothing, what a compromised server changed, replayed, aimed elsewhere, let
+expire or had signed by a key the agent does not trust."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from monitoring_ws.agent.main import build_agent
+from monitoring_ws.agent.settings import load_settings
+from monitoring_ws.ctl.keys import create_key
+from monitoring_ws.protocol.ed25519 import parse_public_key, public_key
+from monitoring_ws.protocol.intent import (
+    Intent,
+    IntentRefusedError,
+    SignedIntent,
+    check_intent,
+    sign_intent,
+)
+from monitoring_ws.transports import CommandOrder
+
+from .conftest import REPO, SECRET, StartServer
+from .support.eventually import eventually
+from .support.processes import isolated_env
+from .test_jobs import finished
+
+AGENTS = ("a-1", "a-2", "b-1")
+
+
+def _seed(config: Path, name: str) -> bytes:
+    record = json.loads((config / "monitoring-ws" / "keys" / f"{name}.json").read_text())
+    return base64.b64decode(record["seed"])
+
+
+@pytest.fixture
+async def fleet(
+    start_server: StartServer, tmp_path: Path, nursery: trio.Nursery
+) -> tuple[Any, Path, Path]:
+    """A server, an operator key in a scratch config dir, three agents that trust it and
+    need its signature for everything; each may ``touch`` files in its own directory."""
+    config = tmp_path / "config"
+    _, public = create_key("alice", passphrase=None, default=True, environ={
+        "XDG_CONFIG_HOME": str(config)
+    })  # fmt: skip
+    running = await start_server()
+    work = tmp_path / "work"
+    work.mkdir()
+    agents = []
+    for agent_id in AGENTS:
+        settings = load_settings(
+            None,
+            wsApiUrl=running.agent_urls[0],
+            wsSecret=SECRET,
+            agentId=agent_id,
+            stateDir=str(tmp_path / agent_id),
+            operatorKeys=[public],
+            requireOperatorSignature=True,
+            allowedCommands=[f"touch re:{work}/[a-z0-9-]+"],
+            labels={"role": "app" if agent_id.startswith("a") else "other"},
+        )
+        agent = build_agent(settings)
+        nursery.start_soon(agent.run)
+        agents.append(agent)
+    for agent in agents:
+        await eventually(agent.connected.is_set, what="the agents connected")
+    return running, config, work
+
+
+async def _ctl(running: Any, config: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "monitoring_ws", "ctl", "--url", running.api_url, *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=isolated_env(XDG_CONFIG_HOME=str(config)),
+    )
+
+
+def _touch(work: Path, name: str) -> dict[str, str]:
+    return {"command": f"touch {work}/{name}"}
+
+
+async def _send(running: Any, agent_id: str, args: dict[str, Any], intent: Any) -> Any:
+    """What a compromised server does: its own transport sends whatever it likes with
+    whatever intent it holds (the API would have refused the mismatch)."""
+    order = CommandOrder(agent_id, "run", args, 10_000, intent=intent)
+    return await running.plugin.transport.send_command(order)
+
+
+async def test_only_what_the_operator_signed_runs(fleet: tuple[Any, Path, Path]) -> None:
+    running, config, work = fleet
+    done = await _ctl(running, config, "run", "a-1", "--", "touch", f"{work}/signed")
+    assert done.returncode == 0, done.stderr.decode()
+    assert (work / "signed").exists()
+    async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as api:
+        records = (await api.get("/api/commands", params={"agentId": "a-1"})).json()["commands"]
+        [record] = [r for r in records if r["state"] == "succeeded"]
+        intent = record["intent"]  # kept with the record, as the operator signed it
+        assert intent["intent"]["agents"] == ["a-1"]
+        unsigned = await api.post(
+            "/api/agents/a-1/commands", json={"command": "run", "args": _touch(work, "plain")}
+        )
+        assert unsigned.json()["error"]["code"] == "operator_signature_required"
+    seed = _seed(config, "alice")
+    stranger = bytes(range(32))
+
+    def signed(agents: list[str], name: str, *, key: bytes = seed, expired: bool = False) -> Any:
+        begin = 1_000 if expired else int(time.time() * 1000)
+        made = Intent(
+            "run", _touch(work, name), tuple(agents), begin, begin + 60_000, secrets.token_hex(8)
+        )
+        return sign_intent(made, [key]).to_json()
+
+    cases = [
+        ("changed", _touch(work, "changed"), intent, "operator_signature_invalid"),
+        ("replayed", intent["intent"]["args"], intent, "operator_signature_replayed"),
+        (
+            "elsewhere",
+            _touch(work, "elsewhere"),
+            signed(["a-2"], "elsewhere"),
+            "operator_signature_wrong_agent",
+        ),
+        (
+            "expired",
+            _touch(work, "expired"),
+            signed(["a-1"], "expired", expired=True),
+            "operator_signature_expired",
+        ),
+        (
+            "stranger",
+            _touch(work, "stranger"),
+            signed(["a-1"], "stranger", key=stranger),
+            "operator_signature_untrusted",
+        ),
+    ]
+    for what, args, carried, code in cases:
+        outcome = await _send(running, "a-1", args, carried)
+        assert outcome.error_code == code, (what, outcome)
+        assert "signature" in outcome.error_code
+    assert sorted(p.name for p in work.iterdir()) == ["signed"]  # nothing else ran
+    assert public_key(stranger) != public_key(seed)
+
+
+async def test_a_job_signed_once_reaches_its_agents_and_no_other(
+    fleet: tuple[Any, Path, Path],
+) -> None:
+    running, config, work = fleet
+    done = await _ctl(running, config, "run", "-l", "role=app", "--", "touch", f"{work}/job")
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert "succeeded: 2 succeeded" in done.stdout.decode()
+    # Signed for the app agents; a selector that also matches b-1 still reaches only them.
+    seed = _seed(config, "alice")
+    now = int(time.time() * 1000)
+    made = Intent("run", _touch(work, "wide"), ("a-1", "a-2"), now, now + 60_000, "n" * 20)
+    async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as api:
+        answer = await api.post(
+            "/api/jobs",
+            json={
+                "selector": {"glob": "*"},
+                "command": "run",
+                "intent": sign_intent(made, [seed]).to_json(),
+            },
+        )
+        assert answer.status_code == 202, answer.text
+        job = await finished(api, answer.json()["jobId"])
+    assert job["matched"] == 2, job
+    assert job["counts"]["succeeded"] == 2, job
+
+
+def test_the_documented_intent_vector_verifies_and_only_as_documented() -> None:
+    """tests/data/intent-vector.json: what docs/protocol.md gives third parties."""
+    vector = json.loads((REPO / "tests/data/intent-vector.json").read_text())
+    key = parse_public_key(vector["publicKey"])
+    signed = SignedIntent.from_json(vector["signed"])
+    assert signed.intent.signed_bytes().decode() == vector["signedBytes"]
+    check = functools.partial(
+        check_intent, signed, command="run", args={"command": "systemctl restart nginx"}
+    )
+    inside = vector["signed"]["intent"]["notBefore"] + 1
+    assert check(agent_id="web-2", now_ms=inside, trusted=[key]) == (vector["keyId"],)
+    for changes, code in (
+        ({"agent_id": "web-3"}, "operator_signature_wrong_agent"),
+        ({"now_ms": vector["signed"]["intent"]["expires"] + 61_000}, "operator_signature_expired"),
+        ({"trusted": [bytes(32)]}, "operator_signature_untrusted"),
+        ({"quorum": 2}, "operator_signature_quorum"),
+    ):
+        arguments = {"agent_id": "web-1", "now_ms": inside, "trusted": [key], **changes}
+        with pytest.raises(IntentRefusedError) as refused:
+            check(**arguments)
+        assert refused.value.code == code
+    tampered = json.loads(json.dumps(vector["signed"]))
+    tampered["intent"]["agents"].append("web-3")
+    with pytest.raises(IntentRefusedError, match="was changed"):
+        check_intent(
+            SignedIntent.from_json(tampered),
+            agent_id="web-3",
+            command="run",
+            args={"command": "systemctl restart nginx"},
+            now_ms=inside,
+            trusted=[key],
+        )
