@@ -21,7 +21,9 @@ import trio
 
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
+from monitoring_ws.clock import wall_ms
 from monitoring_ws.ctl.keys import create_key
+from monitoring_ws.gateway.enrollment import JoinTokens
 from monitoring_ws.protocol.ed25519 import parse_public_key, public_key
 from monitoring_ws.protocol.intent import (
     Intent,
@@ -30,6 +32,7 @@ from monitoring_ws.protocol.intent import (
     check_intent,
     sign_intent,
 )
+from monitoring_ws.protocol.jointoken import keyset_fingerprint
 from monitoring_ws.transports import CommandOrder
 
 from .conftest import REPO, SECRET, StartServer
@@ -212,3 +215,59 @@ def test_the_documented_intent_vector_verifies_and_only_as_documented() -> None:
             now_ms=inside,
             trusted=[key],
         )
+
+
+async def test_enrollment_hands_over_the_operator_keys_the_token_pins(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """``token create`` on a server with operator keys pins them in the token; an agent
+    enrolling with it takes the keys (and the signature requirement) only if the server
+    answers that very set."""
+    state = tmp_path / "state"
+    _, public = create_key("ops", passphrase=None, default=False, environ={
+        "XDG_CONFIG_HOME": str(tmp_path / "config")
+    })  # fmt: skip
+    config = tmp_path / "monitoring.toml"
+    config.write_text(
+        f'[server]\nstate_dir = "{state}"\n[plugins.websocket]\noperator_keys = ["{public}"]\n'
+    )
+    made = subprocess.run(
+        [sys.executable, "-m", "monitoring_ws", "token", "create", "--config", config],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=isolated_env(),
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.split(".")[4] == keyset_fingerprint([public])
+    assert "pins operator keys" in made.stderr
+    running = await start_server(state_dir=state, operator_keys=(public,))
+    url = running.api_url
+
+    async def enroll(text: str, agent_id: str) -> subprocess.CompletedProcess[bytes]:
+        output = str(tmp_path / f"{agent_id}.json")
+        where = ("--url", url, "--agent-id", agent_id, "--output", output)
+        return await trio.run_process(
+            [sys.executable, "-m", "monitoring_ws", "agent", "enroll", *where],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=isolated_env(MONITORING_WS_JOIN_TOKEN=text),
+        )
+
+    done = await enroll(token, "e-1")
+    assert done.returncode == 0, done.stderr.decode()
+    settings = json.loads((tmp_path / "e-1.json").read_text())
+    assert settings["operatorKeys"] == [public]
+    assert settings["requireOperatorSignature"] is True
+    assert load_settings(tmp_path / "e-1.json").requires_signature("ping")
+    # A token that pins another set (the server's keys were swapped since): refused.
+    other = JoinTokens(state).create(
+        ttl_s=600, uses=1, agents=(), pin=None, now_ms=wall_ms(),
+        keyset=keyset_fingerprint(["ed25519:" + base64.b64encode(bytes(32)).decode()]),
+    )  # fmt: skip
+    refused = await enroll(str(other), "e-2")
+    assert refused.returncode != 0
+    assert "not the ones the join token pins" in refused.stderr.decode()
+    assert not (tmp_path / "e-2.json").exists()

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..configbase import is_loopback
-from ..protocol.jointoken import parse_join_token
+from ..protocol.jointoken import keyset_fingerprint, parse_join_token
 from .https import PinError, open_connection
 
 __all__ = ["EnrollError", "enroll"]
@@ -68,4 +68,26 @@ def enroll(url: str, token_text: str, agent_id: str, *, insecure: bool = False) 
     keys = answer.get("releaseKeys")
     if isinstance(keys, list) and keys and all(isinstance(key, str) for key in keys):
         settings["releaseKeys"] = keys  # checked when the settings are loaded
+    if token.keyset is not None:
+        settings |= _pinned_operator_keys(answer, token.keyset)
     return settings
+
+
+def _pinned_operator_keys(answer: dict[str, Any], keyset: str) -> dict[str, Any]:
+    """The operator keys the answer lists, when they are the set the token pins: the
+    server cannot swap in keys of its own (or drop them) after the token was made."""
+    keys = answer.get("operatorKeys")
+    if (
+        not isinstance(keys, list)
+        or not all(isinstance(key, str) for key in keys)
+        or keyset_fingerprint(keys) != keyset
+    ):
+        raise EnrollError(
+            "the server's operator keys are not the ones the join token pins: refusing to "
+            "enroll (nothing was written); ask for a new token, and check the server"
+        )
+    required = answer.get("requireOperatorSignature", True)
+    return {
+        "operatorKeys": keys,
+        "requireOperatorSignature": required if isinstance(required, bool | list) else True,
+    }

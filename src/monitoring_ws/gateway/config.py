@@ -108,6 +108,11 @@ class GatewayConfig:
     #: be signed with. Agents receive these keys when they enroll.
     releases_dir: str | None = None
     release_keys: tuple[str, ...] = ()
+    #: Operator keys (``ed25519:<base64>``) handed to agents that enroll, pinned by the
+    #: join tokens made meanwhile; with them, agents run only operator-signed commands
+    #: (``require_operator_signature``; docs/security.md, "Operator-signed commands").
+    operator_keys: tuple[str, ...] = ()
+    require_operator_signature: bool = True
 
     @property
     def releases_path(self) -> Path:
@@ -125,7 +130,7 @@ class GatewayConfig:
     def check(self) -> None:
         """The gateway's own cross-field rules (the host checked ``[server]``); raises
         ``ConfigError`` with the fix."""
-        for key in self.release_keys:
+        for key in (*self.release_keys, *self.operator_keys):
             try:
                 parse_public_key(key)
             except ValueError as exc:
@@ -137,7 +142,7 @@ class GatewayConfig:
             )
 
 
-_TUPLES = {"master_secrets", "revoked_agents", "release_keys"}
+_TUPLES = {"master_secrets", "revoked_agents", "release_keys", "operator_keys"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -66,6 +66,8 @@ class EnrollEndpoint:
         known: Callable[[str], Awaitable[bool]] | None = None,
         rekeyed: Callable[[str], None] | None = None,
         release_keys: tuple[str, ...] = (),
+        operator_keys: tuple[str, ...] = (),
+        require_operator_signature: bool = True,
     ) -> None:
         self.tokens, self.master_secret, self.clock, self.audit = (
             tokens,
@@ -81,6 +83,9 @@ class EnrollEndpoint:
         self.rekeyed = rekeyed
         #: The release keys an enrolled agent is told to trust (``releaseKeys``).
         self.release_keys = release_keys
+        #: The operator keys enrolled agents are to trust, and whether they need them.
+        self.operator_keys = operator_keys
+        self.require_operator_signature = require_operator_signature
         #: Per (address, token id) and per (address, ""): (the minute, refusals in it).
         self._refusals: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
 
@@ -104,6 +109,15 @@ class EnrollEndpoint:
             self._refusals[key] = (minute, count + 1 if then == minute else 1)
         while len(self._refusals) > MAX_TRACKED:
             self._refusals.popitem(last=False)
+
+    def _answer(self, agent_id: str, key: str) -> dict[str, Any]:
+        answer: dict[str, Any] = {"agentId": agent_id, "wsAgentKey": key}
+        if self.release_keys:  # what the agent's ``update`` will trust (docs/install.md)
+            answer["releaseKeys"] = list(self.release_keys)
+        if self.operator_keys:  # taken only if the agent's join token pins this very set
+            answer["operatorKeys"] = list(self.operator_keys)
+            answer["requireOperatorSignature"] = self.require_operator_signature
+        return answer
 
     async def __call__(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -171,10 +185,7 @@ class EnrollEndpoint:
         if self.rekeyed is not None:
             self.rekeyed(agent_id)
         key = derive_enrolled_key(self.master_secret(), agent_id, redeemed).hex()
-        answer: dict[str, Any] = {"agentId": agent_id, "wsAgentKey": key}
-        if self.release_keys:  # what the agent's ``update`` will trust (docs/install.md)
-            answer["releaseKeys"] = list(self.release_keys)
-        await _answer(send, 200, answer)
+        await _answer(send, 200, self._answer(agent_id, key))
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

@@ -125,8 +125,9 @@ class JoinTokens:
         pin: str | None,
         now_ms: int,
         reenroll: bool = False,
+        keyset: str | None = None,
     ) -> JoinToken:
-        token = JoinToken(secrets.token_hex(8), secrets.token_urlsafe(32), pin)
+        token = JoinToken(secrets.token_hex(8), secrets.token_urlsafe(32), pin, keyset)
         row = (
             token.id,
             _digest(token.secret),

@@ -122,6 +122,7 @@ def _revoke(args: argparse.Namespace) -> int:
 def _create(args: argparse.Namespace) -> int:
     from ..clock import wall_ms  # noqa: PLC0415
     from ..configbase import ConfigError  # noqa: PLC0415
+    from ..protocol.jointoken import keyset_fingerprint  # noqa: PLC0415
     from .agent_config import certificate_pin, curl_pin  # noqa: PLC0415
 
     if not 1 <= args.uses <= 100_000:
@@ -145,6 +146,7 @@ def _create(args: argparse.Namespace) -> int:
             pin=pin,
             now_ms=wall_ms(),
             reenroll=args.reenroll,
+            keyset=keyset_fingerprint(config.operator_keys) if config.operator_keys else None,
         )
     except (ConfigError, ValueError, OSError) as exc:
         raise SystemExit(f"monitoring-ws token create: {exc}") from None
@@ -157,6 +159,13 @@ def _create(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(token)
+    if config.operator_keys:
+        listed = ", ".join(config.operator_keys)
+        print(
+            f"monitoring-ws token create: the token pins operator keys {listed}: agents that "
+            "enroll with it run only commands those keys sign",
+            file=sys.stderr,
+        )
     # How an agent machine uses it (stderr: stdout stays the token alone, for scripts).
     curl = "curl -fsSL"
     if pin is not None:

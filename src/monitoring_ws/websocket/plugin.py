@@ -108,6 +108,8 @@ class WebSocketPlugin(PluginBase):
             known=self.gateway.knows,
             rekeyed=self.gateway.rekeyed,
             release_keys=self.config.release_keys,
+            operator_keys=self.config.operator_keys,
+            require_operator_signature=self.config.require_operator_signature,
         )
         server = context.server
         self._releases = ReleasesEndpoint(
