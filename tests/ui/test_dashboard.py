@@ -6,6 +6,7 @@ set (``./dev screenshots`` points it at docs/img), else to the test's temp dir."
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ import trio
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from monitoring_ws.gateway.store import StateStore
+from monitoring_ws.protocol.ed25519 import key_id as key_id_of
+from monitoring_ws.protocol.ed25519 import public_key
 
 from ..support.processes import Process, agent, free_port, server
 
@@ -357,3 +360,61 @@ def test_a_frozen_agent_turns_stale_and_back(page: Page, fleet: dict[str, object
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
     expect(row).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+
+
+def test_the_console_signs_with_a_key_made_in_the_browser(
+    page: Page, fleet: dict[str, object]
+) -> None:
+    """Step 18: an Ed25519 key made in Chromium (WebCrypto, non-extractable, IndexedDB)
+    signs the console's ping; an agent that requires operator signatures and trusts only
+    that key runs it, and refuses the same ping unsigned."""
+    _log_in(page, "/ui#/agents/web-1")
+    page.click("#operator-key-create", timeout=WAIT_MS)
+    public = page.locator("#operator-key-public").inner_text(timeout=WAIT_MS)
+    key_id = page.locator("#operator-key-id").inner_text()
+    assert public.startswith("ed25519:")
+    url = str(fleet["url"])
+    strict = agent(
+        fleet["tmp"],  # type: ignore[arg-type]
+        int(url.rsplit(":", 1)[1]),
+        "signed-1",
+        operatorKeys=[public],
+        requireOperatorSignature=True,
+    )
+    strict.start()
+    try:
+        page.goto("/ui#/agents/signed-1")
+        expect(page.locator("#agent-state")).to_have_text("connected", timeout=WAIT_MS)
+        page.select_option("#console-command", "ping", timeout=WAIT_MS)
+        page.uncheck("#console-stream-output")
+        page.click("#console-send")
+        expect(page.locator("#console-state")).to_have_attribute(
+            "data-state", "succeeded", timeout=WAIT_MS
+        )
+        expect(page.locator("#console-output .result")).to_contain_text('"pong": true')
+        _shoot(page, "signed", fleet["tmp"])  # type: ignore[arg-type]
+        answer = page.request.get(
+            "/api/commands?agentId=signed-1", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        [record] = answer.json()["commands"]
+        assert record["intent"]["signatures"][0]["keyId"] == key_id
+        assert record["intent"]["intent"]["agents"] == ["signed-1"]
+        # The same ping without the key: the agent refuses it, by name.
+        page.click("#operator-key-forget")
+        expect(page.locator("#operator-key-create")).to_be_visible()
+        page.click("#console-send")
+        expect(page.locator("#console-output")).to_contain_text(
+            "operator_signature_required", timeout=WAIT_MS
+        )
+        # A key from `ctl keys create` imported here: the same key id as ctl's; the agent
+        # does not trust it.
+        seed = bytes(range(32))
+        page.fill("#operator-key-seed", base64.b64encode(seed).decode())
+        page.click("#operator-key-import")
+        expect(page.locator("#operator-key-id")).to_have_text(key_id_of(public_key(seed)))
+        page.click("#console-send")
+        expect(page.locator("#console-output")).to_contain_text(
+            "operator_signature_untrusted", timeout=WAIT_MS
+        )
+    finally:
+        strict.stop()

@@ -1,6 +1,7 @@
 // The command console (send, follow, cancel) and the command rows both views show.
 
 import { api, followOutput } from "./api.js";
+import { createOperatorKey, forgetOperatorKey, importOperatorKey, operatorKey, signIntent } from "./operator.js";
 import { agentLink, clear, el, time } from "./util.js";
 
 const ENDED = new Set(["succeeded", "failed", "timed_out", "cancelled", "agent_disconnected"]);
@@ -73,6 +74,9 @@ export class Console {
     this.output = el("div", { id: "console-output" });
     this.label = null;
     this.commandId = null;
+    // The operator's key in this browser: with one, every command is signed.
+    this.key = null;
+    this.keyLine = el("div", { id: "operator-key", class: "operator-key" });
     this.node = el("div", { class: "panel console" },
       el("h2", { text: "Command console" }),
       el("label", { for: "console-command", text: "command (as the agent advertises)" }), this.command,
@@ -83,7 +87,28 @@ export class Console {
         el("label", {}, this.streamed, " output as it comes"),
         el("span", { class: "grow" }),
         this.cancelButton, this.sendButton),
+      this.keyLine,
       this.stream, this.output);
+    operatorKey().then((key) => this.showKey(key));
+  }
+
+  showKey(key) {
+    this.key = key;
+    if (key) {
+      clear(this.keyLine,
+        el("span", { class: "muted", text: "signed with operator key " }),
+        el("code", { id: "operator-key-id", text: key.keyId }), " ",
+        el("code", { id: "operator-key-public", class: "muted", text: key.publicKey }), " ",
+        el("button", { type: "button", id: "operator-key-forget", text: "Forget key", onclick: async () => { await forgetOperatorKey(); this.showKey(null); } }));
+      return;
+    }
+    const seed = el("input", { id: "operator-key-seed", type: "password", placeholder: "seed from ctl keys create (base64)", "aria-label": "operator key seed" });
+    const failed = (failure) => clear(this.keyLine, el("div", { class: "error", text: `operator key: ${failure.message || failure}` }));
+    clear(this.keyLine,
+      el("span", { class: "muted", text: "unsigned (no operator key in this browser) " }),
+      el("button", { type: "button", id: "operator-key-create", text: "Create key", onclick: () => createOperatorKey().then((k) => this.showKey(k), failed) }), " ",
+      seed, " ",
+      el("button", { type: "button", id: "operator-key-import", text: "Import", onclick: () => importOperatorKey(seed.value).then((k) => this.showKey(k), failed) }));
   }
 
   offer(entry) {
@@ -131,6 +156,7 @@ export class Console {
     this.show(el("p", { class: "muted", text: `sending ${body.command}…` }));
     this.sendButton.disabled = true;
     try {
+      if (this.key) body.intent = await signIntent(this.key, body.command, args, [this.agentId], body.timeoutMs);
       const { status, data } = await api(`/api/agents/${encodeURIComponent(this.agentId)}/commands`, { method: "POST", body });
       if (status === 202) {
         this.follow(data.commandId);
