@@ -18,11 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
+from monitoring_ws.agent.channel_settings import TunnelSettings
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.clock import wall_ms
-from monitoring_ws.ctl.keys import create_key
+from monitoring_ws.ctl.keys import Signer, create_key
 from monitoring_ws.gateway.enrollment import JoinTokens
 from monitoring_ws.protocol.ed25519 import parse_public_key, public_key
 from monitoring_ws.protocol.intent import (
@@ -38,6 +40,7 @@ from monitoring_ws.transports import CommandOrder
 from .conftest import REPO, SECRET, StartServer
 from .support.eventually import eventually
 from .support.processes import isolated_env
+from .test_channels import _control, _echo_server, _exchange, _read_stream_until, _start, _ws_url
 from .test_jobs import finished
 
 AGENTS = ("a-1", "a-2", "b-1")
@@ -271,3 +274,56 @@ async def test_enrollment_hands_over_the_operator_keys_the_token_pins(
     assert refused.returncode != 0
     assert "not the ones the join token pins" in refused.stderr.decode()
     assert not (tmp_path / "e-2.json").exists()
+
+
+async def test_a_tunnel_opens_only_when_an_operator_signed_it(
+    start_server: StartServer, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A tunnel's open is an intent too: ``ctl forward`` signs each connection it opens;
+    unsigned (``--no-sign``) the agent refuses it by name, and an intent used once does
+    not open a second channel."""
+    config = tmp_path / "config"
+    _, public = create_key("ops", passphrase=None, default=True, environ={
+        "XDG_CONFIG_HOME": str(config)
+    })  # fmt: skip
+    port = await _echo_server(nursery)
+    api = await _start(
+        start_server,
+        nursery,
+        tmp_path,
+        tunnels=TunnelSettings(allow=(("127.0.0.1", port),)),
+        operator_keys=(parse_public_key(public),),
+        signed_commands=None,
+    )
+    argv = [sys.executable, "-m", "monitoring_ws", "ctl", "--url", api, "forward", "box-1"]
+    env = isolated_env(XDG_CONFIG_HOME=str(config))
+    for extra, signed in (((), True), (("--no-sign",), False)):
+        spec = f"0:127.0.0.1:{port}"
+        process = await trio.lowlevel.open_process(
+            [*argv, *extra, spec], stderr=subprocess.PIPE, env=env
+        )
+        assert process.stderr is not None
+        try:
+            with trio.fail_after(60):
+                said = await _read_stream_until(process.stderr, b"(Ctrl-C stops)")
+                local = int(said.split(b" -> ")[0].rsplit(b":", 1)[1])
+                back = await _exchange(await trio.open_tcp_stream("127.0.0.1", local), b"hi")
+                if signed:
+                    assert back == b"hi"
+                else:
+                    assert back == b""
+                    said = await _read_stream_until(process.stderr, b"operator_signature")
+                    assert b"operator_signature_required" in said
+        finally:
+            process.kill()
+            await process.wait()
+    # The same signed open twice: the second is a replay.
+    signer = Signer(_seed(config, "ops"))
+    intent = signer.channel("tunnel", {"host": "127.0.0.1", "port": port}, "box-1")
+    url = _ws_url(api, "box-1", kind="tunnel", host="127.0.0.1", port=port, intent=intent)
+    for expected in ("opened", "refused"):
+        with trio.fail_after(30):
+            async with open_websocket_url(url) as ws:
+                answer = await _control(ws)
+        assert answer["type"] == expected, answer
+    assert "operator_signature_replayed" in answer["message"]

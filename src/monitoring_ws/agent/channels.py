@@ -31,6 +31,7 @@ from ..protocol import (
 )
 from ..protocol.channels import MAX_DATA
 from .channel_settings import SessionSettings, TunnelSettings
+from .intents import IntentGate
 from .shell import Refused, ShellProcess, open_shell
 from .tunnel import connect_tunnel
 
@@ -79,8 +80,11 @@ class AgentChannels:
         *,
         sessions: SessionSettings,
         tunnels: TunnelSettings,
+        gate: IntentGate | None = None,
     ) -> None:
         self._session = session
+        #: Operator signatures: an open is an intent too (command ``shell``/``tunnel``).
+        self._gate = gate
         self._send = send
         self._nursery = nursery
         self._sessions = sessions
@@ -175,6 +179,12 @@ class AgentChannels:
 
     async def _open_local(self, control: ChannelControl) -> tuple[LocalEnd, float | None]:
         params = control.params
+        if self._gate is not None and params is not None and control.kind is not None:
+            session = self._session.reply.session_id if self._session.reply else "?"
+            use = f"channel {session}/{control.channel_id}"
+            refused = self._gate.check(control.kind, params.to_payload(), control.intent, use)
+            if refused is not None:
+                raise Refused("refused", f"{refused.code}: {refused.message}")
         if isinstance(params, ShellParams):
             process = await open_shell(self._sessions, params)
             return LocalEnd(process.stream, process), self._sessions.idle_timeout_s

@@ -257,6 +257,7 @@ class Agent:
                         link.nursery,
                         sessions=self.settings.sessions,
                         tunnels=self.settings.tunnels,
+                        gate=self.runner.gate,
                     )
             case CommandReceived(command=command):
                 (self._work or link.nursery).start_soon(self._answer, command)

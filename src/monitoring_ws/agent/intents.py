@@ -6,7 +6,8 @@ window, asks for exactly this command and its nonce is new."""
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from ..clock import wall_ms
 from ..protocol import Command, CommandError
@@ -41,42 +42,48 @@ class IntentGate:
         self.nonces: NonceBook = nonces or _InMemory()
 
     def refusal(self, command: Command) -> CommandError | None:
-        """Why ``command`` may not run, or None. Without operator keys nothing is checked
-        (an intent then is only the server's word)."""
+        """Why ``command`` may not run, or None."""
+        return self.check(command.command, command.args, command.intent, command.command_id)
+
+    def check(
+        self, name: str, args: Mapping[str, Any], intent: Mapping[str, Any] | None, use: str
+    ) -> CommandError | None:
+        """Why ``name`` with ``args`` (a command, or a ``shell``/``tunnel`` open) may not
+        happen, or None; ``use`` names this use of the intent (a replay is another use).
+        Without operator keys nothing is checked (an intent is then the server's word)."""
         settings = self.settings
         if not settings.operator_keys:
             return None
-        required = settings.requires_signature(command.command)
-        if command.intent is None:
-            if not required:
+        if intent is None:
+            if not settings.requires_signature(name):
                 return None
             return CommandError(
                 "operator_signature_required",
-                f"this agent runs {command.command} only when an operator signed it "
+                f"this agent runs {name} only when an operator signed it "
                 "(requireOperatorSignature): sign it with `monitoring-ws ctl` and an "
                 "operator key",
             )
         now = wall_ms()
         try:
-            signed = SignedIntent.from_json(command.intent)
+            signed = SignedIntent.from_json(intent)
             holding = check_intent(
                 signed,
                 agent_id=settings.agent_id,
-                command=command.command,
-                args=command.args,
+                command=name,
+                args=args,
                 now_ms=now,
                 trusted=settings.operator_keys,
-                quorum=settings.operator_quorum.get(command.command, 1),
+                quorum=settings.operator_quorum.get(name, 1),
             )
         except IntentRefusedError as exc:
-            log.warning("command %s refused: %s", command.command_id, exc.message)
+            log.warning("%s (%s) refused: %s", use, name, exc.message)
             return CommandError(exc.code, exc.message)
         until = signed.intent.expires_ms + SKEW_MS
-        if not self.nonces.claim_nonce(signed.intent.nonce, command.command_id, until, now):
-            log.warning("command %s refused: its intent was used before", command.command_id)
+        if not self.nonces.claim_nonce(signed.intent.nonce, use, until, now):
+            log.warning("%s (%s) refused: its intent was used before", use, name)
             return CommandError(
                 "operator_signature_replayed",
                 "the operator's signature was already used for another command",
             )
-        log.info("command %s signed by operator key %s", command.command_id, ", ".join(holding))
+        log.info("%s (%s) signed by operator key %s", use, name, ", ".join(holding))
         return None

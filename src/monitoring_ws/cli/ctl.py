@@ -74,6 +74,7 @@ def _add_agents_and_run(nouns: Any) -> None:
         "shell", help="an interactive shell on an agent (its sessions.shell must be on)"
     )
     shell.add_argument("agent")
+    _signing_options(shell)
     shell.set_defaults(ctl="shell")
     forward = nouns.add_parser(
         "forward",
@@ -83,6 +84,7 @@ def _add_agents_and_run(nouns: Any) -> None:
     forward.add_argument("agent")
     forward.add_argument("spec", metavar="LOCAL_PORT:HOST:PORT", help="0 picks a free port")
     forward.add_argument("--bind", default="127.0.0.1", help="the local address (loopback)")
+    _signing_options(forward)
     forward.set_defaults(ctl="forward")
     update = nouns.add_parser(
         "update",

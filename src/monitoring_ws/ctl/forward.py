@@ -16,6 +16,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .api import Api
 from .channel import open_channel, plain_errors
+from .keys import Signer, signer_for
 from .settings import ClientSettings, CtlError
 
 __all__ = ["forward", "parse_spec"]
@@ -37,14 +38,19 @@ def forward(api: Api, args: Any, out: TextIO) -> int:
     local, host, port = parse_spec(args.spec)
     try:
         with plain_errors():
-            trio.run(_serve, api.settings, args.agent, (local, host, port), args.bind)
+            signer = signer_for(args)
+            trio.run(_serve, api.settings, args.agent, (local, host, port), args.bind, signer)
     except KeyboardInterrupt:
         return 130
     return 0
 
 
 async def _serve(
-    settings: ClientSettings, agent_id: str, spec: tuple[int, str, int], bind: str
+    settings: ClientSettings,
+    agent_id: str,
+    spec: tuple[int, str, int],
+    bind: str,
+    signer: Signer | None = None,
 ) -> None:
     local, host, port = spec
     try:
@@ -63,7 +69,11 @@ async def _serve(
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    ws = await open_channel(nursery, settings, agent_id, query)
+                    signed = dict(query)
+                    if signer is not None:  # each connection is its own intent
+                        target = {"host": host, "port": port}
+                        signed["intent"] = signer.channel("tunnel", target, agent_id)
+                    ws = await open_channel(nursery, settings, agent_id, signed)
                 except CtlError as refused:
                     print(f"monitoring-ws ctl: {refused}", file=sys.stderr, flush=True)
                     nursery.cancel_scope.cancel()

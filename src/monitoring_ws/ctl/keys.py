@@ -141,17 +141,50 @@ def signed_intent(
     environ: Mapping[str, str] = os.environ,
 ) -> dict[str, Any]:
     """An intent for ``command`` on ``agents``, signed with ``record``'s key."""
-    now = int(time.time() * 1000)
-    intent = Intent(
-        command=command,
-        args=dict(args),
-        agents=tuple(sorted(agents)),
-        not_before_ms=now,
-        expires_ms=now + lifetime_ms + MARGIN_MS,
-        nonce=secrets.token_urlsafe(18),
-        selector=selector,
+    return Signer(_seed(record, environ)).sign(
+        command, args, agents, lifetime_ms=lifetime_ms, selector=selector
     )
-    return sign_intent(intent, [_seed(record, environ)]).to_json()
+
+
+class Signer:
+    """One operator key, unsealed once (``forward`` signs each connection it opens)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._seed = seed
+
+    def sign(
+        self,
+        command: str,
+        args: Mapping[str, Any],
+        agents: list[str],
+        *,
+        lifetime_ms: int,
+        selector: str | None = None,
+    ) -> dict[str, Any]:
+        now = int(time.time() * 1000)
+        intent = Intent(
+            command=command,
+            args=dict(args),
+            agents=tuple(sorted(agents)),
+            not_before_ms=now,
+            expires_ms=now + lifetime_ms + MARGIN_MS,
+            nonce=secrets.token_urlsafe(18),
+            selector=selector,
+        )
+        return sign_intent(intent, [self._seed]).to_json()
+
+    def channel(self, kind: str, params: Mapping[str, Any], agent_id: str) -> str:
+        """A shell's or tunnel's open, signed, as ``?intent=`` carries it (base64url)."""
+        signed = self.sign(kind, params, [agent_id], lifetime_ms=60_000)
+        return base64.urlsafe_b64encode(json.dumps(signed).encode()).decode().rstrip("=")
+
+
+def signer_for(args: Any) -> Signer | None:
+    """``--key`` or the default key, unsealed; None with ``--no-sign`` or no key."""
+    if getattr(args, "no_sign", False):
+        return None
+    record = default_key(getattr(args, "key", None))
+    return None if record is None else Signer(_seed(record, os.environ))
 
 
 def keys_create(api: Any, args: Any, out: TextIO) -> int:
@@ -201,16 +234,12 @@ def sign_if_keyed(
 ) -> dict[str, Any] | None:
     """The signed intent to send along, with ``--key`` or the default key; None with
     ``--no-sign`` or when this operator has no key."""
-    if getattr(args, "no_sign", False):
-        return None
-    record = default_key(getattr(args, "key", None))
-    if record is None:
+    signer = signer_for(args)
+    if signer is None:
         return None
     if not agents:
         raise CtlError("no agent matches: nothing to sign", 1)
-    return signed_intent(
-        record, command, command_args, agents, lifetime_ms=lifetime_ms, selector=selector
-    )
+    return signer.sign(command, command_args, agents, lifetime_ms=lifetime_ms, selector=selector)
 
 
 def selected_ids(api: Any, selector: str) -> list[str]:

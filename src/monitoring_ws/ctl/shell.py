@@ -19,6 +19,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .api import Api
 from .channel import EXIT_UNAVAILABLE, open_channel, plain_errors
+from .keys import signer_for
 
 __all__ = ["shell"]
 
@@ -47,6 +48,10 @@ def shell(api: Api, args: Any, out: TextIO) -> int:
         "rows": size.lines,
         "term": os.environ.get("TERM") or "xterm-256color",
     }
+    signer = signer_for(args)
+    if signer is not None:  # the open is an intent too (agents may require it)
+        params = {k: query[k] for k in ("cols", "rows", "term")}
+        query["intent"] = signer.channel("shell", params, args.agent)
     stdin = sys.stdin.fileno()
     with plain_errors(), _raw(stdin):
         return trio.run(_session, api, args.agent, query, stdin)

@@ -83,10 +83,14 @@ class ConnectionChannels:
         return self._connection.send_frame(self._session.channel(control, self._clock()))
 
     def open(
-        self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None
+        self,
+        kind: str,
+        params: ShellParams | TunnelParams,
+        requested_by: str | None,
+        intent: Mapping[str, Any] | None = None,
     ) -> ServerChannel:
         try:
-            control = self.table.open(kind, params, requested_by)
+            control = self.table.open(kind, params, requested_by, intent)
         except RuntimeError as error:
             raise ChannelRefusedError("too_many_channels", str(error)) from None
         end = self.ends[control.channel_id] = ServerChannel(self, control.channel_id, kind)
@@ -279,6 +283,7 @@ class ChannelOpener:
         kind: str,
         params: Mapping[str, Any],
         requested_by: str | None,
+        intent: Mapping[str, Any] | None = None,
     ) -> ServerChannel:
         """Open and wait for the agent's answer; ``ChannelRefusedError`` says why not."""
         try:
@@ -288,7 +293,7 @@ class ChannelOpener:
         if len(self) >= self.max_open:
             message = f"{self.max_open} channels are open on this server (max_channels)"
             raise ChannelRefusedError("too_many_channels", message)
-        channel = connection.open_channel(kind, parsed, requested_by)
+        channel = connection.open_channel(kind, parsed, requested_by, intent)
         self._open.add(channel)
         await channel.wait_accepted()
         return channel

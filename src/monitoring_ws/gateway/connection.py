@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -22,6 +23,7 @@ from ..plugin_api import TOO_BIG
 from ..protocol import (
     DEFAULT_MAX_FRAME_VALUES,
     FEATURE_CHANNELS,
+    FEATURE_INTENTS,
     FEATURE_LABELS,
     Authenticated,
     ChannelControlReceived,
@@ -291,7 +293,11 @@ class AgentConnection:
     # -- channels -------------------------------------------------------------------------
 
     def open_channel(
-        self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None
+        self,
+        kind: str,
+        params: ShellParams | TunnelParams,
+        requested_by: str | None,
+        intent: Mapping[str, Any] | None = None,
     ) -> ServerChannel:
         """Send an ``open``; the channel's handle (its ``wait_accepted`` waits for the
         agent's answer). ``ChannelRefusedError`` when this agent cannot have one now."""
@@ -301,7 +307,8 @@ class AgentConnection:
                 f"agent {self.agent_id} did not negotiate channels (a protocol v1 or third-party "
                 "agent): sessions and tunnels need an agent that speaks them",
             )
-        return self._channel_book().open(kind, params, requested_by)
+        relayed = intent if self.speaks(FEATURE_INTENTS) else None
+        return self._channel_book().open(kind, params, requested_by, relayed)
 
     def _channel_book(self) -> ConnectionChannels:
         if self.channels is None:

@@ -227,6 +227,7 @@ class WebSocketTransport:
         params: Mapping[str, Any],
         *,
         requested_by: str | None,
+        intent: Mapping[str, Any] | None = None,
     ) -> Channel:
         """A shell or tunnel to an agent connected to this node (``OpensChannels``)."""
         gateway = self.gateway
@@ -243,7 +244,7 @@ class WebSocketTransport:
                     'tunnels on that node (docs/sessions.md, "Cluster")',
                 )
             raise ChannelRefusedError("agent_not_connected", f"agent {agent_id} is not connected")
-        return await gateway.channel_opener.open(connection, kind, params, requested_by)
+        return await gateway.channel_opener.open(connection, kind, params, requested_by, intent)
 
     def connection_for(self, agent_id: str, command: str) -> AgentConnection:
         """The agent's open connection, if it can take ``command``; raises why not."""

@@ -103,6 +103,9 @@ class ChannelControl:
     reason: str | None = None
     message: str | None = None
     exit_code: int | None = None
+    #: ``open`` with ``intents``: the operator's signed intent (command ``shell`` or
+    #: ``tunnel``, args the params), relayed unchanged.
+    intent: Mapping[str, Any] | None = None
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> Self:
@@ -122,7 +125,11 @@ class ChannelControl:
                 if by is not None and (not isinstance(by, str) or len(by) > 256):
                     raise schema_error("payload.requestedBy must be a string of at most 256")
                 parsed = (ShellParams if kind == "shell" else TunnelParams).from_payload(params)
-                return cls(op, channel_id, kind, _window(payload, "window"), parsed, by)
+                intent = payload.get("intent")
+                if intent is not None and not isinstance(intent, dict):
+                    raise schema_error("payload.intent must be an object")
+                window = _window(payload, "window")
+                return cls(op, channel_id, kind, window, parsed, by, intent=intent)
             case "accept":
                 return cls(op, channel_id, window=_window(payload, "window"))
             case "window":
@@ -152,6 +159,7 @@ class ChannelControl:
             "reason": self.reason,
             "message": self.message,
             "exitCode": self.exit_code,
+            "intent": None if self.intent is None else dict(self.intent),
         }
         payload.update((name, value) for name, value in optional.items() if value is not None)
         return payload

@@ -28,6 +28,8 @@ import enum
 import hashlib
 import hmac
 import struct
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -228,7 +230,11 @@ class ChannelTable:
         return channel_id in self._channels
 
     def open(
-        self, kind: str, params: ShellParams | TunnelParams, requested_by: str | None = None
+        self,
+        kind: str,
+        params: ShellParams | TunnelParams,
+        requested_by: str | None = None,
+        intent: Mapping[str, Any] | None = None,
     ) -> ChannelControl:
         """Server: a new channel's ``open`` (RuntimeError when ``max_open`` are open)."""
         if not self.opener:
@@ -238,7 +244,7 @@ class ChannelTable:
         self._highest += 1
         self._channels[self._highest] = _Channel(self.window)
         return ChannelControl(
-            "open", self._highest, kind, self.window, params, requested_by=requested_by
+            "open", self._highest, kind, self.window, params, requested_by, intent=intent
         )
 
     def on_control(self, control: ChannelControl) -> ChannelControl | ChannelClosed | None:

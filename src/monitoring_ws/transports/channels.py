@@ -83,7 +83,8 @@ class OpensChannels(Protocol):
         params: Mapping[str, Any],
         *,
         requested_by: str | None,
+        intent: Mapping[str, Any] | None = None,
     ) -> Channel:
-        """Open a channel and wait for the agent's answer; ``ChannelRefusedError`` when
-        it does not open."""
+        """Open a channel and wait for the agent's answer (``intent``: the operator's
+        signed intent, relayed unchanged); ``ChannelRefusedError`` when it does not open."""
         ...

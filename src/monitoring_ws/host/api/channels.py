@@ -25,6 +25,10 @@ import trio
 from quart import Quart, Response, send_file, websocket
 
 from ...protocol import AGENT_ID
+from ...protocol.canonical import canonicalize
+from ...protocol.channel_control import ShellParams, TunnelParams
+from ...protocol.errors import ProtocolError
+from ...protocol.intent import IntentRefusedError, SignedIntent, signer_ids
 from ...transports.channels import Channel, ChannelEnded, ChannelRefusedError, OpensChannels
 from ...web import ID_RULE, error, token
 from ..audit import AuditLog
@@ -65,6 +69,55 @@ def _params(kind: str, args: Mapping[str, str]) -> dict[str, Any] | str:
         return {"host": args.get("host", ""), "port": int(args.get("port", "0"))}
     except ValueError:
         return "cols, rows and port must be integers"
+
+
+def _intent(kind: str, params: Mapping[str, Any], text: str | None) -> dict[str, Any] | str | None:
+    """``?intent=`` (base64url of the signed intent's JSON), checked against the open:
+    the intent, None without one, or what is wrong (409)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        signed = SignedIntent.from_json(data).intent
+        wanted = (ShellParams if kind == "shell" else TunnelParams).from_payload(params)
+    except (binascii.Error, ValueError, IntentRefusedError, ProtocolError) as exc:
+        return f"intent: {getattr(exc, 'message', exc)}"
+    if signed.command != kind or canonicalize(dict(signed.args)) != canonicalize(
+        wanted.to_payload()
+    ):
+        return f"intent: it was signed for another {kind} (command and params must be these)"
+    return dict(data)
+
+
+def _asked(
+    kind: str, args: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, Any] | None] | Response:
+    """The open's parameters and signed intent, or the error answer (400, 409)."""
+    params = _params(kind, args)
+    if isinstance(params, str):
+        return error(400, "bad_request", params)
+    intent = _intent(kind, params, args.get("intent"))
+    if isinstance(intent, str):
+        return error(409, "intent_rejected", intent)
+    return params, intent
+
+
+def _facts(
+    agent_id: str,
+    kind: str,
+    *,
+    who: str | None,
+    address: str | None,
+    params: Mapping[str, Any],
+    intent: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What the audit lines of one open say."""
+    facts: dict[str, Any] = {"agentId": agent_id, "kind": kind, "token": who, "address": address}
+    if kind == "tunnel":
+        facts["destination"] = f"{params['host']}:{params['port']}"
+    if intent is not None:
+        facts["operatorKeys"] = signer_ids(intent)
+    return facts
 
 
 def add_channel_routes(
@@ -110,18 +163,19 @@ def add_channel_routes(
         if verdict.token is not None and not verdict.token.reaches(agent_id):
             message = f"the token {who} does not reach agent {agent_id}"
             return error(403, "forbidden", message, scope="agents")
-        params = _params(kind, websocket.args)
-        if isinstance(params, str):
-            return error(400, "bad_request", params)
+        asked = _asked(kind, websocket.args)
+        if isinstance(asked, Response):
+            return asked
+        params, intent = asked
         found = list(openers())
         if not found:
             return error(501, "not_supported", "no transport here opens sessions or tunnels")
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in protocols else None)
-        facts = {"agentId": agent_id, "kind": kind, "token": who, "address": address}
-        if kind == "tunnel":
-            facts["destination"] = f"{params['host']}:{params['port']}"
+        facts = _facts(agent_id, kind, who=who, address=address, params=params, intent=intent)
         try:
-            opened = await found[0].open_channel(agent_id, kind, params, requested_by=who)
+            opened = await found[0].open_channel(
+                agent_id, kind, params, requested_by=who, intent=intent
+            )
         except ChannelRefusedError as refused:
             # Refusals come as fast as anyone asks (an agent that is not there): rate-limited.
             audit.noisy("channel_refused", **facts, code=refused.code, message=refused.message)

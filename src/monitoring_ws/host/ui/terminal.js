@@ -3,6 +3,7 @@
 // browser cannot send an Authorization header on it (docs/api.md, "Sessions and tunnels").
 
 import { api, getToken } from "./api.js";
+import { operatorKey, signIntent } from "./operator.js";
 import { clear, el, time } from "./util.js";
 
 const SUBPROTOCOL = "monitoring-ws.channel.v1";
@@ -72,16 +73,31 @@ export class ShellPanel {
     this.term = null;
   }
 
-  open() {
-    if (this.socket) return;
+  async open() {
+    if (this.socket || this.opening) return;
+    this.opening = true;
     this.screen.hidden = false;
     clear(this.screen);
     const term = (this.term = newTerminal(this.screen));
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const params = new URLSearchParams({ kind: "shell", cols: term.cols, rows: term.rows, term: "xterm-256color" });
+    const shell = { cols: term.cols, rows: term.rows, term: "xterm-256color" };
+    const params = new URLSearchParams({ kind: "shell", ...shell });
+    // With an operator key in this browser, the open is signed (agents may require it).
+    try {
+      const key = await operatorKey();
+      if (key) {
+        const signed = await signIntent(key, "shell", shell, [this.agentId], 60_000);
+        params.set("intent", btoa(JSON.stringify(signed)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, ""));
+      }
+    } catch (failure) {
+      this.opening = false;
+      this.status.textContent = `cannot sign: ${failure.message || failure}`;
+      return;
+    }
     const url = `${scheme}//${location.host}/api/agents/${encodeURIComponent(this.agentId)}/channel?${params}`;
     const token = getToken();
     const socket = (this.socket = new WebSocket(url, token ? [SUBPROTOCOL, bearer(token)] : [SUBPROTOCOL]));
+    this.opening = false;
     socket.binaryType = "arraybuffer";
     this.status.textContent = "connecting…";
     this.openButton.hidden = true;
