@@ -327,3 +327,34 @@ async def test_a_tunnel_opens_only_when_an_operator_signed_it(
                 answer = await _control(ws)
         assert answer["type"] == expected, answer
     assert "operator_signature_replayed" in answer["message"]
+
+
+async def test_the_trusted_keys_change_only_by_a_signed_command(
+    fleet: tuple[Any, Path, Path], tmp_path: Path
+) -> None:
+    """Rotation: ``ctl keys trust`` signed by the current key moves the app agents to a
+    new key (kept in their state directory); the old key no longer runs anything there,
+    the new one does, and the server cannot change the keys by itself."""
+    running, config, work = fleet
+    _, bob = create_key("bob", passphrase=None, default=False, environ={
+        "XDG_CONFIG_HOME": str(config)
+    })  # fmt: skip
+    # The server, on its own: refused, whoever asks.
+    outcome = await running.plugin.transport.send_command(
+        CommandOrder("a-1", "operator_keys", {"keys": [bob]}, 10_000)
+    )
+    assert outcome.error_code == "operator_signature_required"
+    done = await _ctl(running, config, "keys", "trust", "-l", "role=app", "--key", "alice", bob)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert "a-1: trusts 1 operator key(s)" in done.stdout.decode()
+    kept = json.loads((tmp_path / "a-1" / "operator-keys-a-1.json").read_text())
+    assert kept["keys"] == [bob]
+    old = await _ctl(running, config, "run", "--key", "alice", "a-1", "--", "touch", f"{work}/old")
+    assert old.returncode != 0
+    assert "operator_signature_untrusted" in old.stderr.decode()
+    new = await _ctl(running, config, "run", "--key", "bob", "a-1", "--", "touch", f"{work}/new")
+    assert new.returncode == 0, new.stderr.decode()
+    # b-1 was not in the job: it still trusts alice only.
+    other = await _ctl(running, config, "run", "--key", "alice", "b-1", "--", "touch", f"{work}/b")
+    assert other.returncode == 0, other.stderr.decode()
+    assert sorted(p.name for p in work.iterdir()) == ["b", "new"]

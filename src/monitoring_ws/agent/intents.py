@@ -1,20 +1,36 @@
 """The agent's check of operator signatures (docs/security.md, "Operator-signed
 commands"): in ``requireOperatorSignature`` mode a command runs only when the intent the
 server relayed verifies with a trusted operator key, names this agent, is within its
-window, asks for exactly this command and its nonce is new."""
+window, asks for exactly this command and its nonce is new.
+
+The trusted keys change only by ``operator_keys``, a command that always needs a current
+key's signature; the new set is kept in the state directory beside the outbox, and holds
+while the settings file still lists the keys it replaced (an administrator's edit wins)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
+
 from ..clock import wall_ms
+from ..private import write_private
 from ..protocol import Command, CommandError
+from ..protocol.ed25519 import KEY_PREFIX, parse_public_key
 from ..protocol.intent import SKEW_MS, IntentRefusedError, SignedIntent, check_intent
+from ..protocol.jointoken import keyset_fingerprint
+from .handlers import CommandFailed
 from .settings import AgentSettings
 
-__all__ = ["IntentGate", "NonceBook"]
+__all__ = ["KEYS_COMMAND", "IntentGate", "NonceBook"]
+
+#: The command that replaces the trusted operator keys (signed by a current one).
+KEYS_COMMAND = "operator_keys"
 
 log = logging.getLogger("monitoring_ws.agent")
 
@@ -40,6 +56,60 @@ class IntentGate:
     def __init__(self, settings: AgentSettings, nonces: NonceBook | None = None) -> None:
         self.settings = settings
         self.nonces: NonceBook = nonces or _InMemory()
+        #: The settings file's own key set: a change kept on disk applies while it stands.
+        self._base = keyset_fingerprint(_texts(settings.operator_keys))
+        self._load()
+
+    @property
+    def _kept(self) -> Path | None:
+        settings = self.settings
+        if settings.state_dir is None:
+            return None
+        return settings.state_dir / f"operator-keys-{settings.agent_id}.json"
+
+    def _load(self) -> None:
+        kept = self._kept
+        if kept is None or not kept.is_file() or not self.settings.operator_keys:
+            return
+        try:
+            data = json.loads(kept.read_text(encoding="utf-8"))
+            if data.get("base") != self._base:
+                log.warning("%s was made for other settings: the settings' keys hold", kept)
+                return
+            self._apply(data["keys"], data["require"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot use %s (%s): the settings' operator keys hold", kept, exc)
+
+    def _apply(self, keys: list[str], require: bool | list[str]) -> None:
+        signed = None if require is True else frozenset(require or ())
+        self.settings = attrs.evolve(
+            self.settings,
+            operator_keys=tuple(parse_public_key(key) for key in keys),
+            signed_commands=signed,
+        )
+
+    async def change_keys(self, args: Mapping[str, Any], context: object) -> dict[str, Any]:
+        """``operator_keys``: trust exactly ``args["keys"]`` from now on (its intent was
+        checked against the current keys before this runs)."""
+        keys, require = args.get("keys"), args.get("require", True)
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise CommandFailed("bad_args", 'operator_keys needs {"keys": ["ed25519:..."]}')
+        if not isinstance(require, bool) and not (
+            isinstance(require, list) and all(isinstance(c, str) for c in require)
+        ):
+            raise CommandFailed("bad_args", "require is true, false or a list of commands")
+        try:
+            for key in keys:
+                parse_public_key(key)
+        except ValueError as exc:
+            raise CommandFailed("bad_args", f"keys: {exc}") from None
+        kept = self._kept
+        if kept is not None:
+            record = {"base": self._base, "keys": keys, "require": require}
+            write_private(kept, json.dumps(record, indent=2) + "\n")
+        self._apply(keys, require)
+        log.warning("the trusted operator keys are now %s", ", ".join(keys))
+        return {"operatorKeys": keys, "requireOperatorSignature": require}
 
     def refusal(self, command: Command) -> CommandError | None:
         """Why ``command`` may not run, or None."""
@@ -55,7 +125,7 @@ class IntentGate:
         if not settings.operator_keys:
             return None
         if intent is None:
-            if not settings.requires_signature(name):
+            if not settings.requires_signature(name) and name != KEYS_COMMAND:
                 return None
             return CommandError(
                 "operator_signature_required",
@@ -87,3 +157,7 @@ class IntentGate:
             )
         log.info("%s (%s) signed by operator key %s", use, name, ", ".join(holding))
         return None
+
+
+def _texts(keys: Iterable[bytes]) -> list[str]:
+    return [KEY_PREFIX + base64.b64encode(key).decode() for key in keys]

@@ -20,7 +20,7 @@ from ..protocol import (
     encoded_size,
 )
 from .handlers import CommandContext, CommandFailed, Handler
-from .intents import IntentGate
+from .intents import KEYS_COMMAND, IntentGate
 from .settings import AgentSettings
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ class CommandRunner:
         #: Operator signatures (requireOperatorSignature); its nonces move to the outbox
         #: with the journal.
         self.gate = IntentGate(settings)
+        if settings.operator_keys:  # the trusted keys change by a signed command only
+            self.handlers = {**handlers, KEYS_COMMAND: self.gate.change_keys}
         #: Set by the ``Agent``: where a command asked to stream its output writes it.
         self.output_sink: Callable[[Command], OutputSink] | None = None
         #: Set by a handler through ``CommandContext.restart``: the ``Agent`` restarts

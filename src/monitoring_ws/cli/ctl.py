@@ -42,6 +42,20 @@ def _add_keys(nouns: Any) -> None:
     create.set_defaults(ctl="keys create")
     listing = keys.add_parser("list", help="this operator's keys")
     listing.set_defaults(ctl="keys list")
+    trust = keys.add_parser(
+        "trust",
+        help="the agents a selector matches trust exactly these operator keys from now on "
+        "(signed by a key they trust now)",
+    )
+    trust.add_argument("keys", nargs="+", metavar="ed25519:KEY")
+    trust.add_argument(
+        "--require",
+        default="all",
+        help="commands that need a signature: all (default), none, or cmd,cmd",
+    )
+    _job_options(trust, required=True, concurrency="10%")
+    _signing_options(trust)
+    trust.set_defaults(ctl="keys trust")
 
 
 def _add_agents_and_run(nouns: Any) -> None:

@@ -14,7 +14,7 @@ from .keys import keys_create, keys_list
 from .run import run, run_job
 from .settings import CtlError
 from .shell import shell
-from .update import update
+from .update import keys_trust, update
 from .watch import events, logs, metrics
 
 __all__ = ["COMMANDS"]
@@ -146,6 +146,7 @@ COMMANDS: dict[str, Handler] = {
     "update": update,
     "keys create": keys_create,
     "keys list": keys_list,
+    "keys trust": keys_trust,
     "jobs run": jobs_run,
     "jobs ls": jobs_ls,
     "jobs show": _show("/api/jobs/"),
