@@ -24,7 +24,8 @@ from monitoring_ws.agent.channel_settings import TunnelSettings
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.clock import wall_ms
-from monitoring_ws.ctl.keys import Signer, create_key
+from monitoring_ws.ctl.keys import PASSPHRASE_ENV, Signer, create_key, signed_intent
+from monitoring_ws.ctl.settings import CtlError
 from monitoring_ws.gateway.enrollment import JoinTokens
 from monitoring_ws.protocol.ed25519 import parse_public_key, public_key
 from monitoring_ws.protocol.intent import (
@@ -358,3 +359,35 @@ async def test_the_trusted_keys_change_only_by_a_signed_command(
     other = await _ctl(running, config, "run", "--key", "alice", "b-1", "--", "touch", f"{work}/b")
     assert other.returncode == 0, other.stderr.decode()
     assert sorted(p.name for p in work.iterdir()) == ["b", "new"]
+
+
+def test_a_sealed_key_signs_only_with_its_passphrase(tmp_path: Path) -> None:
+    """``ctl keys create --passphrase``: the file holds no usable seed; the passphrase
+    unseals it, a wrong one is told apart from a damaged file."""
+    environ = {"XDG_CONFIG_HOME": str(tmp_path)}
+    path, public = create_key("sealed", passphrase="correct horse", default=True, environ=environ)
+    assert path.stat().st_mode & 0o777 == 0o600
+    record = json.loads(path.read_text())
+    assert "seed" not in record
+    assert record["sealed"]["kdf"] == "scrypt"
+    right = signed_intent(
+        record, "ping", {}, ["a-1"], lifetime_ms=1000,
+        environ={**environ, PASSPHRASE_ENV: "correct horse"},
+    )  # fmt: skip
+    signed = SignedIntent.from_json(right)
+    holding = check_intent(
+        signed,
+        agent_id="a-1",
+        command="ping",
+        args={},
+        now_ms=signed.intent.not_before_ms,
+        trusted=[parse_public_key(public)],
+    )
+    assert len(holding) == 1
+    with pytest.raises(CtlError, match="wrong passphrase"):
+        signed_intent(
+            record, "ping", {}, ["a-1"], lifetime_ms=1000,
+            environ={**environ, PASSPHRASE_ENV: "wrong"},
+        )  # fmt: skip
+    with pytest.raises(CtlError, match="never overwritten"):
+        create_key("sealed", passphrase=None, default=False, environ=environ)

@@ -397,8 +397,19 @@ def test_the_console_signs_with_a_key_made_in_the_browser(
             "/api/commands?agentId=signed-1", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         [record] = answer.json()["commands"]
-        assert record["intent"]["signatures"][0]["keyId"] == key_id
+        assert record["intent"]["signatures"][0]["keyId"] == key_id  # the browser's key
         assert record["intent"]["intent"]["agents"] == ["signed-1"]
+        # A job from the jobs page: one signature for the agents its selector names.
+        page.goto("/ui#/jobs")
+        page.fill("#job-selector", '{"ids": ["signed-1"]}')
+        page.fill("#job-command", "ping")
+        page.click("#job-run")
+        expect(page.locator("#job-state")).to_have_attribute(
+            "data-state", "succeeded", timeout=WAIT_MS
+        )
+        page.goto("/ui#/agents/signed-1")
+        page.select_option("#console-command", "ping", timeout=WAIT_MS)
+        page.uncheck("#console-stream-output")
         # The same ping without the key: the agent refuses it, by name.
         page.click("#operator-key-forget")
         expect(page.locator("#operator-key-create")).to_be_visible()

@@ -2,6 +2,7 @@
 // one (#/jobs/ID): its progress from the event stream, its agents, cancel.
 
 import { api, EventStream, query } from "./api.js";
+import { operatorKey, signIntent } from "./operator.js";
 import { agentLink, clear, el, time } from "./util.js";
 
 const ENDED = new Set(["succeeded", "failed", "stopped", "cancelled"]);
@@ -82,6 +83,14 @@ function listView(root, streamState) {
       return void clear(problem, el("div", { class: "error", text: `not JSON: ${failure.message}` }));
     }
     try {
+      // With an operator key in this browser: one signature for the agents the selector
+      // names now (the job reaches no other).
+      const key = await operatorKey();
+      if (key) {
+        const { data: matched } = await api(`/api/agents${query({ selector: selector.value.trim() })}`);
+        const ids = matched.agents.map((a) => a.agentId);
+        body.intent = await signIntent(key, body.command, body.args, ids, 3_600_000);
+      }
       const { data } = await api("/api/jobs", { method: "POST", body });
       location.hash = `#/jobs/${encodeURIComponent(data.jobId)}`;
     } catch (failure) {
