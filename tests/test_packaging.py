@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from deploy.build import closure
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from monitoring_ws import __version__
 
@@ -105,22 +105,6 @@ def test_the_wheel_installs_and_runs(tmp_path: Path, dist: Path) -> None:
     assert os.access(command, os.X_OK)
 
 
-def _closure(names: list[str]) -> set[str]:
-    """The distributions ``names`` need, theirs included (markers of this Python)."""
-    found: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = canonicalize_name(todo.pop())
-        if name in found:
-            continue
-        found.add(name)
-        for written in metadata.distribution(name).requires or ():
-            requirement = Requirement(written)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(requirement.name)
-    return found
-
-
 def _only(distributions: set[str], into: Path) -> None:
     """Links to these distributions' top-level modules and metadata, nothing else, in
     ``into``."""
@@ -143,7 +127,7 @@ async def test_the_agent_alone_installs_with_only_its_own_dependencies(
     ``[project] dependencies`` needs runs the agent against a server; ``serve`` there
     says which extra it lacks."""
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    needed = _closure([Requirement(written).name for written in declared])
+    needed = set(closure([Requirement(written).name for written in declared]))
     assert not needed & {"hypercorn", "quart-trio", "boto3", "coredis", "cryptography"}
     _only(needed, tmp_path / "agent-deps")
     alone = tmp_path / "alone"
