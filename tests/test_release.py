@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import zipfile
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.gateway.releases import Release, render_install_script
-from monitoring_ws.install.layout import platform_tag
+from monitoring_ws.install.layout import platform_tag, render_launcher
 from monitoring_ws.protocol.ed25519 import key_id, parse_public_key, public_key, sign, verify
 from monitoring_ws.protocol.release import (
     ReleaseManifest,
@@ -313,3 +314,34 @@ def test_install_sh_says_what_its_options_are(tmp_path: Path) -> None:
         done = subprocess.run(["sh", script, *args], capture_output=True, text=True, check=False)
         assert done.returncode == code
         assert says in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("deadline", "runs"), [(1, "1.0"), (9_999_999_999, "2.0")])
+def test_the_launcher_rolls_back_a_release_whose_deadline_passed(
+    tmp_path: Path, deadline: int, runs: str
+) -> None:
+    """A release that could not even start (no agent left to roll itself back): the
+    launcher's next start switches to the old release once the trial's deadline passed,
+    and not before."""
+    home = tmp_path / "home"
+    for version in ("1.0", "2.0"):
+        (home / "releases" / version).mkdir(parents=True)
+        (home / "releases" / version / "monitoring-ws-agent.pyz").write_text(version)
+    (home / "current").symlink_to("releases/2.0")
+    (home / "update").mkdir()
+    (home / "update" / "pending").write_text(f"{deadline} 1.0 2.0\n")
+    python = tmp_path / "python"  # prints the artifact it was asked to run
+    python.write_text('#!/bin/sh\ncat "$1"\n')
+    python.chmod(0o755)
+    launcher = tmp_path / "monitoring-ws-agent"
+    launcher.write_text(render_launcher(home, str(python), launcher))
+    launcher.chmod(0o755)
+    done = subprocess.run([launcher, "agent"], capture_output=True, text=True, check=False)
+    assert done.stdout == runs, done.stderr
+    if runs == "1.0":
+        assert os.readlink(home / "current") == "releases/1.0"
+        assert (home / "update" / "last").read_text().startswith("rolled_back 1.0 2.0")
+        assert not (home / "update" / "pending").exists()
+        assert "rolled back to 1.0" in done.stderr
+    else:
+        assert (home / "update" / "pending").exists()  # still on trial

@@ -14,8 +14,10 @@ SHIV_ROOT=${CACHE_DIRECTORY:-$home/cache}
 export MONITORING_WS_HOME MONITORING_WS_LAUNCHER SHIV_ROOT
 pending=$home/update/pending
 if [ -f "$pending" ]; then
+  deadline=0 from= to=
   read -r deadline from to <"$pending" || true
-  if [ "$(date +%s)" -gt "${deadline:-0}" ]; then
+  case $deadline in '' | *[!0-9]*) deadline=0 ;; esac
+  if [ -n "$from" ] && [ "$(date +%s)" -gt "$deadline" ]; then
     if [ "$from" = - ]; then # back to the packaged artifact
       rm -f "$home/current"
     else
