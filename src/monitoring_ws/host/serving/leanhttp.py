@@ -119,15 +119,30 @@ async def serve_http(
     out = bytearray()
     status = 500
     headers: list[tuple[bytes, bytes]] = []
+    streaming = False
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal status, headers
+        # A response that says its length (a release artifact) goes out as it comes, so
+        # a download holds one chunk here, not the whole file; others are collected.
+        nonlocal status, headers, streaming
         if message["type"] == "http.response.start":
             status, headers = message["status"], list(message.get("headers", []))
+            if any(name.lower() == b"content-length" for name, _ in headers):
+                streaming = True
+                kept = [(k, v) for k, v in headers if k.lower() != b"connection"]
+                head = h11.Response(status_code=status, headers=[*kept, (b"connection", b"close")])
+                await stream.send_all(conn.send(head))
+        elif message["type"] == "http.response.body" and streaming:
+            if message.get("body"):
+                await stream.send_all(conn.send(h11.Data(data=message["body"])))
+            if not message.get("more_body", False):
+                await stream.send_all(conn.send(h11.EndOfMessage()))
         elif message["type"] == "http.response.body":
             out.extend(message.get("body", b""))
 
     await app(scope, receive, send)
+    if streaming:
+        return
     kept = [(k, v) for k, v in headers if k.lower() not in {b"content-length", b"connection"}]
     kept += [(b"content-length", str(len(out)).encode()), (b"connection", b"close")]
     data = conn.send(h11.Response(status_code=status, headers=kept))
