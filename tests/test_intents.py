@@ -391,3 +391,42 @@ def test_a_sealed_key_signs_only_with_its_passphrase(tmp_path: Path) -> None:
         )  # fmt: skip
     with pytest.raises(CtlError, match="never overwritten"):
         create_key("sealed", passphrase=None, default=False, environ=environ)
+
+
+async def test_a_command_with_a_quorum_runs_only_with_enough_operator_signatures(
+    start_server: StartServer, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    seeds = [bytes([n]) * 32 for n in (1, 2, 3)]
+    keys = ["ed25519:" + base64.b64encode(public_key(seed)).decode() for seed in seeds]
+    running = await start_server()
+    work = tmp_path / "work"
+    work.mkdir()
+    settings = load_settings(
+        None,
+        wsApiUrl=running.agent_urls[0],
+        wsSecret=SECRET,
+        agentId="q-1",
+        stateDir=str(tmp_path / "q-1"),
+        operatorKeys=keys,
+        requireOperatorSignature=["run"],
+        operatorQuorum={"run": 2},
+        allowedCommands=[f"touch re:{work}/[a-z0-9-]+"],
+    )
+    agent = build_agent(settings)
+    nursery.start_soon(agent.run)
+    await eventually(agent.connected.is_set, what="the agent connected")
+    for signers, name, code in (
+        (seeds[:1], "one", "operator_signature_quorum"),
+        ([seeds[0], seeds[0]], "same", "operator_signature_quorum"),  # one key twice
+        (seeds[1:], "two", None),
+    ):
+        now = int(time.time() * 1000)
+        made = Intent("run", _touch(work, name), ("q-1",), now, now + 60_000, secrets.token_hex(8))
+        outcome = await _send(
+            running, "q-1", _touch(work, name), sign_intent(made, signers).to_json()
+        )
+        assert outcome.error_code == code, (name, outcome)
+    # Not in the list: ping needs no signature at all here.
+    ping = await running.plugin.transport.send_command(CommandOrder("q-1", "ping", {}, 10_000))
+    assert ping.ok
+    assert sorted(p.name for p in work.iterdir()) == ["two"]

@@ -210,9 +210,9 @@ def check_intent(
         raise IntentRefusedError(
             "operator_signature_untrusted", "no key this agent trusts signed the intent"
         )
-    holding = tuple(sorted({kid for kid, sig in known if verify(keys[kid], body, sig)}))
-    if len(holding) < len(known) or not holding:
+    if not all(verify(keys[kid], body, sig) for kid, sig in known):
         raise _invalid("an operator signature does not verify: the intent was changed")
+    holding = tuple(sorted({kid for kid, _ in known}))  # one key signing twice counts once
     if len(holding) < quorum:
         raise IntentRefusedError(
             "operator_signature_quorum",
