@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,12 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
-from ..conftest import RedisProcess, StartServer
+from monitoring_ws.agent.main import build_agent
+from monitoring_ws.agent.settings import load_settings
+from monitoring_ws.protocol.ed25519 import public_key
+from monitoring_ws.protocol.intent import Intent, sign_intent
+
+from ..conftest import SECRET, RedisProcess, StartServer
 from ..gateway.agents import open_agent
 from ..support.eventually import eventually
 from .helpers import start_node
@@ -144,3 +151,36 @@ async def test_a_shell_asked_of_a_node_without_the_agent_names_the_node_that_has
     assert refused["type"] == "refused"
     assert refused["code"] == "agent_elsewhere"
     assert "node node-b" in refused["message"]
+
+
+async def test_a_signed_command_crosses_nodes_unchanged(
+    start_server: StartServer, tmp_path: Path, redis_url: str, nursery: trio.Nursery
+) -> None:
+    """The operator's intent travels through node A and Redis to the node holding the
+    agent, which relays it as it was signed: the agent (signatures required) runs it."""
+    seed = bytes([7]) * 32
+    node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
+    node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
+    settings = load_settings(
+        None,
+        wsApiUrl=node_b.agent_urls[0],
+        wsSecret=SECRET,
+        agentId="far",
+        stateDir=str(tmp_path / "far"),
+        operatorKeys=["ed25519:" + base64.b64encode(public_key(seed)).decode()],
+        requireOperatorSignature=True,
+    )
+    agent = build_agent(settings)
+    nursery.start_soon(agent.run)
+    await eventually(agent.connected.is_set, what="the agent connected to node b")
+    now = int(time.time() * 1000)
+    intent = Intent("ping", {}, ("far",), now, now + 60_000, "crossing-nodes-0001")
+    signed = sign_intent(intent, [seed]).to_json()
+    async with httpx.AsyncClient(base_url=node_a.api_url, timeout=30) as http:
+        unsigned = await http.post("/api/agents/far/commands", json={"command": "ping"})
+        assert unsigned.json()["error"]["code"] == "operator_signature_required"
+        answer = await http.post(
+            "/api/agents/far/commands", json={"command": "ping", "intent": signed}
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["pong"] is True
