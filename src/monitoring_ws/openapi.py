@@ -173,8 +173,9 @@ COMMAND_SCHEMAS: dict[str, Any] = {
                         "items": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
                     },
                     "selector": {"type": "string", "maxLength": 4096},
-                    "notBefore": {"type": "integer", "minimum": 0},
-                    "expires": {"type": "integer", "minimum": 0},
+                    # Milliseconds, and JSON integers the strict reader takes (2**53 - 1).
+                    "notBefore": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1},
+                    "expires": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1},
                     "nonce": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
                 },
             },
