@@ -21,7 +21,6 @@ import trio
 from trio_websocket import open_websocket_url
 
 from monitoring_ws.agent.channel_settings import TunnelSettings
-from monitoring_ws.agent.main import build_agent
 from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.clock import wall_ms
 from monitoring_ws.ctl.keys import PASSPHRASE_ENV, Signer, create_key, signed_intent
@@ -38,8 +37,8 @@ from monitoring_ws.protocol.intent import (
 from monitoring_ws.protocol.jointoken import keyset_fingerprint
 from monitoring_ws.transports import CommandOrder
 
-from .conftest import REPO, SECRET, StartServer
-from .support.eventually import eventually
+from .conftest import REPO, StartServer
+from .support.inprocess import connected_agent
 from .support.processes import isolated_env
 from .test_channels import _control, _echo_server, _exchange, _read_stream_until, _start, _ws_url
 from .test_jobs import finished
@@ -65,24 +64,17 @@ async def fleet(
     running = await start_server()
     work = tmp_path / "work"
     work.mkdir()
-    agents = []
     for agent_id in AGENTS:
-        settings = load_settings(
-            None,
-            wsApiUrl=running.agent_urls[0],
-            wsSecret=SECRET,
-            agentId=agent_id,
-            stateDir=str(tmp_path / agent_id),
+        await connected_agent(
+            nursery,
+            running.agent_urls[0],
+            agent_id,
+            tmp_path / agent_id,
             operatorKeys=[public],
             requireOperatorSignature=True,
             allowedCommands=[f"touch re:{work}/[a-z0-9-]+"],
             labels={"role": "app" if agent_id.startswith("a") else "other"},
         )
-        agent = build_agent(settings)
-        nursery.start_soon(agent.run)
-        agents.append(agent)
-    for agent in agents:
-        await eventually(agent.connected.is_set, what="the agents connected")
     return running, config, work
 
 
@@ -401,20 +393,16 @@ async def test_a_command_with_a_quorum_runs_only_with_enough_operator_signatures
     running = await start_server()
     work = tmp_path / "work"
     work.mkdir()
-    settings = load_settings(
-        None,
-        wsApiUrl=running.agent_urls[0],
-        wsSecret=SECRET,
-        agentId="q-1",
-        stateDir=str(tmp_path / "q-1"),
+    await connected_agent(
+        nursery,
+        running.agent_urls[0],
+        "q-1",
+        tmp_path / "q-1",
         operatorKeys=keys,
         requireOperatorSignature=["run"],
         operatorQuorum={"run": 2},
         allowedCommands=[f"touch re:{work}/[a-z0-9-]+"],
     )
-    agent = build_agent(settings)
-    nursery.start_soon(agent.run)
-    await eventually(agent.connected.is_set, what="the agent connected")
     for signers, name, code in (
         (seeds[:1], "one", "operator_signature_quorum"),
         ([seeds[0], seeds[0]], "same", "operator_signature_quorum"),  # one key twice

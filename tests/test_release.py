@@ -21,8 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring_ws.agent.main import build_agent
-from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.gateway.releases import Release, render_install_script
 from monitoring_ws.install.layout import platform_tag, render_launcher
 from monitoring_ws.protocol.ed25519 import key_id, parse_public_key, public_key, sign, verify
@@ -33,8 +31,8 @@ from monitoring_ws.protocol.release import (
     signed_bytes,
 )
 
-from .conftest import REPO, SECRET, StartServer
-from .support.eventually import eventually
+from .conftest import REPO, StartServer
+from .support.inprocess import connected_agent
 from .support.processes import isolated_env, run_cli
 
 # RFC 8032, section 7.1: TEST 1, 2, 3 and SHA(abc) (public key, message, signature).
@@ -245,19 +243,11 @@ async def test_an_agent_installed_by_pip_does_not_update_itself(
 ) -> None:
     """No launcher, no self-update: the refusal names how it was installed."""
     running = await start_server()
-    settings = load_settings(
-        None,
-        wsApiUrl=running.agent_urls[0],
-        wsSecret=SECRET,
-        agentId="pip-1",
-        stateDir=str(tmp_path / "agent"),
-        releaseKeys=["ed25519:" + base64.b64encode(bytes(32)).decode()],
-    )
+    release_keys = ["ed25519:" + base64.b64encode(bytes(32)).decode()]
     async with trio.open_nursery() as nursery:
-        agent = build_agent(settings)
-        nursery.start_soon(agent.run)
+        url = running.agent_urls[0]
+        await connected_agent(nursery, url, "pip-1", tmp_path / "agent", releaseKeys=release_keys)
         async with httpx.AsyncClient(base_url=running.api_url, timeout=30) as api:
-            await eventually(agent.connected.is_set, what="the agent connected")
             answer = await api.post(
                 "/api/agents/pip-1/commands", json={"command": "update", "args": {"version": "9"}}
             )

@@ -14,8 +14,7 @@ from werkzeug.exceptions import HTTPException
 from .host.tokens import ApiToken
 from .openapi import ID_PATTERN
 from .protocol import AGENT_ID
-from .protocol.canonical import canonicalize
-from .protocol.intent import IntentRefusedError, SignedIntent, signer_ids
+from .protocol.intent import IntentRefusedError, fitting_args, signer_ids
 from .protocol.payloads import NAME
 from .protocol.strictjson import JSONRejectedError, loads
 from .transports import CommandOrder, CommandOutcome, Requester, TransportError
@@ -139,22 +138,12 @@ def command_body(raw: str | bytes, default_ms: int, max_ms: int) -> CommandBody:
     return CommandBody(command, args, timeout_ms, wait, label, stream, intent)
 
 
-def signed_intent(intent: dict[str, Any]) -> SignedIntent:
-    """An ``intent`` member's shape, checked (the agent checks the signatures)."""
-    try:
-        return SignedIntent.from_json(intent)
-    except IntentRefusedError as exc:
-        raise IntentRejected(f"intent: {exc.message}") from None
-
-
 def _signed_args(intent: dict[str, Any], command: str, args: Any) -> dict[str, Any]:
     """The args the operator signed: the body's own must be those, or absent."""
-    signed = signed_intent(intent).intent
-    if signed.command != command:
-        raise IntentRejected(f"intent: it was signed for {signed.command!r}, not {command!r}")
-    if args is not None and canonicalize(args) != canonicalize(dict(signed.args)):
-        raise IntentRejected("intent: the args differ from the ones the operator signed")
-    return dict(signed.args)
+    try:
+        return fitting_args(intent, command, args)
+    except IntentRefusedError as exc:
+        raise IntentRejected(f"intent: {exc.message}") from None
 
 
 def _check_schema(body: dict[str, Any]) -> None:

@@ -12,14 +12,13 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
-from monitoring_ws.agent.main import build_agent
-from monitoring_ws.agent.settings import load_settings
 from monitoring_ws.protocol.ed25519 import public_key
 from monitoring_ws.protocol.intent import Intent, sign_intent
 
-from ..conftest import SECRET, RedisProcess, StartServer
+from ..conftest import RedisProcess, StartServer
 from ..gateway.agents import open_agent
 from ..support.eventually import eventually
+from ..support.inprocess import connected_agent
 from .helpers import start_node
 
 
@@ -161,18 +160,14 @@ async def test_a_signed_command_crosses_nodes_unchanged(
     seed = bytes([7]) * 32
     node_a = await start_node(start_server, tmp_path, redis_url, "node-a")
     node_b = await start_node(start_server, tmp_path, redis_url, "node-b")
-    settings = load_settings(
-        None,
-        wsApiUrl=node_b.agent_urls[0],
-        wsSecret=SECRET,
-        agentId="far",
-        stateDir=str(tmp_path / "far"),
+    await connected_agent(
+        nursery,
+        node_b.agent_urls[0],
+        "far",
+        tmp_path / "far",
         operatorKeys=["ed25519:" + base64.b64encode(public_key(seed)).decode()],
         requireOperatorSignature=True,
     )
-    agent = build_agent(settings)
-    nursery.start_soon(agent.run)
-    await eventually(agent.connected.is_set, what="the agent connected to node b")
     now = int(time.time() * 1000)
     intent = Intent("ping", {}, ("far",), now, now + 60_000, "crossing-nodes-0001")
     signed = sign_intent(intent, [seed]).to_json()

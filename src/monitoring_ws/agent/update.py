@@ -17,7 +17,6 @@ import http.client
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -30,7 +29,7 @@ import trio
 
 from .. import __version__
 from ..install.layout import ARTIFACT_FILE, AgentHome, platform_tag
-from ..protocol.release import ReleaseManifest, ReleaseRefusedError, check_signed_manifest
+from ..protocol.release import VERSION, ReleaseManifest, ReleaseRefusedError, check_release
 from .handlers import CommandContext, CommandFailed
 from .https import PinError, open_connection
 
@@ -38,7 +37,6 @@ __all__ = ["release_base", "update", "watch_trial"]
 
 log = logging.getLogger("monitoring_ws.agent")
 
-_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,63}")
 MAX_MANIFEST_BYTES = 64 << 10
 DEFAULT_DEADLINE_S = 120
 _CHUNK = 256 << 10
@@ -82,20 +80,9 @@ def _fetch_manifest(base: str, version: str, keys: tuple[bytes, ...], pin: str |
     finally:
         response.close()
     try:
-        manifest = check_signed_manifest(document, keys)
+        return check_release(document, keys, version=version, platform=platform_tag())
     except ReleaseRefusedError as exc:
         raise CommandFailed(exc.code, exc.message) from None
-    if manifest.version != version:
-        raise CommandFailed(
-            "release_manifest_invalid",
-            f"asked for {version}, the signed manifest is of {manifest.version}",
-        )
-    if manifest.platform != platform_tag():
-        raise CommandFailed(
-            "release_platform_mismatch",
-            f"release {version} is for {manifest.platform}, this agent runs on {platform_tag()}",
-        )
-    return manifest
 
 
 def _download(base: str, manifest: ReleaseManifest, staged: Path, pin: str | None,
@@ -159,7 +146,7 @@ async def update(args: Mapping[str, Any], context: CommandContext) -> dict[str, 
             "it was installed (pip: pip install -U monitoring-ws)",
         )
     version = args.get("version")
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
         raise CommandFailed("bad_args", 'update needs {"version": "X.Y.Z"}')
     deadline_s = args.get("deadlineS", DEFAULT_DEADLINE_S)
     if type(deadline_s) is not int or not 5 <= deadline_s <= 3600:

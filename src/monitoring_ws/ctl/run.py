@@ -10,7 +10,7 @@ import sys
 from typing import Any, BinaryIO, TextIO
 
 from .api import Api, ApiError, segment
-from .keys import default_key, selected_ids, sign_if_keyed
+from .keys import selected_ids, sign_if_keyed, signer_for
 from .settings import CtlError
 from .stream import follow_lines
 
@@ -210,15 +210,16 @@ def run_job(api: Api, args: Any, out: TextIO) -> int:
 
 def _sign_job(api: Api, args: Any, body: dict[str, Any]) -> None:
     """One signature for the agents the selector names now (the job reaches no other)."""
-    if getattr(args, "no_sign", False) or default_key(getattr(args, "key", None)) is None:
+    signer = signer_for(args)  # the key is read (and unsealed) once
+    if signer is None:
         return
     agents = selected_ids(api, args.selector)
-    lifetime = body["timeoutMs"] * max(1, len(agents))  # a slow job still carries it
-    intent = sign_if_keyed(
-        args, body["command"], body["args"], agents, lifetime_ms=lifetime, selector=args.selector
+    if not agents:
+        raise CtlError("no agent matches: nothing to sign", 1)
+    lifetime = body["timeoutMs"] * len(agents)  # a slow job still carries it
+    body["intent"] = signer.sign(
+        body["command"], body["args"], agents, lifetime_ms=lifetime, selector=args.selector
     )
-    if intent is not None:
-        body["intent"] = intent
 
 
 def _job_summary(

@@ -53,6 +53,7 @@ class ReleaseShelf:
 
     def __init__(self, directory: Path, keys: tuple[str, ...]) -> None:
         self.directory = directory
+        self.key_texts = keys
         self.keys = tuple(parse_public_key(key) for key in keys)
         self._seen: tuple[int, int] | None = None
         self._releases: dict[str, Release] = {}
@@ -170,7 +171,7 @@ class ReleasesEndpoint:
         releases = await trio.to_thread.run_sync(self.shelf.releases)
         if parts == [""]:
             listing = [release.manifest.to_json() for release in releases.values()]
-            body = {"releases": listing, "releaseKeys": list(self._key_texts())}
+            body = {"releases": listing, "releaseKeys": list(self.shelf.key_texts)}
             await _send(send, 200, json.dumps(body).encode())
             return
         release = releases.get(parts[0]) if len(parts) == 2 else None
@@ -180,11 +181,6 @@ class ReleasesEndpoint:
             await _send(send, 200, release.document)
         else:
             await self._artifact(release, send)
-
-    def _key_texts(self) -> tuple[str, ...]:
-        import base64  # noqa: PLC0415
-
-        return tuple("ed25519:" + base64.b64encode(key).decode() for key in self.shelf.keys)
 
     async def _artifact(self, release: Release, send: ASGISendCallable) -> None:
         size = release.manifest.size

@@ -36,6 +36,7 @@ __all__ = [
     "IntentRefusedError",
     "SignedIntent",
     "check_intent",
+    "fitting_args",
     "sign_intent",
     "signer_ids",
 ]
@@ -162,6 +163,18 @@ class SignedIntent:
             except (binascii.Error, ValueError):
                 raise _invalid("a signature is not base64") from None
         return cls(intent, tuple(signatures))
+
+
+def fitting_args(data: Any, command: str, args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The args of the intent ``data`` when it is well formed and asks for ``command``
+    (and for ``args``, when given): what a server checks before it relays one (the agent
+    checks the signatures). IntentRefusedError saying what does not fit."""
+    signed = SignedIntent.from_json(data).intent
+    if signed.command != command:
+        raise _invalid(f"it was signed for {signed.command!r}, not {command!r}")
+    if args is not None and canonicalize(dict(args)) != canonicalize(dict(signed.args)):
+        raise _invalid("the args differ from the ones the operator signed")
+    return dict(signed.args)
 
 
 def signer_ids(data: Mapping[str, Any]) -> list[str]:

@@ -28,15 +28,18 @@ from .ed25519 import key_id, verify
 __all__ = [
     "ARTIFACT_NAME",
     "SIGNED_PREFIX",
+    "VERSION",
     "ReleaseManifest",
     "ReleaseRefusedError",
+    "check_release",
     "check_signed_manifest",
     "signed_bytes",
 ]
 
 SIGNED_PREFIX = b"monitoring-ws release v1\n"
 ARTIFACT_NAME = "monitoring-ws-agent"
-_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,63}")
+#: What a release version may be (it names a directory and a file).
+VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,63}")
 _PLATFORM = re.compile(r"[a-z0-9]+-[a-z0-9_]+")
 _FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -95,7 +98,7 @@ class ReleaseManifest:
         if size > MAX_ARTIFACT_BYTES:
             raise ReleaseRefusedError("release_manifest_invalid", "the artifact is too large")
         return cls(
-            version=_check(_VERSION, data.get("version"), "version"),
+            version=_check(VERSION, data.get("version"), "version"),
             platform=_check(_PLATFORM, data.get("platform"), "platform"),
             artifact=_check(_FILE, data.get("artifact"), "artifact name"),
             sha256=_check(_SHA256, data.get("sha256"), "sha256"),
@@ -107,6 +110,26 @@ class ReleaseManifest:
 def signed_bytes(manifest: ReleaseManifest) -> bytes:
     """What the release key signs."""
     return SIGNED_PREFIX + canonicalize(manifest.to_json())
+
+
+def check_release(
+    document: Any, trusted: Iterable[bytes], *, version: str, platform: str
+) -> ReleaseManifest:
+    """``check_signed_manifest``, and the manifest is of ``version`` for ``platform``
+    (what an agent asked for ``version`` installs): ``release_manifest_invalid``,
+    ``release_platform_mismatch``."""
+    manifest = check_signed_manifest(document, trusted)
+    if manifest.version != version:
+        raise ReleaseRefusedError(
+            "release_manifest_invalid",
+            f"asked for {version}, the signed manifest is of {manifest.version}",
+        )
+    if manifest.platform != platform:
+        raise ReleaseRefusedError(
+            "release_platform_mismatch",
+            f"release {version} is for {manifest.platform}, this agent runs on {platform}",
+        )
+    return manifest
 
 
 def check_signed_manifest(document: Any, trusted: Iterable[bytes]) -> ReleaseManifest:

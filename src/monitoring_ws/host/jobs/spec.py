@@ -12,8 +12,7 @@ from typing import Any
 
 import attrs
 
-from ...protocol.canonical import canonicalize
-from ...protocol.intent import IntentRefusedError, SignedIntent
+from ...protocol.intent import IntentRefusedError, SignedIntent, fitting_args
 from ...protocol.payloads import NAME
 from ..selectors import Selector, SelectorError, parse_selector
 
@@ -217,14 +216,9 @@ def parse_job(body: Any, *, default_timeout_ms: int, max_timeout_ms: int) -> Job
 def _signed_args(intent: Any, command: str, args: Any) -> dict[str, Any]:
     """The args the operator signed (the body's own must be those, or absent)."""
     try:
-        signed = SignedIntent.from_json(intent).intent
+        return fitting_args(intent, command, args)
     except IntentRefusedError as exc:
         raise IntentSpecError(f"intent: {exc.message}") from None
-    if signed.command != command:
-        raise IntentSpecError(f"intent: it was signed for {signed.command!r}, not {command!r}")
-    if args is not None and canonicalize(args) != canonicalize(dict(signed.args)):
-        raise IntentSpecError("intent: the args differ from the ones the operator signed")
-    return dict(signed.args)
 
 
 def intent_agents(spec: JobSpec) -> frozenset[str] | None:

@@ -109,6 +109,8 @@ class HostApp:
         self.api = api
         self.routes = routes
         self.http_routes = http_routes or {}
+        #: The routes that take what is under them, longest first (looked up per request).
+        self._under = sorted((p for p in self.http_routes if p.endswith("/")), key=len)[::-1]
         #: The command POSTs, answered ahead of the API's framework.
         self.commands = commands
 
@@ -116,8 +118,8 @@ class HostApp:
         """The route for ``path``: its own, or the longest one ending in "/" above it."""
         route = self.http_routes.get(path)
         if route is None:
-            above = [p for p in self.http_routes if p.endswith("/") and path.startswith(p)]
-            route = self.http_routes[max(above, key=len)] if above else None
+            above = next((p for p in self._under if path.startswith(p)), None)
+            route = None if above is None else self.http_routes[above]
         return route
 
     async def __call__(
