@@ -418,3 +418,11 @@ async def test_a_command_with_a_quorum_runs_only_with_enough_operator_signatures
     ping = await running.plugin.transport.send_command(CommandOrder("q-1", "ping", {}, 10_000))
     assert ping.ok
     assert sorted(p.name for p in work.iterdir()) == ["two"]
+
+
+def test_a_long_jobs_intent_stays_within_the_longest_window() -> None:
+    """5,000 agents at an hour each would be 208 days: the window stops at 7 days, and
+    the intent is still one the server and agents accept."""
+    signed = Signer(bytes(32)).sign("run", {}, ["a-1"], lifetime_ms=5000 * 3_600_000)
+    intent = SignedIntent.from_json(signed).intent
+    assert intent.expires_ms - intent.not_before_ms == 7 * 86_400_000

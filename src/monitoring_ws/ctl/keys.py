@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..protocol.ed25519 import KEY_PREFIX, key_id, public_key
-from ..protocol.intent import Intent, sign_intent
+from ..protocol.intent import MAX_WINDOW_MS, Intent, sign_intent
 from .settings import CtlError, config_dir
 
 __all__ = ["create_key", "default_key", "keys_create", "keys_list", "signed_intent"]
@@ -167,7 +167,8 @@ class Signer:
             args=dict(args),
             agents=tuple(sorted(agents)),
             not_before_ms=now,
-            expires_ms=now + lifetime_ms + MARGIN_MS,
+            # A long job's window stops at the most an intent may have (7 days).
+            expires_ms=now + min(lifetime_ms + MARGIN_MS, MAX_WINDOW_MS),
             nonce=secrets.token_urlsafe(18),
             selector=selector,
         )
