@@ -359,11 +359,11 @@ async def test_shutdown_closes_agents_with_1001_and_a_retry_hint(server: Running
 
 async def test_shutdown_refuses_commands_with_503(server: Running) -> None:
     async with open_agent(server.agent_urls[0], "agent-s"):
-        server.gateway.shutting_down = True  # what stop() sets first
+        server.gateway.live.shutting_down = True  # what stop() sets first
         async with httpx.AsyncClient(base_url=server.api_url) as http:
             response = await http.post(
                 "/api/websocket/agents/agent-s/command", json={"command": "ping"}
             )
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "shutting_down"
-        server.gateway.shutting_down = False
+        server.gateway.live.shutting_down = False

@@ -38,7 +38,7 @@ async def test_revoked_agents_are_refused_and_disconnected(start_server: StartSe
     # Off the list again, the old key stays dead: only a new enrollment admits the id.
     config = config_from_flat({"master_secrets": (SECRET,), "revoked_agents": ()})
     apply_reload(list(running.running.plugins.values()), lambda: config)
-    assert running.gateway.revoked == frozenset()
+    assert running.gateway.endpoint.revoked == frozenset()
     for agent_id in ("agent-x", "agent-live"):
         code, _ = await first_frame_close(url, signed("auth", HELLO, agent_id=agent_id))
         assert code == CloseCode.AUTH_FAILED
@@ -53,7 +53,7 @@ async def test_a_bad_reload_changes_nothing(start_server: StartServer) -> None:
         raise ConfigError("monitoring.toml: unknown key carrier_pigeon in [server]")
 
     apply_reload(list(running.running.plugins.values()), broken)
-    assert running.gateway.revoked == {"agent-x"}
+    assert running.gateway.endpoint.revoked == {"agent-x"}
 
 
 async def test_sessions_end_after_their_lifetime(start_server: StartServer) -> None:

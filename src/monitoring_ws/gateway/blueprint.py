@@ -28,8 +28,8 @@ from .agent_config import agent_config
 if TYPE_CHECKING:
     from ..host.command_service import CommandService
     from .config import GatewayConfig
-    from .gateway import Gateway
     from .transport import WebSocketTransport
+    from .view import GatewayView
 
 __all__ = ["COMMANDS_PATH", "TelemetryRead", "websocket_blueprint"]
 
@@ -48,18 +48,21 @@ class TelemetryRead(Protocol):
 
 def websocket_blueprint(
     transport: WebSocketTransport,
+    gateway: GatewayView,
     telemetry: TelemetryRead,
     config: Callable[[], GatewayConfig],
     commands: Callable[[], CommandService | None],
+    *,
+    master_secret: Callable[[], bytes],
 ) -> Blueprint:
     """The routes; ``config`` gives the settings in force (they change on reload),
-    ``commands`` the host's command service (None until the plugin runs)."""
-    gateway: Gateway = transport.gateway
+    ``commands`` the host's command service (None until the plugin runs),
+    ``master_secret`` the secret agent configs derive keys from (it changes on reload)."""
     api = Blueprint("websocket", __name__, url_prefix="/api/websocket")
 
     @api.get("/agents")
     async def list_agents() -> dict[str, Any]:
-        agents = sorted(await gateway.registry.list(), key=lambda info: info.agent_id)
+        agents = await gateway.agents()
         allowed = reach()
         agents = [info for info in agents if allowed(info.agent_id)]
         return {"agents": [info.to_json() for info in agents], "count": len(agents)}
@@ -68,7 +71,7 @@ def websocket_blueprint(
     async def agent_status(agent_id: str) -> dict[str, Any] | Response:
         if (bad := bad_agent(agent_id)) is not None:
             return bad
-        info = await gateway.registry.lookup(agent_id)
+        info = await gateway.agent(agent_id)
         status = {"agentId": agent_id, "connected": False} if info is None else info.to_json()
         status["metrics"] = await telemetry.latest_metrics(agent_id)
         return status
@@ -82,7 +85,7 @@ def websocket_blueprint(
         if (bad := bad_agent(agent_id)) is not None:
             return bad
         # This node's, since it started: the last sessions of each agent.
-        return {"agentId": agent_id, "sessions": gateway.history.of(agent_id)}
+        return {"agentId": agent_id, "sessions": gateway.sessions(agent_id)}
 
     @api.get("/agents/<agent_id>/config")
     async def agent_settings(agent_id: str) -> dict[str, Any] | Response:
@@ -95,7 +98,7 @@ def websocket_blueprint(
         make = functools.partial(
             agent_config,
             settings.server,
-            gateway.keyring.master_secrets[0],
+            master_secret(),
             agent_id,
             public_host=request.args.get("publicHost"),
         )
@@ -139,32 +142,20 @@ def websocket_blueprint(
     return api
 
 
-def _add_state_routes(api: Blueprint, gateway: Gateway) -> None:
+def _add_state_routes(api: Blueprint, gateway: GatewayView) -> None:
     """Counters and the telemetry spool."""
 
     @api.get("/stats")
     async def stats() -> dict[str, Any]:
-        spool, store, commands = gateway.spool, gateway.store, gateway.commands
-        return {
-            "openConnections": gateway.open_connections,
-            "commandsInFlight": len(commands),
-            # connections, authenticated, closed_<code>, refused_<code>, duplicates (nonces)
-            "counters": dict(sorted(gateway.stats.items())),
-            "deliveryDuplicates": spool.duplicates,
-            "unmatchedResults": commands.unmatched_results,
-            "store": {
-                "commits": store.commits,
-                "failedCommits": spool.failed_commits,
-                "pendingWrites": store.pending,
-            },
-        }
+        # counters: connections, authenticated, closed_<code>, refused_<code>, duplicates
+        return gateway.state()
 
     @api.get("/telemetry")
     async def spooled() -> dict[str, Any] | Response:
         query = history_query(MAX_TELEMETRY_PAGE, SPOOLED_TYPES)
         if isinstance(query, Response):
             return query
-        items = await gateway.store.telemetry(
+        items = await gateway.telemetry(
             query.after, query.limit, query.agent_id, kind=query.kind, since_ms=query.since_ms
         )
         return {"items": items, "next": items[-1]["id"] if items else query.after}

@@ -1,46 +1,33 @@
-"""The gateway: the ``/agent`` endpoint and the state every connection shares."""
+"""The gateway: the parts every agent connection shares, put together, and what happens
+as a connection authenticates and ends. Its faces: ``endpoint`` (the ``/agent`` handler),
+``live`` (open connections, shutdown), ``view`` (what routes and metrics read)."""
 
 from __future__ import annotations
 
 import logging
-import random
-import sqlite3
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..clock import wall_ms
 from ..host.presence import MemoryRegistry, Registry
-from ..host.serving.forwarded import client_address
 from ..protocol import (
     FEATURE_ACK,
-    FEATURE_CANCEL,
-    FEATURE_CHANNELS,
-    FEATURE_INTENTS,
-    FEATURE_LABELS,
-    FEATURE_OUTPUT,
     CloseCode,
     CloseConnection,
     Keyring,
-    Limits,
     LogEntry,
     MemoryReplayWindow,
-    ProtocolError,
-    RateLimit,
     ReplayWindow,
-    ServerConfig,
-    ServerSession,
-    close_reason,
 )
 from .admission import FAILURE_CODES, Admission
 from .channels import ChannelOpener
 from .commands import CommandBook
 from .config import GatewayConfig
 from .connection import AgentConnection
+from .endpoint import AgentEndpoint
 from .enrollment import JoinTokens
 from .links import (
     AuditOut,
@@ -51,16 +38,16 @@ from .links import (
     SharedReplayWindow,
     TelemetryOut,
 )
+from .live import LiveConnections
 from .liveness import ConnectionHistory, SessionSpan, Staleness
 from .output import OutputKeeper
 from .seen import LastSeen
 from .spool import Spool
 from .store import StateStore
+from .view import GatewayView
 from .workload import Workload
 
 if TYPE_CHECKING:
-    from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
-
     from ..transports.records import CommandRecord
 
 
@@ -92,7 +79,8 @@ class _Discard:
 
 
 class Gateway:
-    """Agents' connections, the registry, commands in flight, and shutdown."""
+    """One node's agents: the registry, commands in flight, the spool, and the hooks each
+    connection calls (``ConnectionOwner``)."""
 
     def __init__(
         self,
@@ -157,122 +145,28 @@ class Gateway:
             max_unauthenticated_per_address=config.max_unauthenticated_per_address,
             address_failures_per_minute=config.address_failures_per_minute,
         )
-        self._proxies = config.server.proxy_networks()
         #: What each agent's frames cost to read and verify; the wait that bounds it.
         self.workload = Workload(config.agent_cpu_ms_per_s / 1000, config.agent_cpu_burst_ms / 1000)
         self.channel_budget = Workload(config.channel_bytes_per_s, config.channel_burst_bytes)
         self.channel_opener = ChannelOpener(config.max_channels)
         #: Join tokens and enrolled agents' key generations (shared by the workers).
         self.enrollments = JoinTokens(config.server.state_dir)
-        #: Agents refused at once (``revoked_agents``; replaced on reload).
-        self.revoked: frozenset[str] = frozenset()
         self.stats: Counter[str] = Counter()
-        self.shutting_down = False
         #: Set once the background work has made its last commit and closed the store.
         self.closed = trio.Event()
-        self._connections: set[AgentConnection] = set()
-        #: Set while no connection is open (``wait_closed`` waits for it).
-        self._none_open = trio.Event()
-        self._none_open.set()
-        self.revoke(config.revoked_agents)
-        self._session_config = ServerConfig(
-            heartbeat_interval_ms=config.heartbeat_interval_ms,
-            features=frozenset(
-                {FEATURE_ACK, FEATURE_CANCEL, FEATURE_INTENTS, FEATURE_LABELS, FEATURE_OUTPUT}
-                | ({FEATURE_CHANNELS} if config.channels else set())
-            ),
-            rate_limit=RateLimit(
-                config.agent_messages_per_s, config.agent_bytes_per_s, config.agent_burst_s
-            ),
-            # Counted in bytes only: every frame already counts in messages above.
-            output_rate=RateLimit(1e9, config.output_bytes_per_s, config.agent_burst_s),
-            limits=Limits(
-                max_frame_bytes=config.max_frame_bytes,
-                max_frame_values=config.max_frame_values,
-                max_auth_frame_bytes=config.max_auth_frame_bytes,
-                auth_timeout_ms=config.auth_timeout_ms,
-            ),
+        self.live = LiveConnections()
+        #: The ``/agent`` handler (an ASGI callable).
+        self.endpoint = AgentEndpoint(
+            self,
+            live=self.live,
+            admission=self.admission,
+            enrollments=self.enrollments,
+            keyring=lambda: self.keyring,
+            stats=self.stats,
         )
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._connections)
-
-    async def agent_endpoint(
-        self, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        """The raw ASGI ``/agent`` handler (a Quart route costs ~15 KB more per agent)."""
-        if (await receive())["type"] != "websocket.connect":
-            return
-        address, port = scope.get("client") or ("unknown", 0)
-        if self._proxies:
-            forwarded = next(
-                (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"),
-                None,
-            )
-            address = client_address(address, forwarded, self._proxies)
-        del scope  # held by this frame for the connection's life otherwise
-        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        retry: int | None
-        if self.shutting_down:
-            code, retry = CloseCode.GOING_AWAY, self.config.shutdown_retry_after_s
-        else:
-            code, retry = (
-                CloseCode.TOO_MANY_ATTEMPTS,
-                self.admission.admit(address, trio.current_time()),
-            )
-        if retry is not None:
-            self.stats[f"refused_{int(code)}"] += 1
-            reason = close_reason(code, retry)
-            await send({"type": "websocket.close", "code": code, "reason": reason})
-            return
-        lifetime_ms = self.config.max_session_s * 1000
-        session = ServerSession(
-            self.keyring,
-            opened_at_ms=self.clock(),
-            session_id=str(uuid.uuid4()),
-            config=self._session_config,
-            gate=partial(self._gate, address),
-            generation_of=self._generation_of,
-            # Spread over the last tenth, so a fleet that connected at once does not
-            # reconnect at once.
-            lifetime_ms=lifetime_ms - random.randrange(lifetime_ms // 10 + 1),  # noqa: S311
-            # Sockets opened at once that never authenticate (a flood) are not all closed,
-            # and do not all come back, at once: a quarter more, at random.
-            auth_extra_ms=random.randrange(self.config.auth_timeout_ms // 4 + 1),  # noqa: S311
-        )
-        connection = AgentConnection(self, session, receive, send, address=address, port=port)
-        self._connections.add(connection)
-        if self._none_open.is_set():
-            self._none_open = trio.Event()
-        self.stats["connections"] += 1
-        await connection.run()
-
-    def _gate(self, address: str, agent_id: str) -> ProtocolError | None:
-        """Whether a first frame claiming ``agent_id`` may be verified at all."""
-        if agent_id in self.revoked:
-            return ProtocolError(CloseCode.AUTH_FAILED, f"{agent_id} is revoked")
-        retry = self.admission.agent_gate(address, agent_id, trio.current_time())
-        if retry is None:
-            return None
-        return ProtocolError(CloseCode.TOO_MANY_ATTEMPTS, f"{agent_id} failed too often", retry)
-
-    def _generation_of(self, agent_id: str) -> str | None:
-        """An enrolled agent's key generation (None: its key is derived from its id)."""
-        try:
-            generation = self.enrollments.generation(agent_id)
-        except sqlite3.Error as exc:  # fail closed: the agent's outbox waits
-            log.error(  # noqa: TRY400 - one line, no traceback: the message says it all
-                "cannot read the enrollment records in %s: %s", self.enrollments.path, exc
-            )
-            raise ProtocolError(
-                CloseCode.TRY_AGAIN_LATER, "the enrollment records are unreadable", 5
-            ) from None
-        if generation is False:
-            raise ProtocolError(
-                CloseCode.AUTH_FAILED, f"{agent_id} was revoked: only a new enrollment admits it"
-            )
-        return generation
+        self.endpoint.revoke(config.revoked_agents)
+        #: What routes and metrics read.
+        self.view = GatewayView(self)
 
     def rekeyed(self, agent_id: str) -> None:
         """``agent_id`` enrolled again: its open session (on this node) signs with the old
@@ -286,21 +180,6 @@ class Gateway:
         if await self.last_seen.get(agent_id) is not None:
             return True
         return await self.registry.lookup(agent_id) is not None
-
-    def revoke(self, agent_ids: Iterable[str]) -> int:
-        """Refuse these agents from now on (4401) and close their open sessions; returns
-        how many sessions were closed. The list replaces the previous one. A revoked id's
-        key is forgotten, whether enrolled or derived from the id alone: taking the id off
-        the list later brings no old key back; it must enroll again (``--reenroll``)."""
-        ids = frozenset(agent_ids)
-        self.enrollments.revoke_agents(sorted(ids - self.revoked), self.clock())
-        self.revoked = ids
-        closed = 0
-        for connection in list(self._connections):
-            if connection.agent_id in self.revoked:
-                connection.revoke()
-                closed += 1
-        return closed
 
     async def authenticated(self, connection: AgentConnection) -> None:
         self.admission.authenticated(connection.address)
@@ -348,9 +227,7 @@ class Gateway:
                 )
         finally:
             # Only now is it gone: a shutdown waits for this before the last commit.
-            self._connections.discard(connection)
-            if not self._connections:
-                self._none_open.set()
+            self.live.ended(connection)
 
     def _command_changed(self, record: CommandRecord) -> None:
         self.output.notify(record.command_id)  # a follower of its output hears it ended
@@ -374,12 +251,6 @@ class Gateway:
         detail = event.detail or event.reason
         extra = _context(connection)
         log.log(level, "closing %s with %d: %s", who, event.code, detail, extra=extra)
-
-    def shutdown(self) -> None:
-        """Refuse new agents and close every open one with 1001 and a retry hint."""
-        self.shutting_down = True
-        for connection in list(self._connections):
-            connection.shutdown(self.config.shutdown_retry_after_s)
 
     async def run(self) -> None:
         """The background work of a running gateway: commits, acks, deadlines, pruning.
@@ -407,11 +278,6 @@ class Gateway:
                     self._events.publish("agent_stale", agent_id, {"lastSeen": heard[agent_id]})
                 for agent_id in back:
                     self._events.publish("agent_active", agent_id, {"lastSeen": heard[agent_id]})
-
-    async def wait_closed(self, timeout_s: float) -> None:
-        """Wait (bounded) until every agent connection has ended."""
-        with trio.move_on_after(timeout_s):
-            await self._none_open.wait()
 
 
 def _context(connection: AgentConnection) -> dict[str, str | None]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from ..protocol import CloseCode
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from .view import GatewayView
 
 __all__ = ["GatewayCollector"]
 
@@ -31,15 +32,16 @@ class GatewayCollector:
     """``monitoring_ws_agents_connected``, connects, disconnects by code, frames by type,
     rejected frames by reason, authentication failures and the spool's size."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayView) -> None:
         self.gateway = gateway
 
     def collect(self) -> Iterable[Metric]:
-        gateway, stats = self.gateway, self.gateway.stats
+        gateway = self.gateway
+        stats = Counter(gateway.counters())  # a name not counted yet reads 0
         connected = GaugeMetricFamily(
             "monitoring_ws_agents_connected", "Agents connected to this node.", labels=["transport"]
         )
-        connected.add_metric(["websocket"], len(gateway.registry.connections()))
+        connected.add_metric(["websocket"], gateway.connected_here)
         yield connected
         yield CounterMetricFamily(
             "monitoring_ws_agent_connects", "Agents authenticated.", stats["authenticated"]
@@ -77,10 +79,10 @@ class GatewayCollector:
             "monitoring_ws_agent_throttled_seconds",
             "Time agents were not read for, having used their share of the server "
             "(agent_cpu_ms_per_s).",
-            gateway.workload.throttled_s,
+            gateway.throttled_s,
         )
         yield GaugeMetricFamily(
             "monitoring_ws_spool_bytes",
             "Characters of spooled telemetry in the state database.",
-            gateway.store.telemetry_bytes,
+            gateway.spool_bytes,
         )

@@ -49,12 +49,12 @@ class WebSocketTransport:
         return info is not None and command in info.commands
 
     def health(self) -> dict[str, Any]:
-        gateway = self.gateway
+        view = self.gateway.view
         return {
-            "ok": not gateway.shutting_down,
-            "connections": gateway.open_connections,
-            "commandsInFlight": len(gateway.commands),
-            "shuttingDown": gateway.shutting_down,
+            "ok": not view.shutting_down,
+            "connections": view.open_connections,
+            "commandsInFlight": view.commands_in_flight,
+            "shuttingDown": view.shutting_down,
         }
 
     async def send_command(self, order: CommandOrder) -> CommandOutcome:
@@ -177,7 +177,7 @@ class WebSocketTransport:
         info = await gateway.remote.locate(agent_id)
         if info is None or info.node == gateway.node:
             return None
-        if gateway.shutting_down:
+        if gateway.live.shutting_down:
             raise ShuttingDownError("the server is shutting down")
         if command not in info.commands:
             offered = ", ".join(info.commands) or "none"
@@ -249,7 +249,7 @@ class WebSocketTransport:
     def connection_for(self, agent_id: str, command: str) -> AgentConnection:
         """The agent's open connection, if it can take ``command``; raises why not."""
         gateway = self.gateway
-        if gateway.shutting_down:
+        if gateway.live.shutting_down:
             raise ShuttingDownError("the server is shutting down")
         connection = gateway.registry.local(agent_id)
         if connection is None or not connection.ready:

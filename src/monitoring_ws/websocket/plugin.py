@@ -121,7 +121,12 @@ class WebSocketPlugin(PluginBase):
         )
         self._host: HostContext | None = None
         self._blueprint = websocket_blueprint(
-            self.transport, context.telemetry, self._settings, self._commands
+            self.transport,
+            self.gateway.view,
+            context.telemetry,
+            self._settings,
+            self._commands,
+            master_secret=lambda: self.gateway.keyring.master_secrets[0],
         )
 
     @staticmethod
@@ -157,10 +162,10 @@ class WebSocketPlugin(PluginBase):
 
     def collectors(self) -> Sequence[MetricsCollector]:
         if self.cluster is None:
-            return (GatewayCollector(self.gateway),)
+            return (GatewayCollector(self.gateway.view),)
         from ..cluster.metrics import ClusterCollector  # noqa: PLC0415 - coredis only for clusters
 
-        return (GatewayCollector(self.gateway), ClusterCollector(self.cluster))
+        return (GatewayCollector(self.gateway.view), ClusterCollector(self.cluster))
 
     def agent_http_routes(self) -> Mapping[str, AsgiHandler]:
         # A path ending in "/" takes what is under it.
@@ -182,7 +187,7 @@ class WebSocketPlugin(PluginBase):
         return (
             WebSocketRoute(
                 AGENT_PATH,
-                self.gateway.agent_endpoint,
+                self.gateway.endpoint,
                 config.max_frame_bytes,
                 max_first_message_bytes=config.max_auth_frame_bytes,
                 max_unauthenticated=config.max_unauthenticated,
@@ -210,9 +215,10 @@ class WebSocketPlugin(PluginBase):
 
     async def drain(self) -> None:
         """Refuse new agents; close open ones with 1001 and a retry hint (bounded)."""
-        log.info("closing %d agent connection(s) with 1001", self.gateway.open_connections)
-        self.gateway.shutdown()
-        await self.gateway.wait_closed(AGENT_CLOSE_TIMEOUT_S)
+        live = self.gateway.live
+        log.info("closing %d agent connection(s) with 1001", len(live))
+        live.shutdown(self.config.shutdown_retry_after_s)
+        await live.wait_closed(AGENT_CLOSE_TIMEOUT_S)
 
     def reload(self, settings: Mapping[str, Any]) -> None:
         """What may change without a restart takes effect: the master secrets (new
@@ -224,7 +230,7 @@ class WebSocketPlugin(PluginBase):
         if self.cluster is not None:
             self.cluster.registry.seal.rekey(secrets)
         self.config = config
-        closed = self.gateway.revoke(config.revoked_agents)
+        closed = self.gateway.endpoint.revoke(config.revoked_agents)
         log.info(
             "reloaded: %d agent(s) revoked, %d open session(s) closed",
             len(config.revoked_agents),
