@@ -2,11 +2,9 @@
 
 The reader runs in the connection's own task: it feeds frames to the sans-IO
 ``ServerSession`` and acts on the events; the session's deadline (auth, heartbeat
-silence) is the cancel scope around each read, not a task. The writer is a task of the
-connection's nursery that exists only while frames are queued: an idle agent costs no
-writer (each task costs several KB, and idle agents are most of a fleet). The queue is
+silence) is the cancel scope around each read, not a task. The writer (writer.py) is a
+task of the connection's nursery that exists only while frames are queued. The queue is
 bounded: a slow agent first gets backpressure and then, when it overflows, a 1013 close.
-Every close goes through the writer, after the frames queued before it.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -46,47 +44,17 @@ from ..protocol import (
 from ..transports import CommandTooLargeError, InvalidCommandError
 from ..transports.channels import ChannelRefusedError
 from .channels import ConnectionChannels, ServerChannel
+from .writer import FrameWriter
 
 if TYPE_CHECKING:
-    from collections import Counter
     from collections.abc import Callable
 
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
-    from ..protocol import ReplayWindow, ShellParams, TunnelParams
-    from .commands import CommandBook
-    from .config import GatewayConfig
-    from .links import SharedReplayWindow, TelemetryOut
-    from .output import OutputKeeper
-    from .spool import Spool
-    from .workload import Workload
+    from ..protocol import ShellParams, TunnelParams
+    from .links import ConnectionOwner, SharedReplayWindow
 
-__all__ = ["PEER_CLOSE_CODES", "AgentConnection", "ConnectionOwner"]
-
-
-class ConnectionOwner(Protocol):
-    """What a connection asks of the gateway that opened it."""
-
-    config: GatewayConfig
-    #: Wall-clock milliseconds (injectable: tests drive heartbeats with trio's MockClock).
-    clock: Callable[[], int]
-    node: str
-    replay: ReplayWindow
-    shared_replay: SharedReplayWindow | None
-    commands: CommandBook
-    output: OutputKeeper
-    spool: Spool
-    sink: TelemetryOut
-    stats: Counter[str]
-    workload: Workload
-    #: Each agent's channel bytes a second (``channel_bytes_per_s``).
-    channel_budget: Workload
-
-    async def authenticated(self, connection: AgentConnection) -> None: ...
-
-    async def connection_ended(self, connection: AgentConnection, authenticated: bool) -> None: ...
-
-    def log_close(self, connection: AgentConnection, event: CloseConnection) -> None: ...
+__all__ = ["PEER_CLOSE_CODES", "AgentConnection"]
 
 
 #: Close codes a peer's close is counted under by name (metrics label values); any other
@@ -102,22 +70,16 @@ MOST_PER_CHARACTER_S = 1e-6
 CLOSE_GRACE_S = 2.0
 
 
-class AgentConnection:
+class AgentConnection(FrameWriter):
     """The I/O shell around one ``ServerSession``."""
 
     __slots__ = (
         "_authenticated",
-        "_closing",
-        "_drained",
         "_gateway",
-        "_nursery",
-        "_outbox",
         "_output_kept",
         "_read_scope",
         "_receive",
-        "_send",
         "_session",
-        "_writing",
         "address",
         "channels",
         "connected_at_ms",
@@ -134,26 +96,20 @@ class AgentConnection:
         address: str,
         port: int,
     ) -> None:
+        super().__init__(send)
         self._gateway = gateway
         self._session = session
         self._receive = receive
-        self._send = send
         self.address = address
         self.port = port
         self.connected_at_ms = gateway.clock()
-        self._outbox: list[str | bytes] = []  # a deque costs ~700 B; this stays short
-        self._writing = False
-        self._nursery: trio.Nursery | None = None
         self._read_scope: trio.CancelScope | None = None
-        self._closing: CloseConnection | None = None
         self._authenticated = False
         #: The last frame was a chunk of output kept for a command sent to this agent:
         #: the output budget (bytes) bounds what those cost, not the CPU share.
         self._output_kept = False
         #: Made at the first channel opened: most agents never have one.
         self.channels: ConnectionChannels | None = None
-        #: Set when the queue drains below half: channel data waits on it.
-        self._drained: trio.Event | None = None
 
     # -- what others call -----------------------------------------------------------------
 
@@ -263,18 +219,11 @@ class AgentConnection:
             )
         return frame
 
-    def send_frame(self, text: str) -> bool:
-        """Queue a frame; False (and a 1013 close) when the agent is too slow to take it."""
-        if self._closing is not None:
-            return False
-        if len(self._outbox) >= self._gateway.config.outgoing_queue:
-            # What is still queued would only delay the close: the agent cannot keep up.
-            self._outbox.clear()
-            self.close(self._session.close(CloseCode.TRY_AGAIN_LATER, retry_after_s=1))
-            return False
-        self._outbox.append(text)
-        self._wake_writer()
-        return True
+    def _queue_limit(self) -> int:
+        return self._gateway.config.outgoing_queue
+
+    def _overflowed(self) -> None:
+        self.close(self._session.close(CloseCode.TRY_AGAIN_LATER, retry_after_s=1))
 
     def close(self, event: CloseConnection) -> None:
         """Decide to close: the writer sends what is queued, then the close frame."""
@@ -315,25 +264,6 @@ class AgentConnection:
             self.channels = ConnectionChannels(self, self._session, self._gateway)
         return self.channels
 
-    async def send_binary(self, frame: bytes) -> bool:
-        """Queue a binary frame once the queue is under half full (bulk data waits here
-        rather than overflow the queue, which closes the connection); False if closing."""
-        half = max(1, self._gateway.config.outgoing_queue // 2)
-        while len(self._outbox) >= half and self._closing is None:
-            if self._drained is None:
-                self._drained = trio.Event()
-            await self._drained.wait()
-        if self._closing is not None:
-            return False
-        self._outbox.append(frame)
-        self._wake_writer()
-        return True
-
-    def _signal_drained(self) -> None:
-        if self._drained is not None:
-            self._drained.set()
-            self._drained = None
-
     # -- the connection's life ------------------------------------------------------------
 
     async def run(self) -> None:
@@ -348,34 +278,6 @@ class AgentConnection:
             self._nursery = None
             with trio.CancelScope(shield=True):
                 await self._gateway.connection_ended(self, self._authenticated)
-
-    def _wake_writer(self) -> None:
-        if not self._writing and self._nursery is not None and (self._outbox or self._closing):
-            self._writing = True
-            self._nursery.start_soon(self._write)
-
-    async def _write(self) -> None:
-        send, outbox = self._send, self._outbox
-        try:
-            half = self._gateway.config.outgoing_queue // 2
-            while outbox:
-                frame = outbox.pop(0)
-                if isinstance(frame, str):
-                    await send({"type": "websocket.send", "text": frame, "bytes": None})
-                else:
-                    await send({"type": "websocket.send", "text": None, "bytes": frame})
-                if self._drained is not None and len(outbox) < half:
-                    self._signal_drained()
-            closing = self._closing
-            if closing is not None:
-                # After the peer has gone Hypercorn ignores this, as it should.
-                await send(
-                    {"type": "websocket.close", "code": closing.code, "reason": closing.reason}
-                )
-        finally:
-            self._writing = False
-        if outbox and self._closing is None:  # queued while the last send was finishing
-            self._wake_writer()
 
     async def _read_loop(self) -> None:
         session, receive, replay = self._session, self._receive, self._gateway.replay

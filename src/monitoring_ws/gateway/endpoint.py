@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
     from .admission import Admission
     from .config import GatewayConfig
-    from .connection import ConnectionOwner
     from .enrollment import JoinTokens
+    from .links import ConnectionOwner
     from .live import LiveConnections
 
 __all__ = ["AgentEndpoint", "session_config"]

@@ -8,14 +8,24 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections import Counter
+    from collections.abc import Callable
+
     from ..host.presence import AgentInfo
-    from ..protocol import CloseConnection, Command, Delivery, LogEntry, ReplayVerdict
+    from ..protocol import CloseConnection, Command, Delivery, LogEntry, ReplayVerdict, ReplayWindow
     from ..transports import CommandOrder, CommandOutcome
     from ..transports.records import CommandRecord, RecordQuery
+    from .commands import CommandBook
+    from .config import GatewayConfig
+    from .connection import AgentConnection
+    from .output import OutputKeeper
+    from .spool import Spool
+    from .workload import Workload
 
 __all__ = [
     "AgentLink",
     "AuditOut",
+    "ConnectionOwner",
     "EventsOut",
     "MetricsOut",
     "RemoteCommands",
@@ -111,3 +121,28 @@ class RemoteCommands(Protocol):
     async def send(self, node: str, order: CommandOrder) -> CommandOutcome: ...
 
     async def submit(self, node: str, order: CommandOrder) -> dict[str, Any]: ...
+
+
+class ConnectionOwner(Protocol):
+    """What a connection asks of the gateway that opened it."""
+
+    config: GatewayConfig
+    #: Wall-clock milliseconds (injectable: tests drive heartbeats with trio's MockClock).
+    clock: Callable[[], int]
+    node: str
+    replay: ReplayWindow
+    shared_replay: SharedReplayWindow | None
+    commands: CommandBook
+    output: OutputKeeper
+    spool: Spool
+    sink: TelemetryOut
+    stats: Counter[str]
+    workload: Workload
+    #: Each agent's channel bytes a second (``channel_bytes_per_s``).
+    channel_budget: Workload
+
+    async def authenticated(self, connection: AgentConnection) -> None: ...
+
+    async def connection_ended(self, connection: AgentConnection, authenticated: bool) -> None: ...
+
+    def log_close(self, connection: AgentConnection, event: CloseConnection) -> None: ...
