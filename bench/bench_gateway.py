@@ -31,7 +31,7 @@ from fleet import (
     start_server,
     summary,
 )
-from monitoring_ws.host.server import raise_open_file_limit
+from monitoring_ws.host.serving.process import raise_open_file_limit
 from monitoring_ws.protocol import FEATURE_ACK, HeartbeatAnswered
 
 METRICS = {

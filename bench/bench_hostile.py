@@ -50,7 +50,7 @@ from fleet import (
     start_server,
     summary,
 )
-from monitoring_ws.host.server import raise_open_file_limit
+from monitoring_ws.host.serving.process import raise_open_file_limit
 from monitoring_ws.protocol import derive_agent_key
 
 ATTACK_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 9)]

@@ -27,7 +27,7 @@ import trio
 
 from bench_gateway import connect_all, host_port
 from fleet import BenchAgent, HttpCaller, cpu_seconds, emit, start_server
-from monitoring_ws.host.server import raise_open_file_limit
+from monitoring_ws.host.serving.process import raise_open_file_limit
 
 PING = b'{"command": "ping", "args": {}}'
 

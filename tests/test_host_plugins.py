@@ -24,7 +24,7 @@ from monitoring_ws.host.plugins import (
     load_enabled,
     validate_enabled,
 )
-from monitoring_ws.host.server import transports_in_order
+from monitoring_ws.host.router import transports_in_order
 from monitoring_ws.host.telemetry import TelemetryBus
 
 

@@ -11,7 +11,8 @@ import trio
 
 from monitoring_ws.host.config import config_from_document
 from monitoring_ws.host.plugins import PluginContext, load_enabled
-from monitoring_ws.host.server import Running, serve_host, transports_in_order
+from monitoring_ws.host.router import transports_in_order
+from monitoring_ws.host.server import Running, serve_host
 from monitoring_ws.host.telemetry import TelemetryBus
 
 from .conftest import SECRET

@@ -8,7 +8,7 @@ import trio
 
 from monitoring_ws.configbase import ConfigError
 from monitoring_ws.host.config import TransportSettings
-from monitoring_ws.host.server import transports_in_order
+from monitoring_ws.host.router import transports_in_order
 from monitoring_ws.protocol import CommandError, LogEntry
 from tests.support.served import Served as Running
 

@@ -99,7 +99,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ..configbase import ConfigError  # noqa: PLC0415
     from ..host.plugins import PluginError  # noqa: PLC0415
-    from ..host.server import raise_open_file_limit, serve_host, tune_gc  # noqa: PLC0415
+    from ..host.server import serve_host  # noqa: PLC0415
+    from ..host.serving.process import raise_open_file_limit, tune_gc  # noqa: PLC0415
 
     setup_logging(verbose=args.verbose, log_format=args.log_format)
     if args.redis_url and "@" in args.redis_url and args.worker_index is None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..configbase import ConfigError
 from ..transports.base import (
     AgentNotConnectedError,
     CommandNotSupportedError,
@@ -18,7 +19,17 @@ from ..transports.base import (
     TransportError,
 )
 
-__all__ = ["NOT_DELIVERED", "Routed", "TransportRouter", "send_through"]
+if TYPE_CHECKING:
+    from .config import TransportSettings
+    from .plugins import Plugin
+
+__all__ = [
+    "NOT_DELIVERED",
+    "Routed",
+    "TransportRouter",
+    "send_through",
+    "transports_in_order",
+]
 
 log = logging.getLogger("monitoring_ws.router")
 
@@ -94,3 +105,23 @@ async def send_through(transport: Transport, order: CommandOrder) -> Routed:
         raise
     except TransportError as exc:
         return Routed(transport.name, exc)
+
+
+def transports_in_order(
+    plugins: Sequence[Plugin], settings: TransportSettings
+) -> tuple[Transport, ...]:
+    """The enabled plugins' transports (``ssm`` among them when ``[transports] ssm =
+    true``), in ``order``; the rest after."""
+    available: dict[str, Transport] = {}
+    for plugin in plugins:
+        for transport in plugin.transports():
+            available[transport.name] = transport
+    unknown = sorted(set(settings.order) - set(available) - {"websocket", "ssm"})
+    if unknown:
+        offered = ", ".join(sorted({"websocket", "ssm", *available}))
+        raise ConfigError(
+            f"[transports] order names {', '.join(unknown)}, which no enabled plugin "
+            f"provides (known: {offered})"
+        )
+    order = list(settings.order) + [name for name in available if name not in settings.order]
+    return tuple(available[name] for name in order if name in available)

@@ -9,9 +9,7 @@ background work is cancelled (the gateway makes its final commit in its ``finall
 
 from __future__ import annotations
 
-import gc
 import logging
-import resource
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +21,6 @@ import trio
 from ..clock import wall_ms
 from ..configbase import ConfigError, parse_hostport
 from ..sdnotify import notify
-from ..transports import Transport
 from .agent_gauges import AgentGauges
 from .api import create_app
 from .api.agents import COMMAND_ROUTE
@@ -32,7 +29,7 @@ from .api.health import Readiness
 from .audit import AuditLog
 from .command_service import CommandService
 from .commandlog import CommandLog
-from .config import MonitoringConfig, ServerSettings, TransportSettings
+from .config import MonitoringConfig, ServerSettings
 from .events import EventHub
 from .fleet import Fleet
 from .jobs import JobRunner, JobStore
@@ -47,7 +44,7 @@ from .plugins import (
     WebSocketRoute,
     load_enabled,
 )
-from .router import TransportRouter
+from .router import TransportRouter, transports_in_order
 from .serving.asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
 from .serving.listeners import DRAIN_TIMEOUT_S, listener_server
 from .serving.tls import certificate_fingerprint, ensure_self_signed
@@ -55,13 +52,7 @@ from .serving.wsmask import accelerate_masking
 from .telemetry import TelemetryBus
 from .tokens import TokenSet
 
-__all__ = [
-    "Running",
-    "raise_open_file_limit",
-    "serve_host",
-    "transports_in_order",
-    "tune_gc",
-]
+__all__ = ["Running", "serve_host"]
 
 log = logging.getLogger("monitoring_ws.serve")
 
@@ -88,49 +79,6 @@ class Running:
     app: Any
     #: The API tokens in force (a reload replaces them).
     tokens: TokenSet
-
-
-def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (each agent holds a socket)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
-    return soft, hard
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for a long-running server process.
-
-    Full collections scan every tracked object, tens of ms with a thousand agents
-    connected: they set the tail latency of commands. What is loaded at start-up is
-    frozen out of them, and young collections run less often (docs/performance.md).
-    """
-    gc.freeze()
-    gc.set_threshold(5000, 20, 100)
-
-
-def transports_in_order(
-    plugins: Sequence[Plugin], settings: TransportSettings
-) -> tuple[Transport, ...]:
-    """The enabled plugins' transports (``ssm`` among them when ``[transports] ssm =
-    true``), in ``order``; the rest after."""
-    available: dict[str, Transport] = {}
-    for plugin in plugins:
-        for transport in plugin.transports():
-            available[transport.name] = transport
-    unknown = sorted(set(settings.order) - set(available) - {"websocket", "ssm"})
-    if unknown:
-        offered = ", ".join(sorted({"websocket", "ssm", *available}))
-        raise ConfigError(
-            f"[transports] order names {', '.join(unknown)}, which no enabled plugin "
-            f"provides (known: {offered})"
-        )
-    order = list(settings.order) + [name for name in available if name not in settings.order]
-    return tuple(available[name] for name in order if name in available)
 
 
 def _tls(server: ServerSettings) -> tuple[Path, Path] | None:
