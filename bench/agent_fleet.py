@@ -17,11 +17,11 @@ from typing import Any
 
 import trio
 
+from fleet import raise_open_file_limit
 from monitoring_ws.agent.client import Agent
 from monitoring_ws.agent.runner import CommandRunner
 from monitoring_ws.agent.settings import AgentSettings
 from monitoring_ws.configbase import is_loopback
-from monitoring_ws.host.serving.process import raise_open_file_limit
 from monitoring_ws.protocol import derive_agent_key
 
 

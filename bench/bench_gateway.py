@@ -27,11 +27,11 @@ from fleet import (
     emit,
     listener_args,
     now_ms,
+    raise_open_file_limit,
     rss_bytes,
     start_server,
     summary,
 )
-from monitoring_ws.host.serving.process import raise_open_file_limit
 from monitoring_ws.protocol import FEATURE_ACK, HeartbeatAnswered
 
 METRICS = {
@@ -228,6 +228,12 @@ def main() -> None:
         default="combined",
         help="agents on the API's port (Hypercorn), or on agent_listen served lean or by Hypercorn",
     )
+    parser.add_argument(
+        "--api",
+        choices=["hypercorn", "lean"],
+        default="hypercorn",
+        help="what serves the API's port (api_server)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     raise_open_file_limit()  # the generator holds a socket per agent too
@@ -237,7 +243,7 @@ def main() -> None:
     for count in args.agents or defaults[args.scenario]:
         runs = args.callers if args.scenario == "commands" else [None]
         for callers in runs:
-            process, api_url, ws_url = start_server(*listener_args(args.listener))
+            process, api_url, ws_url = start_server(*listener_args(args.listener, api=args.api))
             try:
                 if args.scenario == "ingest":
                     result = trio.run(ingest, ws_url, count, args.frames, args.ack)
@@ -252,7 +258,7 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-            result["listener"] = args.listener
+            result["listener"], result["api"] = args.listener, args.api
             emit({"bench": f"gateway_{args.scenario}", **result, "machine": machine})
 
 

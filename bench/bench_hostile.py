@@ -47,10 +47,10 @@ from fleet import (
     emit,
     listener_args,
     now_ms,
+    raise_open_file_limit,
     start_server,
     summary,
 )
-from monitoring_ws.host.serving.process import raise_open_file_limit
 from monitoring_ws.protocol import derive_agent_key
 
 ATTACK_ADDRESSES = [f"127.0.1.{i}" for i in range(1, 9)]

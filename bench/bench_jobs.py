@@ -26,8 +26,7 @@ from typing import Any
 import trio
 
 from bench_gateway import connect_all, host_port
-from fleet import BenchAgent, HttpCaller, cpu_seconds, emit, start_server
-from monitoring_ws.host.serving.process import raise_open_file_limit
+from fleet import BenchAgent, HttpCaller, cpu_seconds, emit, raise_open_file_limit, start_server
 
 PING = b'{"command": "ping", "args": {}}'
 

@@ -40,6 +40,13 @@ from monitoring_ws.protocol import (
     derive_agent_key,
 )
 
+try:  # for the benches: each holds a socket per agent
+    from monitoring_ws.host.serving.process import raise_open_file_limit
+except ImportError:  # an older build under test (A/B with PYTHONPATH)
+    from monitoring_ws.host.server import (  # type: ignore[attr-defined,no-redef]
+        raise_open_file_limit,  # noqa: F401 - the benches import it from here
+    )
+
 SECRET = "bench-master-secret"
 READY = re.compile(r"API on (http://\S+); agents connect to (\S+)")
 
@@ -193,13 +200,18 @@ def start_server(
     raise RuntimeError(f"server exited with {process.wait()}")
 
 
-def listener_args(listener: str) -> list[str]:
+def listener_args(listener: str, *, api: str = "hypercorn") -> list[str]:
     """``serve`` arguments for the agent listener asked for: ``combined`` (agents on the
-    API's port, Hypercorn), or ``agent_listen`` served ``lean`` or by ``hypercorn``."""
-    if listener == "combined":
+    API's port), or ``agent_listen`` served ``lean`` or by ``hypercorn``; ``api`` is what
+    serves the API's port (``api_server``)."""
+    if listener == "combined" and api == "hypercorn":
         return []
     config = Path(tempfile.mkdtemp(prefix="bench-config-")) / "monitoring.toml"
-    config.write_text(f'[server]\nagent_server = "{listener}"\n', encoding="utf-8")
+    server = f'[server]\napi_server = "{api}"\n'
+    if listener == "combined":
+        config.write_text(server, encoding="utf-8")
+        return ["--config", str(config)]
+    config.write_text(f'{server}agent_server = "{listener}"\n', encoding="utf-8")
     return ["--agent-listen", "127.0.0.1:0", "--config", str(config)]
 
 

@@ -81,9 +81,17 @@ Running = Served  # what tests annotate a started server with
 
 @pytest.fixture(params=["hypercorn", "lean"])
 def agent_listener(request: pytest.FixtureRequest) -> str:
-    """Run a module's tests against both agent listeners: Hypercorn on the API's port, and
-    the lean one (host/lean.py) on ``agent_listen`` (``pytestmark =
+    """Run a module's tests against both agent listeners: Hypercorn on the API's port
+    (``api_server = "hypercorn"``), and the lean one on ``agent_listen`` (``pytestmark =
     pytest.mark.usefixtures("agent_listener")``)."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["lean", "hypercorn"])
+def api_server(request: pytest.FixtureRequest) -> str:
+    """Run a module's tests against both servers of the API's port (``api_server``):
+    the lean listener (the default) and Hypercorn (``pytestmark =
+    pytest.mark.usefixtures("api_server")``)."""
     return str(request.param)
 
 
@@ -94,9 +102,12 @@ async def start_server(
     """Start a server with flat gateway settings as overrides (docs/gateway.md) and the
     sessions' wall clock (``clock``); it stops when the test ends. In a module that asks
     for ``agent_listener``, agents reach it through the listener named."""
-    lean = "agent_listener" in request.fixturenames and (
-        request.getfixturevalue("agent_listener") == "lean"
-    )
+    listener = None
+    if "agent_listener" in request.fixturenames:
+        listener = request.getfixturevalue("agent_listener")
+    api = None
+    if "api_server" in request.fixturenames:
+        api = request.getfixturevalue("api_server")
 
     async def start(*, clock: Callable[[], int] = wall_ms, **overrides: Any) -> Served:
         settings: dict[str, Any] = {
@@ -104,8 +115,12 @@ async def start_server(
             "master_secrets": (SECRET,),
             "state_dir": tmp_path / "state",
         }
-        if lean:
+        if listener == "lean":
             settings |= {"agent_listen": "127.0.0.1:0", "agent_server": "lean"}
+        elif listener == "hypercorn":
+            settings["api_server"] = "hypercorn"  # agents on the API's port, on Hypercorn
+        if api is not None:
+            settings["api_server"] = api
         settings.update(overrides)
         return await serve_in(nursery, config_from_flat(settings), clock)
 

@@ -24,6 +24,9 @@ from monitoring_ws.host.tokens import TokenSet
 from .conftest import StartServer
 from .gateway.agents import open_agent
 
+# The API answers the same on both servers of its port (api_server).
+pytestmark = pytest.mark.usefixtures("api_server")
+
 ADMIN, READER = "admin-token-" + "a" * 10, "reader-token-" + "r" * 10
 PINGER, WEB = "pinger-token-" + "p" * 10, "web-token-" + "w" * 10
 TOKENS = [

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -19,6 +20,9 @@ from .conftest import SECRET, StartServer
 from .gateway.agents import now_ms, open_agent
 from .support.eventually import eventually
 from .support.served import config_from_flat
+
+# The API answers the same on both servers of its port (api_server).
+pytestmark = pytest.mark.usefixtures("api_server")
 
 
 async def read_events(http: httpx.AsyncClient, count: int, **params: Any) -> list[dict[str, Any]]:

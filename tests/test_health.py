@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from monitoring_ws.host.api.health import Readiness
@@ -13,6 +14,9 @@ from monitoring_ws.host.api.health import Readiness
 from .conftest import RedisProcess, StartServer
 from .support.eventually import eventually
 from .support.served import ssm_only_app
+
+# The API answers the same on both servers of its port (api_server).
+pytestmark = pytest.mark.usefixtures("api_server")
 
 
 async def test_probes_need_no_token_and_say_one_word_per_check(

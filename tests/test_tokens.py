@@ -15,6 +15,9 @@ from monitoring_ws.host.tokens import parse_tokens, required_scope
 from .conftest import StartServer
 from .gateway.agents import open_agent
 
+# The API answers the same on both servers of its port (api_server).
+pytestmark = pytest.mark.usefixtures("api_server")
+
 ADMIN, READER, PINGER, GRAFANA = ("a" * 20, "r" * 20, "p" * 20, "g" * 20)
 TOKENS = [
     ADMIN,  # a plain string: every scope, as before

@@ -16,6 +16,9 @@ from ..conftest import StartServer
 from ..support.eventually import eventually
 from .agents import now_ms, open_agent
 
+# The API answers the same on both servers of its port (api_server).
+pytestmark = pytest.mark.usefixtures("api_server")
+
 JSON = {"Content-Type": "application/json"}
 
 

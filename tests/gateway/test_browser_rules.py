@@ -12,6 +12,9 @@ from tests.support.served import Served as Running
 from ..conftest import StartServer
 from .agents import open_agent
 
+# The API answers the same on both servers of its port (api_server).
+pytestmark = pytest.mark.usefixtures("api_server")
+
 TOKEN = "a-token-of-sixteen-chars"
 
 

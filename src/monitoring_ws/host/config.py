@@ -76,6 +76,9 @@ class ServerSettings:
     #: What serves ``agent_listen``: ``lean`` (trio streams and wsproto, host/lean.py) or
     #: ``hypercorn`` (as the main listener).
     agent_server: str = attrs.field(default="lean", validator=v.in_(("lean", "hypercorn")))
+    #: What serves ``listen`` (the API, the dashboard; agents too without ``agent_listen``):
+    #: ``hypercorn``, or ``lean`` (the same listener as ``agent_server``'s, kept alive).
+    api_server: str = attrs.field(default="lean", validator=v.in_(("lean", "hypercorn")))
     state_dir: Path = attrs.field(default=Path(".monitoring-ws"), converter=path)
     tls_cert: Path | None = attrs.field(default=None, converter=_optional_path)
     tls_key: Path | None = attrs.field(default=None, converter=_optional_path)

@@ -284,7 +284,7 @@ async def _listen(
             HostApp(built.app, built.routes, built.http_routes, built.lean_commands),
             server.listen,
             tls if server.agent_listen is None else None,
-            False,
+            server.api_server == "lean",
         )
     ]
     if server.agent_listen is not None:
@@ -299,7 +299,7 @@ async def _listen(
         await stopped.wait()
 
     async with trio.open_nursery() as serving:
-        urls = []
+        urls: list[list[str]] = []
         for asgi, bind, listener_tls, lean in listeners:
             serve = listener_server(
                 asgi,
@@ -310,6 +310,7 @@ async def _listen(
                 max_message_bytes=max_bytes,
                 shared_port=shared,
                 shutdown_trigger=shutdown_trigger,
+                api=not urls,
             )
             urls.append(await serving.start(serve))
         api_url = urls[0][0]

@@ -10,6 +10,7 @@ code, with the same TLS, limits and close codes. The single-port mode stays on H
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections import Counter
@@ -25,15 +26,16 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from .forwarded import trusted
-from .leanhttp import BAD_REQUEST, HEAD_TOO_LARGE, serve_http
+from .leanhttp import BAD_REQUEST, HEAD_TOO_LARGE, decoded_path, serve_http
 from .leansocket import READ_BYTES, LeanSettings, LeanSocket
+from .lifespan import lifespan
 
 __all__ = ["LeanSettings", "serve_lean", "server_context"]
 
 log = logging.getLogger("monitoring_ws.lean")
 
-#: A request head (request line and headers) larger than this is 431.
-MAX_HEAD_BYTES = 16 * 1024
+#: How long a kept-alive connection may take to send its next request (Hypercorn's 5 s).
+KEEP_ALIVE_TIMEOUT_S = 5.0
 #: A request with more header lines than this is 431 (16 KiB of 3-byte headers would be
 #: thousands for the parser to build).
 MAX_HEADERS = 100
@@ -44,7 +46,7 @@ class _Unanswered:
     sends its head holds a file descriptor until the handshake deadline, so they are
     counted from accept (the gateway counts only upgraded ones)."""
 
-    __slots__ = ("_by_address", "_settings", "refused", "total")
+    __slots__ = ("_by_address", "_settings", "idle", "refused", "stopping", "total")
 
     def __init__(self, settings: LeanSettings) -> None:
         self._settings = settings
@@ -52,6 +54,16 @@ class _Unanswered:
         self.total = 0
         #: Sockets closed at accept for being over a cap (for tests and the log).
         self.refused = 0
+        #: Connections waiting for a request (their first, or their next kept alive).
+        self.idle: set[trio.CancelScope] = set()
+        #: The listener is stopping: a connection is not kept alive past its answer.
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Idle connections end now (as Hypercorn's do); those answering get the grace."""
+        self.stopping = True
+        for wait in self.idle:
+            wait.cancel()
 
     def enter(self, address: str) -> bool:
         settings = self._settings
@@ -93,23 +105,80 @@ async def _refuse(
 
 
 class _HeadTooLarge(Exception):
-    """The request head is over ``MAX_HEAD_BYTES`` or ``MAX_HEADERS`` (431)."""
+    """The request head is over the listener's ``max_head_bytes`` or ``MAX_HEADERS``."""
 
 
-async def _read_head(stream: trio.abc.Stream) -> bytes | None:
+async def _read_head(stream: trio.abc.Stream, data: bytes, most: int) -> bytes | None:
     """The request's bytes up to the end of its head (and whatever followed in the same
-    reads); None when the peer left first. Raises ``_HeadTooLarge``."""
-    data = b""
+    reads), after ``data`` already read; None when the peer left first. Raises
+    ``_HeadTooLarge`` past ``most`` bytes or ``MAX_HEADERS`` lines."""
     while (end := data.find(b"\r\n\r\n")) < 0:
-        if len(data) > MAX_HEAD_BYTES:
+        if len(data) > most:
             raise _HeadTooLarge
         chunk = await stream.receive_some(READ_BYTES)
         if not chunk:
             return None
         data += chunk
-    if end + 4 > MAX_HEAD_BYTES or data.count(b"\r\n", 0, end) > MAX_HEADERS:
+    if end + 4 > most or data.count(b"\r\n", 0, end) > MAX_HEADERS:
         raise _HeadTooLarge
     return data
+
+
+async def _first_head(
+    stream: trio.abc.Stream,
+    client: tuple[str, int],
+    settings: LeanSettings,
+    listener: _Unanswered,
+) -> bytes | None:
+    """The TLS handshake (if any) and the first request head, within the handshake
+    deadline; a stop of the listener ends the wait at once, as it does kept-alive ones."""
+    if listener.stopping:
+        return None
+    with trio.move_on_after(settings.handshake_timeout_s) as waiting:
+        listener.idle.add(waiting)
+        try:
+            if isinstance(stream, trio.SSLStream):
+                await stream.do_handshake()
+            return await _head_or_431(stream, b"", client, settings.max_head_bytes)
+        finally:
+            listener.idle.discard(waiting)
+    return None
+
+
+async def _serve_request(
+    app: Callable[..., Any],
+    stream: trio.abc.Stream,
+    head: bytes,
+    client: tuple[str, int],
+    settings: LeanSettings,
+    *,
+    secure: bool,
+    listener: _Unanswered,
+) -> bytes | None:
+    """Answer one HTTP request; the next one's head if the connection is kept alive and
+    it comes in time (and the listener is not stopping), else None."""
+    keep_alive = settings.keep_alive and not listener.stopping
+    left = await serve_http(app, stream, head, client, settings, tls=secure, keep_alive=keep_alive)
+    if left is None or listener.stopping:
+        return None
+    with trio.move_on_after(KEEP_ALIVE_TIMEOUT_S) as wait:
+        listener.idle.add(wait)
+        try:
+            return await _head_or_431(stream, left, client, settings.max_head_bytes)
+        finally:
+            listener.idle.discard(wait)
+    return None
+
+
+async def _head_or_431(
+    stream: trio.abc.Stream, data: bytes, client: tuple[str, int], most: int
+) -> bytes | None:
+    """``_read_head``; a head over the limits is answered 431 (and None returned)."""
+    try:
+        return await _read_head(stream, data, most)
+    except _HeadTooLarge:
+        await _refuse(stream, HEAD_TOO_LARGE, client, "a request head over the limits")
+        return None
 
 
 def _wants_websocket(head: bytes) -> bool:
@@ -118,7 +187,7 @@ def _wants_websocket(head: bytes) -> bool:
 
 
 def _scope(request: Request, client: tuple[str, int], tls: bool) -> dict[str, Any]:
-    path, _, query = request.target.partition("?")
+    raw_path, _, query = request.target.encode("latin-1", "replace").partition(b"?")
     headers = [(b"host", request.host.encode("latin-1"))]
     headers += [(name.lower(), value) for name, value in request.extra_headers]
     return {
@@ -126,15 +195,16 @@ def _scope(request: Request, client: tuple[str, int], tls: bool) -> dict[str, An
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "scheme": "wss" if tls else "ws",
         "http_version": "1.1",
-        "path": path,
-        "raw_path": path.encode("latin-1", "replace"),
-        "query_string": query.encode("latin-1", "replace"),
+        "path": decoded_path(raw_path),
+        "raw_path": raw_path,
+        "query_string": query,
         "root_path": "",
         "headers": headers,
         "client": client,
         "server": None,
         "subprotocols": list(request.subprotocols),
-        "extensions": {},
+        # A route may refuse with an HTTP answer instead of a close (the API's errors).
+        "extensions": {"websocket.http.response": {}},
     }
 
 
@@ -164,19 +234,18 @@ async def _serve_connection(
         return
     counted, head = True, None
     try:
-        with trio.move_on_after(settings.handshake_timeout_s):
-            if tls is not None:
-                stream = trio.SSLStream(stream, tls, server_side=True)
-                await stream.do_handshake()
-            try:
-                head = await _read_head(stream)
-            except _HeadTooLarge:
-                await _refuse(stream, HEAD_TOO_LARGE, client, "a request head over the limits")
-                return
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_side=True)
+        head = await _first_head(stream, client, settings, unanswered)
+        while head is not None and not _wants_websocket(head):
+            if counted and settings.keep_alive:  # it speaks HTTP: an API client's from here
+                unanswered.leave(client[0])
+                counted = False
+            secure = tls is not None
+            head = await _serve_request(
+                app, stream, head, client, settings, secure=secure, listener=unanswered
+            )
         if head is None:
-            return
-        if not _wants_websocket(head):
-            await serve_http(app, stream, head, client, settings, tls=tls is not None)
             return
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
@@ -189,16 +258,16 @@ async def _serve_connection(
             return
         unanswered.leave(client[0])  # the route's now: the gateway counts it from here
         counted = False
-        route = routes.get(request.target.partition("?")[0])
-        socket = LeanSocket(stream, handshake, settings)
-        if route is None:  # refused before accept: a 403, as Hypercorn answers
-            await socket.send({"type": "websocket.close", "code": 1000, "reason": ""})
-            return
+        # Not a route of its own: the app answers (the API's sockets, whose first message is
+        # no agent's auth frame; elsewhere a close).
+        scope = [_scope(request, client, tls is not None)]
+        route = routes.get(scope[0]["path"])  # decoded: "/%61gent" is "/agent" too
+        socket = LeanSocket(stream, handshake, settings, first_is_auth=route is not None)
+        route = route or app
         # This frame lives as long as the agent: keep nothing here the socket does not need
         # (the handshake's h11 state, the request), and hand the scope over (popped from a
         # list, so that only the handler holds it). The handler is called itself: each
         # frame between it and the socket stays on the stack of every idle agent.
-        scope = [_scope(request, client, tls is not None)]
         del head, handshake, request
         await route(scope.pop(), socket.receive, socket.send)
         if not socket.closed:  # the app returned without closing: 1000, as Hypercorn does
@@ -258,11 +327,13 @@ async def serve_lean(
     shutdown_trigger: Callable[[], Any],
     graceful_timeout_s: float,
     reuse_port: bool = False,
+    run_lifespan: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSocket ``routes`` (path -> ASGI handler) and plain HTTP through ``app``
     until ``shutdown_trigger()`` returns; then stop accepting, give connections
-    ``graceful_timeout_s`` to end, and cancel the rest."""
+    ``graceful_timeout_s`` to end, and cancel the rest. ``run_lifespan``: ``app``'s
+    lifespan (startup, shutdown) around it, as Hypercorn runs it for the API."""
     listeners = await _listeners(*bind, reuse_port=reuse_port)
     scheme = "https" if tls is not None else "http"
     urls = []
@@ -276,7 +347,8 @@ async def serve_lean(
     async def handle(stream: trio.SocketStream) -> None:
         await _serve_connection(routes, app, stream, settings, tls, unanswered=unanswered)
 
-    async with trio.open_nursery() as connections:
+    running = lifespan(app) if run_lifespan else contextlib.nullcontext()
+    async with running, trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(
                 partial(trio.serve_listeners, handle, listeners, handler_nursery=connections)
@@ -284,6 +356,7 @@ async def serve_lean(
             task_status.started(urls)
             await shutdown_trigger()
             accepting.cancel_scope.cancel()
+        unanswered.stop()
         for listener in listeners:
             await listener.aclose()
         connections.cancel_scope.deadline = trio.current_time() + graceful_timeout_s

@@ -14,11 +14,13 @@ from wsproto.events import (
     CloseConnection,
     Ping,
     RejectConnection,
+    RejectData,
     TextMessage,
 )
 from wsproto.handshake import H11Handshake
 
 from ..plugins import TOO_BIG
+from .leanhttp import http_date
 
 __all__ = ["READ_BYTES", "LeanSettings", "LeanSocket"]
 
@@ -31,8 +33,10 @@ class LeanSettings:
     __slots__ = (
         "body_timeout_s",
         "handshake_timeout_s",
+        "keep_alive",
         "max_body_bytes",
         "max_first_message_bytes",
+        "max_head_bytes",
         "max_message_bytes",
         "max_unanswered",
         "max_unanswered_per_address",
@@ -50,6 +54,8 @@ class LeanSettings:
         max_unanswered: int | None = None,
         max_unanswered_per_address: int | None = None,
         proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        keep_alive: bool = False,
+        max_head_bytes: int = 16 * 1024,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         #: A connection's first message (an agent's ``auth``) is read up to this only.
@@ -66,6 +72,10 @@ class LeanSettings:
         self.max_unanswered_per_address = max_unanswered_per_address or 256
         #: Trusted proxies (``trusted_proxies``): their sockets count only in all.
         self.proxies = proxies
+        #: HTTP connections serve request after request (the API); else one each (agents).
+        self.keep_alive = keep_alive
+        #: A request head (request line and headers) larger than this is 431.
+        self.max_head_bytes = max_head_bytes
 
 
 class LeanSocket:
@@ -73,6 +83,7 @@ class LeanSocket:
     gateway's read loop takes frames already parsed without a scheduler round trip)."""
 
     __slots__ = (
+        "_answered",
         "_connection",
         "_limit",
         "_part",
@@ -92,6 +103,8 @@ class LeanSocket:
         stream: trio.abc.Stream,
         handshake: H11Handshake,
         settings: LeanSettings,
+        *,
+        first_is_auth: bool = True,
     ) -> None:
         self._stream = stream
         self._connection: Connection | H11Handshake = handshake
@@ -101,13 +114,17 @@ class LeanSocket:
         self._part_size = 0
         self._too_big = False
         #: The first message is an agent's ``auth``: read no more of it than its limit.
-        self._limit = settings.max_first_message_bytes
+        self._limit = (
+            settings.max_first_message_bytes if first_is_auth else settings.max_message_bytes
+        )
         # One sender at a time (a stream allows no more). Whoever finds the stream busy
         # waits for its turn (the reader too, with a pong: a peer that sends pings and
         # reads nothing stops being read, instead of growing a queue). The event exists
         # only while someone waits; a lock would cost every idle agent.
         self._sending = False
         self._turn: trio.Event | None = None
+        #: Set when the upgrade is answered, for a reader that came first (rarely made).
+        self._answered: trio.Event | None = None
         self.connected = False  # the app has asked for the connect message
         self.closed = False  # a close went out, or the peer is gone
 
@@ -125,6 +142,13 @@ class LeanSocket:
         pending = self._pending
         while not pending:  # read here, not in a helper: an idle agent waits in this frame
             connection = self._connection
+            if not self.closed and isinstance(connection, H11Handshake):
+                # The app reads before it has answered the upgrade (Quart does, from a task
+                # of its own): the next message waits for the answer.
+                if self._answered is None:
+                    self._answered = trio.Event()
+                await self._answered.wait()
+                continue
             if self.closed or not isinstance(connection, Connection):
                 return {"type": "websocket.disconnect", "code": 1006}
             try:
@@ -180,13 +204,31 @@ class LeanSocket:
         kind = message["type"]
         connection = self._connection
         if kind == "websocket.accept" and isinstance(connection, H11Handshake):
-            head = connection.send(AcceptConnection())  # no extension: no compression
+            accept = AcceptConnection(  # no extension: no compression
+                subprotocol=message.get("subprotocol"),
+                extra_headers=[*(message.get("headers") or ()), (b"date", http_date())],
+            )
+            head = connection.send(accept)
             accepted = connection.connection
             assert accepted is not None  # noqa: S101 - accepting made it
             self._connection = accepted  # the handshake (and its h11 state) is dropped
+            self._answer()
             await self._write(head)
+        elif kind == "websocket.http.response.start" and isinstance(connection, H11Handshake):
+            # Refused with an HTTP answer (the ASGI denial response): the API's JSON error.
+            headers = list(message.get("headers") or ())
+            reject = RejectConnection(status_code=message["status"], headers=headers, has_body=True)
+            await self._write(connection.send(reject))
+        elif kind == "websocket.http.response.body" and isinstance(connection, H11Handshake):
+            finished = not message.get("more_body", False)
+            data = RejectData(data=message.get("body", b""), body_finished=finished)
+            await self._write(connection.send(data))
+            self.closed = finished
+            if finished:
+                self._answer()
         elif kind == "websocket.close" and isinstance(connection, H11Handshake):
             self.closed = True  # closed before accept: a 403, as Hypercorn answers
+            self._answer()
             await self._write(connection.send(RejectConnection(status_code=403)))
         elif self.closed or not isinstance(connection, Connection):
             return  # after the peer has gone, as Hypercorn does: ignored
@@ -198,6 +240,11 @@ class LeanSocket:
             closing = CloseConnection(code=message["code"], reason=message.get("reason") or "")
             self.closed = True
             await self._write(connection.send(closing))
+
+    def _answer(self) -> None:
+        if self._answered is not None:
+            self._answered.set()
+            self._answered = None
 
     async def _write(self, data: bytes) -> None:
         if not data:

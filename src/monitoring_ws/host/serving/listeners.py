@@ -21,6 +21,9 @@ from .lean import LeanSettings, serve_lean, server_context
 
 __all__ = ["DRAIN_TIMEOUT_S", "listener_server"]
 
+#: The API listener's largest request head (Hypercorn parses whatever arrives in one
+#: 64 KiB read; agents' listener keeps to 16 KiB).
+API_MAX_HEAD_BYTES = 64 * 1024
 #: How long plugins may drain, and connections end, at shutdown.
 DRAIN_TIMEOUT_S = 5.0
 
@@ -35,20 +38,26 @@ def listener_server(
     max_message_bytes: int,
     shared_port: bool,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    api: bool = False,
 ) -> Callable[..., Awaitable[Any]]:
     """A ``serve(task_status=...)`` for one listener: lean when ``lean_routes`` are given
-    (the WebSocket routes it serves itself; ``asgi`` then answers plain HTTP)."""
+    (the WebSocket routes it serves itself; ``asgi`` answers the rest). ``api``: the
+    API's listener (kept-alive connections, the app's lifespan)."""
     if lean_routes is not None:
+        settings = _lean_settings(lean_routes.values(), server, max_message_bytes)
+        if api:  # kept alive, and heads as large as Hypercorn reads in one go
+            settings.keep_alive, settings.max_head_bytes = True, API_MAX_HEAD_BYTES
         return partial(
             serve_lean,
             {path: route.handler for path, route in lean_routes.items()},
             asgi,
-            parse_hostport(bind, "agent_listen"),
-            _lean_settings(lean_routes.values(), server, max_message_bytes),
+            parse_hostport(bind, "listen" if api else "agent_listen"),
+            settings,
             tls=None if tls is None else server_context(*tls),
             shutdown_trigger=shutdown_trigger,
             graceful_timeout_s=DRAIN_TIMEOUT_S,
             reuse_port=shared_port,
+            run_lifespan=api,
         )
     config = _hypercorn_config(bind, server, tls, max_message_bytes, shared_port)
     return partial(hypercorn_serve, asgi, config, shutdown_trigger=shutdown_trigger)
