@@ -1,7 +1,8 @@
 """The floor under the command routes: a bare route on Hypercorn's trio worker, as a
-Quart-Trio app and as a raw ASGI app, answering a JSON POST at once (no agent behind it).
+Quart-Trio app and as a raw ASGI app, and the raw ASGI app on our lean listener
+(``api_server = "lean"``), answering a JSON POST at once (no agent behind it).
 
-    .venv/bin/python bench/bench_floor.py [--app quart asgi] [--callers 32] [--seconds 5]
+    .venv/bin/python bench/bench_floor.py [--app quart asgi lean] [--callers 32] [--seconds 5]
 
 Same keep-alive callers as ``bench_gateway.py commands``; the server pinned to CPU 0, the
 callers to CPU 1; loopback only. One JSON line per app.
@@ -16,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import trio
@@ -74,10 +76,35 @@ def serve(app_kind: str) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(hypercorn_serve, app, config)
+            if app_kind == "lean":  # the raw app on our own listener (api_server = "lean")
+                binds = await nursery.start(partial(_serve_lean, app))
+            else:
+                binds = await nursery.start(hypercorn_serve, app, config)
             print(binds[0].rsplit(":", 1)[1], flush=True)
 
     trio.run(main)
+
+
+async def _serve_lean(app: Any, *, task_status: Any) -> None:
+    from monitoring_ws.host.serving.lean import LeanSettings, serve_lean  # noqa: PLC0415
+
+    settings = LeanSettings(
+        max_message_bytes=1 << 20,
+        handshake_timeout_s=10,
+        body_timeout_s=10,
+        max_body_bytes=1 << 20,
+        keep_alive=True,
+    )
+    await serve_lean(
+        {},
+        app,
+        ("127.0.0.1", 0),
+        settings,
+        tls=None,
+        shutdown_trigger=trio.sleep_forever,
+        graceful_timeout_s=1,
+        task_status=task_status,
+    )
 
 
 async def load(port: int, callers: int, seconds: float, pid: int) -> dict[str, Any]:
@@ -110,10 +137,11 @@ async def load(port: int, callers: int, seconds: float, pid: int) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--app", nargs="*", choices=["quart", "asgi"], default=["quart", "asgi"])
+    kinds = ["quart", "asgi", "lean"]
+    parser.add_argument("--app", nargs="*", choices=kinds, default=kinds)
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--serve", choices=["quart", "asgi"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=kinds, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)

@@ -231,8 +231,7 @@ def main() -> None:
     parser.add_argument(
         "--api",
         choices=["hypercorn", "lean"],
-        default="hypercorn",
-        help="what serves the API's port (api_server)",
+        help="what serves the API's port (api_server; default: the server's default)",
     )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
@@ -258,7 +257,7 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-            result["listener"], result["api"] = args.listener, args.api
+            result["listener"], result["api"] = args.listener, args.api or "default"
             emit({"bench": f"gateway_{args.scenario}", **result, "machine": machine})
 
 

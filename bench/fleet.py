@@ -200,14 +200,15 @@ def start_server(
     raise RuntimeError(f"server exited with {process.wait()}")
 
 
-def listener_args(listener: str, *, api: str = "hypercorn") -> list[str]:
+def listener_args(listener: str, *, api: str | None = None) -> list[str]:
     """``serve`` arguments for the agent listener asked for: ``combined`` (agents on the
     API's port), or ``agent_listen`` served ``lean`` or by ``hypercorn``; ``api`` is what
-    serves the API's port (``api_server``)."""
-    if listener == "combined" and api == "hypercorn":
+    serves the API's port (``api_server``; None: the server's default, which an older
+    build under test may not know)."""
+    if listener == "combined" and api is None:
         return []
     config = Path(tempfile.mkdtemp(prefix="bench-config-")) / "monitoring.toml"
-    server = f'[server]\napi_server = "{api}"\n'
+    server = "[server]\n" if api is None else f'[server]\napi_server = "{api}"\n'
     if listener == "combined":
         config.write_text(server, encoding="utf-8")
         return ["--config", str(config)]
