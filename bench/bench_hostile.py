@@ -315,18 +315,24 @@ def main() -> None:
         default="combined",
         help="agents (and attackers) on the API's port, or on agent_listen (lean or Hypercorn)",
     )
+    parser.add_argument(
+        "--api",
+        choices=["hypercorn", "lean"],
+        help="what serves the API's port (api_server; default: the server's default)",
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     raise_open_file_limit()
     gc.freeze()
     machine = f"{platform.machine()} {os.cpu_count()} cpu, python {platform.python_version()}"
-    process, api_url, ws_url = start_server(*listener_args(args.listener))
+    process, api_url, ws_url = start_server(*listener_args(args.listener, api=args.api))
     try:
         result = trio.run(run, api_url, ws_url, args.agents, args.seconds)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    emit({"bench": "hostile", **result, "listener": args.listener, "machine": machine})
+    api = args.api or "default"
+    emit({"bench": "hostile", **result, "listener": args.listener, "api": api, "machine": machine})
 
 
 if __name__ == "__main__":
