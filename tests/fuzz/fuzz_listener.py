@@ -37,23 +37,16 @@ if atheris is not None:
 else:
     lean, TOO_BIG = _imports()
 
-SETTINGS = lean.LeanSettings(
-    max_message_bytes=4096,
-    max_first_message_bytes=1024,
-    handshake_timeout_s=10,
-    body_timeout_s=10,
-    max_body_bytes=4096,
-)
+LIMITS: dict[str, Any] = {
+    "max_message_bytes": 4096,
+    "max_first_message_bytes": 1024,
+    "handshake_timeout_s": 10,
+    "body_timeout_s": 10,
+    "max_body_bytes": 4096,
+}
+SETTINGS = lean.LeanSettings(**LIMITS)
 #: The API's listener: connections kept alive, larger heads (an input's first byte >= 4).
-KEPT_ALIVE = lean.LeanSettings(
-    max_message_bytes=4096,
-    max_first_message_bytes=1024,
-    handshake_timeout_s=10,
-    body_timeout_s=10,
-    max_body_bytes=4096,
-    keep_alive=True,
-    max_head_bytes=64 * 1024,
-)
+KEPT_ALIVE = lean.LeanSettings(**LIMITS, keep_alive=True, max_head_bytes=64 * 1024)
 UPGRADE = (
     b"GET /agent HTTP/1.1\r\nHost: fuzz\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"

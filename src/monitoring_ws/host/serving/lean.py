@@ -1,11 +1,13 @@
-"""The lean agent listener: ``agent_listen`` served on trio streams with wsproto (and h11
-for the few plain HTTP routes agents use), one task per connection, no ASGI server.
+"""The lean listener: trio streams with wsproto and h11, one task per connection, no
+ASGI server between the socket and the app.
 
 Hypercorn costs an idle WebSocket ~22 KB and every frame a few channel hops; a fleet of
-idle agents is most of what a gateway holds. This listener speaks just enough ASGI
-(``websocket.connect/receive/disconnect``, ``websocket.accept/send/close``; one HTTP
-request per connection) to run the same ``HostApp`` and so the same ``AgentConnection``
-code, with the same TLS, limits and close codes. The single-port mode stays on Hypercorn.
+idle agents is most of what a gateway holds, and each API request a hand-off from
+Hypercorn's reader to an app task. This listener speaks just enough ASGI
+(``websocket.*`` with the denial response, ``http.*``, the lifespan) to run the same
+``HostApp`` with the same TLS, limits and close codes: on ``agent_listen`` one HTTP request
+per connection (agents' ``/enroll``); on ``listen`` (``api_server = "lean"``) connections
+kept alive, the whole API and dashboard.
 """
 
 from __future__ import annotations
@@ -275,7 +277,7 @@ async def _serve_connection(
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
         pass  # the peer left mid-handshake or mid-send: nothing to answer
     except Exception:  # a bug must end this connection, not the listener with every agent
-        log.exception("the agent listener's connection from %s:%d failed", *client)
+        log.exception("the lean listener's connection from %s:%d failed", *client)
     finally:
         if counted:
             unanswered.leave(client[0])
