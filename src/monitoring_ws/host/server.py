@@ -300,7 +300,7 @@ async def _listen(
 
     async with trio.open_nursery() as serving:
         urls: list[list[str]] = []
-        for asgi, bind, listener_tls, lean in listeners:
+        for index, (asgi, bind, listener_tls, lean) in enumerate(listeners):
             serve = listener_server(
                 asgi,
                 bind,
@@ -310,7 +310,7 @@ async def _listen(
                 max_message_bytes=max_bytes,
                 shared_port=shared,
                 shutdown_trigger=shutdown_trigger,
-                api=not urls,
+                api=index == 0,  # the first is the API's
             )
             urls.append(await serving.start(serve))
         api_url = urls[0][0]
