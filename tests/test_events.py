@@ -154,6 +154,22 @@ async def test_streams_end_when_the_server_stops(start_server: StartServer) -> N
             await ended.wait()
 
 
+async def test_a_stream_whose_client_left_ends_before_its_next_keepalive(
+    start_server: StartServer,
+) -> None:
+    """The server notices a client that closed its socket without waiting to write to it
+    (a keepalive comes every 15 s): its subscription ends, on both servers."""
+    running = await start_server()
+    hub = running.running.events
+    host, port = running.api_url.removeprefix("http://").rsplit(":", 1)
+    client = await trio.open_tcp_stream(host, int(port))
+    await client.send_all(f"GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await eventually(lambda: hub.subscribers == 1, timeout_s=10)
+    await client.aclose()
+    # Ten seconds only catch a hang: the keepalive that would otherwise reveal it is at 15.
+    await eventually(lambda: hub.subscribers == 0, timeout_s=10, what="the stream ended")
+
+
 def test_the_replay_ring_is_bounded_in_bytes() -> None:
     hub = EventHub(ring_bytes=8 << 20)
     bus = TelemetryBus(events=hub)

@@ -204,14 +204,24 @@ async def serve_http(
         return None
     scope = _scope(request, client, tls=tls)
     received = False
+    early = bytearray()  # what a kept-alive client sent while this request was answered
 
     async def receive() -> dict[str, Any]:
         nonlocal received
-        if received:
-            # The request is whole; a client that leaves is noticed when a write fails.
-            await trio.sleep_forever()
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        # The request is whole: an app that asks again waits for its client to leave
+        # (a stream follows until then). Over TLS a write that fails tells it instead (an
+        # SSLStream read that is cancelled may break the stream).
+        if isinstance(stream, trio.SocketStream):
+            while len(early) <= settings.max_body_bytes:
+                chunk = await stream.receive_some(64 * 1024)
+                if not chunk:
+                    return {"type": "http.disconnect"}
+                early.extend(chunk)  # the next request, pipelined: kept for it
+        await trio.sleep_forever()
+        raise AssertionError  # not reached
 
     close = not keep_alive or conn.their_state is not h11.DONE or not _keeps_alive(request)
     send = _Response(stream, conn, close=close, headless=request.method == b"HEAD")
@@ -228,7 +238,7 @@ async def serve_http(
     if send.close or conn.our_state is not h11.DONE:
         return None
     leftover, _ = conn.trailing_data
-    return bytes(leftover)
+    return bytes(leftover) + bytes(early)
 
 
 _date: tuple[int, bytes] = (0, b"")
