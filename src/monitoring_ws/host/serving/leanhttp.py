@@ -18,7 +18,7 @@ import h11
 import trio
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
-from ...web import http_error_body
+from ...web import error_body, http_error_body
 
 if TYPE_CHECKING:
     from .leansocket import LeanSettings
@@ -28,8 +28,12 @@ __all__ = ["BAD_REQUEST", "HEAD_TOO_LARGE", "decoded_path", "http_date", "serve_
 log = logging.getLogger("monitoring_ws.lean")
 
 
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
 def _refusal(status: str, code: str, message: str) -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = _json(error_body(code, message))
     return (
         f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
@@ -47,12 +51,8 @@ HEAD_TOO_LARGE = _refusal(
 
 
 #: The API's own answers (the app's, word for word), for bodies the listener refuses first.
-_APP_413 = json.dumps(http_error_body(RequestEntityTooLarge())).encode()
-_APP_408 = json.dumps(http_error_body(RequestTimeout())).encode()
-
-
-def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
-    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
+_APP_413 = _json(http_error_body(RequestEntityTooLarge()))
+_APP_408 = _json(http_error_body(RequestTimeout()))
 
 
 async def _answer(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
@@ -73,7 +73,8 @@ async def _read_body(
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError:  # a malformed body (chunked encoding)
-                await _answer(stream, conn, *_error(400, "bad_request", "a malformed body"))
+                malformed = _json(error_body("bad_request", "a malformed body"))
+                await _answer(stream, conn, 400, malformed)
                 return None
             if event is h11.NEED_DATA:
                 chunk = await stream.receive_some(64 * 1024)
@@ -170,8 +171,8 @@ class _Response:
         self.close = True
         if not self.started:
             self._head = (500, [(b"content-type", b"application/json")])
-            body = json.dumps({"error": {"code": "internal", "message": "no answer"}})
-            await self({"type": "http.response.body", "body": body.encode()})
+            body = _json(error_body("internal", "the server gave no answer"))
+            await self({"type": "http.response.body", "body": body})
 
 
 async def serve_http(

@@ -22,9 +22,11 @@ from wsproto.handshake import H11Handshake
 from ..plugins import TOO_BIG
 from .leanhttp import http_date
 
-__all__ = ["READ_BYTES", "LeanSettings", "LeanSocket"]
+__all__ = ["MAX_HEAD_BYTES", "READ_BYTES", "LeanSettings", "LeanSocket"]
 
 READ_BYTES = 64 * 1024
+#: A request head larger than this is 431 (the agents' listener; the API's sets its own).
+MAX_HEAD_BYTES = 16 * 1024
 
 
 class LeanSettings:
@@ -55,7 +57,7 @@ class LeanSettings:
         max_unanswered_per_address: int | None = None,
         proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         keep_alive: bool = False,
-        max_head_bytes: int = 16 * 1024,
+        max_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         #: A connection's first message (an agent's ``auth``) is read up to this only.

@@ -18,6 +18,7 @@ from ...web import MAX_BODY_BYTES
 from ..config import ServerSettings
 from ..plugins import WebSocketRoute
 from .lean import LeanSettings, serve_lean, server_context
+from .leansocket import MAX_HEAD_BYTES
 
 __all__ = ["DRAIN_TIMEOUT_S", "listener_server"]
 
@@ -44,9 +45,7 @@ def listener_server(
     (the WebSocket routes it serves itself; ``asgi`` answers the rest). ``api``: the
     API's listener (kept-alive connections, the app's lifespan)."""
     if lean_routes is not None:
-        settings = _lean_settings(lean_routes.values(), server, max_message_bytes)
-        if api:  # kept alive, and heads as large as Hypercorn reads in one go
-            settings.keep_alive, settings.max_head_bytes = True, API_MAX_HEAD_BYTES
+        settings = _lean_settings(lean_routes.values(), server, max_message_bytes, api=api)
         return partial(
             serve_lean,
             {path: route.handler for path, route in lean_routes.items()},
@@ -64,7 +63,7 @@ def listener_server(
 
 
 def _lean_settings(
-    routes: Iterable[WebSocketRoute], server: ServerSettings, max_message_bytes: int
+    routes: Iterable[WebSocketRoute], server: ServerSettings, max_message_bytes: int, *, api: bool
 ) -> LeanSettings:
     """The lean listener's limits: before it knows the route, the strictest of them."""
     routes = list(routes)
@@ -83,6 +82,9 @@ def _lean_settings(
         max_body_bytes=MAX_BODY_BYTES,
         # Checked with the config: these parse.
         proxies=tuple(ipaddress.ip_network(p, strict=False) for p in server.trusted_proxies),
+        # The API's: kept alive, and heads as large as Hypercorn parses in one read.
+        keep_alive=api,
+        max_head_bytes=API_MAX_HEAD_BYTES if api else MAX_HEAD_BYTES,
     )
 
 
