@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from monitoring_ws.protocol import (
     derive_agent_key,
     parse_agent_key,
     parse_retry_after,
+    random_nonce,
     seal,
     verify_signature,
 )
@@ -224,3 +226,15 @@ def test_a_frame_of_too_many_values_is_refused_before_parsing() -> None:
     assert decode(frame("metrics", {"pad": [[[0]]] * 20_000}), sender=Sender.AGENT)
     # Commas in strings count too: the bound errs on the safe side, never the other.
     assert code_of(frame("metrics", {"s": "," * 70_000})) is CloseCode.MESSAGE_TOO_BIG
+
+
+def test_random_nonces_are_uuid4_strings() -> None:
+    seen = set()
+    for _ in range(5000):
+        nonce_value = random_nonce()
+        parsed = uuid.UUID(nonce_value)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == nonce_value  # the canonical lower-case spelling
+        seen.add(nonce_value)
+    assert len(seen) == 5000

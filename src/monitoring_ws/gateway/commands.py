@@ -62,6 +62,8 @@ class _Live:
     record: CommandRecord
     connection: AgentLink | None
     done: trio.Event = attrs.field(factory=trio.Event)
+    #: What it weighs in memory (its frame's length): sizes its events without encoding.
+    weight: int = 512
 
 
 class CommandBook:
@@ -73,7 +75,7 @@ class CommandBook:
         *,
         elsewhere: Callable[[str], Awaitable[tuple[CommandRecord, str] | None]] | None = None,
         ended: Callable[[str, str, float], None] | None = None,
-        changed: Callable[[CommandRecord], None] | None = None,
+        changed: Callable[[CommandRecord, int], None] | None = None,
     ) -> None:
         """``elsewhere``: other nodes' records (a cluster); ``ended(transport, state,
         seconds)``: told when a live command ends (metrics)."""
@@ -86,7 +88,8 @@ class CommandBook:
         #: In a cluster: records other nodes keep, by id -> (record, node).
         self._elsewhere = elsewhere
         self._ended = ended
-        #: Told of a record when it is sent and when it ends (live events).
+        #: Told of a record (and its weight in bytes) when it is sent and when it ends
+        #: (live events).
         self._changed = changed
 
     def __len__(self) -> int:
@@ -139,13 +142,13 @@ class CommandBook:
             stream_output=stream_output,
             intent=intent,
         )
-        live = _Live(record, connection)
+        live = _Live(record, connection, weight=len(frame))
         self._add(live)
         if connection.send_frame(frame):
             record.sent(now)
         self._store.put_command(record)
         if self._changed is not None:
-            self._changed(record)
+            self._changed(record, live.weight)
         return record
 
     async def wait(self, record: CommandRecord) -> CommandOutcome:
@@ -211,12 +214,15 @@ class CommandBook:
 
     # -- results, cancels, deadlines --------------------------------------------------------
 
-    async def resolve(self, connection: AgentLink, result: CommandResult) -> None:
+    async def resolve(
+        self, connection: AgentLink, result: CommandResult, *, size: int | None = None
+    ) -> None:
+        """Take an agent's result; ``size`` is its frame's length (what it weighs)."""
         now = wall_ms()
         live = self._live.get(result.command_id)
         if live is not None and live.record.agent_id == connection.agent_id:
             if live.record.answered(result, now):
-                self._drop(live)
+                self._drop(live, size)
                 self._store.put_command(live.record)
             return
         record = self._recent_record(result.command_id)
@@ -226,7 +232,7 @@ class CommandBook:
             self.unmatched_results += 1
             return
         if record.answered(result, now):
-            self._remember(record)
+            self._remember(record, size)
             self._store.put_command(record)
 
     async def cancel(self, command_id: str) -> CommandRecord | None:
@@ -297,7 +303,7 @@ class CommandBook:
         self._live[record.command_id] = live
         self._by_agent.setdefault(record.agent_id, set()).add(record.command_id)
 
-    def _drop(self, live: _Live) -> None:
+    def _drop(self, live: _Live, result_size: int | None = None) -> None:
         record = live.record
         del self._live[record.command_id]
         ids = self._by_agent[record.agent_id]
@@ -305,16 +311,19 @@ class CommandBook:
         if not ids:
             del self._by_agent[record.agent_id]
         live.done.set()
-        self._remember(record)
+        kept = self._remember(record, result_size)
         if self._changed is not None:
-            self._changed(record)
+            self._changed(record, live.weight + kept)
         if self._ended is not None and record.finished_ms is not None:
             seconds = (record.finished_ms - record.created_ms) / 1000
             self._ended(record.transport, record.state.value, seconds)
 
-    def _remember(self, record: CommandRecord) -> None:
+    def _remember(self, record: CommandRecord, result_size: int | None = None) -> int:
+        """Keep a finished record among the recent ones; what it weighs there."""
         result = record.result
-        size = 256 + (0 if result is None else encoded_size(result.result))
+        if result_size is None:
+            result_size = 0 if result is None else encoded_size(result.result)
+        size = 256 + result_size
         previous = self._recent.pop(record.command_id, None)
         if previous is not None:
             self._recent_bytes -= previous[1]
@@ -323,6 +332,7 @@ class CommandBook:
         while len(self._recent) > RECENT or self._recent_bytes > RECENT_BYTES:
             _, (_, dropped) = self._recent.popitem(last=False)
             self._recent_bytes -= dropped
+        return size
 
     def _recent_record(self, command_id: str) -> CommandRecord | None:
         kept = self._recent.get(command_id)

@@ -412,7 +412,7 @@ class AgentConnection(FrameWriter):
                 case CommandResultReceived(result=result, delivery=delivery):
                     gateway.stats["frames_command_result"] += 1
                     if spool.admit(self.agent_id, delivery):
-                        await gateway.commands.resolve(self, result)
+                        await gateway.commands.resolve(self, result, size=len(frame) or None)
                 case CommandOutputReceived(output=output, delivery=delivery):
                     gateway.stats["frames_command_output"] += 1
                     if spool.admit(self.agent_id, delivery):

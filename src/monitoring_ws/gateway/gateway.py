@@ -229,10 +229,10 @@ class Gateway:
             # Only now is it gone: a shutdown waits for this before the last commit.
             self.live.ended(connection)
 
-    def _command_changed(self, record: CommandRecord) -> None:
+    def _command_changed(self, record: CommandRecord, weight: int) -> None:
         self.output.notify(record.command_id)  # a follower of its output hears it ended
         if self._events is not None:
-            self._events.publish("command", record.agent_id, record.to_json())
+            self._events.publish("command", record.agent_id, record.to_json(), size=weight)
 
     def log_close(self, connection: AgentConnection, event: CloseConnection) -> None:
         self.stats[f"closed_{int(event.code)}"] += 1

@@ -44,7 +44,10 @@ class AuditOut(Protocol):
 class EventsOut(Protocol):
     """The host's live events (``GET /api/events``); called on the event loop, never waits."""
 
-    def publish(self, kind: str, agent_id: str, data: Mapping[str, Any]) -> None: ...
+    def publish(
+        self, kind: str, agent_id: str, data: Mapping[str, Any], *, size: int | None = None
+    ) -> None:
+        """``size``: what the event weighs in memory, when known (else it is measured)."""
 
 
 class MetricsOut(Protocol):

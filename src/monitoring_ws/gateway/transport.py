@@ -4,10 +4,10 @@ records it keeps of them, and the agents it knows (the ``websocket`` plugin's tr
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..protocol import random_nonce
 from ..transports import (
     AgentListing,
     AgentNotConnectedError,
@@ -215,7 +215,7 @@ class WebSocketTransport:
             dict(order.args),
             order.timeout_ms,
             requested_by=order.requester,
-            command_id=order.command_id or str(uuid.uuid4()),
+            command_id=order.command_id or random_nonce(),  # a UUID4, as the others
             stream_output=order.stream_output,
             intent=order.intent,
         )

@@ -55,6 +55,8 @@ class ServerMetrics:
             buckets=_COMMAND_BUCKETS,
             registry=self.registry,
         )
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
         self._commits = Histogram(
             "monitoring_ws_state_commit_seconds",
             "One grouped commit of the state database (rows and the COMMIT).",
@@ -63,8 +65,16 @@ class ServerMetrics:
         )
 
     def command_ended(self, transport: str, outcome: str, seconds: float) -> None:
-        self._commands.labels(transport, outcome).inc()
-        self._durations.labels(transport).observe(max(0.0, seconds))
+        # A labelled child looked up once: labels() costs as much as the update itself.
+        # Both keys come from the code (transport names, command states): a few each.
+        counter = self._counters.get((transport, outcome))
+        if counter is None:
+            counter = self._counters[transport, outcome] = self._commands.labels(transport, outcome)
+        durations = self._histograms.get(transport)
+        if durations is None:
+            durations = self._histograms[transport] = self._durations.labels(transport)
+        counter.inc()
+        durations.observe(max(0.0, seconds))
 
     def state_committed(self, seconds: float) -> None:
         self._commits.observe(seconds)

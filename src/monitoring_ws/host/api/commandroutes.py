@@ -16,6 +16,7 @@ from ..audit import AuditLog
 from ..command_service import CommandService
 from ..config import ServerSettings
 from ..plugins import CommandRoute
+from ..serving.leanhttp import WHOLE_BODY
 from ..tokens import TokenSet
 from .gate import Refused, admit, audit_request
 
@@ -86,7 +87,7 @@ class LeanCommandRoutes:
             body = error_body(verdict.code, verdict.message, **verdict.extra)
             answer = Answer(verdict.status, body, tuple(verdict.headers))
         else:
-            raw = await self._body(headers, receive)
+            raw = await self._body(scope, headers, receive)
             if raw is None:
                 return  # the client went away
             if isinstance(raw, Answer):  # 413, 408
@@ -113,12 +114,17 @@ class LeanCommandRoutes:
             more=answer.audit,
         )
 
-    async def _body(self, headers: dict[str, str], receive: Any) -> bytes | Answer | None:
+    async def _body(
+        self, scope: Any, headers: dict[str, str], receive: Any
+    ) -> bytes | Answer | None:
         """The request's body, or the 413 / 408 the Quart app would answer; None when the
         client disconnected."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _http_error(RequestEntityTooLarge())
+        whole: bytes | None = scope.get("extensions", {}).get(WHOLE_BODY)
+        if whole is not None:  # the lean listener read it, in its own bounds
+            return whole if len(whole) <= MAX_BODY_BYTES else _http_error(RequestEntityTooLarge())
         body = bytearray()
         with trio.move_on_after(self.server.http_body_timeout_s):
             while True:

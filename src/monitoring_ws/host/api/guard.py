@@ -11,6 +11,7 @@ here), requests marked cross-site by the browser are refused, and without API to
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection, Mapping
 
@@ -56,6 +57,7 @@ def host_name(host: str) -> tuple[str, int | None] | None:
     return (name, port) if name else None
 
 
+@functools.lru_cache(maxsize=256)  # parsing an address per request cost more than a lookup
 def _is_loopback_name(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True

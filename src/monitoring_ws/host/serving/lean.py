@@ -31,6 +31,7 @@ from .forwarded import trusted
 from .leanhttp import BAD_REQUEST, HEAD_TOO_LARGE, decoded_path, serve_http
 from .leansocket import READ_BYTES, LeanSettings, LeanSocket
 from .lifespan import lifespan
+from .rawio import receive_some
 
 __all__ = ["LeanSettings", "serve_lean", "server_context"]
 
@@ -117,7 +118,7 @@ async def _read_head(stream: trio.abc.Stream, data: bytes, most: int) -> bytes |
     while (end := data.find(b"\r\n\r\n")) < 0:
         if len(data) > most:
             raise _HeadTooLarge
-        chunk = await stream.receive_some(READ_BYTES)
+        chunk = await receive_some(stream, READ_BYTES)
         if not chunk:
             return None
         data += chunk
@@ -184,7 +185,10 @@ async def _head_or_431(
 
 
 def _wants_websocket(head: bytes) -> bool:
-    lines = head.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    lowered = head.partition(b"\r\n\r\n")[0].lower()
+    if b"websocket" not in lowered:  # an API request, nearly always: no lines to split
+        return False
+    lines = lowered.split(b"\r\n")
     return any(line.startswith(b"upgrade:") and b"websocket" in line for line in lines[1:])
 
 

@@ -20,7 +20,8 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 
 from ..plugins import TOO_BIG
-from .leanhttp import http_date
+from .rawio import receive_some, send_all
+from .response import http_date
 
 __all__ = ["MAX_HEAD_BYTES", "READ_BYTES", "LeanSettings", "LeanSocket"]
 
@@ -154,7 +155,7 @@ class LeanSocket:
             if self.closed or not isinstance(connection, Connection):
                 return {"type": "websocket.disconnect", "code": 1006}
             try:
-                data = await self._stream.receive_some(READ_BYTES)
+                data = await receive_some(self._stream, READ_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
@@ -257,7 +258,7 @@ class LeanSocket:
             await self._turn.wait()
         self._sending = True
         try:
-            await self._stream.send_all(data)
+            await send_all(self._stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
         finally:
