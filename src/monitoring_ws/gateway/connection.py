@@ -283,7 +283,8 @@ class AgentConnection(FrameWriter):
         session, receive, replay = self._session, self._receive, self._gateway.replay
         shared = self._gateway.shared_replay
         # Hypercorn's ``receive`` is a memory channel's: take what is already queued without
-        # a scheduler round trip per frame (its queue holds at most a few frames).
+        # a scheduler round trip per frame (its queue holds at most a few frames). The lean
+        # listener's returns what it has parsed at once.
         receive_nowait = getattr(getattr(receive, "__self__", None), "receive_nowait", None)
         while self._closing is None:
             # The deadline is lazy: receipts do not move it (that would cost a heap update per
@@ -292,11 +293,14 @@ class AgentConnection(FrameWriter):
                 self._read_scope = scope
                 while self._closing is None:
                     try:
-                        if receive_nowait is None:
-                            raise trio.WouldBlock  # noqa: TRY301 - the one slow path
-                        message = receive_nowait()
-                    except trio.WouldBlock:
-                        message = await receive()
+                        message: Any = None  # an ASGI message (Hypercorn's, or the lean one)
+                        if receive_nowait is not None:
+                            try:  # noqa: SIM105 - cheaper than suppress()
+                                message = receive_nowait()
+                            except trio.WouldBlock:
+                                pass  # awaited below, not here: the exception would live on
+                        if message is None:
+                            message = await receive()
                     except (trio.EndOfChannel, trio.ClosedResourceError):
                         return
                     kind = message["type"]

@@ -82,8 +82,8 @@ class LeanSettings:
 
 
 class LeanSocket:
-    """One upgraded connection as ASGI ``receive``/``send`` (``receive_nowait`` too: the
-    gateway's read loop takes frames already parsed without a scheduler round trip)."""
+    """One upgraded connection as ASGI ``receive``/``send``; ``receive`` returns a message
+    already parsed at once (no scheduler round trip)."""
 
     __slots__ = (
         "_answered",
@@ -132,11 +132,6 @@ class LeanSocket:
         self.closed = False  # a close went out, or the peer is gone
 
     # -- receive ----------------------------------------------------------------------------
-
-    def receive_nowait(self) -> dict[str, Any]:
-        if self._pending:
-            return self._pending.pop(0)
-        raise trio.WouldBlock
 
     async def receive(self) -> dict[str, Any]:
         if not self.connected:
