@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Ping, Request
+from wsproto.events import Ping, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
 from monitoring_ws.host.serving.lean import LeanSettings, serve_lean
@@ -222,3 +222,38 @@ async def test_malformed_and_oversized_heads_get_their_answer(
     records = [r for r in caplog.records if r.name == "monitoring_ws.lean"]
     assert len(records) == 5  # one line a request
     assert all(len(r.getMessage()) < 300 and r.levelno < logging.WARNING for r in records)
+
+
+async def test_a_frame_written_at_once_that_the_socket_takes_in_part_is_finished_first() -> None:
+    ours, theirs = trio.socket.socketpair()
+    stream, peer = trio.SocketStream(ours), trio.SocketStream(theirs)
+    client = WSConnection(ConnectionType.CLIENT)
+    handshake = H11Handshake(ConnectionType.SERVER)
+    handshake.receive_data(client.send(Request(host="127.0.0.1", target="/agent")))
+    assert any(isinstance(event, Request) for event in handshake.events())
+    socket = LeanSocket(stream, handshake, SETTINGS)
+    assert (await socket.receive())["type"] == "websocket.connect"
+    await socket.send({"type": "websocket.accept"})
+    assert socket.send_text_now("small") is True  # the socket took it whole
+    big = "b" * (8 << 20)  # more than a socket buffer holds
+    assert socket.send_text_now(big) is None  # taken in part: the rest waits for flush
+    assert socket.send_text_now("after") is False  # nothing goes before the rest
+    texts: list[str] = []
+    parts: list[str] = []
+
+    async def read_all() -> None:
+        while len(texts) < 3:
+            client.receive_data(await peer.receive_some(1 << 16))
+            for event in client.events():
+                if isinstance(event, TextMessage):
+                    parts.append(event.data)
+                    if event.message_finished:
+                        texts.append("".join(parts))
+                        parts.clear()
+
+    with trio.fail_after(30):  # a hang is a failure, not a stuck suite
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            await socket.flush()
+            await socket.send({"type": "websocket.send", "text": "after"})
+    assert texts == ["small", big, "after"]  # whole and in order

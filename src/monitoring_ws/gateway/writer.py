@@ -4,6 +4,7 @@ most of a fleet). Every close goes through the writer, after the frames queued b
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -19,10 +20,27 @@ __all__ = ["FrameWriter"]
 class FrameWriter:
     """Queues frames for one socket; ``AgentConnection`` decides what a full queue means."""
 
-    __slots__ = ("_closing", "_drained", "_nursery", "_outbox", "_send", "_writing")
+    __slots__ = (
+        "_backlogged",
+        "_closing",
+        "_drained",
+        "_flush",
+        "_nursery",
+        "_outbox",
+        "_send",
+        "_send_now",
+        "_writing",
+    )
 
     def __init__(self, send: ASGISendCallable) -> None:
         self._send = send
+        # The lean listener's socket writes a frame from the caller's task when it can
+        # (a writer task per command frame cost more than the write); Hypercorn's cannot.
+        socket = getattr(send, "__self__", None)
+        self._send_now: Callable[[str], bool | None] | None = getattr(socket, "send_text_now", None)
+        self._flush: Callable[[], Awaitable[None]] | None = getattr(socket, "flush", None)
+        #: The socket holds the rest of a frame written at once: the writer flushes it first.
+        self._backlogged = False
         self._outbox: list[str | bytes] = []  # a deque costs ~700 B; this stays short
         self._writing = False
         #: The connection's nursery while it runs (the writer is started in it).
@@ -49,6 +67,20 @@ class FrameWriter:
             self._outbox.clear()
             self._overflowed()
             return False
+        if (
+            self._send_now is not None
+            and not self._outbox
+            and not self._writing
+            and not self._backlogged
+            and self._nursery is not None
+        ):
+            written = self._send_now(text)
+            if written:
+                return True
+            if written is None:  # partly written: the writer sends the rest
+                self._backlogged = True
+                self._wake_writer()
+                return True
         self._outbox.append(text)
         self._wake_writer()
         return True
@@ -73,13 +105,20 @@ class FrameWriter:
             self._drained = None
 
     def _wake_writer(self) -> None:
-        if not self._writing and self._nursery is not None and (self._outbox or self._closing):
+        if (
+            not self._writing
+            and self._nursery is not None
+            and (self._outbox or self._closing or self._backlogged)
+        ):
             self._writing = True
             self._nursery.start_soon(self._write)
 
     async def _write(self) -> None:
         send, outbox = self._send, self._outbox
         try:
+            if self._backlogged and self._flush is not None:
+                self._backlogged = False
+                await self._flush()
             half = self._queue_limit() // 2
             while outbox:
                 frame = outbox.pop(0)

@@ -20,7 +20,7 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 
 from ..plugins import TOO_BIG
-from .rawio import receive_some, send_all
+from .rawio import receive_some, send_all, write_now
 from .response import http_date
 
 __all__ = ["MAX_HEAD_BYTES", "READ_BYTES", "LeanSettings", "LeanSocket"]
@@ -87,6 +87,7 @@ class LeanSocket:
 
     __slots__ = (
         "_answered",
+        "_backlog",
         "_connection",
         "_limit",
         "_part",
@@ -126,6 +127,8 @@ class LeanSocket:
         # only while someone waits; a lock would cost every idle agent.
         self._sending = False
         self._turn: trio.Event | None = None
+        #: What the socket did not take of a frame written at once (``flush`` sends it).
+        self._backlog = b""
         #: Set when the upgrade is answered, for a reader that came first (rarely made).
         self._answered: trio.Event | None = None
         self.connected = False  # the app has asked for the connect message
@@ -238,6 +241,46 @@ class LeanSocket:
             closing = CloseConnection(code=message["code"], reason=message.get("reason") or "")
             self.closed = True
             await self._write(connection.send(closing))
+
+    def send_text_now(self, text: str) -> bool | None:
+        """Write a text frame at once, from the caller's task (no writer task for it):
+        True when it is out (or the peer is gone); None when the socket took part of it,
+        then ``flush`` sends the rest and nothing else goes before; False when it cannot
+        be written now (another write is under way): send it with ``send``."""
+        connection, stream = self._connection, self._stream
+        if (
+            self._sending
+            or self.closed
+            or type(stream) is not trio.SocketStream
+            or not isinstance(connection, Connection)
+            or connection.state is not ConnectionState.OPEN
+        ):
+            return False
+        data = connection.send(TextMessage(data=text))
+        try:
+            written = write_now(stream, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True  # as ``_write`` does: the peer is gone
+            return True
+        if written == len(data):
+            return True
+        self._sending = True  # held until ``flush`` has sent the rest
+        self._backlog = data[written:]
+        return None
+
+    async def flush(self) -> None:
+        """Send the rest of a frame ``send_text_now`` began."""
+        backlog, self._backlog = self._backlog, b""
+        try:
+            if backlog:
+                await send_all(self._stream, backlog)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+        finally:
+            self._sending = False
+            turn, self._turn = self._turn, None
+            if turn is not None:
+                turn.set()
 
     def _answer(self) -> None:
         if self._answered is not None:

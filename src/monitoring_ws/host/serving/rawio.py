@@ -17,7 +17,7 @@ import os
 
 import trio
 
-__all__ = ["receive_some", "send_all"]
+__all__ = ["receive_some", "send_all", "write_now"]
 
 # What trio's streams say of a socket closed under them (trio._highlevel_socket).
 _CLOSED = frozenset({errno.EBADF, errno.ENOTSOCK})
@@ -46,6 +46,19 @@ async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytea
             raise _translated(exc) from exc
 
 
+def write_now(stream: trio.SocketStream, data: bytes) -> int:
+    """Write what the socket takes of ``data`` now, without waiting; how many bytes."""
+    fd = stream.socket.fileno()
+    if fd < 0:
+        raise trio.ClosedResourceError("this socket was already closed")
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise _translated(exc) from exc
+
+
 async def send_all(stream: trio.abc.Stream, data: bytes) -> None:
     """``stream.send_all(data)``: written now; the rest, if any, as the socket takes it."""
     if type(stream) is not trio.SocketStream or not data:
@@ -54,14 +67,6 @@ async def send_all(stream: trio.abc.Stream, data: bytes) -> None:
     socket = stream.socket
     if socket.did_shutdown_SHUT_WR:
         raise trio.ClosedResourceError("can't send data after sending EOF")
-    fd = socket.fileno()
-    if fd < 0:
-        raise trio.ClosedResourceError("this socket was already closed")
-    try:
-        sent = os.write(fd, data)
-    except BlockingIOError:
-        sent = 0
-    except OSError as exc:
-        raise _translated(exc) from exc
+    sent = write_now(stream, data)
     if sent < len(data):
         await stream.send_all(memoryview(data)[sent:])
