@@ -14,11 +14,11 @@ import pytest
 import trio
 import trio.testing
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Ping, Request, TextMessage
+from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 from wsproto.handshake import H11Handshake
 
 from monitoring_ws.host.serving.lean import LeanSettings, serve_lean
-from monitoring_ws.host.serving.leansocket import LeanSocket
+from monitoring_ws.host.serving.leansocket import LeanSocket, _text_frame
 
 SETTINGS = LeanSettings(
     max_message_bytes=1 << 20,
@@ -257,3 +257,15 @@ async def test_a_frame_written_at_once_that_the_socket_takes_in_part_is_finished
             await socket.flush()
             await socket.send({"type": "websocket.send", "text": "after"})
     assert texts == ["small", big, "after"]  # whole and in order
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_a_text_frame_written_at_once_is_the_frame_wsproto_writes(size: int) -> None:
+    server = WSConnection(ConnectionType.SERVER)
+    client = WSConnection(ConnectionType.CLIENT)
+    server.receive_data(client.send(Request(host="a", target="/")))
+    next(server.events())
+    client.receive_data(server.send(AcceptConnection()))
+    next(client.events())
+    text = "\u00e9" * (size // 2) + "x" * (size % 2)  # non-ASCII: lengths count bytes
+    assert _text_frame(text) == server.send(TextMessage(data=text))

@@ -30,6 +30,18 @@ READ_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024
 
 
+def _text_frame(text: str) -> bytes:
+    """A whole text message as one server frame (RFC 6455 5.2: FIN, opcode 1, unmasked),
+    the bytes wsproto writes for it without its per-frame Python."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 1 << 16:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+
+
 class LeanSettings:
     """What the listener needs of ``[server]`` and the routes."""
 
@@ -256,7 +268,7 @@ class LeanSocket:
             or connection.state is not ConnectionState.OPEN
         ):
             return False
-        data = connection.send(TextMessage(data=text))
+        data = _text_frame(text)
         try:
             written = write_now(stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
