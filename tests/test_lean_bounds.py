@@ -58,11 +58,17 @@ class _StuckPeer(trio.abc.Stream):
         return None
 
 
-async def _upgraded(peer: _StuckPeer, settings: LeanSettings = SETTINGS) -> tuple[LeanSocket, Any]:
+def _handshake() -> tuple[WSConnection, H11Handshake]:
+    """A client's upgrade request, read by the server's side of the handshake."""
     client = WSConnection(ConnectionType.CLIENT)
     handshake = H11Handshake(ConnectionType.SERVER)
     handshake.receive_data(client.send(Request(host="127.0.0.1", target="/agent")))
     assert any(isinstance(event, Request) for event in handshake.events())
+    return client, handshake
+
+
+async def _upgraded(peer: _StuckPeer, settings: LeanSettings = SETTINGS) -> tuple[LeanSocket, Any]:
+    client, handshake = _handshake()
     socket = LeanSocket(peer, handshake, settings)
     assert (await socket.receive())["type"] == "websocket.connect"
     await socket.send({"type": "websocket.accept"})
@@ -227,10 +233,7 @@ async def test_malformed_and_oversized_heads_get_their_answer(
 async def test_a_frame_written_at_once_that_the_socket_takes_in_part_is_finished_first() -> None:
     ours, theirs = trio.socket.socketpair()
     stream, peer = trio.SocketStream(ours), trio.SocketStream(theirs)
-    client = WSConnection(ConnectionType.CLIENT)
-    handshake = H11Handshake(ConnectionType.SERVER)
-    handshake.receive_data(client.send(Request(host="127.0.0.1", target="/agent")))
-    assert any(isinstance(event, Request) for event in handshake.events())
+    client, handshake = _handshake()
     socket = LeanSocket(stream, handshake, SETTINGS)
     assert (await socket.receive())["type"] == "websocket.connect"
     await socket.send({"type": "websocket.accept"})

@@ -207,3 +207,31 @@ async def test_records_name_the_address_a_trusted_proxy_forwarded(
         record = (await http.get(f"/api/websocket/commands/{answer.json()['commandId']}")).json()
         assert record["requestedBy"]["address"] == "203.0.113.7"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_head_of_long_blank_runs_is_refused_and_costs_no_seconds(
+    start_server: StartServer,
+) -> None:
+    """``X:`` + blanks + NUL sent h11's header pattern into quadratic backtracking (16 s of
+    CPU for 60 KB); guarded, each listener refuses it at once and serves on."""
+    running = await start_server()
+    for url, path, blanks in (
+        (running.api_url, "/api/agents", 60_000),
+        (running.agent_urls[0], "/enroll", 15_000),  # the agents' head limit is 16 KiB
+        (running.agent_urls[0], "/agent", 15_000),  # an upgrade: wsproto's h11 reads it
+    ):
+        stream = await trio.open_tcp_stream(*agent_address(url))
+        async with stream:
+            await stream.send_all(
+                f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n".encode()
+                + b"X:"
+                + b" " * blanks
+                + b"\x00\r\n\r\n"
+            )
+            with trio.fail_after(30):  # a hang guard only
+                answer = await stream.receive_some(4096)
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.get(f"{running.api_url}/healthz")).status_code == 200
+    async with open_agent(running.agent_urls[0], "still-served"):
+        pass

@@ -46,6 +46,7 @@ from .plugins import (
 )
 from .router import TransportRouter, transports_in_order
 from .serving.asgi import HostApp, MetricsApp, adapt_hypercorn_websockets
+from .serving.h11guard import guard_h11
 from .serving.listeners import DRAIN_TIMEOUT_S, listener_server
 from .serving.tls import certificate_fingerprint, ensure_self_signed
 from .serving.wsmask import accelerate_masking
@@ -241,6 +242,7 @@ async def serve_host(
     for warning in config.warnings:
         log.warning("%s", warning)
     adapt_hypercorn_websockets()
+    guard_h11()
     if not accelerate_masking():
         log.info("wsaccel is not installed: frames are unmasked in pure Python (slower)")
     built = _assemble(config, clock)

@@ -283,16 +283,7 @@ class LeanSocket:
     async def flush(self) -> None:
         """Send the rest of a frame ``send_text_now`` began."""
         backlog, self._backlog = self._backlog, b""
-        try:
-            if backlog:
-                await send_all(self._stream, backlog)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.closed = True
-        finally:
-            self._sending = False
-            turn, self._turn = self._turn, None
-            if turn is not None:
-                turn.set()
+        await self._send_and_pass(backlog)
 
     def _answer(self) -> None:
         if self._answered is not None:
@@ -307,8 +298,13 @@ class LeanSocket:
                 self._turn = trio.Event()
             await self._turn.wait()
         self._sending = True
+        await self._send_and_pass(data)
+
+    async def _send_and_pass(self, data: bytes) -> None:
+        """Send ``data`` while holding the turn, then pass the turn on."""
         try:
-            await send_all(self._stream, data)
+            if data:
+                await send_all(self._stream, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
         finally:
