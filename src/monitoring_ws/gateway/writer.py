@@ -4,8 +4,7 @@ most of a fleet). Every close goes through the writer, after the frames queued b
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -14,7 +13,17 @@ if TYPE_CHECKING:
 
     from ..protocol import CloseConnection
 
-__all__ = ["FrameWriter"]
+__all__ = ["DirectSocket", "FrameWriter"]
+
+
+class DirectSocket(Protocol):
+    """A socket that can write a frame from the caller's task (the lean listener's)."""
+
+    def send_text_now(self, text: str) -> bool | None:
+        """True: written; None: written in part (``flush`` sends the rest); False: not now."""
+
+    async def flush(self) -> None:
+        """Send the rest of a frame ``send_text_now`` wrote in part."""
 
 
 class FrameWriter:
@@ -23,12 +32,11 @@ class FrameWriter:
     __slots__ = (
         "_backlogged",
         "_closing",
+        "_direct",
         "_drained",
-        "_flush",
         "_nursery",
         "_outbox",
         "_send",
-        "_send_now",
         "_writing",
     )
 
@@ -36,9 +44,9 @@ class FrameWriter:
         self._send = send
         # The lean listener's socket writes a frame from the caller's task when it can
         # (a writer task per command frame cost more than the write); Hypercorn's cannot.
+        # (The socket is kept, not its bound methods: two objects more for every idle agent.)
         socket = getattr(send, "__self__", None)
-        self._send_now: Callable[[str], bool | None] | None = getattr(socket, "send_text_now", None)
-        self._flush: Callable[[], Awaitable[None]] | None = getattr(socket, "flush", None)
+        self._direct: DirectSocket | None = socket if hasattr(socket, "send_text_now") else None
         #: The socket holds the rest of a frame written at once: the writer flushes it first.
         self._backlogged = False
         self._outbox: list[str | bytes] = []  # a deque costs ~700 B; this stays short
@@ -68,13 +76,13 @@ class FrameWriter:
             self._overflowed()
             return False
         if (
-            self._send_now is not None
+            self._direct is not None
             and not self._outbox
             and not self._writing
             and not self._backlogged
             and self._nursery is not None
         ):
-            written = self._send_now(text)
+            written = self._direct.send_text_now(text)
             if written:
                 return True
             if written is None:  # partly written: the writer sends the rest
@@ -116,9 +124,9 @@ class FrameWriter:
     async def _write(self) -> None:
         send, outbox = self._send, self._outbox
         try:
-            if self._backlogged and self._flush is not None:
+            if self._backlogged and self._direct is not None:
                 self._backlogged = False
-                await self._flush()
+                await self._direct.flush()
             half = self._queue_limit() // 2
             while outbox:
                 frame = outbox.pop(0)
