@@ -215,8 +215,7 @@ async def serve_http(
         await trio.sleep_forever()
         raise AssertionError  # not reached
 
-    # HTTP/1.0 is answered and closed, as h11 would (no ``Connection: keep-alive``).
-    close = not keep_alive or not head.keep_alive or head.http_version != b"1.1"
+    close = not keep_alive or not head.keep_alive
     send = HttpResponse(stream, close=close, head_request=head.method == b"HEAD")
     try:
         await app(scope, receive, send)
@@ -234,8 +233,7 @@ async def serve_http(
 
 
 def _keeps_alive(request: h11.Request) -> bool:
-    """HTTP/1.1 keeps the connection unless the client says close; 1.0 closes it."""
+    """HTTP/1.1 keeps the connection unless the client says close; 1.0 is answered and
+    closed, as h11 would (this listener sends no ``Connection: keep-alive``)."""
     said = b",".join(v.lower() for k, v in request.headers if k == b"connection")
-    if request.http_version == b"1.0":
-        return b"keep-alive" in said
-    return b"close" not in said
+    return request.http_version == b"1.1" and b"close" not in said
