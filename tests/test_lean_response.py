@@ -90,11 +90,15 @@ async def test_the_app_saying_less_than_its_length_ends_the_connection() -> None
 
 
 async def test_the_app_saying_more_than_its_length_is_refused() -> None:
-    ours, _ = trio.testing.memory_stream_pair()
+    ours, theirs = trio.testing.memory_stream_pair()
     send = HttpResponse(ours, close=False, head_request=False)
     await send(start(200, (b"content-length", b"1")))
     with pytest.raises(ValueError, match="more body"):
         await send(body(b"long"))
+    assert not send.started  # nothing went out...
+    await send.fail()  # ...so the listener's 500 can
+    with trio.fail_after(5):  # a hang guard only
+        assert (await theirs.receive_some()).startswith(b"HTTP/1.1 500 ")
 
 
 async def test_head_tells_the_length_and_sends_no_body() -> None:

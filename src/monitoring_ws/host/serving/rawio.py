@@ -33,8 +33,8 @@ async def receive_some(stream: trio.abc.Stream, max_bytes: int) -> bytes | bytea
     """``stream.receive_some(max_bytes)``: wait until readable, then one read."""
     if type(stream) is not trio.SocketStream:
         return await stream.receive_some(max_bytes)
-    fd = stream.socket.fileno()
     while True:
+        fd = stream.socket.fileno()  # again after each wait: it may have been closed
         if fd < 0:
             raise trio.ClosedResourceError("this socket was already closed")
         await trio.lowlevel.wait_readable(fd)

@@ -102,7 +102,8 @@ class HttpResponse:
         body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
         data = b""
-        if not self.started:
+        head_sent = self.started
+        if not head_sent:
             data = self._start(None if more else len(body))
             self.started = True
         if self._sends_body:
@@ -115,12 +116,13 @@ class HttpResponse:
                 data += body
                 if self._left is not None:
                     self._left -= len(body)
+        if self._left is not None and self._left < 0:
+            self.started = head_sent  # nothing of this went out: ``fail`` may still answer
+            raise ValueError("the app sent more body than its Content-Length")
         if not more:
             self.done = True
             if self._sends_body and self._left:
                 self.close = True  # shorter than it said: the client sees it end
-        if self._left is not None and self._left < 0:
-            raise ValueError("the app sent more body than its Content-Length")
         if data:
             await send_all(self._stream, data)
 
