@@ -6,7 +6,9 @@ successful read or write with a checkpoint (a trip through the scheduler). On th
 path that is four socket operations a command. Here a read waits for the socket first,
 then reads once; a write writes at once and waits only for what the socket did not take.
 Reads stay checkpoints (each waits); a write that the socket takes whole is not one: every
-caller reads in the same loop. TLS streams, and anything but a plain ``SocketStream``, go
+caller reads in the same loop. A direct write skips the stream's guard against two writers
+at once, so callers write one at a time (``LeanSocket`` passes a turn; an HTTP exchange
+writes from its one task). TLS streams, and anything but a plain ``SocketStream``, go
 through the stream's own methods.
 """
 
