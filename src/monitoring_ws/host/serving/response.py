@@ -24,6 +24,8 @@ _VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?").fullmatch
 #: The listener frames the answer and says whether the connection stays: the app's own
 #: word on these is dropped.
 _OURS = frozenset({b"connection", b"transfer-encoding", b"date"})
+#: The 500's body when the app ended without answering.
+_NO_ANSWER = json.dumps(error_body("internal", "the server gave no answer")).encode()
 
 
 class HttpResponse:
@@ -39,7 +41,6 @@ class HttpResponse:
         "_stream",
         "close",
         "done",
-        "head_request",
         "started",
     )
 
@@ -48,9 +49,8 @@ class HttpResponse:
         #: The connection ends after this answer (the client or the listener said so, or
         #: the answer's length was not kept).
         self.close = close
-        self.head_request = head_request  # HEAD: the length is told, no body is sent
         self._head: tuple[int, list[tuple[bytes, bytes]]] | None = None
-        self._sends_body = not head_request
+        self._sends_body = not head_request  # HEAD: the length is told, no body is sent
         self._chunked = False
         self._left: int | None = None  # body bytes still owed to a Content-Length
         self.started = False  # the head is on the wire
@@ -132,8 +132,7 @@ class HttpResponse:
         self.close = True
         if not self.started:
             self._head = (500, [(b"content-type", b"application/json")])
-            body = json.dumps(error_body("internal", "the server gave no answer")).encode()
-            await self({"type": "http.response.body", "body": body})
+            await self({"type": "http.response.body", "body": _NO_ANSWER})
 
 
 _date: tuple[int, bytes] = (0, b"")
